@@ -1,0 +1,1 @@
+//! Converts Hugging Face GPT-2 checkpoints into one GGUF v3 file.

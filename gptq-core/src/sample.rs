@@ -1,0 +1,1 @@
+//! Samplers and the seeded random number generator.

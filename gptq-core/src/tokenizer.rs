@@ -1,0 +1,1 @@
+//! GPT-2 byte-level BPE tokenizer.
