@@ -1,1 +1,11 @@
-//! Converts Hugging Face GPT-2 checkpoints into one GGUF v3 file.
+//! Converts Hugging Face GPT-2 checkpoints (`config.json`, `model.safetensors`
+//! or `pytorch_model.bin`, `vocab.json` + `merges.txt` or `tokenizer.json`)
+//! into one GGUF v3 file that llama.cpp and gptq both load.
+
+pub mod checkpoint;
+pub mod config;
+pub mod convert;
+pub mod names;
+pub mod vocab;
+
+pub use convert::{ConvertOptions, ConvertReport, convert};

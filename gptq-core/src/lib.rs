@@ -13,8 +13,15 @@ compile_error!("gptq-core reads little-endian GGUF files in place and supports l
 
 pub mod error;
 pub mod gguf;
+pub mod model;
+pub mod perplexity;
 pub mod quant;
 pub mod sample;
+pub mod session;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use model::{HParams, KvType, Model};
+pub use quant::{KernelPath, Kernels};
+pub use session::{Session, SessionParams};
+pub use tokenizer::Tokenizer;

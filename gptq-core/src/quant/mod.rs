@@ -1,5 +1,24 @@
 //! Quantized block formats and the kernels that compute with them.
+//!
+//! - [`blocks`]: ggml's Q8_0 and Q4_0 block layouts.
+//! - [`reference`]: scalar definitions of quantization and dot products.
+//! - [`matrix`]: typed views of stored weight matrices.
+//! - [`matmul`]: matrix products split across the rayon pool.
+//! - [`pack`]: f32 rows into stored tensor bytes (for converters).
+//! - `scalar`, `avx2`, `neon`: the kernel paths, chosen at run time by
+//!   [`Kernels`] (`GPTQ_KERNEL` overrides the choice).
 
 pub mod blocks;
+mod dispatch;
+pub mod matmul;
+pub mod matrix;
+pub mod pack;
+pub mod reference;
+mod scalar;
+pub mod tile;
 
 pub use blocks::{BlockQ4_0, BlockQ8_0, QK};
+pub use dispatch::{KernelPath, Kernels};
+pub use matmul::{MatmulScratch, matmul};
+pub use matrix::{Matrix, WeightData};
+pub use pack::pack_rows;

@@ -1,0 +1,273 @@
+//! The conversion: checkpoint folder → one GGUF v3 file, streamed tensor by
+//! tensor into a temporary file that is renamed into place only when complete.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use gptq_core::gguf::{GgmlType, GgufWriter, MetaArray, MetaValue};
+use gptq_core::quant::pack_rows;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{Checkpoint, open_checkpoint};
+use crate::config::GptConfig;
+use crate::names::{Mapping, gguf_layout, map_name};
+use crate::vocab::Vocab;
+
+/// Alignment of the tensor data in files we write.
+pub const ALIGNMENT: u64 = 64;
+
+/// What to produce.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Type of the weight matrices: F32, F16, Q8_0 or Q4_0.
+    pub out_type: GgmlType,
+    /// Type of the token embedding (which is also the LM head); by default the
+    /// matrices' type, except Q8_0 in Q4_0 files.
+    pub token_embd_type: Option<GgmlType>,
+    /// `general.name`; by default the checkpoint folder's name.
+    pub name: Option<String>,
+    /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            out_type: GgmlType::F16,
+            token_embd_type: None,
+            name: None,
+            progress: true,
+        }
+    }
+}
+
+/// What a conversion wrote.
+#[derive(Clone, Debug)]
+pub struct ConvertReport {
+    /// The file written.
+    pub path: PathBuf,
+    /// Number of tensors.
+    pub tensors: usize,
+    /// Size of the file.
+    pub bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
+pub fn file_type(ty: GgmlType) -> Result<u32> {
+    Ok(match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q8_0 => 7,
+        other => bail!("unsupported output type {other}: choose f32, f16, q8_0 or q4_0"),
+    })
+}
+
+/// One tensor to write: where it comes from and what it becomes.
+struct Plan {
+    gguf: String,
+    source: String,
+    transpose: bool,
+    rows: usize,
+    cols: usize,
+    ty: GgmlType,
+}
+
+/// Converts the Hugging Face GPT-2 folder `dir` into the GGUF file `out`.
+pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
+    let start = Instant::now();
+    file_type(opts.out_type)?;
+    if out.is_dir() {
+        bail!("output path {} is a directory; give a file name", out.display());
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        bail!("output folder {} does not exist", parent.display());
+    }
+
+    let config = GptConfig::read(dir)?;
+    let ckpt = open_checkpoint(dir)?;
+    let vocab = Vocab::read(dir, config.n_vocab, &[config.bos, config.eos])?;
+    let plans = plan(&config, ckpt.as_ref(), opts)?;
+
+    let mut writer = GgufWriter::new(ALIGNMENT)?;
+    let name = opts.name.clone().unwrap_or_else(|| folder_name(dir));
+    for (k, v) in metadata(&config, &vocab, &name, opts.out_type)? {
+        writer.add_metadata(&k, v)?;
+    }
+    for p in &plans {
+        writer.add_tensor(&p.gguf, &[p.cols as u64, p.rows as u64], p.ty)?;
+    }
+
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", out.file_name().and_then(|n| n.to_str()).unwrap_or("out")))
+        .suffix(".tmp")
+        .tempfile_in(&parent)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    let total: u64 = plans.iter().map(|p| p.rows as u64 * p.cols as u64 * 4).sum();
+    let bar = progress_bar(opts.progress, total);
+    let mut data = writer.begin(BufWriter::with_capacity(1 << 20, tmp.as_file()))?;
+    for p in &plans {
+        bar.set_message(p.gguf.clone());
+        let values = ckpt.read_f32(&p.source)?;
+        // Conv1D weights are stored [in = cols][out = rows].
+        let values = if p.transpose { transpose(&values, p.cols, p.rows) } else { values };
+        let bytes = pack_rows(p.ty, &values, p.cols).with_context(|| format!("tensor {}", p.gguf))?;
+        data.write_tensor(&p.gguf, &bytes)?;
+        bar.inc(p.rows as u64 * p.cols as u64 * 4);
+    }
+    let mut buf = data.finish()?;
+    buf.flush().with_context(|| format!("writing {}", tmp.path().display()))?;
+    drop(buf);
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+    tmp.persist(out)
+        .map_err(|e| anyhow::anyhow!("cannot move the finished file to {}: {}", out.display(), e.error))?;
+    bar.finish_and_clear();
+    Ok(ConvertReport {
+        path: out.to_path_buf(),
+        tensors: plans.len(),
+        bytes,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn folder_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "gpt2".to_string())
+}
+
+fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Matches the checkpoint's tensors to the GGUF layout and picks each type.
+fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<Vec<Plan>> {
+    let src = ckpt.source().display().to_string();
+    let mut found: HashMap<String, (String, bool, Vec<usize>)> = HashMap::new();
+    for t in ckpt.tensors() {
+        let (gguf, transpose) = match map_name(&t.name) {
+            Some(Mapping::Tensor { name, transpose }) => (name, transpose),
+            Some(Mapping::LmHead) if c.tied => continue,
+            Some(Mapping::LmHead) => ("output.weight".to_string(), false),
+            Some(Mapping::Skip) => continue,
+            None => bail!("{src}: unexpected tensor '{}': not part of a GPT-2 checkpoint", t.name),
+        };
+        if let Some((prev, ..)) = found.insert(gguf.clone(), (t.name.clone(), transpose, t.shape.clone())) {
+            bail!("{src}: tensors '{prev}' and '{}' both map to '{gguf}'", t.name);
+        }
+    }
+    let embd_ty = opts.token_embd_type.unwrap_or(match opts.out_type {
+        GgmlType::Q4_0 => GgmlType::Q8_0,
+        t => t,
+    });
+    let mut plans = Vec::new();
+    for (gguf, [rows, cols]) in gguf_layout(c) {
+        let (source, transpose, shape) = found
+            .remove(&gguf)
+            .with_context(|| format!("{src}: missing tensor for '{gguf}'"))?;
+        let want: Vec<usize> = match (rows, transpose) {
+            (1, _) => vec![cols],
+            (_, true) => vec![cols, rows],
+            (_, false) => vec![rows, cols],
+        };
+        if shape != want {
+            bail!(
+                "{src}: tensor '{source}' has shape {shape:?}, but config.json implies {want:?} (n_embd {}, n_ff {}, n_ctx {}, vocab {})",
+                c.n_embd,
+                c.n_ff,
+                c.n_ctx,
+                c.n_vocab
+            );
+        }
+        let ty = if rows == 1 || gguf == "position_embd.weight" {
+            GgmlType::F32
+        } else if gguf == "token_embd.weight" || gguf == "output.weight" {
+            embd_ty
+        } else {
+            opts.out_type
+        };
+        // A matrix whose rows are not whole blocks keeps 16-bit floats.
+        let ty = if cols % ty.block_size() != 0 { GgmlType::F16 } else { ty };
+        plans.push(Plan {
+            gguf,
+            source,
+            transpose,
+            rows,
+            cols,
+            ty,
+        });
+    }
+    Ok(plans)
+}
+
+/// A `rows × cols` matrix → its `cols × rows` transpose.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(x.len(), rows * cols);
+    let mut y = vec![0.0f32; x.len()];
+    for (i, row) in x.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            y[j * rows + i] = v;
+        }
+    }
+    y
+}
+
+fn metadata(c: &GptConfig, v: &Vocab, name: &str, ty: GgmlType) -> Result<Vec<(String, MetaValue)>> {
+    let u32v = |n: usize| -> Result<MetaValue> {
+        Ok(MetaValue::U32(u32::try_from(n).context("hyper-parameter too large for GGUF")?))
+    };
+    Ok(vec![
+        ("general.architecture".into(), MetaValue::String("gpt2".into())),
+        ("general.type".into(), MetaValue::String("model".into())),
+        ("general.name".into(), MetaValue::String(name.into())),
+        ("general.file_type".into(), MetaValue::U32(file_type(ty)?)),
+        ("general.quantization_version".into(), MetaValue::U32(2)),
+        ("gpt2.context_length".into(), u32v(c.n_ctx)?),
+        ("gpt2.embedding_length".into(), u32v(c.n_embd)?),
+        ("gpt2.feed_forward_length".into(), u32v(c.n_ff)?),
+        ("gpt2.block_count".into(), u32v(c.n_layer)?),
+        ("gpt2.attention.head_count".into(), u32v(c.n_head)?),
+        ("gpt2.attention.layer_norm_epsilon".into(), MetaValue::F32(c.ln_eps)),
+        ("tokenizer.ggml.model".into(), MetaValue::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), MetaValue::String("gpt-2".into())),
+        ("tokenizer.ggml.tokens".into(), MetaValue::Array(MetaArray::String(v.tokens.clone()))),
+        ("tokenizer.ggml.token_type".into(), MetaValue::Array(MetaArray::I32(v.types.clone()))),
+        ("tokenizer.ggml.merges".into(), MetaValue::Array(MetaArray::String(v.merges.clone()))),
+        ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(c.bos)),
+        ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(c.eos)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposes_in_out_to_out_in() {
+        // [in=2, out=3] -> [out=3, in=2]
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(transpose(&x, 2, 3), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    }
+}

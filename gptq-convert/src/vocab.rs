@@ -1,0 +1,189 @@
+//! The checkpoint's tokenizer (`vocab.json` + `merges.txt`, or
+//! `tokenizer.json`) as GGUF stores it: tokens by id, merges by rank, a type
+//! per token.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// llama.cpp's token types.
+pub const TOKEN_NORMAL: i32 = 1;
+/// A special token (`<|endoftext|>`).
+pub const TOKEN_CONTROL: i32 = 3;
+/// A token added by the user that is not special.
+pub const TOKEN_USER_DEFINED: i32 = 4;
+/// Padding that fills the vocabulary up to the embedding's size.
+pub const TOKEN_UNUSED: i32 = 5;
+
+/// A byte-level BPE vocabulary in GGUF form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vocab {
+    /// Token spellings (byte-level unicode), index = id.
+    pub tokens: Vec<String>,
+    /// One type per token.
+    pub types: Vec<i32>,
+    /// Merges in rank order, "left right".
+    pub merges: Vec<String>,
+}
+
+impl Vocab {
+    /// Reads `vocab.json` + `merges.txt` when both exist, else `tokenizer.json`.
+    /// `n_vocab` is the embedding's row count: missing ids up to it are filled
+    /// with unused padding tokens; ids beyond it are an error.
+    pub fn read(dir: &Path, n_vocab: usize, special_ids: &[u32]) -> Result<Vocab> {
+        let (vj, mt, tj) = (dir.join("vocab.json"), dir.join("merges.txt"), dir.join("tokenizer.json"));
+        let (map, merges, added) = if vj.is_file() && mt.is_file() {
+            let map = read_json(&vj).and_then(|v| vocab_map(&v).with_context(|| vj.display().to_string()))?;
+            let text = std::fs::read_to_string(&mt).with_context(|| format!("cannot read {}", mt.display()))?;
+            (map, merges_txt(&text), Vec::new())
+        } else if tj.is_file() {
+            let v = read_json(&tj)?;
+            tokenizer_json(&v).with_context(|| tj.display().to_string())?
+        } else {
+            bail!(
+                "{}: no tokenizer found (looked for vocab.json + merges.txt, and tokenizer.json)",
+                dir.display()
+            );
+        };
+        build(map, merges, &added, n_vocab, special_ids)
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+fn vocab_map(v: &Value) -> Result<Vec<(String, u32)>> {
+    let obj = v.as_object().context("the vocabulary must be a JSON object of token → id")?;
+    obj.iter()
+        .map(|(k, id)| {
+            let id = id
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok())
+                .with_context(|| format!("token {k:?} has id {id}, not a token id"))?;
+            Ok((k.clone(), id))
+        })
+        .collect()
+}
+
+fn merges_txt(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+type Added = Vec<(String, u32, bool)>;
+
+fn tokenizer_json(v: &Value) -> Result<(Vec<(String, u32)>, Vec<String>, Added)> {
+    let model = v.get("model").context("no 'model' object")?;
+    if let Some(t) = model.get("type").and_then(Value::as_str)
+        && t != "BPE"
+    {
+        bail!("tokenizer model type is '{t}', GPT-2 needs 'BPE'");
+    }
+    let map = vocab_map(model.get("vocab").context("no 'model.vocab'")?)?;
+    let merges = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .context("no 'model.merges' list")?
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match m {
+            Value::String(s) => Ok(s.clone()),
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(a), Value::String(b)] => Ok(format!("{a} {b}")),
+                _ => bail!("merge {i} is not a pair of strings"),
+            },
+            _ => bail!("merge {i} is neither a string nor a pair"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut added = Vec::new();
+    for a in v.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+        let content = a.get("content").and_then(Value::as_str).context("added token without 'content'")?;
+        let id = a
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|i| u32::try_from(i).ok())
+            .with_context(|| format!("added token {content:?} without a valid 'id'"))?;
+        let special = a.get("special").and_then(Value::as_bool).unwrap_or(false);
+        added.push((content.to_string(), id, special));
+    }
+    Ok((map, merges, added))
+}
+
+fn build(
+    map: Vec<(String, u32)>,
+    merges: Vec<String>,
+    added: &[(String, u32, bool)],
+    n_vocab: usize,
+    special_ids: &[u32],
+) -> Result<Vocab> {
+    let mut by_id: HashMap<u32, (String, i32)> = HashMap::with_capacity(map.len());
+    for (tok, id) in map {
+        if let Some((prev, _)) = by_id.insert(id, (tok.clone(), TOKEN_NORMAL)) {
+            bail!("tokens {prev:?} and {tok:?} share id {id}");
+        }
+    }
+    for (tok, id, special) in added {
+        let ty = if *special { TOKEN_CONTROL } else { TOKEN_USER_DEFINED };
+        by_id.insert(*id, (tok.clone(), ty));
+    }
+    if let Some(&max) = by_id.keys().max()
+        && max as usize >= n_vocab
+    {
+        bail!("token id {max} is outside the model's vocabulary of {n_vocab} (config vocab_size)");
+    }
+    let mut tokens = Vec::with_capacity(n_vocab);
+    let mut types = Vec::with_capacity(n_vocab);
+    for id in 0..n_vocab as u32 {
+        match by_id.remove(&id) {
+            Some((tok, ty)) => {
+                tokens.push(tok);
+                types.push(if special_ids.contains(&id) { TOKEN_CONTROL } else { ty });
+            }
+            None => {
+                tokens.push(format!("[PAD{id}]"));
+                types.push(TOKEN_UNUSED);
+            }
+        }
+    }
+    for (i, m) in merges.iter().enumerate() {
+        if m.split(' ').count() != 2 {
+            bail!("merge {i} ({m:?}) is not two symbols separated by one space");
+        }
+    }
+    Ok(Vocab { tokens, types, merges })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builds_from_both_forms_alike() {
+        let vocab = json!({"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3});
+        let from_files = build(vocab_map(&vocab).unwrap(), merges_txt("#version: 0.2\na b\n"), &[], 4, &[3]).unwrap();
+        let tj = json!({"model": {"type": "BPE", "vocab": vocab, "merges": [["a", "b"]]},
+                        "added_tokens": [{"id": 3, "content": "<|endoftext|>", "special": true}]});
+        let (m, mg, ad) = tokenizer_json(&tj).unwrap();
+        let from_json = build(m, mg, &ad, 4, &[3]).unwrap();
+        assert_eq!(from_files, from_json);
+        assert_eq!(from_files.types, vec![1, 1, 1, 3]);
+        assert_eq!(from_files.merges, vec!["a b"]);
+    }
+
+    #[test]
+    fn pads_and_rejects() {
+        let v = build(vec![("a".into(), 0)], vec![], &[], 3, &[]).unwrap();
+        assert_eq!(v.tokens, vec!["a", "[PAD1]", "[PAD2]"]);
+        assert_eq!(v.types, vec![1, 5, 5]);
+        assert!(build(vec![("a".into(), 5)], vec![], &[], 3, &[]).is_err());
+        assert!(build(vec![("a".into(), 0), ("b".into(), 0)], vec![], &[], 3, &[]).is_err());
+        assert!(build(vec![("a".into(), 0)], vec!["a b c".into()], &[], 1, &[]).is_err());
+    }
+}

@@ -1,0 +1,342 @@
+//! The GPT-2 forward pass over a batch of consecutive positions. Prefill (many
+//! tokens) and decode (one token) run the same code; only the parallel split
+//! differs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::Model;
+use super::weights::VectorLoc;
+use crate::error::{Error, Result};
+use crate::quant::{Kernels, MatmulScratch, matmul};
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvType {
+    /// 32-bit floats: exact.
+    #[default]
+    F32,
+    /// Half floats: half the memory, keys and values rounded to 11 bits.
+    F16,
+}
+
+enum KvStore {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+/// Keys and values of every layer for every position of one session, laid
+/// out `[layer][position][n_embd]`, allocated once.
+pub(crate) struct KvCache {
+    k: KvStore,
+    v: KvStore,
+    n_ctx: usize,
+    d: usize,
+}
+
+fn try_alloc<T: Clone>(n: usize, zero: T, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "cannot allocate {} bytes for the {what}",
+            n.saturating_mul(std::mem::size_of::<T>())
+        ))
+    })?;
+    v.resize(n, zero);
+    Ok(v)
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize, n_ctx: usize, d: usize, ty: KvType) -> Result<KvCache> {
+        let n = n_layer
+            .checked_mul(n_ctx)
+            .and_then(|v| v.checked_mul(d))
+            .ok_or_else(|| Error::InvalidArgument("KV cache size overflows".into()))?;
+        let store = || -> Result<KvStore> {
+            Ok(match ty {
+                KvType::F32 => KvStore::F32(try_alloc(n, 0.0, "KV cache")?),
+                KvType::F16 => KvStore::F16(try_alloc(n, f16::ZERO, "KV cache")?),
+            })
+        };
+        Ok(KvCache {
+            k: store()?,
+            v: store()?,
+            n_ctx,
+            d,
+        })
+    }
+
+    pub fn n_bytes(&self) -> usize {
+        let size = |s: &KvStore| match s {
+            KvStore::F32(v) => v.len() * 4,
+            KvStore::F16(v) => v.len() * 2,
+        };
+        size(&self.k) + size(&self.v)
+    }
+
+    /// Stores the keys and values of `n` tokens (from their fused q|k|v rows)
+    /// at positions `pos0..pos0 + n` of `layer`.
+    fn store(&mut self, layer: usize, pos0: usize, qkv: &[f32], n: usize) {
+        let d = self.d;
+        let base = (layer * self.n_ctx + pos0) * d;
+        for t in 0..n {
+            let row = &qkv[t * 3 * d..(t + 1) * 3 * d];
+            let dst = base + t * d..base + (t + 1) * d;
+            for (store, src) in [(&mut self.k, &row[d..2 * d]), (&mut self.v, &row[2 * d..])] {
+                match store {
+                    KvStore::F32(c) => c[dst.clone()].copy_from_slice(src),
+                    KvStore::F16(c) => {
+                        for (o, &x) in c[dst.clone()].iter_mut().zip(src) {
+                            *o = f16::from_f32(x);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One layer's rows of a cache store: row `p` holds position `p`.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl<'a> Rows<'a> {
+    fn of(store: &'a KvStore, layer: usize, n_ctx: usize, d: usize) -> Rows<'a> {
+        let r = layer * n_ctx * d..(layer + 1) * n_ctx * d;
+        match store {
+            KvStore::F32(c) => Rows::F32(&c[r]),
+            KvStore::F16(c) => Rows::F16(&c[r]),
+        }
+    }
+
+    #[inline]
+    fn dot(&self, k: &Kernels, at: usize, q: &[f32]) -> f32 {
+        match self {
+            Rows::F32(c) => (k.table.dot_f32)(&c[at..at + q.len()], q),
+            Rows::F16(c) => (k.table.dot_f16)(&c[at..at + q.len()], q),
+        }
+    }
+
+    #[inline]
+    fn axpy(&self, k: &Kernels, at: usize, alpha: f32, out: &mut [f32]) {
+        match self {
+            Rows::F32(c) => (k.table.axpy_f32)(alpha, &c[at..at + out.len()], out),
+            Rows::F16(c) => (k.table.axpy_f16)(alpha, &c[at..at + out.len()], out),
+        }
+    }
+}
+
+/// Activation buffers for up to `n_batch` tokens, allocated once per session.
+pub(crate) struct Scratch {
+    n_batch: usize,
+    /// Residual stream, `[n_batch][n_embd]`.
+    x: Vec<f32>,
+    /// Normalised input of the current sub-layer / its output, `[rows][n_embd]`.
+    h: Vec<f32>,
+    /// Fused query|key|value, `[n_batch][3·n_embd]`.
+    qkv: Vec<f32>,
+    /// Attention output before the projection, `[n_batch][n_embd]`.
+    att: Vec<f32>,
+    /// MLP hidden layer, `[n_batch][n_ff]`.
+    ff: Vec<f32>,
+    /// Attention scores, one lane of `n_ctx` per parallel task.
+    scores: Vec<f32>,
+    n_lanes: usize,
+    mm: MatmulScratch,
+}
+
+impl Scratch {
+    pub fn new(model: &Model, n_ctx: usize, n_batch: usize, n_outputs: usize) -> Result<Scratch> {
+        let hp = model.hparams();
+        let d = hp.n_embd;
+        let rows = n_batch.max(n_outputs);
+        let n_lanes = n_batch.max(hp.n_head);
+        let sized = |a: usize, b: usize, what: &str| -> Result<Vec<f32>> {
+            let n = a
+                .checked_mul(b)
+                .ok_or_else(|| Error::InvalidArgument(format!("{what} size overflows")))?;
+            try_alloc(n, 0.0, what)
+        };
+        Ok(Scratch {
+            n_batch,
+            x: sized(n_batch, d, "activations")?,
+            h: sized(rows, d, "activations")?,
+            qkv: sized(n_batch, 3 * d, "activations")?,
+            att: sized(n_batch, d, "activations")?,
+            ff: sized(n_batch, hp.n_ff, "activations")?,
+            scores: sized(n_lanes, n_ctx, "attention scores")?,
+            n_lanes,
+            mm: MatmulScratch::new(rows, d.max(hp.n_ff)),
+        })
+    }
+
+    pub fn n_bytes(&self) -> usize {
+        4 * (self.x.len() + self.h.len() + self.qkv.len() + self.att.len() + self.ff.len() + self.scores.len())
+            + self.mm.n_bytes()
+    }
+}
+
+/// Runs `f(t, row)` over the first `n` rows of width `w` of `buf`, in parallel
+/// when there is more than one.
+fn for_rows(buf: &mut [f32], w: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    let buf = &mut buf[..n * w];
+    if n > 1 {
+        buf.par_chunks_mut(w).enumerate().for_each(|(t, row)| f(t, row));
+    } else {
+        f(0, buf);
+    }
+}
+
+fn check_cancel(cancel: &AtomicBool) -> Result<()> {
+    if cancel.swap(false, Ordering::Relaxed) {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
+}
+
+/// Runs tokens `tokens` at positions `pos0..` through every block, writing their
+/// keys and values into `kv`; afterwards `s.x` holds their residual streams.
+/// The caller has checked the ids and that the positions fit the cache.
+pub(crate) fn forward_hidden(
+    model: &Model,
+    kv: &mut KvCache,
+    s: &mut Scratch,
+    tokens: &[u32],
+    pos0: usize,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    let hp = model.hparams();
+    let k = model.kernels();
+    let t = model.bytes();
+    let w = model.weights();
+    let n = tokens.len();
+    let d = hp.n_embd;
+    assert!(n >= 1 && n <= s.n_batch && pos0 + n <= kv.n_ctx);
+
+    let wte = w.token_embd.view(t);
+    let wpe = w.position_embd.view(t);
+    for (i, &tok) in tokens.iter().enumerate() {
+        let x = &mut s.x[i * d..(i + 1) * d];
+        let h = &mut s.h[i * d..(i + 1) * d];
+        wte.dequantize_row(tok as usize, x);
+        wpe.dequantize_row(pos0 + i, h);
+        (k.table.add)(h, x);
+    }
+
+    let vec = |v: &'_ VectorLoc| -> &'_ [f32] { v.get(t) };
+    for (li, lw) in w.layers.iter().enumerate() {
+        check_cancel(cancel)?;
+        // Attention sub-layer.
+        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vec(&lw.attn_norm_w), vec(&lw.attn_norm_b), hp.ln_eps);
+        matmul(&k, &lw.attn_qkv_w.view(t), &s.h, n, &mut s.qkv, &mut s.mm);
+        add_bias(&k, &mut s.qkv, n, vec(&lw.attn_qkv_b));
+        kv.store(li, pos0, &s.qkv, n);
+        attention(&k, kv, li, &s.qkv, n, pos0, hp.n_head, &mut s.att, &mut s.scores, s.n_lanes);
+        matmul(&k, &lw.attn_out_w.view(t), &s.att, n, &mut s.h, &mut s.mm);
+        add_residual(&k, &mut s.x, &s.h, n, d, vec(&lw.attn_out_b));
+
+        // MLP sub-layer.
+        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vec(&lw.ffn_norm_w), vec(&lw.ffn_norm_b), hp.ln_eps);
+        matmul(&k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
+        let (b_up, gelu, add) = (vec(&lw.ffn_up_b), k.table.gelu, k.table.add);
+        for_rows(&mut s.ff, hp.n_ff, n, |_, row| {
+            add(b_up, row);
+            gelu(row);
+        });
+        matmul(&k, &lw.ffn_down_w.view(t), &s.ff, n, &mut s.h, &mut s.mm);
+        add_residual(&k, &mut s.x, &s.h, n, d, vec(&lw.ffn_down_b));
+    }
+    Ok(())
+}
+
+/// Logits of residual rows `rows` of the last [`forward_hidden`]: the final
+/// LayerNorm, then the LM head. `out` receives `rows.len()` rows of `n_vocab`.
+pub(crate) fn logits(model: &Model, s: &mut Scratch, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    let hp = model.hparams();
+    let k = model.kernels();
+    let t = model.bytes();
+    let w = model.weights();
+    let d = hp.n_embd;
+    let n = rows.len();
+    let x = &s.x[rows.start * d..rows.end * d];
+    layer_norm_rows(&k, x, &mut s.h, n, d, w.output_norm_w.get(t), w.output_norm_b.get(t), hp.ln_eps);
+    matmul(&k, &w.output.view(t), &s.h, n, out, &mut s.mm);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layer_norm_rows(k: &Kernels, x: &[f32], h: &mut [f32], n: usize, d: usize, w: &[f32], b: &[f32], eps: f32) {
+    let ln = k.table.layer_norm;
+    for_rows(h, d, n, |i, row| ln(&x[i * d..(i + 1) * d], w, b, eps, row));
+}
+
+fn add_bias(k: &Kernels, y: &mut [f32], n: usize, b: &[f32]) {
+    let add = k.table.add;
+    for_rows(y, b.len(), n, |_, row| add(b, row));
+}
+
+/// `x += y + b`, row by row.
+fn add_residual(k: &Kernels, x: &mut [f32], y: &[f32], n: usize, d: usize, b: &[f32]) {
+    let add = k.table.add;
+    for_rows(x, d, n, |i, row| {
+        add(&y[i * d..(i + 1) * d], row);
+        add(b, row);
+    });
+}
+
+/// Causal self-attention of `n` queries at positions `pos0..pos0 + n` over the
+/// cached keys and values `0..=position`, one (token, head) pair per unit of
+/// work; each parallel task owns one lane of score scratch.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    k: &Kernels,
+    kv: &KvCache,
+    layer: usize,
+    qkv: &[f32],
+    n: usize,
+    pos0: usize,
+    n_head: usize,
+    att: &mut [f32],
+    scores: &mut [f32],
+    n_lanes: usize,
+) {
+    let d = kv.d;
+    let hd = d / n_head;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let keys = Rows::of(&kv.k, layer, kv.n_ctx, d);
+    let values = Rows::of(&kv.v, layer, kv.n_ctx, d);
+    let pairs = n * n_head;
+    let per_lane = pairs.div_ceil(n_lanes.min(pairs));
+    let n_ctx = kv.n_ctx;
+    let run = |lane: usize, out: &mut [f32], sc: &mut [f32]| {
+        for (j, o) in out.chunks_mut(hd).enumerate() {
+            let p = lane * per_lane + j;
+            let (t, h) = (p / n_head, p % n_head);
+            let q = &qkv[t * 3 * d + h * hd..t * 3 * d + (h + 1) * hd];
+            let len = pos0 + t + 1;
+            let sc = &mut sc[..len];
+            for (pos, s) in sc.iter_mut().enumerate() {
+                *s = keys.dot(k, pos * d + h * hd, q) * scale;
+            }
+            (k.table.softmax)(sc);
+            o.fill(0.0);
+            for (pos, &p) in sc.iter().enumerate() {
+                values.axpy(k, pos * d + h * hd, p, o);
+            }
+        }
+    };
+    let att = &mut att[..n * d];
+    if pairs <= per_lane {
+        run(0, att, &mut scores[..n_ctx]);
+    } else {
+        att.par_chunks_mut(hd * per_lane)
+            .zip(scores.par_chunks_mut(n_ctx))
+            .enumerate()
+            .for_each(|(lane, (out, sc))| run(lane, out, sc));
+    }
+}

@@ -1,0 +1,162 @@
+//! A GPT-2 model mapped from a GGUF file: hyper-parameters, weight views,
+//! tokenizer and the kernels that run it.
+
+pub(crate) mod forward;
+pub mod hparams;
+pub(crate) mod weights;
+
+use std::path::Path;
+
+pub use forward::KvType;
+pub use hparams::HParams;
+use weights::Weights;
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, MappedFile};
+use crate::quant::Kernels;
+use crate::tokenizer::Tokenizer;
+
+/// A GPT-2 model over a memory-mapped GGUF file. The weights are read in place,
+/// never copied. `Send + Sync`: load it once, share it with `Arc`, and run one
+/// [`Session`](crate::Session) per stream.
+pub struct Model {
+    file: MappedFile,
+    gguf: GgufFile,
+    hparams: HParams,
+    weights: Weights,
+    tokenizer: Tokenizer,
+    kernels: Kernels,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.file.path())
+            .field("hparams", &self.hparams)
+            .field("kernels", &self.kernels.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Maps and validates a GGUF file, with the kernels chosen by
+    /// [`Kernels::from_env`] (the best for this CPU unless `GPTQ_KERNEL` says
+    /// otherwise).
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Model::load_with_kernels(path, Kernels::from_env()?)
+    }
+
+    /// Maps and validates a GGUF file and runs it with `kernels`.
+    pub fn load_with_kernels(path: impl AsRef<Path>, kernels: Kernels) -> Result<Model> {
+        let file = MappedFile::open(path.as_ref())?;
+        let gguf = GgufFile::parse(file.bytes())?;
+        let hparams = HParams::from_gguf(&gguf)?;
+        let weights = Weights::from_gguf(&gguf, file.bytes(), &hparams)?;
+        let tokenizer = load_tokenizer(&gguf)?;
+        Ok(Model {
+            file,
+            gguf,
+            hparams,
+            weights,
+            tokenizer,
+            kernels,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn hparams(&self) -> &HParams {
+        &self.hparams
+    }
+
+    /// The tokenizer stored in the file.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The kernels every computation of this model goes through.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// The parsed GGUF metadata and tensor list.
+    pub fn gguf(&self) -> &GgufFile {
+        &self.gguf
+    }
+
+    /// The file the model was loaded from.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// `general.name`, when the file has one.
+    pub fn name(&self) -> Option<&str> {
+        self.gguf.get("general.name").and_then(|v| v.as_str())
+    }
+
+    /// Weight bytes read to decode one token (every block matrix and the LM head):
+    /// multiplied by tokens per second, the memory bandwidth decode uses.
+    pub fn weight_bytes_per_token(&self) -> usize {
+        self.weights.bytes_per_token()
+    }
+
+    /// Whether the LM head is a separate `output.weight` rather than the tied
+    /// token embedding.
+    pub fn has_output_weight(&self) -> bool {
+        self.weights.has_output
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.file.bytes()
+    }
+
+    pub(crate) fn weights(&self) -> &Weights {
+        &self.weights
+    }
+}
+
+fn load_tokenizer(gguf: &GgufFile) -> Result<Tokenizer> {
+    let kind = gguf.get_str("tokenizer.ggml.model")?;
+    if kind != "gpt2" {
+        return Err(Error::metadata(
+            "tokenizer.ggml.model",
+            format!("unsupported tokenizer '{kind}': GPT-2 models use 'gpt2' (byte-level BPE)"),
+        ));
+    }
+    let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
+    let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
+    let types = match gguf.get("tokenizer.ggml.token_type") {
+        Some(_) => Some(gguf.get_i32_array("tokenizer.ggml.token_type")?),
+        None => None,
+    };
+    let id = |key: &str| -> Result<Option<u32>> {
+        match gguf.get(key) {
+            None => Ok(None),
+            Some(_) => {
+                let v = gguf.get_u64(key)?;
+                u32::try_from(v)
+                    .ok()
+                    .filter(|&v| (v as usize) < tokens.len())
+                    .map(Some)
+                    .ok_or_else(|| Error::metadata(key, format!("token id {v} is outside the vocabulary")))
+            }
+        }
+    };
+    Tokenizer::new(
+        tokens,
+        merges,
+        types,
+        id("tokenizer.ggml.bos_token_id")?,
+        id("tokenizer.ggml.eos_token_id")?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Model>();
+    }
+}

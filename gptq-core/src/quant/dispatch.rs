@@ -1,0 +1,188 @@
+//! Run-time choice of the kernel path: the best one the CPU supports, or the one
+//! `GPTQ_KERNEL` names.
+
+use std::fmt;
+
+use half::f16;
+
+use super::blocks::{BlockQ4_0, BlockQ8_0};
+use super::scalar;
+use super::tile::{FloatActs, OutTile, QuantActs};
+use crate::error::{Error, Result};
+
+/// An implementation of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KernelPath {
+    /// Portable scalar reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// aarch64 NEON with widening multiplies.
+    Neon,
+}
+
+impl KernelPath {
+    /// Every path, best first.
+    pub const ALL: &'static [KernelPath] = &[KernelPath::Avx2, KernelPath::Neon, KernelPath::Scalar];
+
+    /// The name used by `GPTQ_KERNEL` and printed by the tools.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Scalar => "scalar",
+            KernelPath::Avx2 => "avx2",
+            KernelPath::Neon => "neon",
+        }
+    }
+
+    /// The path with that name.
+    pub fn from_name(name: &str) -> Option<KernelPath> {
+        KernelPath::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            KernelPath::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU supports, best first.
+    pub fn available() -> Vec<KernelPath> {
+        KernelPath::ALL
+            .iter()
+            .copied()
+            .filter(|p| p.is_supported())
+            .collect()
+    }
+
+    /// The best path this CPU supports.
+    pub fn best() -> KernelPath {
+        KernelPath::ALL
+            .iter()
+            .copied()
+            .find(|p| p.is_supported())
+            .unwrap_or(KernelPath::Scalar)
+    }
+}
+
+impl fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub(crate) struct KernelTable {
+    pub quantize_acts: fn(&[f32], &mut [BlockQ8_0], &mut [i16]),
+    pub gemm_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
+    pub gemm_q4_0: fn(&[BlockQ4_0], &QuantActs<'_>, &mut OutTile<'_>),
+    pub gemm_f16: fn(&[f16], &FloatActs<'_>, &mut OutTile<'_>),
+    pub gemm_f32: fn(&[f32], &FloatActs<'_>, &mut OutTile<'_>),
+    pub dot_f32: fn(&[f32], &[f32]) -> f32,
+    pub dot_f16: fn(&[f16], &[f32]) -> f32,
+    pub axpy_f32: fn(f32, &[f32], &mut [f32]),
+    pub axpy_f16: fn(f32, &[f16], &mut [f32]),
+    pub layer_norm: fn(&[f32], &[f32], &[f32], f32, &mut [f32]),
+    pub gelu: fn(&mut [f32]),
+    pub add: fn(&[f32], &mut [f32]),
+    pub softmax: fn(&mut [f32]),
+}
+
+static SCALAR: KernelTable = KernelTable {
+    quantize_acts: scalar::quantize_acts,
+    gemm_q8_0: scalar::gemm_q8_0,
+    gemm_q4_0: scalar::gemm_q4_0,
+    gemm_f16: scalar::gemm_f16,
+    gemm_f32: scalar::gemm_f32,
+    dot_f32: scalar::dot_f32,
+    dot_f16: scalar::dot_f16,
+    axpy_f32: scalar::axpy_f32,
+    axpy_f16: scalar::axpy_f16,
+    layer_norm: scalar::layer_norm,
+    gelu: scalar::gelu,
+    add: scalar::add,
+    softmax: scalar::softmax,
+};
+
+/// A chosen kernel path: the functions every computation goes through.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    path: KernelPath,
+    pub(crate) table: &'static KernelTable,
+}
+
+impl fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernels").field("path", &self.path).finish()
+    }
+}
+
+impl Kernels {
+    /// The kernels of `path`, when this CPU supports it.
+    pub fn new(path: KernelPath) -> Result<Kernels> {
+        if !path.is_supported() {
+            return Err(Error::InvalidArgument(format!(
+                "kernel path '{path}' is not supported by this CPU (available: {})",
+                names(&KernelPath::available())
+            )));
+        }
+        let table = match path {
+            KernelPath::Scalar => &SCALAR,
+            // Filled in by the SIMD paths; until then they run the reference.
+            _ => &SCALAR,
+        };
+        Ok(Kernels { path, table })
+    }
+
+    /// The scalar reference kernels.
+    pub fn scalar() -> Kernels {
+        Kernels {
+            path: KernelPath::Scalar,
+            table: &SCALAR,
+        }
+    }
+
+    /// The best kernels for this CPU.
+    pub fn best() -> Kernels {
+        Kernels::new(KernelPath::best()).unwrap_or_else(|_| Kernels::scalar())
+    }
+
+    /// The path named by the environment variable `GPTQ_KERNEL`, or the best one
+    /// when it is unset or empty. An unknown or unsupported name is an error.
+    pub fn from_env() -> Result<Kernels> {
+        match std::env::var("GPTQ_KERNEL") {
+            Ok(name) if !name.trim().is_empty() => {
+                let path = KernelPath::from_name(&name).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "GPTQ_KERNEL={name}: unknown kernel path (known: {})",
+                        names(KernelPath::ALL)
+                    ))
+                })?;
+                Kernels::new(path)
+            }
+            _ => Ok(Kernels::best()),
+        }
+    }
+
+    /// The path these kernels belong to.
+    pub fn path(&self) -> KernelPath {
+        self.path
+    }
+}
+
+fn names(paths: &[KernelPath]) -> String {
+    paths.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,207 @@
+//! Matrix products `y = x · Wᵀ` over stored weights: activations are quantized
+//! once per call (for quantized weights), then the output rows are split into
+//! coarse ranges that run on the rayon pool, each handed to the kernel path's
+//! tile function. One code path serves decode (one token: a matrix-vector
+//! product) and prefill (many tokens: the kernel reuses each weight block for
+//! several tokens).
+
+use rayon::prelude::*;
+
+use super::blocks::{BlockQ8_0, QK};
+use super::dispatch::Kernels;
+use super::matrix::{Matrix, WeightData};
+use super::tile::{FloatActs, OutTile, QuantActs, RowSplit};
+
+/// Row ranges are multiples of this, so that kernels that compute several rows
+/// at once rarely see a ragged range.
+const ROW_ALIGN: usize = 16;
+
+/// Parallel tasks per worker thread: a few, so that a thread that is descheduled
+/// for a moment does not hold up the whole product.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Space for the quantized activations of one product, allocated once.
+#[derive(Clone, Debug, Default)]
+pub struct MatmulScratch {
+    blocks: Vec<BlockQ8_0>,
+    sums: Vec<i16>,
+}
+
+impl MatmulScratch {
+    /// Scratch for products of up to `max_tokens` rows of up to `max_cols` columns.
+    pub fn new(max_tokens: usize, max_cols: usize) -> MatmulScratch {
+        let n = max_tokens * max_cols.div_ceil(QK);
+        MatmulScratch {
+            blocks: vec![BlockQ8_0::ZERO; n],
+            sums: vec![0; n],
+        }
+    }
+
+    /// Bytes held.
+    pub fn n_bytes(&self) -> usize {
+        std::mem::size_of_val(self.blocks.as_slice()) + std::mem::size_of_val(self.sums.as_slice())
+    }
+}
+
+/// `y[t][r] = Σ_c w[r][c] · x[t][c]` for `t < n_tok`: `x` holds `n_tok` rows of
+/// `w.cols()` values and `y` receives `n_tok` rows of `w.rows()` values.
+///
+/// # Panics
+/// When `x` or `y` is shorter than that, or the scratch is too small; the model
+/// sizes everything from validated hyper-parameters, so these are bugs.
+pub fn matmul(
+    k: &Kernels,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tok: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) {
+    let (rows, cols) = (w.rows(), w.cols());
+    assert!(x.len() >= n_tok * cols, "matmul: x too short");
+    assert!(y.len() >= n_tok * rows, "matmul: y too short");
+    let x = &x[..n_tok * cols];
+    let y = &mut y[..n_tok * rows];
+    match w.data() {
+        WeightData::Q8_0(d) => {
+            let acts = quantize(k, x, n_tok, cols, scratch);
+            let nb = acts.nb;
+            for_row_tiles(rows, n_tok, y, |tile| {
+                let r0 = tile.r0();
+                (k.table.gemm_q8_0)(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
+            });
+        }
+        WeightData::Q4_0(d) => {
+            let acts = quantize(k, x, n_tok, cols, scratch);
+            let nb = acts.nb;
+            for_row_tiles(rows, n_tok, y, |tile| {
+                let r0 = tile.r0();
+                (k.table.gemm_q4_0)(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
+            });
+        }
+        WeightData::F16(d) => {
+            let acts = FloatActs { x, n_tok, cols };
+            for_row_tiles(rows, n_tok, y, |tile| {
+                let r0 = tile.r0();
+                (k.table.gemm_f16)(&d[r0 * cols..(r0 + tile.rows()) * cols], &acts, tile)
+            });
+        }
+        WeightData::F32(d) => {
+            let acts = FloatActs { x, n_tok, cols };
+            for_row_tiles(rows, n_tok, y, |tile| {
+                let r0 = tile.r0();
+                (k.table.gemm_f32)(&d[r0 * cols..(r0 + tile.rows()) * cols], &acts, tile)
+            });
+        }
+    }
+}
+
+fn quantize<'s>(
+    k: &Kernels,
+    x: &[f32],
+    n_tok: usize,
+    cols: usize,
+    scratch: &'s mut MatmulScratch,
+) -> QuantActs<'s> {
+    assert!(cols % QK == 0, "matmul: quantized rows must be whole blocks");
+    let nb = cols / QK;
+    let n = n_tok * nb;
+    assert!(scratch.blocks.len() >= n, "matmul: scratch too small");
+    let blocks = &mut scratch.blocks[..n];
+    let sums = &mut scratch.sums[..n];
+    let quantize_acts = k.table.quantize_acts;
+    if n_tok > 1 {
+        x.par_chunks(cols)
+            .zip(blocks.par_chunks_mut(nb))
+            .zip(sums.par_chunks_mut(nb))
+            .for_each(|((xr, br), sr)| quantize_acts(xr, br, sr));
+    } else {
+        quantize_acts(x, blocks, sums);
+    }
+    QuantActs {
+        blocks: &scratch.blocks[..n],
+        sums: &scratch.sums[..n],
+        n_tok,
+        nb,
+    }
+}
+
+/// Runs `f` on row ranges of the output covering all `rows`, in parallel.
+fn for_row_tiles(rows: usize, n_tok: usize, y: &mut [f32], f: impl Fn(&mut OutTile<'_>) + Sync) {
+    let tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
+    let chunk = rows.div_ceil(tasks).next_multiple_of(ROW_ALIGN).max(ROW_ALIGN);
+    let split = RowSplit::new(y, n_tok, rows, chunk);
+    let n = split.n_tiles();
+    if n == 1 {
+        // SAFETY: the only tile of this split, taken once.
+        let mut tile = unsafe { split.tile(0) };
+        f(&mut tile);
+        return;
+    }
+    (0..n).into_par_iter().for_each(|c| {
+        // SAFETY: rayon runs each index of the range exactly once, so every tile
+        // index is taken by one task only.
+        let mut tile = unsafe { split.tile(c) };
+        f(&mut tile);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::reference;
+    use half::f16;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn matmul_matches_rowwise_reference_for_every_type() {
+        let mut s = 7u64;
+        let (rows, cols, n_tok) = (67, 96, 5);
+        let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut s)).collect();
+        let x: Vec<f32> = (0..n_tok * cols).map(|_| lcg(&mut s)).collect();
+        let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
+        let mut w4 = vec![crate::quant::BlockQ4_0::ZERO; rows * cols / QK];
+        reference::quantize_row_q8_0(&wf, &mut w8);
+        reference::quantize_row_q4_0(&wf, &mut w4);
+        let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+        let k = Kernels::scalar();
+        let mut scratch = MatmulScratch::new(n_tok, cols);
+        let nb = cols / QK;
+        let mut xq = vec![BlockQ8_0::ZERO; n_tok * nb];
+        for t in 0..n_tok {
+            reference::quantize_acts_q8_0(&x[t * cols..(t + 1) * cols], &mut xq[t * nb..(t + 1) * nb]);
+        }
+        let cases: Vec<(WeightData<'_>, Box<dyn Fn(usize, usize) -> f32 + '_>)> = vec![
+            (
+                WeightData::F32(&wf),
+                Box::new(|r, t| reference::vec_dot_f32(&wf[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])),
+            ),
+            (
+                WeightData::F16(&wh),
+                Box::new(|r, t| reference::vec_dot_f16_f32(&wh[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])),
+            ),
+            (
+                WeightData::Q8_0(&w8),
+                Box::new(|r, t| reference::vec_dot_q8_0_q8_0(&w8[r * nb..(r + 1) * nb], &xq[t * nb..(t + 1) * nb])),
+            ),
+            (
+                WeightData::Q4_0(&w4),
+                Box::new(|r, t| reference::vec_dot_q4_0_q8_0(&w4[r * nb..(r + 1) * nb], &xq[t * nb..(t + 1) * nb])),
+            ),
+        ];
+        for (data, want) in cases {
+            let m = Matrix::new(data, rows, cols).unwrap();
+            let mut y = vec![f32::NAN; n_tok * rows];
+            matmul(&k, &m, &x, n_tok, &mut y, &mut scratch);
+            for t in 0..n_tok {
+                for r in 0..rows {
+                    assert_eq!(y[t * rows + r], want(r, t), "{data:?} r{r} t{t}");
+                }
+            }
+        }
+    }
+}

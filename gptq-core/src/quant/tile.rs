@@ -1,0 +1,177 @@
+//! The arguments a matrix kernel receives: quantized or float activations and
+//! the output tile it may write.
+
+use std::marker::PhantomData;
+
+use super::blocks::BlockQ8_0;
+
+/// Activations quantized to Q8_0: `n_tok` rows of `nb` blocks, with the sum of
+/// each block's quantized values (for kernels that offset weights to unsigned).
+#[derive(Clone, Copy, Debug)]
+pub struct QuantActs<'a> {
+    /// `n_tok · nb` blocks, token-major.
+    pub blocks: &'a [BlockQ8_0],
+    /// `n_tok · nb` block sums, token-major.
+    pub sums: &'a [i16],
+    /// Number of tokens (rows of activations).
+    pub n_tok: usize,
+    /// Blocks per token.
+    pub nb: usize,
+}
+
+impl<'a> QuantActs<'a> {
+    /// The blocks of token `t`.
+    #[inline]
+    pub fn row(&self, t: usize) -> &'a [BlockQ8_0] {
+        &self.blocks[t * self.nb..(t + 1) * self.nb]
+    }
+
+    /// The block sums of token `t`.
+    #[inline]
+    pub fn row_sums(&self, t: usize) -> &'a [i16] {
+        &self.sums[t * self.nb..(t + 1) * self.nb]
+    }
+}
+
+/// Float activations: `n_tok` rows of `cols` values.
+#[derive(Clone, Copy, Debug)]
+pub struct FloatActs<'a> {
+    /// `n_tok · cols` values, token-major.
+    pub x: &'a [f32],
+    /// Number of tokens.
+    pub n_tok: usize,
+    /// Values per token.
+    pub cols: usize,
+}
+
+impl<'a> FloatActs<'a> {
+    /// The values of token `t`.
+    #[inline]
+    pub fn row(&self, t: usize) -> &'a [f32] {
+        &self.x[t * self.cols..(t + 1) * self.cols]
+    }
+}
+
+/// The part of an output matrix `y[t][r]` (row stride `ldy`) that one kernel
+/// call owns: every token, rows `r0 .. r0 + rows`. Several tiles of one output
+/// are written in parallel (see [`RowSplit`]); each may only touch its own rows,
+/// which `set` checks, so the writes never overlap.
+pub struct OutTile<'a> {
+    ptr: *mut f32,
+    len: usize,
+    ldy: usize,
+    n_tok: usize,
+    r0: usize,
+    rows: usize,
+    _out: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: an OutTile is a write handle to a set of elements that no other live
+// tile can reach (disjoint row ranges, enforced by `set`'s bounds check), like a
+// `&mut [f32]` split with `split_at_mut`; sending it to another thread is as safe
+// as sending that slice.
+unsafe impl Send for OutTile<'_> {}
+
+impl<'a> OutTile<'a> {
+    /// A tile covering all of `y` (`n_tok` rows of `ldy`, rows `0..ldy`).
+    pub fn whole(y: &'a mut [f32], n_tok: usize, ldy: usize) -> OutTile<'a> {
+        assert!(y.len() >= n_tok * ldy);
+        OutTile {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+            ldy,
+            n_tok,
+            r0: 0,
+            rows: ldy,
+            _out: PhantomData,
+        }
+    }
+
+    /// First row of the tile in the output.
+    #[inline]
+    pub fn r0(&self) -> usize {
+        self.r0
+    }
+
+    /// Rows in the tile.
+    #[inline]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Tokens (output rows of `y`).
+    #[inline]
+    pub fn n_tok(&self) -> usize {
+        self.n_tok
+    }
+
+    /// Writes `y[t][r0 + i] = v`.
+    ///
+    /// # Panics
+    /// When `t >= n_tok` or `i >= rows`.
+    #[inline]
+    pub fn set(&mut self, t: usize, i: usize, v: f32) {
+        assert!(t < self.n_tok && i < self.rows, "OutTile::set out of tile");
+        let idx = t * self.ldy + self.r0 + i;
+        assert!(idx < self.len);
+        // SAFETY: `idx` is inside the slice this tile was made from (checked
+        // above), and inside this tile's own rows, which no other tile covers.
+        unsafe { *self.ptr.add(idx) = v }
+    }
+}
+
+/// An output matrix cut into row ranges of `chunk` rows, one [`OutTile`] each,
+/// for parallel kernels. Shareable between threads; each tile index must be
+/// taken by one thread only.
+pub(crate) struct RowSplit<'a> {
+    ptr: *mut f32,
+    len: usize,
+    ldy: usize,
+    n_tok: usize,
+    chunk: usize,
+    _out: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the split only hands out tiles through the unsafe `tile`, whose
+// contract (each index taken once) makes every tile an exclusive, disjoint
+// region; sharing the splitter itself gives access to nothing.
+unsafe impl Sync for RowSplit<'_> {}
+
+impl<'a> RowSplit<'a> {
+    /// Splits `y` (`n_tok` rows of `ldy`) into row ranges of `chunk` rows.
+    pub(crate) fn new(y: &'a mut [f32], n_tok: usize, ldy: usize, chunk: usize) -> RowSplit<'a> {
+        assert!(chunk > 0 && y.len() >= n_tok * ldy);
+        RowSplit {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+            ldy,
+            n_tok,
+            chunk,
+            _out: PhantomData,
+        }
+    }
+
+    /// Number of tiles.
+    pub(crate) fn n_tiles(&self) -> usize {
+        self.ldy.div_ceil(self.chunk)
+    }
+
+    /// Tile `c`: rows `c·chunk .. min((c+1)·chunk, ldy)`.
+    ///
+    /// # Safety
+    /// No two live tiles may have the same index: call this once per index
+    /// while the split is in use.
+    pub(crate) unsafe fn tile(&self, c: usize) -> OutTile<'_> {
+        let r0 = c * self.chunk;
+        assert!(r0 < self.ldy);
+        OutTile {
+            ptr: self.ptr,
+            len: self.len,
+            ldy: self.ldy,
+            n_tok: self.n_tok,
+            r0,
+            rows: self.chunk.min(self.ldy - r0),
+            _out: PhantomData,
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! One inference stream over a shared model: a KV cache and scratch allocated
+//! once, fed with tokens in batches or one at a time.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::error::{Error, Result};
+use crate::model::forward::{self, KvCache, Scratch};
+use crate::model::{KvType, Model};
+
+/// How a session is sized.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionParams {
+    /// Positions the session can hold; 0 means the model's trained context.
+    /// GPT-2's positions are learned, so it cannot exceed that.
+    pub n_ctx: usize,
+    /// Most tokens evaluated in one forward pass (longer inputs are split).
+    pub n_batch: usize,
+    /// Positions whose logits one LM-head product computes in
+    /// [`Session::feed_all`]; the logits buffer holds this many rows.
+    pub n_outputs: usize,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
+}
+
+impl Default for SessionParams {
+    fn default() -> Self {
+        SessionParams {
+            n_ctx: 0,
+            n_batch: 256,
+            n_outputs: 1,
+            kv_type: KvType::F32,
+        }
+    }
+}
+
+/// One stream of tokens through a [`Model`]: owns its KV cache, scratch and
+/// logits, all allocated by [`Session::new`]. Decoding a token allocates nothing.
+pub struct Session {
+    model: Arc<Model>,
+    n_ctx: usize,
+    n_batch: usize,
+    n_outputs: usize,
+    kv: KvCache,
+    scratch: Scratch,
+    tokens: Vec<u32>,
+    /// `n_outputs` rows of `n_vocab`; row 0 holds the last token's logits
+    /// after [`Session::feed`].
+    logits: Vec<f32>,
+    has_logits: bool,
+    cancel: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("n_ctx", &self.n_ctx)
+            .field("len", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session over `model`, with every buffer it will need allocated now.
+    pub fn new(model: Arc<Model>, params: SessionParams) -> Result<Session> {
+        let hp = model.hparams();
+        let n_ctx = match params.n_ctx {
+            0 => hp.n_ctx,
+            n if n <= hp.n_ctx => n,
+            n => {
+                return Err(Error::InvalidArgument(format!(
+                    "context of {n} positions requested, but the model was trained for {} (GPT-2 positions are learned)",
+                    hp.n_ctx
+                )));
+            }
+        };
+        if params.n_batch == 0 || params.n_outputs == 0 {
+            return Err(Error::InvalidArgument("n_batch and n_outputs must be at least 1".into()));
+        }
+        let n_batch = params.n_batch.min(n_ctx);
+        let n_outputs = params.n_outputs.min(n_ctx);
+        let kv = KvCache::new(hp.n_layer, n_ctx, hp.n_embd, params.kv_type)?;
+        let scratch = Scratch::new(&model, n_ctx, n_batch, n_outputs)?;
+        let n_logits = n_outputs
+            .checked_mul(hp.n_vocab)
+            .ok_or_else(|| Error::InvalidArgument("logits buffer size overflows".into()))?;
+        let mut logits = Vec::new();
+        logits
+            .try_reserve_exact(n_logits)
+            .map_err(|_| Error::InvalidArgument(format!("cannot allocate {} bytes for logits", n_logits * 4)))?;
+        logits.resize(n_logits, 0.0);
+        Ok(Session {
+            model,
+            n_ctx,
+            n_batch,
+            n_outputs,
+            kv,
+            scratch,
+            tokens: Vec::with_capacity(n_ctx),
+            logits,
+            has_logits: false,
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Positions the session can hold.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Tokens evaluated so far (the next token's position).
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether no token has been evaluated.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Positions still free.
+    pub fn remaining(&self) -> usize {
+        self.n_ctx - self.tokens.len()
+    }
+
+    /// The tokens evaluated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Bytes of the KV cache, scratch and logits this session holds.
+    pub fn n_bytes(&self) -> usize {
+        self.kv.n_bytes() + self.scratch.n_bytes() + self.logits.len() * 4
+    }
+
+    /// A flag another thread may set to stop the session's current
+    /// [`feed`](Session::feed) (checked between layers): the call then returns
+    /// [`Error::Cancelled`], the batch being evaluated is discarded, and the flag
+    /// is cleared for the next call.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// Forgets every token (the cache is reused, not freed).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.has_logits = false;
+    }
+
+    /// Forgets the last `n` tokens, so that evaluation resumes at `len() - n`.
+    /// The logits of the new last token are not available until the next feed.
+    pub fn rewind(&mut self, n: usize) -> Result<()> {
+        if n > self.tokens.len() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot rewind {n} tokens: the session holds {}",
+                self.tokens.len()
+            )));
+        }
+        self.tokens.truncate(self.tokens.len() - n);
+        self.has_logits = false;
+        Ok(())
+    }
+
+    /// The logits of the last evaluated token, if the last call left them.
+    pub fn logits(&self) -> Option<&[f32]> {
+        self.has_logits.then(|| &self.logits[..self.model.hparams().n_vocab])
+    }
+
+    fn check(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to evaluate".into()));
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx {
+            return Err(Error::ContextOverflow {
+                needed,
+                capacity: self.n_ctx,
+            });
+        }
+        let vocab = self.model.hparams().n_vocab;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::InvalidToken { id, vocab });
+        }
+        Ok(())
+    }
+
+    /// Evaluates `tokens` after the ones already in the session (batched
+    /// prefill; one token is a decode step) and returns the logits of the last.
+    /// Nothing is evaluated when the tokens would overflow the context or hold
+    /// an id outside the vocabulary.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        self.check(tokens)?;
+        self.has_logits = false;
+        for batch in tokens.chunks(self.n_batch) {
+            self.eval(batch)?;
+        }
+        let n = batch_len(tokens.len(), self.n_batch);
+        let vocab = self.model.hparams().n_vocab;
+        forward::logits(&self.model, &mut self.scratch, n - 1..n, &mut self.logits[..vocab]);
+        self.has_logits = true;
+        Ok(&self.logits[..vocab])
+    }
+
+    /// Evaluates one token and returns its logits: a decode step.
+    pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        self.feed(&[token])
+    }
+
+    /// Evaluates `tokens` like [`feed`](Session::feed) and calls
+    /// `on_logits(i, logits)` for every token `i` of `tokens` that lies in
+    /// `outputs` (for perplexity and scoring; only those rows pay for the LM
+    /// head). Afterwards [`logits`](Session::logits) is `None` unless the last
+    /// token was among them.
+    pub fn feed_logits(
+        &mut self,
+        tokens: &[u32],
+        outputs: std::ops::Range<usize>,
+        mut on_logits: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        self.check(tokens)?;
+        self.has_logits = false;
+        let vocab = self.model.hparams().n_vocab;
+        let mut last_row = None;
+        for (b, batch) in tokens.chunks(self.n_batch).enumerate() {
+            self.eval(batch)?;
+            let b0 = b * self.n_batch;
+            let lo = outputs.start.clamp(b0, b0 + batch.len()) - b0;
+            let hi = outputs.end.clamp(b0, b0 + batch.len()) - b0;
+            for r in (lo..hi).step_by(self.n_outputs) {
+                let m = self.n_outputs.min(hi - r);
+                forward::logits(&self.model, &mut self.scratch, r..r + m, &mut self.logits[..m * vocab]);
+                for (j, row) in self.logits[..m * vocab].chunks_exact(vocab).enumerate() {
+                    on_logits(b0 + r + j, row);
+                }
+                last_row = Some((b0 + r + m - 1, m - 1));
+            }
+        }
+        if let Some((i, row)) = last_row
+            && i + 1 == tokens.len()
+        {
+            self.logits.copy_within(row * vocab..(row + 1) * vocab, 0);
+            self.has_logits = true;
+        }
+        Ok(())
+    }
+
+    fn eval(&mut self, batch: &[u32]) -> Result<()> {
+        let pos0 = self.tokens.len();
+        forward::forward_hidden(&self.model, &mut self.kv, &mut self.scratch, batch, pos0, &self.cancel)?;
+        self.tokens.extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+/// Length of the last of the batches `n` tokens are cut into.
+fn batch_len(n: usize, n_batch: usize) -> usize {
+    match n % n_batch {
+        0 => n_batch.min(n),
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Session>();
+    }
+
+    #[test]
+    fn last_batch_length() {
+        assert_eq!(batch_len(10, 4), 2);
+        assert_eq!(batch_len(8, 4), 4);
+        assert_eq!(batch_len(3, 4), 3);
+    }
+}
