@@ -182,6 +182,10 @@ impl Scratch {
     }
 }
 
+fn vget<'a>(bytes: &'a [u8], v: &'a VectorLoc) -> &'a [f32] {
+    v.get(bytes)
+}
+
 /// Runs `f(t, row)` over the first `n` rows of width `w` of `buf`, in parallel
 /// when there is more than one.
 fn for_rows(buf: &mut [f32], w: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
@@ -229,28 +233,27 @@ pub(crate) fn forward_hidden(
         (k.table.add)(h, x);
     }
 
-    let vec = |v: &'_ VectorLoc| -> &'_ [f32] { v.get(t) };
     for (li, lw) in w.layers.iter().enumerate() {
         check_cancel(cancel)?;
         // Attention sub-layer.
-        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vec(&lw.attn_norm_w), vec(&lw.attn_norm_b), hp.ln_eps);
+        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vget(t, &lw.attn_norm_w), vget(t, &lw.attn_norm_b), hp.ln_eps);
         matmul(&k, &lw.attn_qkv_w.view(t), &s.h, n, &mut s.qkv, &mut s.mm);
-        add_bias(&k, &mut s.qkv, n, vec(&lw.attn_qkv_b));
+        add_bias(&k, &mut s.qkv, n, vget(t, &lw.attn_qkv_b));
         kv.store(li, pos0, &s.qkv, n);
         attention(&k, kv, li, &s.qkv, n, pos0, hp.n_head, &mut s.att, &mut s.scores, s.n_lanes);
         matmul(&k, &lw.attn_out_w.view(t), &s.att, n, &mut s.h, &mut s.mm);
-        add_residual(&k, &mut s.x, &s.h, n, d, vec(&lw.attn_out_b));
+        add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
 
         // MLP sub-layer.
-        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vec(&lw.ffn_norm_w), vec(&lw.ffn_norm_b), hp.ln_eps);
+        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vget(t, &lw.ffn_norm_w), vget(t, &lw.ffn_norm_b), hp.ln_eps);
         matmul(&k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
-        let (b_up, gelu, add) = (vec(&lw.ffn_up_b), k.table.gelu, k.table.add);
+        let (b_up, gelu, add) = (vget(t, &lw.ffn_up_b), k.table.gelu, k.table.add);
         for_rows(&mut s.ff, hp.n_ff, n, |_, row| {
             add(b_up, row);
             gelu(row);
         });
         matmul(&k, &lw.ffn_down_w.view(t), &s.ff, n, &mut s.h, &mut s.mm);
-        add_residual(&k, &mut s.x, &s.h, n, d, vec(&lw.ffn_down_b));
+        add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.ffn_down_b));
     }
     Ok(())
 }
