@@ -109,35 +109,33 @@ impl Merges {
     }
 
     /// Heap of candidate merges keyed by (rank, position) over a doubly linked
-    /// list of symbols; entries made stale by earlier merges are skipped when
-    /// popped (their left or right symbol has changed).
+    /// list of symbols. An entry made stale by an earlier merge is recognised
+    /// when popped: the pair now at its position has another rank (ranks are
+    /// unique per pair, so an equal rank means the same pair) or is gone.
     fn apply_large(&self, symbols: &mut Vec<u32>) {
         const NONE: usize = usize::MAX;
         let n = symbols.len();
         let mut next: Vec<usize> = (1..=n).map(|i| if i < n { i } else { NONE }).collect();
         let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(NONE)).collect();
         let mut alive = vec![true; n];
-        // (rank, left position, left id, right id, merged id)
-        let mut heap: BinaryHeap<Reverse<(u32, usize, u32, u32, u32)>> = BinaryHeap::new();
+        // (rank, left position): small entries keep the heap cheap.
+        let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::with_capacity(n);
         let candidate = |symbols: &[u32], left: usize, right: usize| {
-            let m = self.get(symbols[left], symbols[right]);
-            (m.rank != NO_RANK).then_some(Reverse((
-                m.rank,
-                left,
-                symbols[left],
-                symbols[right],
-                m.id,
-            )))
+            let rank = self.get(symbols[left], symbols[right]).rank;
+            (rank != NO_RANK).then_some(Reverse((rank, left)))
         };
         heap.extend((0..n - 1).filter_map(|i| candidate(symbols, i, i + 1)));
 
-        while let Some(Reverse((_, left, left_id, right_id, merged))) = heap.pop() {
+        while let Some(Reverse((rank, left))) = heap.pop() {
             let right = next[left];
-            if !alive[left] || right == NONE || symbols[left] != left_id || symbols[right] != right_id
-            {
+            if !alive[left] || right == NONE {
                 continue;
             }
-            symbols[left] = merged;
+            let merge = self.get(symbols[left], symbols[right]);
+            if merge.rank != rank {
+                continue;
+            }
+            symbols[left] = merge.id;
             alive[right] = false;
             next[left] = next[right];
             if next[right] != NONE {

@@ -62,16 +62,16 @@ pub(crate) fn char_to_byte(c: char) -> Option<u8> {
 /// Decodes a token's byte-level spelling (e.g. `"Ġthe"`) to its raw bytes
 /// (`b" the"`), or returns the first character that stands for no byte.
 pub(crate) fn decode_spelling(spelling: &str) -> Result<Vec<u8>, char> {
-    spelling
-        .chars()
-        .map(|c| char_to_byte(c).ok_or(c))
-        .collect()
+    spelling.chars().map(|c| char_to_byte(c).ok_or(c)).collect()
 }
 
 /// Encodes raw bytes in GPT-2's byte-level spelling.
 #[cfg(test)]
 pub(crate) fn encode_spelling(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| BYTE_TO_CHAR[usize::from(b)]).collect()
+    bytes
+        .iter()
+        .map(|&b| BYTE_TO_CHAR[usize::from(b)])
+        .collect()
 }
 
 #[cfg(test)]

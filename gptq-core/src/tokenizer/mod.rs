@@ -203,13 +203,16 @@ impl Tokenizer {
     /// Encodes text in which control tokens (type 3, e.g. `"<|endoftext|>"`)
     /// written literally become their ids; the text between them is encoded
     /// as by [`Tokenizer::encode`]. Where two control tokens start at the same
-    /// place, the longer wins.
+    /// place, the longer wins. User-defined tokens (type 4) are not matched.
     pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
         let mut scratch = Scratch::default();
         // Next occurrence of each special at or after `pos` (None: no more).
-        let mut next: Vec<Option<usize>> =
-            self.specials.iter().map(|(s, _)| text.find(s.as_str())).collect();
+        let mut next: Vec<Option<usize>> = self
+            .specials
+            .iter()
+            .map(|(s, _)| text.find(s.as_str()))
+            .collect();
         let mut pos = 0;
         loop {
             // Earliest start; `specials` is sorted longest first, so the first

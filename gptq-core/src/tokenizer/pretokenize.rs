@@ -43,7 +43,10 @@ impl CharClasses {
     /// The shared tables, built on first use.
     pub(crate) fn get() -> Result<&'static CharClasses, String> {
         static TABLES: OnceLock<Result<CharClasses, String>> = OnceLock::new();
-        TABLES.get_or_init(CharClasses::build).as_ref().map_err(Clone::clone)
+        TABLES
+            .get_or_init(CharClasses::build)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn build() -> Result<CharClasses, String> {
