@@ -1,9 +1,9 @@
 //! GPT-2 byte-level BPE tokenizer, built from what a GGUF file stores.
 //!
-//! - [`bytes`]: GPT-2's byte ↔ unicode table, in which tokens are spelled;
-//! - [`pretokenize`]: the GPT-2 pattern that splits text into pieces;
-//! - [`bpe`]: the ranked merges applied to each piece;
-//! - [`stream`]: UTF-8-safe streaming decode ([`DecodeStream`]).
+//! - `bytes`: GPT-2's byte ↔ unicode table, in which tokens are spelled;
+//! - `pretokenize`: the GPT-2 pattern that splits text into pieces;
+//! - `bpe`: the ranked merges applied to each piece;
+//! - `stream`: UTF-8-safe streaming decode ([`DecodeStream`]).
 //!
 //! It agrees token for token with OpenAI's GPT-2 encoder (tiktoken's
 //! `r50k_base`) and Hugging Face's `GPT2Tokenizer`.
