@@ -20,10 +20,20 @@ pub struct ModelArgs {
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
     pub ctx_size: usize,
     /// Most tokens evaluated in one forward pass.
-    #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 256)]
+    #[arg(
+        short = 'b',
+        long = "batch-size",
+        value_name = "N",
+        default_value_t = 256
+    )]
     pub batch_size: usize,
     /// KV cache type for keys and values.
-    #[arg(long = "cache-type", visible_alias = "ctk", value_enum, default_value = "f32")]
+    #[arg(
+        long = "cache-type",
+        visible_alias = "ctk",
+        value_enum,
+        default_value = "f32"
+    )]
     pub cache_type: CacheType,
     /// Print the kernel path and model details on stderr.
     #[arg(long)]
@@ -67,7 +77,12 @@ pub struct SamplingArgs {
     #[arg(long = "repeat-penalty", value_name = "P", default_value_t = 1.0)]
     pub repeat_penalty: f32,
     /// How many recent tokens the penalty looks at (0 = off, -1 = the context).
-    #[arg(long = "repeat-last-n", value_name = "N", default_value_t = 64, allow_hyphen_values = true)]
+    #[arg(
+        long = "repeat-last-n",
+        value_name = "N",
+        default_value_t = 64,
+        allow_hyphen_values = true
+    )]
     pub repeat_last_n: i64,
     /// Random seed (-1 = random).
     #[arg(short = 's', long = "seed", value_name = "SEED", default_value_t = -1, allow_hyphen_values = true)]
@@ -85,7 +100,9 @@ impl SamplingArgs {
         let repeat_last_n = match self.repeat_last_n {
             -1 => n_ctx,
             n if n >= 0 => n as usize,
-            n => bail!("invalid --repeat-last-n {n}: use a non-negative number, or -1 for the whole context"),
+            n => bail!(
+                "invalid --repeat-last-n {n}: use a non-negative number, or -1 for the whole context"
+            ),
         };
         Ok(SamplerParams {
             temperature: self.temp,
@@ -119,7 +136,12 @@ pub struct PromptArgs {
     #[arg(short = 'p', long = "prompt", value_name = "TEXT")]
     pub prompt: Option<String>,
     /// Read the prompt from a file.
-    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with = "prompt")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "prompt"
+    )]
     pub file: Option<PathBuf>,
 }
 

@@ -14,7 +14,12 @@ pub struct InfoArgs {
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Also the model flag, for symmetry with the other subcommands.
-    #[arg(short = 'm', long = "model", value_name = "FILE", conflicts_with = "file")]
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "FILE",
+        conflicts_with = "file"
+    )]
     pub model: Option<PathBuf>,
     /// Print arrays in full.
     #[arg(long)]
@@ -52,7 +57,10 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             t.offset
         );
     }
-    println!("tensor data: {total} bytes ({:.1} MiB)", total as f64 / (1024.0 * 1024.0));
+    println!(
+        "tensor data: {total} bytes ({:.1} MiB)",
+        total as f64 / (1024.0 * 1024.0)
+    );
     match Kernels::from_env() {
         Ok(k) => println!("kernel path: {}", k.path()),
         Err(e) => println!("kernel path: {e}"),
@@ -74,7 +82,9 @@ fn show(v: &MetaValue, full: bool) -> String {
         MetaValue::F32(x) => format!("{x}"),
         MetaValue::F64(x) => format!("{x}"),
         MetaValue::Bool(b) => format!("{b}"),
-        other => other.as_u64().map_or_else(|| format!("{other:?}"), |n| n.to_string()),
+        other => other
+            .as_u64()
+            .map_or_else(|| format!("{other:?}"), |n| n.to_string()),
     }
 }
 
@@ -91,6 +101,9 @@ fn show_array(a: &MetaArray, full: bool) -> String {
     if full || n <= HEAD {
         format!("[{}]", items.join(", "))
     } else {
-        format!("[{}, ... ({n} items)]", items[..HEAD.min(items.len())].join(", "))
+        format!(
+            "[{}, ... ({n} items)]",
+            items[..HEAD.min(items.len())].join(", ")
+        )
     }
 }

@@ -25,7 +25,9 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     // Only the first call in a process can size the pool; later calls keep it.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     Ok(())
 }
 

@@ -19,7 +19,10 @@ pub fn resolve(m: Option<&Path>) -> Result<PathBuf> {
     }
     let candidates = [
         PathBuf::from("models").join(DEFAULT_MODEL),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("models").join(DEFAULT_MODEL),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("models")
+            .join(DEFAULT_MODEL),
     ];
     for c in &candidates {
         if c.is_file() {

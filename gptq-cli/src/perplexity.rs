@@ -28,7 +28,8 @@ pub struct PerplexityArgs {
 pub fn run(args: &PerplexityArgs) -> Result<()> {
     let loaded = load::load(&args.model)?;
     let model = &loaded.model;
-    let text = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let text = String::from_utf8_lossy(&text);
     let t = Instant::now();
     let tokens = model.tokenizer().encode(&text);

@@ -38,10 +38,25 @@ pub fn print_summary(load: Duration, prompt: Phase, eval: Phase, sample: Phase, 
             )
         }
     };
-    eprintln!("gptq_perf:        load time = {:>10.2} ms", load.as_secs_f64() * 1e3);
-    eprintln!("gptq_perf:    sampling time = {:>10.2} ms / {}", sample.ms(), per(&sample, "runs  "));
-    eprintln!("gptq_perf: prompt eval time = {:>10.2} ms / {}", prompt.ms(), per(&prompt, "tokens"));
-    eprintln!("gptq_perf:        eval time = {:>10.2} ms / {}", eval.ms(), per(&eval, "runs  "));
+    eprintln!(
+        "gptq_perf:        load time = {:>10.2} ms",
+        load.as_secs_f64() * 1e3
+    );
+    eprintln!(
+        "gptq_perf:    sampling time = {:>10.2} ms / {}",
+        sample.ms(),
+        per(&sample, "runs  ")
+    );
+    eprintln!(
+        "gptq_perf: prompt eval time = {:>10.2} ms / {}",
+        prompt.ms(),
+        per(&prompt, "tokens")
+    );
+    eprintln!(
+        "gptq_perf:        eval time = {:>10.2} ms / {}",
+        eval.ms(),
+        per(&eval, "runs  ")
+    );
     eprintln!(
         "gptq_perf:       total time = {:>10.2} ms / {:>6} tokens",
         total.as_secs_f64() * 1e3,

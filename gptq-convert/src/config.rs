@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use gptq_core::HParams;
 use serde_json::Value;
 
 /// Hyper-parameters of a Hugging Face GPT-2 checkpoint.
@@ -114,6 +115,21 @@ impl GptConfig {
             bos: id("bos_token_id")?,
             eos: id("eos_token_id")?,
         })
+    }
+}
+
+impl GptConfig {
+    /// The hyper-parameters as gptq-core names them.
+    pub fn hparams(&self) -> HParams {
+        HParams {
+            n_vocab: self.n_vocab,
+            n_ctx: self.n_ctx,
+            n_embd: self.n_embd,
+            n_ff: self.n_ff,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            ln_eps: self.ln_eps,
+        }
     }
 }
 

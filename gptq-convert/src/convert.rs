@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use gptq_core::gguf::{GgmlType, GgufWriter, MetaArray, MetaValue};
+use gptq_core::gguf::{GgmlType, GgufWriter};
+use gptq_core::model::layout::{self, TensorSpec};
 use gptq_core::quant::pack_rows;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{Checkpoint, open_checkpoint};
 use crate::config::GptConfig;
-use crate::names::{Mapping, gguf_layout, map_name};
-use crate::vocab::Vocab;
+use crate::names::{Mapping, map_name};
+use crate::vocab::read_vocab;
 
 /// Alignment of the tensor data in files we write.
 pub const ALIGNMENT: u64 = 64;
@@ -59,22 +60,14 @@ pub struct ConvertReport {
 
 /// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
 pub fn file_type(ty: GgmlType) -> Result<u32> {
-    Ok(match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q8_0 => 7,
-        other => bail!("unsupported output type {other}: choose f32, f16, q8_0 or q4_0"),
-    })
+    layout::file_type(ty).with_context(|| format!("unsupported output type {ty}: choose f32, f16, q8_0 or q4_0"))
 }
 
 /// One tensor to write: where it comes from and what it becomes.
 struct Plan {
-    gguf: String,
+    spec: TensorSpec,
     source: String,
     transpose: bool,
-    rows: usize,
-    cols: usize,
     ty: GgmlType,
 }
 
@@ -95,16 +88,18 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
 
     let config = GptConfig::read(dir)?;
     let ckpt = open_checkpoint(dir)?;
-    let vocab = Vocab::read(dir, config.n_vocab, &[config.bos, config.eos])?;
+    let vocab = read_vocab(dir, config.n_vocab, config.bos, config.eos)?;
     let plans = plan(&config, ckpt.as_ref(), opts)?;
 
     let mut writer = GgufWriter::new(ALIGNMENT)?;
     let name = opts.name.clone().unwrap_or_else(|| folder_name(dir));
-    for (k, v) in metadata(&config, &vocab, &name, opts.out_type)? {
+    let meta = layout::gpt2_metadata(&config.hparams(), opts.out_type, &name, &vocab)
+        .context("a hyper-parameter is too large for a GGUF file")?;
+    for (k, v) in meta {
         writer.add_metadata(&k, v)?;
     }
     for p in &plans {
-        writer.add_tensor(&p.gguf, &[p.cols as u64, p.rows as u64], p.ty)?;
+        writer.add_tensor(&p.spec.name, &p.spec.dims(), p.ty)?;
     }
 
     let tmp = tempfile::Builder::new()
@@ -112,17 +107,18 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
         .suffix(".tmp")
         .tempfile_in(&parent)
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-    let total: u64 = plans.iter().map(|p| p.rows as u64 * p.cols as u64 * 4).sum();
+    let total: u64 = plans.iter().map(|p| p.spec.rows as u64 * p.spec.cols as u64 * 4).sum();
     let bar = progress_bar(opts.progress, total);
     let mut data = writer.begin(BufWriter::with_capacity(1 << 20, tmp.as_file()))?;
     for p in &plans {
-        bar.set_message(p.gguf.clone());
+        let (name, rows, cols) = (&p.spec.name, p.spec.rows, p.spec.cols);
+        bar.set_message(name.clone());
         let values = ckpt.read_f32(&p.source)?;
         // Conv1D weights are stored [in = cols][out = rows].
-        let values = if p.transpose { transpose(&values, p.cols, p.rows) } else { values };
-        let bytes = pack_rows(p.ty, &values, p.cols).with_context(|| format!("tensor {}", p.gguf))?;
-        data.write_tensor(&p.gguf, &bytes)?;
-        bar.inc(p.rows as u64 * p.cols as u64 * 4);
+        let values = if p.transpose { transpose(&values, cols, rows) } else { values };
+        let bytes = pack_rows(p.ty, &values, cols).with_context(|| format!("tensor {name}"))?;
+        data.write_tensor(name, &bytes)?;
+        bar.inc(rows as u64 * cols as u64 * 4);
     }
     let mut buf = data.finish()?;
     buf.flush().with_context(|| format!("writing {}", tmp.path().display()))?;
@@ -183,14 +179,15 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
         t => t,
     });
     let mut plans = Vec::new();
-    for (gguf, [rows, cols]) in gguf_layout(c) {
+    for spec in layout::gpt2_tensors(&c.hparams(), !c.tied) {
+        let (gguf, rows, cols) = (spec.name.as_str(), spec.rows, spec.cols);
         let (source, transpose, shape) = found
-            .remove(&gguf)
+            .remove(gguf)
             .with_context(|| format!("{src}: missing tensor for '{gguf}'"))?;
-        let want: Vec<usize> = match (rows, transpose) {
-            (1, _) => vec![cols],
-            (_, true) => vec![cols, rows],
-            (_, false) => vec![rows, cols],
+        let want: Vec<usize> = match (spec.is_vector(), transpose) {
+            (true, _) => vec![cols],
+            (false, true) => vec![cols, rows],
+            (false, false) => vec![rows, cols],
         };
         if shape != want {
             bail!(
@@ -201,7 +198,7 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
                 c.n_vocab
             );
         }
-        let ty = if rows == 1 || gguf == "position_embd.weight" {
+        let ty = if spec.is_vector() || gguf == "position_embd.weight" {
             GgmlType::F32
         } else if gguf == "token_embd.weight" || gguf == "output.weight" {
             embd_ty
@@ -211,13 +208,14 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
         // A matrix whose rows are not whole blocks keeps 16-bit floats.
         let ty = if cols % ty.block_size() != 0 { GgmlType::F16 } else { ty };
         plans.push(Plan {
-            gguf,
+            spec,
             source,
             transpose,
-            rows,
-            cols,
             ty,
         });
+    }
+    if let Some((gguf, (source, ..))) = found.iter().min_by(|a, b| a.0.cmp(b.0)) {
+        bail!("{src}: tensor '{source}' ({gguf}) does not fit the shape config.json describes (n_layer {})", c.n_layer);
     }
     Ok(plans)
 }
@@ -232,32 +230,6 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     y
-}
-
-fn metadata(c: &GptConfig, v: &Vocab, name: &str, ty: GgmlType) -> Result<Vec<(String, MetaValue)>> {
-    let u32v = |n: usize| -> Result<MetaValue> {
-        Ok(MetaValue::U32(u32::try_from(n).context("hyper-parameter too large for GGUF")?))
-    };
-    Ok(vec![
-        ("general.architecture".into(), MetaValue::String("gpt2".into())),
-        ("general.type".into(), MetaValue::String("model".into())),
-        ("general.name".into(), MetaValue::String(name.into())),
-        ("general.file_type".into(), MetaValue::U32(file_type(ty)?)),
-        ("general.quantization_version".into(), MetaValue::U32(2)),
-        ("gpt2.context_length".into(), u32v(c.n_ctx)?),
-        ("gpt2.embedding_length".into(), u32v(c.n_embd)?),
-        ("gpt2.feed_forward_length".into(), u32v(c.n_ff)?),
-        ("gpt2.block_count".into(), u32v(c.n_layer)?),
-        ("gpt2.attention.head_count".into(), u32v(c.n_head)?),
-        ("gpt2.attention.layer_norm_epsilon".into(), MetaValue::F32(c.ln_eps)),
-        ("tokenizer.ggml.model".into(), MetaValue::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), MetaValue::String("gpt-2".into())),
-        ("tokenizer.ggml.tokens".into(), MetaValue::Array(MetaArray::String(v.tokens.clone()))),
-        ("tokenizer.ggml.token_type".into(), MetaValue::Array(MetaArray::I32(v.types.clone()))),
-        ("tokenizer.ggml.merges".into(), MetaValue::Array(MetaArray::String(v.merges.clone()))),
-        ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(c.bos)),
-        ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(c.eos)),
-    ])
 }
 
 #[cfg(test)]

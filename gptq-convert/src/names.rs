@@ -70,40 +70,6 @@ fn layer_str(rest: &str) -> &str {
     rest.split_once('.').map_or(rest, |(l, _)| l)
 }
 
-/// The GGUF tensors of a GPT-2 model in the order we write them, with their
-/// shapes as `[rows, cols]` (`cols` is GGUF's `ne[0]`; vectors have rows = 1).
-pub fn gguf_layout(c: &crate::config::GptConfig) -> Vec<(String, [usize; 2])> {
-    let (d, ff) = (c.n_embd, c.n_ff);
-    let mut v = vec![
-        ("token_embd.weight".to_string(), [c.n_vocab, d]),
-        ("position_embd.weight".to_string(), [c.n_ctx, d]),
-    ];
-    for i in 0..c.n_layer {
-        for (s, shape) in [
-            ("attn_norm.weight", [1, d]),
-            ("attn_norm.bias", [1, d]),
-            ("attn_qkv.weight", [3 * d, d]),
-            ("attn_qkv.bias", [1, 3 * d]),
-            ("attn_output.weight", [d, d]),
-            ("attn_output.bias", [1, d]),
-            ("ffn_norm.weight", [1, d]),
-            ("ffn_norm.bias", [1, d]),
-            ("ffn_up.weight", [ff, d]),
-            ("ffn_up.bias", [1, ff]),
-            ("ffn_down.weight", [d, ff]),
-            ("ffn_down.bias", [1, d]),
-        ] {
-            v.push((format!("blk.{i}.{s}"), shape));
-        }
-    }
-    v.push(("output_norm.weight".to_string(), [1, d]));
-    v.push(("output_norm.bias".to_string(), [1, d]));
-    if !c.tied {
-        v.push(("output.weight".to_string(), [c.n_vocab, d]));
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use gptq_core::model::layout::VocabData;
 use serde_json::Value;
 
 /// llama.cpp's token types.
@@ -17,38 +18,33 @@ pub const TOKEN_USER_DEFINED: i32 = 4;
 /// Padding that fills the vocabulary up to the embedding's size.
 pub const TOKEN_UNUSED: i32 = 5;
 
-/// A byte-level BPE vocabulary in GGUF form.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Vocab {
-    /// Token spellings (byte-level unicode), index = id.
-    pub tokens: Vec<String>,
-    /// One type per token.
-    pub types: Vec<i32>,
-    /// Merges in rank order, "left right".
-    pub merges: Vec<String>,
-}
-
-impl Vocab {
-    /// Reads `vocab.json` + `merges.txt` when both exist, else `tokenizer.json`.
-    /// `n_vocab` is the embedding's row count: missing ids up to it are filled
-    /// with unused padding tokens; ids beyond it are an error.
-    pub fn read(dir: &Path, n_vocab: usize, special_ids: &[u32]) -> Result<Vocab> {
+/// Reads `vocab.json` + `merges.txt` when both exist, else `tokenizer.json`.
+/// `n_vocab` is the embedding's row count: missing ids up to it are filled
+/// with unused padding tokens; ids beyond it are an error. `bos` and `eos`
+/// become control tokens.
+pub fn read_vocab(dir: &Path, n_vocab: usize, bos: u32, eos: u32) -> Result<VocabData> {
         let (vj, mt, tj) = (dir.join("vocab.json"), dir.join("merges.txt"), dir.join("tokenizer.json"));
-        let (map, merges, added) = if vj.is_file() && mt.is_file() {
-            let map = read_json(&vj).and_then(|v| vocab_map(&v).with_context(|| vj.display().to_string()))?;
-            let text = std::fs::read_to_string(&mt).with_context(|| format!("cannot read {}", mt.display()))?;
-            (map, merges_txt(&text), Vec::new())
-        } else if tj.is_file() {
-            let v = read_json(&tj)?;
-            tokenizer_json(&v).with_context(|| tj.display().to_string())?
-        } else {
-            bail!(
-                "{}: no tokenizer found (looked for vocab.json + merges.txt, and tokenizer.json)",
-                dir.display()
-            );
-        };
-        build(map, merges, &added, n_vocab, special_ids)
-    }
+    let (map, merges, added) = if vj.is_file() && mt.is_file() {
+        let map = read_json(&vj).and_then(|v| vocab_map(&v).with_context(|| vj.display().to_string()))?;
+        let text = std::fs::read_to_string(&mt).with_context(|| format!("cannot read {}", mt.display()))?;
+        (map, merges_txt(&text), Vec::new())
+    } else if tj.is_file() {
+        let v = read_json(&tj)?;
+        tokenizer_json(&v).with_context(|| tj.display().to_string())?
+    } else {
+        bail!(
+            "{}: no tokenizer found (looked for vocab.json + merges.txt, and tokenizer.json)",
+            dir.display()
+        );
+    };
+    let (tokens, types, merges) = build(map, merges, &added, n_vocab, &[bos, eos])?;
+    Ok(VocabData {
+        tokens,
+        types,
+        merges,
+        bos,
+        eos,
+    })
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -115,13 +111,15 @@ fn tokenizer_json(v: &Value) -> Result<(Vec<(String, u32)>, Vec<String>, Added)>
     Ok((map, merges, added))
 }
 
+type Built = (Vec<String>, Vec<i32>, Vec<String>);
+
 fn build(
     map: Vec<(String, u32)>,
     merges: Vec<String>,
     added: &[(String, u32, bool)],
     n_vocab: usize,
     special_ids: &[u32],
-) -> Result<Vocab> {
+) -> Result<Built> {
     let mut by_id: HashMap<u32, (String, i32)> = HashMap::with_capacity(map.len());
     for (tok, id) in map {
         if let Some((prev, _)) = by_id.insert(id, (tok.clone(), TOKEN_NORMAL)) {
@@ -156,7 +154,7 @@ fn build(
             bail!("merge {i} ({m:?}) is not two symbols separated by one space");
         }
     }
-    Ok(Vocab { tokens, types, merges })
+    Ok((tokens, types, merges))
 }
 
 #[cfg(test)]
@@ -173,15 +171,15 @@ mod tests {
         let (m, mg, ad) = tokenizer_json(&tj).unwrap();
         let from_json = build(m, mg, &ad, 4, &[3]).unwrap();
         assert_eq!(from_files, from_json);
-        assert_eq!(from_files.types, vec![1, 1, 1, 3]);
-        assert_eq!(from_files.merges, vec!["a b"]);
+        assert_eq!(from_files.1, vec![1, 1, 1, 3]);
+        assert_eq!(from_files.2, vec!["a b"]);
     }
 
     #[test]
     fn pads_and_rejects() {
         let v = build(vec![("a".into(), 0)], vec![], &[], 3, &[]).unwrap();
-        assert_eq!(v.tokens, vec!["a", "[PAD1]", "[PAD2]"]);
-        assert_eq!(v.types, vec![1, 5, 5]);
+        assert_eq!(v.0, vec!["a", "[PAD1]", "[PAD2]"]);
+        assert_eq!(v.1, vec![1, 5, 5]);
         assert!(build(vec![("a".into(), 5)], vec![], &[], 3, &[]).is_err());
         assert!(build(vec![("a".into(), 0), ("b".into(), 0)], vec![], &[], 3, &[]).is_err());
         assert!(build(vec![("a".into(), 0)], vec!["a b c".into()], &[], 1, &[]).is_err());

@@ -9,7 +9,9 @@
 #![deny(missing_docs)]
 
 #[cfg(target_endian = "big")]
-compile_error!("gptq-core reads little-endian GGUF files in place and supports little-endian targets only");
+compile_error!(
+    "gptq-core reads little-endian GGUF files in place and supports little-endian targets only"
+);
 
 pub mod error;
 pub mod gguf;
@@ -18,6 +20,7 @@ pub mod perplexity;
 pub mod quant;
 pub mod sample;
 pub mod session;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

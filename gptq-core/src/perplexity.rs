@@ -41,7 +41,9 @@ pub fn perplexity(
     mut progress: impl FnMut(usize, f64),
 ) -> Result<Perplexity> {
     if n_ctx < 4 {
-        return Err(Error::InvalidArgument(format!("context {n_ctx} too small for perplexity")));
+        return Err(Error::InvalidArgument(format!(
+            "context {n_ctx} too small for perplexity"
+        )));
     }
     let n_chunks = tokens.len() / n_ctx;
     if n_chunks == 0 {
@@ -74,7 +76,11 @@ pub fn perplexity(
     let mean = sum / count as f64;
     // llama.cpp: error of the mean NLL, propagated through exp.
     let var = (sum2 / count as f64 - mean * mean).max(0.0);
-    let err = if count > 1 { (var / (count - 1) as f64).sqrt() } else { 0.0 };
+    let err = if count > 1 {
+        (var / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
     Ok(Perplexity {
         ppl: mean.exp(),
         ppl_err: mean.exp() * err,

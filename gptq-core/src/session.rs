@@ -75,7 +75,9 @@ impl Session {
             }
         };
         if params.n_batch == 0 || params.n_outputs == 0 {
-            return Err(Error::InvalidArgument("n_batch and n_outputs must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "n_batch and n_outputs must be at least 1".into(),
+            ));
         }
         let n_batch = params.n_batch.min(n_ctx);
         let n_outputs = params.n_outputs.min(n_ctx);
@@ -85,9 +87,9 @@ impl Session {
             .checked_mul(hp.n_vocab)
             .ok_or_else(|| Error::InvalidArgument("logits buffer size overflows".into()))?;
         let mut logits = Vec::new();
-        logits
-            .try_reserve_exact(n_logits)
-            .map_err(|_| Error::InvalidArgument(format!("cannot allocate {} bytes for logits", n_logits * 4)))?;
+        logits.try_reserve_exact(n_logits).map_err(|_| {
+            Error::InvalidArgument(format!("cannot allocate {} bytes for logits", n_logits * 4))
+        })?;
         logits.resize(n_logits, 0.0);
         Ok(Session {
             model,
@@ -168,7 +170,8 @@ impl Session {
 
     /// The logits of the last evaluated token, if the last call left them.
     pub fn logits(&self) -> Option<&[f32]> {
-        self.has_logits.then(|| &self.logits[..self.model.hparams().n_vocab])
+        self.has_logits
+            .then(|| &self.logits[..self.model.hparams().n_vocab])
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
@@ -201,7 +204,12 @@ impl Session {
         }
         let n = batch_len(tokens.len(), self.n_batch);
         let vocab = self.model.hparams().n_vocab;
-        forward::logits(&self.model, &mut self.scratch, n - 1..n, &mut self.logits[..vocab]);
+        forward::logits(
+            &self.model,
+            &mut self.scratch,
+            n - 1..n,
+            &mut self.logits[..vocab],
+        );
         self.has_logits = true;
         Ok(&self.logits[..vocab])
     }
@@ -233,7 +241,12 @@ impl Session {
             let hi = outputs.end.clamp(b0, b0 + batch.len()) - b0;
             for r in (lo..hi).step_by(self.n_outputs) {
                 let m = self.n_outputs.min(hi - r);
-                forward::logits(&self.model, &mut self.scratch, r..r + m, &mut self.logits[..m * vocab]);
+                forward::logits(
+                    &self.model,
+                    &mut self.scratch,
+                    r..r + m,
+                    &mut self.logits[..m * vocab],
+                );
                 for (j, row) in self.logits[..m * vocab].chunks_exact(vocab).enumerate() {
                     on_logits(b0 + r + j, row);
                 }
@@ -251,7 +264,14 @@ impl Session {
 
     fn eval(&mut self, batch: &[u32]) -> Result<()> {
         let pos0 = self.tokens.len();
-        forward::forward_hidden(&self.model, &mut self.kv, &mut self.scratch, batch, pos0, &self.cancel)?;
+        forward::forward_hidden(
+            &self.model,
+            &mut self.kv,
+            &mut self.scratch,
+            batch,
+            pos0,
+            &self.cancel,
+        )?;
         self.tokens.extend_from_slice(batch);
         Ok(())
     }

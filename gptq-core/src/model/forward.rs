@@ -177,7 +177,12 @@ impl Scratch {
     }
 
     pub fn n_bytes(&self) -> usize {
-        4 * (self.x.len() + self.h.len() + self.qkv.len() + self.att.len() + self.ff.len() + self.scores.len())
+        4 * (self.x.len()
+            + self.h.len()
+            + self.qkv.len()
+            + self.att.len()
+            + self.ff.len()
+            + self.scores.len())
             + self.mm.n_bytes()
     }
 }
@@ -191,7 +196,9 @@ fn vget<'a>(bytes: &'a [u8], v: &'a VectorLoc) -> &'a [f32] {
 fn for_rows(buf: &mut [f32], w: usize, n: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     let buf = &mut buf[..n * w];
     if n > 1 {
-        buf.par_chunks_mut(w).enumerate().for_each(|(t, row)| f(t, row));
+        buf.par_chunks_mut(w)
+            .enumerate()
+            .for_each(|(t, row)| f(t, row));
     } else {
         f(0, buf);
     }
@@ -236,16 +243,45 @@ pub(crate) fn forward_hidden(
     for (li, lw) in w.layers.iter().enumerate() {
         check_cancel(cancel)?;
         // Attention sub-layer.
-        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vget(t, &lw.attn_norm_w), vget(t, &lw.attn_norm_b), hp.ln_eps);
+        layer_norm_rows(
+            &k,
+            &s.x,
+            &mut s.h,
+            n,
+            d,
+            vget(t, &lw.attn_norm_w),
+            vget(t, &lw.attn_norm_b),
+            hp.ln_eps,
+        );
         matmul(&k, &lw.attn_qkv_w.view(t), &s.h, n, &mut s.qkv, &mut s.mm);
         add_bias(&k, &mut s.qkv, n, vget(t, &lw.attn_qkv_b));
         kv.store(li, pos0, &s.qkv, n);
-        attention(&k, kv, li, &s.qkv, n, pos0, hp.n_head, &mut s.att, &mut s.scores, s.n_lanes);
+        attention(
+            &k,
+            kv,
+            li,
+            &s.qkv,
+            n,
+            pos0,
+            hp.n_head,
+            &mut s.att,
+            &mut s.scores,
+            s.n_lanes,
+        );
         matmul(&k, &lw.attn_out_w.view(t), &s.att, n, &mut s.h, &mut s.mm);
         add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
 
         // MLP sub-layer.
-        layer_norm_rows(&k, &s.x, &mut s.h, n, d, vget(t, &lw.ffn_norm_w), vget(t, &lw.ffn_norm_b), hp.ln_eps);
+        layer_norm_rows(
+            &k,
+            &s.x,
+            &mut s.h,
+            n,
+            d,
+            vget(t, &lw.ffn_norm_w),
+            vget(t, &lw.ffn_norm_b),
+            hp.ln_eps,
+        );
         matmul(&k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
         let (b_up, gelu, add) = (vget(t, &lw.ffn_up_b), k.table.gelu, k.table.add);
         for_rows(&mut s.ff, hp.n_ff, n, |_, row| {
@@ -260,7 +296,12 @@ pub(crate) fn forward_hidden(
 
 /// Logits of residual rows `rows` of the last [`forward_hidden`]: the final
 /// LayerNorm, then the LM head. `out` receives `rows.len()` rows of `n_vocab`.
-pub(crate) fn logits(model: &Model, s: &mut Scratch, rows: std::ops::Range<usize>, out: &mut [f32]) {
+pub(crate) fn logits(
+    model: &Model,
+    s: &mut Scratch,
+    rows: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
     let hp = model.hparams();
     let k = model.kernels();
     let t = model.bytes();
@@ -268,12 +309,30 @@ pub(crate) fn logits(model: &Model, s: &mut Scratch, rows: std::ops::Range<usize
     let d = hp.n_embd;
     let n = rows.len();
     let x = &s.x[rows.start * d..rows.end * d];
-    layer_norm_rows(&k, x, &mut s.h, n, d, w.output_norm_w.get(t), w.output_norm_b.get(t), hp.ln_eps);
+    layer_norm_rows(
+        &k,
+        x,
+        &mut s.h,
+        n,
+        d,
+        w.output_norm_w.get(t),
+        w.output_norm_b.get(t),
+        hp.ln_eps,
+    );
     matmul(&k, &w.output.view(t), &s.h, n, out, &mut s.mm);
 }
 
 #[allow(clippy::too_many_arguments)]
-fn layer_norm_rows(k: &Kernels, x: &[f32], h: &mut [f32], n: usize, d: usize, w: &[f32], b: &[f32], eps: f32) {
+fn layer_norm_rows(
+    k: &Kernels,
+    x: &[f32],
+    h: &mut [f32],
+    n: usize,
+    d: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+) {
     let ln = k.table.layer_norm;
     for_rows(h, d, n, |i, row| ln(&x[i * d..(i + 1) * d], w, b, eps, row));
 }

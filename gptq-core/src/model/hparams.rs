@@ -35,16 +35,17 @@ impl HParams {
         if arch != ARCH {
             return Err(Error::metadata(
                 "general.architecture",
-                format!("unsupported architecture '{arch}': gptq runs GPT-2 ('{ARCH}') models only"),
+                format!(
+                    "unsupported architecture '{arch}': gptq runs GPT-2 ('{ARCH}') models only"
+                ),
             ));
         }
         let get = |name: &str| -> Result<usize> {
             let key = format!("{ARCH}.{name}");
             let v = file.get_u64(&key)?;
-            usize::try_from(v)
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or_else(|| Error::metadata(key, format!("must be a positive integer, found {v}")))
+            usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
+                Error::metadata(key, format!("must be a positive integer, found {v}"))
+            })
         };
         let hp = HParams {
             n_vocab: file.get_str_array("tokenizer.ggml.tokens")?.len(),
@@ -58,7 +59,10 @@ impl HParams {
         if hp.n_embd % hp.n_head != 0 {
             return Err(Error::metadata(
                 format!("{ARCH}.attention.head_count"),
-                format!("{} heads do not divide the embedding width {}", hp.n_head, hp.n_embd),
+                format!(
+                    "{} heads do not divide the embedding width {}",
+                    hp.n_head, hp.n_embd
+                ),
             ));
         }
         if !(hp.ln_eps.is_finite() && hp.ln_eps > 0.0) {
@@ -68,7 +72,10 @@ impl HParams {
             ));
         }
         if hp.n_vocab == 0 {
-            return Err(Error::metadata("tokenizer.ggml.tokens", "the vocabulary is empty"));
+            return Err(Error::metadata(
+                "tokenizer.ggml.tokens",
+                "the vocabulary is empty",
+            ));
         }
         Ok(hp)
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod forward;
 pub mod hparams;
+pub mod layout;
 pub(crate) mod weights;
 
 use std::path::Path;
@@ -137,7 +138,9 @@ fn load_tokenizer(gguf: &GgufFile) -> Result<Tokenizer> {
                     .ok()
                     .filter(|&v| (v as usize) < tokens.len())
                     .map(Some)
-                    .ok_or_else(|| Error::metadata(key, format!("token id {v} is outside the vocabulary")))
+                    .ok_or_else(|| {
+                        Error::metadata(key, format!("token id {v} is outside the vocabulary"))
+                    })
             }
         }
     };

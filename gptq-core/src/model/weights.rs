@@ -127,9 +127,13 @@ impl Loader<'_> {
     }
 
     fn range(&self, t: &TensorInfo) -> Result<(usize, usize)> {
-        let offset = usize::try_from(t.offset).map_err(|_| Error::tensor(&t.name, "offset too large"))?;
+        let offset =
+            usize::try_from(t.offset).map_err(|_| Error::tensor(&t.name, "offset too large"))?;
         let n = usize::try_from(t.n_bytes).map_err(|_| Error::tensor(&t.name, "size too large"))?;
-        if offset.checked_add(n).is_none_or(|end| end > self.bytes.len()) {
+        if offset
+            .checked_add(n)
+            .is_none_or(|end| end > self.bytes.len())
+        {
             return Err(Error::tensor(&t.name, "data lies outside the file"));
         }
         Ok((offset, n))
@@ -229,7 +233,12 @@ impl Weights {
         let per_layer: usize = self
             .layers
             .iter()
-            .map(|l| l.attn_qkv_w.n_bytes + l.attn_out_w.n_bytes + l.ffn_up_w.n_bytes + l.ffn_down_w.n_bytes)
+            .map(|l| {
+                l.attn_qkv_w.n_bytes
+                    + l.attn_out_w.n_bytes
+                    + l.ffn_up_w.n_bytes
+                    + l.ffn_down_w.n_bytes
+            })
             .sum();
         per_layer + self.output.n_bytes
     }

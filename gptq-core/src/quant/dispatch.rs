@@ -24,7 +24,8 @@ pub enum KernelPath {
 
 impl KernelPath {
     /// Every path, best first.
-    pub const ALL: &'static [KernelPath] = &[KernelPath::Avx2, KernelPath::Neon, KernelPath::Scalar];
+    pub const ALL: &'static [KernelPath] =
+        &[KernelPath::Avx2, KernelPath::Neon, KernelPath::Scalar];
 
     /// The name used by `GPTQ_KERNEL` and printed by the tools.
     pub fn name(self) -> &'static str {
@@ -184,5 +185,9 @@ impl Kernels {
 }
 
 fn names(paths: &[KernelPath]) -> String {
-    paths.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

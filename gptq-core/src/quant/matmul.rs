@@ -103,7 +103,10 @@ fn quantize<'s>(
     cols: usize,
     scratch: &'s mut MatmulScratch,
 ) -> QuantActs<'s> {
-    assert!(cols % QK == 0, "matmul: quantized rows must be whole blocks");
+    assert!(
+        cols % QK == 0,
+        "matmul: quantized rows must be whole blocks"
+    );
     let nb = cols / QK;
     let n = n_tok * nb;
     assert!(scratch.blocks.len() >= n, "matmul: scratch too small");
@@ -129,7 +132,10 @@ fn quantize<'s>(
 /// Runs `f` on row ranges of the output covering all `rows`, in parallel.
 fn for_row_tiles(rows: usize, n_tok: usize, y: &mut [f32], f: impl Fn(&mut OutTile<'_>) + Sync) {
     let tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
-    let chunk = rows.div_ceil(tasks).next_multiple_of(ROW_ALIGN).max(ROW_ALIGN);
+    let chunk = rows
+        .div_ceil(tasks)
+        .next_multiple_of(ROW_ALIGN)
+        .max(ROW_ALIGN);
     let split = RowSplit::new(y, n_tok, rows, chunk);
     let n = split.n_tiles();
     if n == 1 {
@@ -153,7 +159,9 @@ mod tests {
     use half::f16;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -173,24 +181,47 @@ mod tests {
         let nb = cols / QK;
         let mut xq = vec![BlockQ8_0::ZERO; n_tok * nb];
         for t in 0..n_tok {
-            reference::quantize_acts_q8_0(&x[t * cols..(t + 1) * cols], &mut xq[t * nb..(t + 1) * nb]);
+            reference::quantize_acts_q8_0(
+                &x[t * cols..(t + 1) * cols],
+                &mut xq[t * nb..(t + 1) * nb],
+            );
         }
         let cases: Vec<(WeightData<'_>, Box<dyn Fn(usize, usize) -> f32 + '_>)> = vec![
             (
                 WeightData::F32(&wf),
-                Box::new(|r, t| reference::vec_dot_f32(&wf[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])),
+                Box::new(|r, t| {
+                    reference::vec_dot_f32(
+                        &wf[r * cols..(r + 1) * cols],
+                        &x[t * cols..(t + 1) * cols],
+                    )
+                }),
             ),
             (
                 WeightData::F16(&wh),
-                Box::new(|r, t| reference::vec_dot_f16_f32(&wh[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])),
+                Box::new(|r, t| {
+                    reference::vec_dot_f16_f32(
+                        &wh[r * cols..(r + 1) * cols],
+                        &x[t * cols..(t + 1) * cols],
+                    )
+                }),
             ),
             (
                 WeightData::Q8_0(&w8),
-                Box::new(|r, t| reference::vec_dot_q8_0_q8_0(&w8[r * nb..(r + 1) * nb], &xq[t * nb..(t + 1) * nb])),
+                Box::new(|r, t| {
+                    reference::vec_dot_q8_0_q8_0(
+                        &w8[r * nb..(r + 1) * nb],
+                        &xq[t * nb..(t + 1) * nb],
+                    )
+                }),
             ),
             (
                 WeightData::Q4_0(&w4),
-                Box::new(|r, t| reference::vec_dot_q4_0_q8_0(&w4[r * nb..(r + 1) * nb], &xq[t * nb..(t + 1) * nb])),
+                Box::new(|r, t| {
+                    reference::vec_dot_q4_0_q8_0(
+                        &w4[r * nb..(r + 1) * nb],
+                        &xq[t * nb..(t + 1) * nb],
+                    )
+                }),
             ),
         ];
         for (data, want) in cases {

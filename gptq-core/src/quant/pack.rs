@@ -32,7 +32,9 @@ pub fn pack_rows(ty: GgmlType, src: &[f32], row_len: usize) -> Result<Vec<u8>> {
             ))
         })?;
     if !PACKABLE.contains(&ty) {
-        return Err(Error::InvalidArgument(format!("cannot write tensors of type {ty}")));
+        return Err(Error::InvalidArgument(format!(
+            "cannot write tensors of type {ty}"
+        )));
     }
     let n_rows = src.len() / row_len;
     let mut out = vec![0u8; n_rows * row_bytes];
@@ -83,7 +85,10 @@ mod tests {
     #[test]
     fn packs_every_type_with_the_block_layout() {
         let x: Vec<f32> = (0..64).map(|i| i as f32 - 31.5).collect();
-        assert_eq!(pack_rows(GgmlType::F32, &x, 32).unwrap()[4..8], 30.5f32.to_le_bytes());
+        assert_eq!(
+            pack_rows(GgmlType::F32, &x, 32).unwrap()[4..8],
+            30.5f32.to_le_bytes()
+        );
         assert_eq!(pack_rows(GgmlType::F16, &x, 64).unwrap().len(), 128);
         let q8 = pack_rows(GgmlType::Q8_0, &x, 64).unwrap();
         assert_eq!(q8.len(), 68);

@@ -14,7 +14,8 @@ use half::f16;
 use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
 
 fn amax(x: &[f32]) -> f32 {
-    x.iter().fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m })
+    x.iter()
+        .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m })
 }
 
 /// Quantizes `x` (a whole number of 32-element blocks) into Q8_0 exactly as ggml's
@@ -62,7 +63,11 @@ pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
 
 /// Expands Q8_0 blocks into `y` (`32 · x.len()` values).
 pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
-    assert_eq!(y.len(), x.len() * QK, "dequantize_row_q8_0: length mismatch");
+    assert_eq!(
+        y.len(),
+        x.len() * QK,
+        "dequantize_row_q8_0: length mismatch"
+    );
     for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
         let d = xb.d.to_f32();
         for (o, &q) in yb.iter_mut().zip(&xb.qs) {
@@ -73,7 +78,11 @@ pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
 
 /// Expands Q4_0 blocks into `y` (`32 · x.len()` values).
 pub fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]) {
-    assert_eq!(y.len(), x.len() * QK, "dequantize_row_q4_0: length mismatch");
+    assert_eq!(
+        y.len(),
+        x.len() * QK,
+        "dequantize_row_q4_0: length mismatch"
+    );
     for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
         let d = xb.d.to_f32();
         let (lo, hi) = yb.split_at_mut(QK / 2);
@@ -122,12 +131,11 @@ pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q8_0_q8_0: length mismatch");
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
-        let sumi: i32 = a
-            .qs
-            .iter()
-            .zip(&b.qs)
-            .map(|(&p, &q)| i32::from(p) * i32::from(q))
-            .sum();
+        let sumi: i32 =
+            a.qs.iter()
+                .zip(&b.qs)
+                .map(|(&p, &q)| i32::from(p) * i32::from(q))
+                .sum();
         sum += sumi as f32 * (a.d.to_f32() * b.d.to_f32());
     }
     sum
@@ -155,7 +163,12 @@ pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
 const LANES: usize = 8;
 
 fn reduce(acc: [f32; LANES]) -> f32 {
-    let a = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    let a = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
     (a[0] + a[2]) + (a[1] + a[3])
 }
 
@@ -203,16 +216,14 @@ mod tests {
 
     /// ggml's test-quantize-fns data: `0.1 + 2·cos(i + offset)`.
     fn ggml_test_data(n: usize, offset: f32) -> Vec<f32> {
-        (0..n).map(|i| 0.1 + 2.0 * (i as f32 + offset).cos()).collect()
+        (0..n)
+            .map(|i| 0.1 + 2.0 * (i as f32 + offset).cos())
+            .collect()
     }
 
     /// ggml's `array_rmse`: sqrt(Σ diff²) / n (its thresholds are in this unit).
     fn ggml_error(a: &[f32], b: &[f32]) -> f32 {
-        let s: f64 = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| f64::from(x - y).powi(2))
-            .sum();
+        let s: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
         s.sqrt() as f32 / a.len() as f32
     }
 
@@ -337,8 +348,12 @@ mod tests {
     #[test]
     fn dots_match_dequantized_products() {
         let n = 256;
-        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 201) as f32 / 50.0 - 2.0).collect();
-        let w: Vec<f32> = (0..n).map(|i| ((i * 104729) % 97) as f32 / 25.0 - 1.9).collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 201) as f32 / 50.0 - 2.0)
+            .collect();
+        let w: Vec<f32> = (0..n)
+            .map(|i| ((i * 104729) % 97) as f32 / 25.0 - 1.9)
+            .collect();
         let mut xq = vec![BlockQ8_0::ZERO; n / QK];
         let mut w8 = vec![BlockQ8_0::ZERO; n / QK];
         let mut w4 = vec![BlockQ4_0::ZERO; n / QK];
@@ -358,7 +373,11 @@ mod tests {
         assert!((f64::from(d8) - exact8).abs() < 1e-3 * exact8.abs().max(1.0));
         assert!((f64::from(d4) - exact4).abs() < 1e-3 * exact4.abs().max(1.0));
         let f = vec_dot_f32(&x, &w);
-        let exact: f64 = x.iter().zip(&w).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+        let exact: f64 = x
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
         assert!((f64::from(f) - exact).abs() < 1e-4 * exact.abs().max(1.0));
         let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let fh = vec_dot_f16_f32(&wh, &x);

@@ -66,7 +66,6 @@ pub(crate) fn decode_spelling(spelling: &str) -> Result<Vec<u8>, char> {
 }
 
 /// Encodes raw bytes in GPT-2's byte-level spelling.
-#[cfg(test)]
 pub(crate) fn encode_spelling(bytes: &[u8]) -> String {
     bytes
         .iter()

@@ -9,7 +9,7 @@
 //! `r50k_base`) and Hugging Face's `GPT2Tokenizer`.
 
 mod bpe;
-mod bytes;
+pub(crate) mod bytes;
 mod pretokenize;
 mod stream;
 
