@@ -88,7 +88,7 @@ pub fn run(args: &CompleteArgs) -> Result<()> {
     while generated.len() < n_predict {
         let t = Instant::now();
         let logits = session.logits().expect("logits after a feed");
-        let id = sampler.sample(logits, session.tokens());
+        let id = sampler.sample(logits, session.tokens())?;
         sample.time += t.elapsed();
         sample.n += 1;
         if Some(id) == eos && !args.ignore_eos {

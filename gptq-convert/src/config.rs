@@ -36,9 +36,10 @@ impl GptConfig {
     /// Reads `dir/config.json`.
     pub fn read(dir: &Path) -> Result<GptConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let v: Value =
-            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", path.display()))?;
         GptConfig::from_json(&v).with_context(|| format!("{}", path.display()))
     }
 
@@ -54,10 +55,16 @@ impl GptConfig {
             Some("gpt2") => {}
             Some(other) => bail!(
                 "unsupported architecture: model_type is '{other}'{}; gptq-convert converts GPT-2 checkpoints only",
-                if archs.is_empty() { String::new() } else { format!(" ({})", archs.join(", ")) }
+                if archs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", archs.join(", "))
+                }
             ),
             None if archs.iter().any(|a| a.starts_with("GPT2")) => {}
-            None => bail!("missing key 'model_type' (and no GPT-2 entry in 'architectures'): cannot tell that this is GPT-2"),
+            None => bail!(
+                "missing key 'model_type' (and no GPT-2 entry in 'architectures'): cannot tell that this is GPT-2"
+            ),
         }
         if let Some(a) = archs.iter().find(|a| !a.starts_with("GPT2")) {
             bail!("unsupported architecture '{a}': gptq-convert converts GPT-2 checkpoints only");
@@ -79,7 +86,8 @@ impl GptConfig {
             Some(x) => x
                 .as_f64()
                 .filter(|e| e.is_finite() && *e > 0.0)
-                .context("'layer_norm_epsilon' must be a positive number")? as f32,
+                .context("'layer_norm_epsilon' must be a positive number")?
+                as f32,
         };
         match v.get("activation_function").and_then(Value::as_str) {
             None | Some("gelu_new") | Some("gelu_pytorch_tanh") | Some("gelu_fast") => {}
@@ -87,13 +95,23 @@ impl GptConfig {
                 "activation_function '{other}' is not supported: GPT-2 uses the tanh GELU ('gelu_new')"
             ),
         }
-        if v.get("scale_attn_by_inverse_layer_idx").and_then(Value::as_bool) == Some(true) {
-            bail!("scale_attn_by_inverse_layer_idx = true is not supported (a Mistral/Stanford variant, not GPT-2)");
+        if v.get("scale_attn_by_inverse_layer_idx")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
+            bail!(
+                "scale_attn_by_inverse_layer_idx = true is not supported (a Mistral/Stanford variant, not GPT-2)"
+            );
         }
         if v.get("scale_attn_weights").and_then(Value::as_bool) == Some(false) {
-            bail!("scale_attn_weights = false is not supported: GPT-2 scales attention by 1/sqrt(head_dim)");
+            bail!(
+                "scale_attn_weights = false is not supported: GPT-2 scales attention by 1/sqrt(head_dim)"
+            );
         }
-        let tied = v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(true);
+        let tied = v
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let id = |k: &str| -> Result<u32> {
             match v.get(k) {
                 None | Some(Value::Null) => Ok(50256),
@@ -163,7 +181,10 @@ mod tests {
     #[test]
     fn reads_gpt2() {
         let c = GptConfig::from_json(&base()).unwrap();
-        assert_eq!((c.n_embd, c.n_ff, c.n_ctx, c.n_layer, c.n_head), (64, 256, 128, 2, 4));
+        assert_eq!(
+            (c.n_embd, c.n_ff, c.n_ctx, c.n_layer, c.n_head),
+            (64, 256, 128, 2, 4)
+        );
         assert!(c.tied);
         assert_eq!(c.eos, 50256);
     }
@@ -173,7 +194,10 @@ mod tests {
         let mut v = base();
         v["model_type"] = json!("llama");
         let e = GptConfig::from_json(&v).unwrap_err().to_string();
-        assert!(e.contains("unsupported architecture") && e.contains("llama"), "{e}");
+        assert!(
+            e.contains("unsupported architecture") && e.contains("llama"),
+            "{e}"
+        );
         let mut v = base();
         v.as_object_mut().unwrap().remove("n_embd");
         let e = GptConfig::from_json(&v).unwrap_err().to_string();

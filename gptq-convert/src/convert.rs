@@ -60,7 +60,8 @@ pub struct ConvertReport {
 
 /// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
 pub fn file_type(ty: GgmlType) -> Result<u32> {
-    layout::file_type(ty).with_context(|| format!("unsupported output type {ty}: choose f32, f16, q8_0 or q4_0"))
+    layout::file_type(ty)
+        .with_context(|| format!("unsupported output type {ty}: choose f32, f16, q8_0 or q4_0"))
 }
 
 /// One tensor to write: where it comes from and what it becomes.
@@ -76,7 +77,10 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
     let start = Instant::now();
     file_type(opts.out_type)?;
     if out.is_dir() {
-        bail!("output path {} is a directory; give a file name", out.display());
+        bail!(
+            "output path {} is a directory; give a file name",
+            out.display()
+        );
     }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -103,11 +107,17 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
     }
 
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", out.file_name().and_then(|n| n.to_str()).unwrap_or("out")))
+        .prefix(&format!(
+            ".{}.",
+            out.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+        ))
         .suffix(".tmp")
         .tempfile_in(&parent)
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-    let total: u64 = plans.iter().map(|p| p.spec.rows as u64 * p.spec.cols as u64 * 4).sum();
+    let total: u64 = plans
+        .iter()
+        .map(|p| p.spec.rows as u64 * p.spec.cols as u64 * 4)
+        .sum();
     let bar = progress_bar(opts.progress, total);
     let mut data = writer.begin(BufWriter::with_capacity(1 << 20, tmp.as_file()))?;
     for p in &plans {
@@ -115,20 +125,30 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
         bar.set_message(name.clone());
         let values = ckpt.read_f32(&p.source)?;
         // Conv1D weights are stored [in = cols][out = rows].
-        let values = if p.transpose { transpose(&values, cols, rows) } else { values };
+        let values = if p.transpose {
+            transpose(&values, cols, rows)
+        } else {
+            values
+        };
         let bytes = pack_rows(p.ty, &values, cols).with_context(|| format!("tensor {name}"))?;
         data.write_tensor(name, &bytes)?;
         bar.inc(rows as u64 * cols as u64 * 4);
     }
     let mut buf = data.finish()?;
-    buf.flush().with_context(|| format!("writing {}", tmp.path().display()))?;
+    buf.flush()
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
     drop(buf);
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("writing {}", tmp.path().display()))?;
     let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
-    tmp.persist(out)
-        .map_err(|e| anyhow::anyhow!("cannot move the finished file to {}: {}", out.display(), e.error))?;
+    tmp.persist(out).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot move the finished file to {}: {}",
+            out.display(),
+            e.error
+        )
+    })?;
     bar.finish_and_clear();
     Ok(ConvertReport {
         path: out.to_path_buf(),
@@ -150,9 +170,9 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+    ) {
         bar.set_style(style);
     }
     bar
@@ -168,10 +188,18 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
             Some(Mapping::LmHead) if c.tied => continue,
             Some(Mapping::LmHead) => ("output.weight".to_string(), false),
             Some(Mapping::Skip) => continue,
-            None => bail!("{src}: unexpected tensor '{}': not part of a GPT-2 checkpoint", t.name),
+            None => bail!(
+                "{src}: unexpected tensor '{}': not part of a GPT-2 checkpoint",
+                t.name
+            ),
         };
-        if let Some((prev, ..)) = found.insert(gguf.clone(), (t.name.clone(), transpose, t.shape.clone())) {
-            bail!("{src}: tensors '{prev}' and '{}' both map to '{gguf}'", t.name);
+        if let Some((prev, ..)) =
+            found.insert(gguf.clone(), (t.name.clone(), transpose, t.shape.clone()))
+        {
+            bail!(
+                "{src}: tensors '{prev}' and '{}' both map to '{gguf}'",
+                t.name
+            );
         }
     }
     let embd_ty = opts.token_embd_type.unwrap_or(match opts.out_type {
@@ -206,7 +234,11 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
             opts.out_type
         };
         // A matrix whose rows are not whole blocks keeps 16-bit floats.
-        let ty = if cols % ty.block_size() != 0 { GgmlType::F16 } else { ty };
+        let ty = if cols % ty.block_size() != 0 {
+            GgmlType::F16
+        } else {
+            ty
+        };
         plans.push(Plan {
             spec,
             source,
@@ -215,7 +247,10 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
         });
     }
     if let Some((gguf, (source, ..))) = found.iter().min_by(|a, b| a.0.cmp(b.0)) {
-        bail!("{src}: tensor '{source}' ({gguf}) does not fit the shape config.json describes (n_layer {})", c.n_layer);
+        bail!(
+            "{src}: tensor '{source}' ({gguf}) does not fit the shape config.json describes (n_layer {})",
+            c.n_layer
+        );
     }
     Ok(plans)
 }

@@ -91,7 +91,10 @@ mod tests {
                     transpose: false
                 })
             );
-            assert_eq!(map_name(&format!("{prefix}h.0.attn.masked_bias")), Some(Mapping::Skip));
+            assert_eq!(
+                map_name(&format!("{prefix}h.0.attn.masked_bias")),
+                Some(Mapping::Skip)
+            );
         }
         assert_eq!(map_name("lm_head.weight"), Some(Mapping::LmHead));
         assert_eq!(map_name("h.01.ln_1.weight"), None);

@@ -23,10 +23,16 @@ pub const TOKEN_UNUSED: i32 = 5;
 /// with unused padding tokens; ids beyond it are an error. `bos` and `eos`
 /// become control tokens.
 pub fn read_vocab(dir: &Path, n_vocab: usize, bos: u32, eos: u32) -> Result<VocabData> {
-        let (vj, mt, tj) = (dir.join("vocab.json"), dir.join("merges.txt"), dir.join("tokenizer.json"));
+    let (vj, mt, tj) = (
+        dir.join("vocab.json"),
+        dir.join("merges.txt"),
+        dir.join("tokenizer.json"),
+    );
     let (map, merges, added) = if vj.is_file() && mt.is_file() {
-        let map = read_json(&vj).and_then(|v| vocab_map(&v).with_context(|| vj.display().to_string()))?;
-        let text = std::fs::read_to_string(&mt).with_context(|| format!("cannot read {}", mt.display()))?;
+        let map =
+            read_json(&vj).and_then(|v| vocab_map(&v).with_context(|| vj.display().to_string()))?;
+        let text = std::fs::read_to_string(&mt)
+            .with_context(|| format!("cannot read {}", mt.display()))?;
         (map, merges_txt(&text), Vec::new())
     } else if tj.is_file() {
         let v = read_json(&tj)?;
@@ -48,12 +54,15 @@ pub fn read_vocab(dir: &Path, n_vocab: usize, bos: u32, eos: u32) -> Result<Voca
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
 }
 
 fn vocab_map(v: &Value) -> Result<Vec<(String, u32)>> {
-    let obj = v.as_object().context("the vocabulary must be a JSON object of token → id")?;
+    let obj = v
+        .as_object()
+        .context("the vocabulary must be a JSON object of token → id")?;
     obj.iter()
         .map(|(k, id)| {
             let id = id
@@ -98,8 +107,16 @@ fn tokenizer_json(v: &Value) -> Result<(Vec<(String, u32)>, Vec<String>, Added)>
         })
         .collect::<Result<Vec<_>>>()?;
     let mut added = Vec::new();
-    for a in v.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-        let content = a.get("content").and_then(Value::as_str).context("added token without 'content'")?;
+    for a in v
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let content = a
+            .get("content")
+            .and_then(Value::as_str)
+            .context("added token without 'content'")?;
         let id = a
             .get("id")
             .and_then(Value::as_u64)
@@ -127,7 +144,11 @@ fn build(
         }
     }
     for (tok, id, special) in added {
-        let ty = if *special { TOKEN_CONTROL } else { TOKEN_USER_DEFINED };
+        let ty = if *special {
+            TOKEN_CONTROL
+        } else {
+            TOKEN_USER_DEFINED
+        };
         by_id.insert(*id, (tok.clone(), ty));
     }
     if let Some(&max) = by_id.keys().max()
@@ -141,7 +162,11 @@ fn build(
         match by_id.remove(&id) {
             Some((tok, ty)) => {
                 tokens.push(tok);
-                types.push(if special_ids.contains(&id) { TOKEN_CONTROL } else { ty });
+                types.push(if special_ids.contains(&id) {
+                    TOKEN_CONTROL
+                } else {
+                    ty
+                });
             }
             None => {
                 tokens.push(format!("[PAD{id}]"));
@@ -165,7 +190,14 @@ mod tests {
     #[test]
     fn builds_from_both_forms_alike() {
         let vocab = json!({"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3});
-        let from_files = build(vocab_map(&vocab).unwrap(), merges_txt("#version: 0.2\na b\n"), &[], 4, &[3]).unwrap();
+        let from_files = build(
+            vocab_map(&vocab).unwrap(),
+            merges_txt("#version: 0.2\na b\n"),
+            &[],
+            4,
+            &[3],
+        )
+        .unwrap();
         let tj = json!({"model": {"type": "BPE", "vocab": vocab, "merges": [["a", "b"]]},
                         "added_tokens": [{"id": 3, "content": "<|endoftext|>", "special": true}]});
         let (m, mg, ad) = tokenizer_json(&tj).unwrap();

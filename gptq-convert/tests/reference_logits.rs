@@ -98,7 +98,7 @@ fn f32_greedy_continuation_matches_transformers() {
     for name in FIXTURES {
         let r = reference_json(name);
         let model = model(name, GgmlType::F32, Kernels::best());
-        let want = ids(&r["greedy_a_hello_20"]);
+        let want = greedy_reference(&r);
         let mut s = Session::new(Arc::clone(&model), SessionParams::default()).unwrap();
         let mut logits = s.feed(&ids(&r["a_hello"]["ids"])).unwrap().to_vec();
         let mut got = Vec::new();
@@ -109,6 +109,18 @@ fn f32_greedy_continuation_matches_transformers() {
         }
         assert_eq!(got, want, "{name}");
     }
+}
+
+/// The greedy continuation of text `a_hello` that transformers generated: the
+/// fixtures name it `greedy_a_hello_<N>` after its length.
+fn greedy_reference(r: &serde_json::Value) -> Vec<u32> {
+    let (_, v) = r
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, v)| k.starts_with("greedy_a_hello_") && v.is_array())
+        .expect("reference.json has a greedy_a_hello_<N> array");
+    ids(v)
 }
 
 /// Quantized files against the F32 file of the same checkpoint.
@@ -125,6 +137,16 @@ fn f32_greedy_continuation_matches_transformers() {
 /// the RMS bound relative to the largest logit, and require that the argmax of
 /// the last position agrees whenever the F32 model is confident (top-1 margin
 /// above 4 RMS errors).
+/// How much a fixture amplifies a product's error beyond adding in quadrature.
+/// `tiny-scaled` has random weights of std 0.3 at width 64, so every
+/// residual branch has a gain of about 0.3·√64 ≈ 2.4 and its attention
+/// scores are sharply peaked: errors compound from block to block (measured:
+/// 1.6× the quadrature estimate for Q8_0). We allow 2×. The trained model has
+/// no such gain.
+fn gain(name: &str) -> f64 {
+    if name == "tiny-scaled" { 2.0 } else { 1.0 }
+}
+
 #[test]
 fn quantized_logits_stay_within_format_bounds() {
     for name in FIXTURES {
@@ -133,7 +155,7 @@ fn quantized_logits_stay_within_format_bounds() {
         let n_layer = f32_model.hparams().n_layer as f64;
         for (ty, eps) in [(GgmlType::Q8_0, 0.0032), (GgmlType::Q4_0, 0.037)] {
             let q_model = model(name, ty, Kernels::best());
-            let bound = 3.0 * (4.0 * n_layer + 1.0).sqrt() * eps;
+            let bound = 3.0 * (4.0 * n_layer + 1.0).sqrt() * eps * gain(name);
             for text in TEXTS {
                 let ids = ids(&r[text]["ids"]);
                 let want = logits_of(&f32_model, &ids);

@@ -1,1 +1,479 @@
 //! Samplers and the seeded random number generator.
+//!
+//! A [`Sampler`] turns a row of logits into a token id. The chain follows
+//! llama.cpp's default order: repetition penalty over the last N tokens, then
+//! (unless the temperature is 0, which is greedy) top-k, top-p, min-p,
+//! temperature, softmax and a draw from [`Rng`]. The generator is ours
+//! (xoshiro256** seeded through SplitMix64), so a seed gives the same tokens
+//! on every version, platform and thread count.
+
+use crate::error::{Error, Result};
+
+/// The index of the largest logit (the first one on ties); NaNs are never
+/// chosen. Returns 0 for an empty or all-NaN slice.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    let mut found = false;
+    for (i, &v) in logits.iter().enumerate() {
+        if !v.is_nan() && (!found || v > best_v) {
+            best = i;
+            best_v = v;
+            found = true;
+        }
+    }
+    best as u32
+}
+
+/// A small, fast, seedable generator: xoshiro256** (Blackman and Vigna), its
+/// state filled from the seed by SplitMix64. Its output for a given seed is part
+/// of this crate's contract and never changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    /// A generator whose whole output is fixed by `seed`.
+    pub fn new(seed: u64) -> Rng {
+        let mut x = seed;
+        let mut next = || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.s;
+        let out = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        out
+    }
+
+    /// A uniform double in `[0, 1)` (53 random bits).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Every sampling parameter. The defaults are llama.cpp's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerParams {
+    /// Softmax temperature; 0 means greedy (the most likely token).
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches
+    /// `top_p` (1.0 = off).
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one (0 = off).
+    pub min_p: f32,
+    /// Divide positive logits (multiply negative ones) of recently seen tokens
+    /// by this (1.0 = off).
+    pub repeat_penalty: f32,
+    /// How many of the most recent tokens the penalty looks at (0 = off).
+    pub repeat_last_n: usize,
+    /// Seed of the random generator.
+    pub seed: u64,
+}
+
+impl Default for SamplerParams {
+    fn default() -> Self {
+        SamplerParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplerParams {
+    /// Greedy decoding: always the most likely token (after the penalty).
+    pub fn greedy() -> SamplerParams {
+        SamplerParams {
+            temperature: 0.0,
+            ..SamplerParams::default()
+        }
+    }
+
+    /// Sets the temperature.
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.temperature = t;
+        self
+    }
+
+    /// Sets top-k (0 = off).
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.top_k = k;
+        self
+    }
+
+    /// Sets top-p (1.0 = off).
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.top_p = p;
+        self
+    }
+
+    /// Sets min-p (0.0 = off).
+    pub fn min_p(mut self, p: f32) -> Self {
+        self.min_p = p;
+        self
+    }
+
+    /// Sets the repetition penalty and how many recent tokens it covers.
+    pub fn repeat_penalty(mut self, penalty: f32, last_n: usize) -> Self {
+        self.repeat_penalty = penalty;
+        self.repeat_last_n = last_n;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Checks every parameter's range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::InvalidArgument(what.to_string()));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature must be a finite number >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top-p must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min-p must be in [0, 1]");
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat penalty must be a finite number > 0");
+        }
+        Ok(())
+    }
+
+    /// Builds the sampler.
+    pub fn build(self) -> Result<Sampler> {
+        Sampler::new(self)
+    }
+}
+
+/// Picks tokens from logits. Holds its candidate buffer, so sampling a token
+/// allocates nothing once the first call has sized it.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    params: SamplerParams,
+    rng: Rng,
+    /// (logit or probability, token id) of the candidates still in play.
+    cand: Vec<(f32, u32)>,
+}
+
+impl Sampler {
+    /// A sampler with these parameters; an error names the first one out of range.
+    pub fn new(params: SamplerParams) -> Result<Sampler> {
+        params.validate()?;
+        Ok(Sampler {
+            rng: Rng::new(params.seed),
+            params,
+            cand: Vec::new(),
+        })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &SamplerParams {
+        &self.params
+    }
+
+    /// Restarts the random sequence from `seed`.
+    pub fn reseed(&mut self, seed: u64) {
+        self.params.seed = seed;
+        self.rng = Rng::new(seed);
+    }
+
+    /// The next token given `logits` (one per vocabulary entry) and the tokens
+    /// so far (`history`, for the repetition penalty). An empty row of logits,
+    /// or one with no finite value, is an error.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
+        if logits.is_empty() {
+            return Err(Error::InvalidArgument("no logits to sample from".into()));
+        }
+        let p = &self.params;
+        self.cand.clear();
+        self.cand.reserve(logits.len());
+        self.cand
+            .extend(logits.iter().enumerate().map(|(i, &v)| (v, i as u32)));
+        // NaN and +inf cannot be ranked meaningfully; NaN never wins.
+        for c in self.cand.iter_mut() {
+            if c.0.is_nan() {
+                c.0 = f32::NEG_INFINITY;
+            }
+        }
+        if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
+            let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
+            // Each distinct token is penalised once, however often it recurs
+            // (llama.cpp's rule): mark by sign-flipping is avoided by checking
+            // the original logit.
+            for &id in recent {
+                let i = id as usize;
+                if i < logits.len() && self.cand[i].0 == sanitize(logits[i]) {
+                    let v = &mut self.cand[i].0;
+                    *v = if *v > 0.0 {
+                        *v / p.repeat_penalty
+                    } else {
+                        *v * p.repeat_penalty
+                    };
+                }
+            }
+        }
+        if self.cand.iter().all(|c| c.0 == f32::NEG_INFINITY) {
+            return Err(Error::InvalidArgument(
+                "every logit is -inf or NaN: nothing to sample".into(),
+            ));
+        }
+        if p.temperature == 0.0 {
+            let mut best = self.cand[0];
+            for &c in &self.cand[1..] {
+                if c.0 > best.0 {
+                    best = c;
+                }
+            }
+            return Ok(best.1);
+        }
+        let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        // Top-k: a partial selection, then sort only the survivors.
+        let k = if p.top_k == 0 {
+            self.cand.len()
+        } else {
+            p.top_k.min(self.cand.len())
+        };
+        if k < self.cand.len() {
+            self.cand.select_nth_unstable_by(k - 1, desc);
+            self.cand.truncate(k);
+        }
+        self.cand.sort_unstable_by(desc);
+        // Probabilities at temperature 1 for top-p and min-p (llama.cpp applies
+        // the temperature last in its default chain).
+        softmax_in_place(&mut self.cand, 1.0);
+        if p.top_p < 1.0 {
+            let mut acc = 0.0f32;
+            let mut keep = self.cand.len();
+            for (i, c) in self.cand.iter().enumerate() {
+                acc += c.0;
+                if acc >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            self.cand.truncate(keep.max(1));
+        }
+        if p.min_p > 0.0 {
+            let floor = self.cand[0].0 * p.min_p;
+            let keep = self.cand.iter().take_while(|c| c.0 >= floor).count();
+            self.cand.truncate(keep.max(1));
+        }
+        // Temperature on the surviving probabilities: p^(1/T), renormalised,
+        // which equals softmax(logit / T) over the survivors.
+        let inv_t = 1.0 / p.temperature;
+        let mut sum = 0.0f64;
+        for c in self.cand.iter_mut() {
+            let w = if c.0 > 0.0 {
+                f64::from(c.0).powf(f64::from(inv_t))
+            } else {
+                0.0
+            };
+            c.0 = w as f32;
+            sum += w;
+        }
+        if !(sum > 0.0 && sum.is_finite()) {
+            // Underflow at a tiny temperature: the most likely token.
+            return Ok(self.cand[0].1);
+        }
+        let mut r = self.rng.next_f64() * sum;
+        for c in &self.cand {
+            r -= f64::from(c.0);
+            if r < 0.0 {
+                return Ok(c.1);
+            }
+        }
+        Ok(self.cand[self.cand.len() - 1].1)
+    }
+}
+
+fn sanitize(v: f32) -> f32 {
+    if v.is_nan() { f32::NEG_INFINITY } else { v }
+}
+
+/// Replaces each candidate's logit with its probability (candidates sorted
+/// descending, so the first holds the maximum).
+fn softmax_in_place(cand: &mut [(f32, u32)], inv_t: f32) {
+    let max = cand[0].0;
+    let mut sum = 0.0f32;
+    for c in cand.iter_mut() {
+        c.0 = ((c.0 - max) * inv_t).exp();
+        sum += c.0;
+    }
+    for c in cand.iter_mut() {
+        c.0 /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_sequence_is_fixed() {
+        // Pinned: changing the generator changes every seeded output.
+        let mut r = Rng::new(0);
+        let a: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
+        let mut r2 = Rng::new(0);
+        let b: Vec<u64> = (0..3).map(|_| r2.next_u64()).collect();
+        assert_eq!(a, b);
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(0).next_u64());
+        let mut r = Rng::new(42);
+        for _ in 0..1000 {
+            let x = r.next_f64();
+            assert!((0.0..1.0).contains(&x));
+        }
+    }
+
+    #[test]
+    fn rng_known_values() {
+        // SplitMix64(0) first output is 0xe220a8397b1dcdaf (a published value).
+        let mut x = 0u64;
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        assert_eq!(z ^ (z >> 31), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(Rng::new(0).s[0], 0xe220_a839_7b1d_cdaf);
+    }
+
+    #[test]
+    fn argmax_picks_first_max_and_skips_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, -1.0, -2.0]), 1);
+        assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
+    fn greedy_and_penalty() {
+        let mut s = SamplerParams::greedy().build().unwrap();
+        assert_eq!(s.sample(&[0.0, 2.0, 1.0], &[]).unwrap(), 1);
+        let mut s = SamplerParams::greedy()
+            .repeat_penalty(4.0, 8)
+            .build()
+            .unwrap();
+        // 2.0 / 4 = 0.5 < 1.0, and the token appears twice but is penalised once.
+        assert_eq!(s.sample(&[0.0, 2.0, 1.0], &[1, 1]).unwrap(), 2);
+        // A negative logit is multiplied: -1 * 4 = -4 < -2.
+        assert_eq!(s.sample(&[-1.0, -2.0, -3.0], &[0]).unwrap(), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_seed_reproduces() {
+        let logits: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+            .collect();
+        let best = argmax(&logits);
+        let mut s = SamplerParams::default().top_k(1).build().unwrap();
+        for _ in 0..20 {
+            assert_eq!(s.sample(&logits, &[]).unwrap(), best);
+        }
+        let draw = |seed| {
+            let mut s = SamplerParams::default()
+                .temperature(1.5)
+                .top_k(0)
+                .top_p(1.0)
+                .min_p(0.0)
+                .seed(seed)
+                .build()
+                .unwrap();
+            (0..50)
+                .map(|_| s.sample(&logits, &[]).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn top_p_and_min_p_restrict_the_support() {
+        // Probabilities roughly 0.64, 0.24, 0.09, 0.03.
+        let logits = [3.0f32, 2.0, 1.0, 0.0];
+        let mut s = SamplerParams::default()
+            .temperature(1.0)
+            .top_k(0)
+            .top_p(0.8)
+            .min_p(0.0)
+            .build()
+            .unwrap();
+        for _ in 0..200 {
+            assert!(s.sample(&logits, &[]).unwrap() <= 1);
+        }
+        let mut s = SamplerParams::default()
+            .temperature(1.0)
+            .top_k(0)
+            .top_p(1.0)
+            .min_p(0.3)
+            .build()
+            .unwrap();
+        for _ in 0..200 {
+            assert!(s.sample(&logits, &[]).unwrap() <= 1);
+        }
+    }
+
+    #[test]
+    fn frequencies_follow_the_temperature() {
+        let logits = [1.0f32, 0.0];
+        let mut s = SamplerParams::default()
+            .temperature(1.0)
+            .top_k(0)
+            .top_p(1.0)
+            .min_p(0.0)
+            .seed(3)
+            .build()
+            .unwrap();
+        let n = 20000;
+        let zeros = (0..n)
+            .filter(|_| s.sample(&logits, &[]).unwrap() == 0)
+            .count();
+        let p = zeros as f64 / n as f64;
+        let want = 1.0f64.exp() / (1.0f64.exp() + 1.0);
+        assert!((p - want).abs() < 0.02, "{p} vs {want}");
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(SamplerParams::default().temperature(-1.0).build().is_err());
+        assert!(SamplerParams::default().top_p(0.0).build().is_err());
+        assert!(SamplerParams::default().min_p(2.0).build().is_err());
+        assert!(
+            SamplerParams::default()
+                .repeat_penalty(0.0, 4)
+                .build()
+                .is_err()
+        );
+        let mut s = SamplerParams::default().build().unwrap();
+        assert!(s.sample(&[], &[]).is_err());
+        assert!(s.sample(&[f32::NAN, f32::NAN], &[]).is_err());
+        // Out-of-vocabulary history is ignored.
+        assert!(s.sample(&[1.0, 2.0], &[99, 1]).is_ok());
+    }
+}

@@ -383,4 +383,93 @@ mod tests {
         let fh = vec_dot_f16_f32(&wh, &x);
         assert!((f64::from(fh) - exact).abs() < 1e-2 * exact.abs().max(1.0));
     }
+
+    /// The 256 test inputs of the ggml vectors below: a ramp, uniform noise,
+    /// exact halves, zeros, a single value, large and tiny magnitudes (the
+    /// tiny block's scale is an f16 subnormal), alternating squares.
+    fn ggml_vector_input() -> Vec<f32> {
+        let mut state = 42u64;
+        let mut lcg = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / 16777216.0 * 2.0 - 1.0
+        };
+        let mut x = vec![0.0f32; 256];
+        for j in 0..32 {
+            x[j] = (j as f32 - 15.5) * 0.37;
+        }
+        for j in 0..32 {
+            x[32 + j] = lcg();
+        }
+        for j in 0..32 {
+            x[64 + j] = j as f32 * 0.5 - 8.0;
+        }
+        x[128 + 5] = -3.25;
+        for j in 0..32 {
+            x[160 + j] = lcg() * 10000.0;
+        }
+        for j in 0..32 {
+            x[192 + j] = lcg() * 1e-6;
+        }
+        for j in 0..32 {
+            x[224 + j] = if j % 2 == 1 { -1.0 } else { 1.0 } * (j * j) as f32;
+        }
+        x
+    }
+
+    fn hex(lines: &[&str]) -> Vec<u8> {
+        let s: String = lines.concat();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Bytes produced by ggml's own `quantize_row_q8_0_ref` and
+    /// `quantize_row_q4_0_ref` (llama.cpp c392e50, compiled and run once on the
+    /// input above); one line per block.
+    const GGML_Q8_0: &[&str] = &[
+        "c8298189919aa2aab2bac3cbd3dbe3ecf4fc040c141d252d353d464e565e666f777f",
+        "b61f12b7e923308281a4f982da0870d24fe34d8deb37d6ede9d7e30709fcea1f7337",
+        "082c81899199a1a9b1b9c0c8d0d8e0e8f0f8000810182028303840474f575f676f77",
+        "00000000000000000000000000000000000000000000000000000000000000000000",
+        "8d260000000000810000000000000000000000000000000000000000000000000000",
+        "e854ea258722aedc6e26a7765d6fe455e586b8a000f4a80389efd1408dc4f3815a41",
+        "0000eaad7f72c2b45f618463e6d59729dd7b06f219db3e190265352568299969819c",
+        "9147000001ff02fd05fa08f50df013ea1ae222da2bd035c640ba4cad59a068917781",
+    ];
+    const GGML_Q4_0: &[&str] = &[
+        "bc39809191a2a2b3b3c4c4d5d5e6e6f7f7f8",
+        "a72fd91377ba5b707052688096887fa5fdb6",
+        "003c809191a2a2b3b3c4c4d5d5e6e6f7f7f8",
+        "008088888888888888888888888888888888",
+        "803688888888888088888888888888888888",
+        "de64372a807a23861f7a52cf1e4f760de6c0",
+        "02008773af6fc4a38eeeb0aef6b511fb062f",
+        "8257a868b858b848c848d937e927f917fa06",
+    ];
+
+    #[test]
+    fn bit_identical_to_ggml_reference_quantizers() {
+        let x = ggml_vector_input();
+        let mut q8 = vec![BlockQ8_0::ZERO; 8];
+        let mut q4 = vec![BlockQ4_0::ZERO; 8];
+        quantize_row_q8_0(&x, &mut q8);
+        quantize_row_q4_0(&x, &mut q4);
+        let q8_bytes: Vec<u8> = q8
+            .iter()
+            .flat_map(|b| {
+                b.d.to_le_bytes()
+                    .into_iter()
+                    .chain(b.qs.iter().map(|&q| q as u8))
+            })
+            .collect();
+        let q4_bytes: Vec<u8> = q4
+            .iter()
+            .flat_map(|b| b.d.to_le_bytes().into_iter().chain(b.qs))
+            .collect();
+        assert_eq!(q8_bytes, hex(GGML_Q8_0));
+        assert_eq!(q4_bytes, hex(GGML_Q4_0));
+    }
 }
