@@ -82,8 +82,10 @@ fn merges_txt(text: &str) -> Vec<String> {
 }
 
 type Added = Vec<(String, u32, bool)>;
+/// A vocabulary as (token text, id) pairs.
+type VocabMap = Vec<(String, u32)>;
 
-fn tokenizer_json(v: &Value) -> Result<(Vec<(String, u32)>, Vec<String>, Added)> {
+fn tokenizer_json(v: &Value) -> Result<(VocabMap, Vec<String>, Added)> {
     let model = v.get("model").context("no 'model' object")?;
     if let Some(t) = model.get("type").and_then(Value::as_str)
         && t != "BPE"

@@ -56,7 +56,7 @@ impl HParams {
             n_head: get("attention.head_count")?,
             ln_eps: file.get_f32(&format!("{ARCH}.attention.layer_norm_epsilon"))?,
         };
-        if hp.n_embd % hp.n_head != 0 {
+        if !hp.n_embd.is_multiple_of(hp.n_head) {
             return Err(Error::metadata(
                 format!("{ARCH}.attention.head_count"),
                 format!(

@@ -86,6 +86,9 @@ impl fmt::Display for KernelPath {
     }
 }
 
+/// `layer_norm(x, weight, bias, eps, out)`.
+pub(crate) type LayerNormFn = fn(&[f32], &[f32], &[f32], f32, &mut [f32]);
+
 pub(crate) struct KernelTable {
     pub quantize_acts: fn(&[f32], &mut [BlockQ8_0], &mut [i16]),
     pub gemm_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
@@ -96,7 +99,7 @@ pub(crate) struct KernelTable {
     pub dot_f16: fn(&[f16], &[f32]) -> f32,
     pub axpy_f32: fn(f32, &[f32], &mut [f32]),
     pub axpy_f16: fn(f32, &[f16], &mut [f32]),
-    pub layer_norm: fn(&[f32], &[f32], &[f32], f32, &mut [f32]),
+    pub layer_norm: LayerNormFn,
     pub gelu: fn(&mut [f32]),
     pub add: fn(&[f32], &mut [f32]),
     pub softmax: fn(&mut [f32]),

@@ -104,7 +104,7 @@ fn quantize<'s>(
     scratch: &'s mut MatmulScratch,
 ) -> QuantActs<'s> {
     assert!(
-        cols % QK == 0,
+        cols.is_multiple_of(QK),
         "matmul: quantized rows must be whole blocks"
     );
     let nb = cols / QK;
@@ -165,6 +165,9 @@ mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
+    /// The expected `y[t][r]` of a case, from `(r, t)`.
+    type Want<'a> = Box<dyn Fn(usize, usize) -> f32 + 'a>;
+
     #[test]
     fn matmul_matches_rowwise_reference_for_every_type() {
         let mut s = 7u64;
@@ -186,7 +189,7 @@ mod tests {
                 &mut xq[t * nb..(t + 1) * nb],
             );
         }
-        let cases: Vec<(WeightData<'_>, Box<dyn Fn(usize, usize) -> f32 + '_>)> = vec![
+        let cases: Vec<(WeightData<'_>, Want<'_>)> = vec![
             (
                 WeightData::F32(&wf),
                 Box::new(|r, t| {

@@ -36,8 +36,8 @@ impl<'a> Matrix<'a> {
         let ok = match data {
             WeightData::F32(d) => d.len() == n,
             WeightData::F16(d) => d.len() == n,
-            WeightData::Q8_0(d) => cols % QK == 0 && d.len() == n / QK,
-            WeightData::Q4_0(d) => cols % QK == 0 && d.len() == n / QK,
+            WeightData::Q8_0(d) => cols.is_multiple_of(QK) && d.len() == n / QK,
+            WeightData::Q4_0(d) => cols.is_multiple_of(QK) && d.len() == n / QK,
         };
         ok.then_some(Matrix { data, rows, cols })
     }

@@ -16,7 +16,7 @@ pub const PACKABLE: &[GgmlType] = &[GgmlType::F32, GgmlType::F16, GgmlType::Q8_0
 /// GGUF stores them: little-endian floats, or ggml blocks quantized with
 /// ggml's reference quantizers. Rows are processed in parallel.
 pub fn pack_rows(ty: GgmlType, src: &[f32], row_len: usize) -> Result<Vec<u8>> {
-    if row_len == 0 || src.len() % row_len != 0 {
+    if row_len == 0 || !src.len().is_multiple_of(row_len) {
         return Err(Error::InvalidArgument(format!(
             "{} values do not form rows of {row_len}",
             src.len()

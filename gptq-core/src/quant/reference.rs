@@ -265,7 +265,7 @@ mod tests {
         let mut y = [BlockQ4_0::ZERO];
         quantize_row_q4_0(&x, &mut y);
         assert_eq!(y[0].d.to_f32(), 2.0);
-        assert_eq!(y[0].qs[0], 0 | (9 << 4));
+        assert_eq!(y[0].qs[0], 9 << 4);
         assert_eq!(y[0].qs[1], 15 | (15 << 4));
         assert_eq!(y[0].qs[2] & 0x0f, 10);
         let mut back = [0.0f32; 32];
@@ -396,8 +396,8 @@ mod tests {
             (state >> 40) as f32 / 16777216.0 * 2.0 - 1.0
         };
         let mut x = vec![0.0f32; 256];
-        for j in 0..32 {
-            x[j] = (j as f32 - 15.5) * 0.37;
+        for (j, v) in x[..32].iter_mut().enumerate() {
+            *v = (j as f32 - 15.5) * 0.37;
         }
         for j in 0..32 {
             x[32 + j] = lcg();
