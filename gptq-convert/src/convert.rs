@@ -142,6 +142,15 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
         .sync_all()
         .with_context(|| format!("writing {}", tmp.path().display()))?;
     let bytes = tmp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+    // A temporary file is created private (0600); the model file is an
+    // ordinary, world-readable output like any other tool's.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", tmp.path().display()))?;
+    }
     tmp.persist(out).map_err(|e| {
         anyhow::anyhow!(
             "cannot move the finished file to {}: {}",

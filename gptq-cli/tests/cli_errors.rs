@@ -1,0 +1,180 @@
+//! The `gptq` binary end to end: a greedy completion on the default model, and
+//! bad input of every kind ending in one clear error line and a non-zero exit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn gptq() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gptq"));
+    c.env_remove("GPTQ_MODEL").env_remove("GPTQ_KERNEL");
+    c.stdin(Stdio::null());
+    c
+}
+
+fn default_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("models")
+        .join("trained-small-q8_0.gguf")
+}
+
+fn run(args: &[&str]) -> Output {
+    gptq().args(args).output().expect("gptq runs")
+}
+
+/// Exits non-zero with exactly one non-empty stderr line that contains every
+/// piece of `want`, and nothing on stdout.
+fn assert_one_error_line(out: &Output, want: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code (a panic exits 101): {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one error line expected, got: {err}");
+    assert!(lines[0].starts_with("gptq: error: "), "{err}");
+    for w in want {
+        assert!(lines[0].contains(w), "'{w}' missing from: {err}");
+    }
+    assert!(out.stdout.is_empty(), "stdout must stay clean");
+}
+
+#[test]
+fn greedy_completion_on_the_default_model_prints_text_and_ids() {
+    let out = run(&[
+        "complete",
+        "-p",
+        "Hello, my dog is cute",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+        "--print-ids",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.trim_end().lines().last().unwrap();
+    let ids: Vec<u32> = last.split(',').map(|s| s.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 8);
+    // The Q8_0 default model keeps transformers' greedy start (", and\n the").
+    assert_eq!(&ids[..3], &[11, 290, 198]);
+    assert!(stderr.contains("eval time"), "timing summary on stderr");
+}
+
+#[test]
+fn missing_model_file_names_the_path() {
+    let out = run(&["-m", "/nonexistent/model.gguf", "-p", "x"]);
+    assert_one_error_line(&out, &["/nonexistent/model.gguf"]);
+}
+
+#[test]
+fn model_path_that_is_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["-m", dir.path().to_str().unwrap(), "-p", "x"]);
+    assert_one_error_line(&out, &[dir.path().to_str().unwrap()]);
+}
+
+#[test]
+fn wrong_magic_and_truncated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(default_model()).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "magic.gguf",
+            [b"GGML".as_slice(), &good[4..]].concat(),
+            "magic",
+        ),
+        ("empty.gguf", Vec::new(), "byte"),
+        ("header.gguf", good[..20].to_vec(), "byte"),
+        ("meta.gguf", good[..4096].to_vec(), "byte"),
+        ("data.gguf", good[..good.len() - 1000].to_vec(), ""),
+    ];
+    for (name, bytes, want) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let out = run(&["info", p.to_str().unwrap()]);
+        assert_one_error_line(&out, &[want]);
+        let out = run(&["-m", p.to_str().unwrap(), "-p", "x", "-n", "1"]);
+        assert_one_error_line(&out, &[name]);
+    }
+}
+
+#[test]
+fn unsupported_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(default_model()).unwrap();
+    bytes[4..8].copy_from_slice(&7u32.to_le_bytes());
+    let p = dir.path().join("v7.gguf");
+    std::fs::write(&p, bytes).unwrap();
+    let out = run(&["-m", p.to_str().unwrap(), "-p", "x"]);
+    assert_one_error_line(&out, &["version"]);
+}
+
+#[test]
+fn prompt_longer_than_the_context() {
+    let long = "word ".repeat(400);
+    let out = run(&["-p", &long, "-n", "4"]);
+    assert_one_error_line(&out, &["prompt", "context"]);
+    let out = run(&["-p", "a b c d e f g h", "-c", "4", "-n", "4"]);
+    assert_one_error_line(&out, &["prompt", "context"]);
+    let out = run(&["-p", "x", "-c", "100000"]);
+    assert_one_error_line(&out, &["context"]);
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["-n", "many"],
+        &["--temp", "hot"],
+        &["perplexity"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
+    }
+    for (args, want) in [
+        (&["-p", "x", "--temp=-1"][..], "temperature"),
+        (&["-p", "x", "--top-p", "0"], "top-p"),
+        (&["-p", "x", "-t", "0"], "-t"),
+        (&["-p", "x", "-s", "-5"], "seed"),
+    ] {
+        let out = run(args);
+        assert_one_error_line(&out, &[want]);
+    }
+}
+
+#[test]
+fn perplexity_json_on_the_default_model() {
+    let text = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("testdata")
+        .join("text")
+        .join("heldout-books.txt");
+    let out = run(&[
+        "perplexity",
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "256",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["chunks"], 156);
+    assert_eq!(v["tokens"], 19812);
+    let ppl = v["ppl"].as_f64().unwrap();
+    // Q8_0 of a model whose F32 figure is 174.943 (transformers).
+    assert!((ppl - 174.943).abs() / 174.943 < 0.01, "{ppl}");
+}

@@ -1,0 +1,108 @@
+//! The `gptq-convert` binary: a good conversion, and bad input ending in one
+//! clear error line, a non-zero exit and no output file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("testdata")
+        .join(name)
+}
+
+fn convert(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gptq-convert"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("gptq-convert runs")
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn assert_one_error_line(out: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {err}");
+    assert!(lines[0].starts_with("gptq-convert: error: "), "{err}");
+    assert!(lines[0].contains(want), "'{want}' missing: {err}");
+}
+
+#[test]
+fn converts_and_the_file_is_world_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tiny.gguf");
+    let o = convert(&[
+        fixture("tiny-scaled").as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--type".as_ref(),
+        "q8_0".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(files_in(tmp.path()), vec!["tiny.gguf"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+}
+
+#[test]
+fn output_path_that_is_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("taken");
+    std::fs::create_dir(&out).unwrap();
+    let o = convert(&[
+        fixture("tiny-scaled").as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_one_error_line(&o, "taken");
+    assert_eq!(files_in(tmp.path()), vec!["taken"]);
+    assert!(files_in(&out).is_empty());
+}
+
+#[test]
+fn unsupported_architecture_and_missing_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("llama");
+    std::fs::create_dir(&src).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("tiny-scaled").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["model_type"] = "llama".into();
+    cfg["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+    std::fs::write(src.join("config.json"), cfg.to_string()).unwrap();
+    let out = tmp.path().join("out.gguf");
+    let o = convert(&[src.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+    assert_one_error_line(&o, "llama");
+    assert!(!out.exists());
+
+    let missing = tmp.path().join("nothing-here");
+    let o = convert(&[missing.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+    assert_one_error_line(&o, "nothing-here");
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_type_is_a_usage_error() {
+    let o = convert(&[
+        fixture("tiny-scaled").as_os_str(),
+        "-o".as_ref(),
+        "x.gguf".as_ref(),
+        "--type".as_ref(),
+        "q3_k".as_ref(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!Path::new("x.gguf").exists());
+}
