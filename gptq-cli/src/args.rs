@@ -19,14 +19,10 @@ pub struct ModelArgs {
     /// Context size in tokens (0 = the model's).
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 0)]
     pub ctx_size: usize,
-    /// Most tokens evaluated in one forward pass.
-    #[arg(
-        short = 'b',
-        long = "batch-size",
-        value_name = "N",
-        default_value_t = 256
-    )]
-    pub batch_size: usize,
+    /// Most tokens evaluated in one forward pass [default: 256; for bench,
+    /// the prompt length].
+    #[arg(short = 'b', long = "batch-size", value_name = "N")]
+    pub batch_size: Option<usize>,
     /// KV cache type for keys and values.
     #[arg(
         long = "cache-type",

@@ -64,11 +64,14 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
     })
 }
 
+/// Tokens per forward pass when `-b` is not given.
+pub const DEFAULT_BATCH: usize = 256;
+
 /// A session sized by the flags.
 pub fn session(model: &Arc<Model>, args: &ModelArgs, n_outputs: usize) -> Result<Session> {
     let params = SessionParams {
         n_ctx: args.ctx_size,
-        n_batch: args.batch_size,
+        n_batch: args.batch_size.unwrap_or(DEFAULT_BATCH),
         n_outputs,
         kv_type: args.cache_type.into(),
     };

@@ -2,6 +2,7 @@
 //! info and tokenization, with llama.cpp's flag names.
 
 mod args;
+mod bench;
 mod complete;
 mod info;
 mod load;
@@ -32,6 +33,8 @@ enum Command {
     Complete(complete::CompleteArgs),
     /// Perplexity of a text file (llama-perplexity's method).
     Perplexity(perplexity::PerplexityArgs),
+    /// Prompt-processing and generation speed (llama-bench's pp and tg).
+    Bench(bench::BenchArgs),
     /// Metadata and tensors of a GGUF file.
     Info(info::InfoArgs),
     /// Token ids of a text.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         None => complete::run(&cli.complete),
         Some(Command::Complete(a)) => complete::run(a),
         Some(Command::Perplexity(a)) => perplexity::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Tokenize(a)) => tokenize::run(a),
     };

@@ -19,3 +19,23 @@ pub(crate) fn map_file(path: &Path) -> anyhow::Result<Mmap> {
         .map_err(|e| anyhow!("{}: cannot map into memory: {e}", path.display()))?;
     Ok(map)
 }
+
+/// Lets the kernel drop the pages of `range` now that they have been read, so a
+/// conversion's resident memory stays near one tensor rather than growing to
+/// the whole checkpoint. Advice only: failure changes nothing.
+pub(crate) fn release(map: &Mmap, range: std::ops::Range<usize>) {
+    #[cfg(unix)]
+    {
+        let len = range.end.min(map.len()).saturating_sub(range.start);
+        if len == 0 {
+            return;
+        }
+        // SAFETY: the mapping is a read-only view of a file that is not modified
+        // while we read it (see `map_file`); MADV_DONTNEED on such a mapping only
+        // evicts pages, and any later read faults the same bytes back in from
+        // the file, so no reference ever observes different contents.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, len)
+        };
+    }
+}

@@ -9,7 +9,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::convert::{Endian, contiguous_to_f32};
-use super::mmap::map_file;
+use super::mmap::{map_file, release};
 use super::{Checkpoint, DType, TensorMeta};
 
 /// One mapped safetensors file.
@@ -119,13 +119,15 @@ impl Checkpoint for SafetensorsFile {
         let bytes = self.map.get(range.clone()).with_context(|| {
             format!("{file}: tensor '{name}': bytes {range:?} lie outside the file")
         })?;
-        contiguous_to_f32(bytes, meta.dtype, Endian::Little).map_err(|e| {
+        let values = contiguous_to_f32(bytes, meta.dtype, Endian::Little).map_err(|e| {
             anyhow!(
                 "{file}: {} (byte offset {})",
                 e.describe(name, meta.dtype),
                 range.start
             )
-        })
+        })?;
+        release(&self.map, range.clone());
+        Ok(values)
     }
 
     fn source(&self) -> &Path {

@@ -1,0 +1,219 @@
+//! `gptq bench`: llama-bench's prompt-processing (pp) and text-generation (tg)
+//! figures, plus the weight bandwidth decoding reaches and the machine's
+//! streaming-read bandwidth to compare it with.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use gptq_core::sample::Rng;
+use gptq_core::{Session, SessionParams};
+use rayon::prelude::*;
+
+use crate::args::ModelArgs;
+use crate::load;
+
+/// Flags of `gptq bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens evaluated in one batch (pp test; 0 = skip).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_name = "N",
+        default_value_t = 512
+    )]
+    pub n_prompt: usize,
+    /// Tokens generated one at a time from an empty context (tg test; 0 = skip).
+    #[arg(short = 'n', long = "n-gen", value_name = "N", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions of each test.
+    #[arg(
+        short = 'r',
+        long = "repetitions",
+        value_name = "N",
+        default_value_t = 5
+    )]
+    pub repetitions: usize,
+    /// Skip measuring the machine's streaming-read bandwidth.
+    #[arg(long)]
+    pub no_membw: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Mean and sample standard deviation.
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Runs `gptq bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.repetitions == 0 {
+        bail!("-r must be at least 1");
+    }
+    if args.n_prompt == 0 && args.n_gen == 0 {
+        bail!("nothing to measure: both -p and -n are 0");
+    }
+    let loaded = load::load(&args.model)?;
+    let model = &loaded.model;
+    let hp = model.hparams();
+    let need = args.n_prompt.max(args.n_gen);
+    if need > hp.n_ctx {
+        bail!(
+            "-p {} / -n {} do not fit the model's context of {} tokens",
+            args.n_prompt,
+            args.n_gen,
+            hp.n_ctx
+        );
+    }
+    let params = SessionParams {
+        n_ctx: need,
+        n_batch: args.model.batch_size.unwrap_or(args.n_prompt.max(1)),
+        n_outputs: 1,
+        kv_type: args.model.cache_type.into(),
+    };
+    let mut session = Session::new(Arc::clone(model), params)?;
+    // Random tokens, as llama-bench uses: the figures do not depend on text.
+    let mut rng = Rng::new(1234);
+    let vocab = hp.n_vocab as u64;
+    let mut tokens =
+        |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
+    let threads = rayon::current_num_threads();
+    let kernel = model.kernels().path().name();
+
+    // Warm-up: touch every weight page and start the thread pool.
+    session.feed(&tokens(args.n_prompt.clamp(1, 16)))?;
+    session.reset();
+
+    let mut pp = Vec::new();
+    if args.n_prompt > 0 {
+        let prompt = tokens(args.n_prompt);
+        for _ in 0..args.repetitions {
+            session.reset();
+            let t = Instant::now();
+            session.feed(&prompt)?;
+            pp.push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let mut tg = Vec::new();
+    if args.n_gen > 0 {
+        let gen_tokens = tokens(args.n_gen);
+        for _ in 0..args.repetitions {
+            session.reset();
+            let t = Instant::now();
+            for &id in &gen_tokens {
+                session.step(id)?;
+            }
+            tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let membw = (!args.no_membw).then(|| stream_read_gbps(threads));
+
+    let bytes_per_token = model.weight_bytes_per_token() as f64;
+    let (pp_m, pp_sd) = if pp.is_empty() {
+        (0.0, 0.0)
+    } else {
+        mean_sd(&pp)
+    };
+    let (tg_m, tg_sd) = if tg.is_empty() {
+        (0.0, 0.0)
+    } else {
+        mean_sd(&tg)
+    };
+    let tg_gbps = tg_m * bytes_per_token / 1e9;
+    let file_mib = std::fs::metadata(model.path()).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+    let name = model.name().unwrap_or("gpt2").to_string();
+
+    if args.json {
+        let mut v = serde_json::json!({
+            "model": name,
+            "file_mib": file_mib,
+            "kernel": kernel,
+            "threads": threads,
+            "n_prompt": args.n_prompt,
+            "n_gen": args.n_gen,
+            "repetitions": args.repetitions,
+            "pp_tps": pp_m,
+            "pp_sd": pp_sd,
+            "tg_tps": tg_m,
+            "tg_sd": tg_sd,
+            "tg_gbps": tg_gbps,
+            "weight_bytes_per_token": bytes_per_token,
+        });
+        if let Some(bw) = membw {
+            v["membw_gbps"] = bw.into();
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "| model | size | kernel | threads | test | t/s |\n| --- | ---: | --- | ---: | ---: | ---: |"
+    );
+    let row = |test: String, m: f64, sd: f64| {
+        println!(
+            "| {name} | {file_mib:.2} MiB | {kernel} | {threads} | {test} | {m:.2} ± {sd:.2} |"
+        );
+    };
+    if !pp.is_empty() {
+        row(format!("pp{}", args.n_prompt), pp_m, pp_sd);
+    }
+    if !tg.is_empty() {
+        row(format!("tg{}", args.n_gen), tg_m, tg_sd);
+    }
+    if !tg.is_empty() {
+        print!(
+            "\ntg weight bandwidth: {tg_gbps:.2} GB/s ({:.1} MB of weights per token)",
+            bytes_per_token / 1e6
+        );
+        match membw {
+            Some(bw) => println!(
+                "; streaming read on {threads} threads: {bw:.2} GB/s, so decode runs at {:.0} % of it",
+                100.0 * tg_gbps / bw
+            ),
+            None => println!(),
+        }
+    }
+    Ok(())
+}
+
+/// The best of a few timed parallel reads of a buffer far larger than the
+/// caches: the machine's practical memory bandwidth for a streaming read.
+fn stream_read_gbps(threads: usize) -> f64 {
+    const BYTES: usize = 512 << 20;
+    let buf: Vec<u64> = (0..BYTES / 8).map(|i| i as u64).collect();
+    let chunk = buf.len().div_ceil(threads * 8);
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        // Eight independent lanes so the loop is limited by loads, not by the
+        // dependency chain of one sum.
+        let s: u64 = buf
+            .par_chunks(chunk)
+            .map(|c| {
+                let mut acc = [0u64; 8];
+                for block in c.chunks_exact(8) {
+                    for (a, &x) in acc.iter_mut().zip(block) {
+                        *a = a.wrapping_add(x);
+                    }
+                }
+                acc.iter().fold(0u64, |x, &y| x.wrapping_add(y))
+            })
+            .reduce(|| 0, u64::wrapping_add);
+        let gbps = BYTES as f64 / t.elapsed().as_secs_f64() / 1e9;
+        std::hint::black_box(s);
+        best = best.max(gbps);
+    }
+    best
+}
