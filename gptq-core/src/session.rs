@@ -199,17 +199,24 @@ impl Session {
     pub fn feed(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         self.check(tokens)?;
         self.has_logits = false;
-        for batch in tokens.chunks(self.n_batch) {
-            self.eval(batch)?;
-        }
         let n = batch_len(tokens.len(), self.n_batch);
         let vocab = self.model.hparams().n_vocab;
-        forward::logits(
-            &self.model,
-            &mut self.scratch,
-            n - 1..n,
-            &mut self.logits[..vocab],
-        );
+        // The whole evaluation runs as one job on the rayon pool: entering the
+        // pool once per call, rather than once per parallel product, costs one
+        // cross-thread hand-off instead of dozens, and from inside the pool the
+        // products' jobs go to the workers' own deques, which allocate nothing.
+        rayon::scope(|_| -> Result<()> {
+            for batch in tokens.chunks(self.n_batch) {
+                self.eval(batch)?;
+            }
+            forward::logits(
+                &self.model,
+                &mut self.scratch,
+                n - 1..n,
+                &mut self.logits[..vocab],
+            );
+            Ok(())
+        })?;
         self.has_logits = true;
         Ok(&self.logits[..vocab])
     }
