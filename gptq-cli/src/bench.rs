@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use gptq_core::membw::stream_read_gbps;
 use gptq_core::sample::Rng;
 use gptq_core::{Session, SessionParams};
-use rayon::prelude::*;
 
 use crate::args::ModelArgs;
 use crate::load;
@@ -119,7 +119,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
         }
     }
-    let membw = (!args.no_membw).then(|| stream_read_gbps(threads));
+    let membw = (!args.no_membw).then(|| stream_read_gbps(512 << 20, 5));
 
     let bytes_per_token = model.weight_bytes_per_token() as f64;
     let (pp_m, pp_sd) = if pp.is_empty() {
@@ -186,34 +186,4 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The best of a few timed parallel reads of a buffer far larger than the
-/// caches: the machine's practical memory bandwidth for a streaming read.
-fn stream_read_gbps(threads: usize) -> f64 {
-    const BYTES: usize = 512 << 20;
-    let buf: Vec<u64> = (0..BYTES / 8).map(|i| i as u64).collect();
-    let chunk = buf.len().div_ceil(threads * 8);
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let t = Instant::now();
-        // Eight independent lanes so the loop is limited by loads, not by the
-        // dependency chain of one sum.
-        let s: u64 = buf
-            .par_chunks(chunk)
-            .map(|c| {
-                let mut acc = [0u64; 8];
-                for block in c.chunks_exact(8) {
-                    for (a, &x) in acc.iter_mut().zip(block) {
-                        *a = a.wrapping_add(x);
-                    }
-                }
-                acc.iter().fold(0u64, |x, &y| x.wrapping_add(y))
-            })
-            .reduce(|| 0, u64::wrapping_add);
-        let gbps = BYTES as f64 / t.elapsed().as_secs_f64() / 1e9;
-        std::hint::black_box(s);
-        best = best.max(gbps);
-    }
-    best
 }

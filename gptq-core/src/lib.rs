@@ -15,6 +15,7 @@ compile_error!(
 
 pub mod error;
 pub mod gguf;
+pub mod membw;
 pub mod model;
 pub mod perplexity;
 pub mod quant;

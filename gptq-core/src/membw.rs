@@ -1,0 +1,53 @@
+//! The machine's streaming-read bandwidth: the bound that decoding (which
+//! reads every weight byte once per token) is measured against.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+/// Sums `buf` on the rayon pool, each worker streaming one contiguous part
+/// with eight independent accumulators, so the loop is limited by memory
+/// loads rather than by the dependency chain of one sum.
+pub fn stream_read(buf: &[u64]) -> u64 {
+    let chunk = buf.len().div_ceil(rayon::current_num_threads() * 8).max(8);
+    buf.par_chunks(chunk)
+        .map(|c| {
+            let mut acc = [0u64; 8];
+            for block in c.chunks_exact(8) {
+                for (a, &x) in acc.iter_mut().zip(block) {
+                    *a = a.wrapping_add(x);
+                }
+            }
+            let tail = c.chunks_exact(8).remainder();
+            tail.iter()
+                .chain(&acc)
+                .fold(0u64, |x, &y| x.wrapping_add(y))
+        })
+        .reduce(|| 0, u64::wrapping_add)
+}
+
+/// The best of `reps` timed [`stream_read`]s of a fresh buffer of `bytes`
+/// (choose it far larger than the caches), in GB/s (10⁹ bytes per second).
+pub fn stream_read_gbps(bytes: usize, reps: usize) -> f64 {
+    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let mut best = 0.0f64;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        std::hint::black_box(stream_read(&buf));
+        best = best.max((buf.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_element() {
+        for n in [0usize, 1, 7, 8, 9, 1000, 4097] {
+            let v: Vec<u64> = (0..n as u64).collect();
+            assert_eq!(stream_read(&v), v.iter().sum::<u64>(), "{n}");
+        }
+    }
+}
