@@ -2,6 +2,7 @@
 //! info and tokenization, with llama.cpp's flag names.
 
 mod args;
+mod chat;
 mod complete;
 mod info;
 mod load;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Complete a prompt, streaming the continuation to stdout.
     Complete(complete::CompleteArgs),
+    /// Interactive session: extend the text, the model continues it (`/help`
+    /// inside). With stdin not a terminal: complete what it holds and exit.
+    Chat(complete::CompleteArgs),
     /// Perplexity of a text file (llama-perplexity's method).
     Perplexity(perplexity::PerplexityArgs),
     /// Metadata and tensors of a GGUF file.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         None => complete::run(&cli.complete),
         Some(Command::Complete(a)) => complete::run(a),
+        Some(Command::Chat(a)) => chat::run(a),
         Some(Command::Perplexity(a)) => perplexity::run(a),
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Tokenize(a)) => tokenize::run(a),

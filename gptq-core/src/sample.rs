@@ -200,6 +200,18 @@ impl Sampler {
         &self.params
     }
 
+    /// Replaces the parameters (an error names the first one out of range and
+    /// changes nothing). The random sequence goes on where it was unless the
+    /// seed changed, in which case it restarts from the new seed.
+    pub fn set_params(&mut self, params: SamplerParams) -> Result<()> {
+        params.validate()?;
+        if params.seed != self.params.seed {
+            self.rng = Rng::new(params.seed);
+        }
+        self.params = params;
+        Ok(())
+    }
+
     /// Restarts the random sequence from `seed`.
     pub fn reseed(&mut self, seed: u64) {
         self.params.seed = seed;
