@@ -67,6 +67,22 @@ fn install_sigint(cancel: Arc<AtomicBool>) -> Result<()> {
     .context("cannot install the Ctrl-C handler")
 }
 
+/// Marks a turn in progress for the SIGINT handler while it lives.
+struct Generating;
+
+impl Generating {
+    fn start() -> Generating {
+        GENERATING.store(true, Ordering::Relaxed);
+        Generating
+    }
+}
+
+impl Drop for Generating {
+    fn drop(&mut self) {
+        GENERATING.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Settings a turn runs with; `/set` changes them, `/save` stores them.
 #[derive(Clone, Debug)]
 struct Settings {
@@ -201,9 +217,7 @@ impl Chat {
         let redo = cached.len().saturating_sub(p).min(target.len() - p);
         self.session.rewind(cached.len() - p)?;
         let t = Instant::now();
-        GENERATING.store(true, Ordering::Relaxed);
         let r = self.session.feed(&target[p..]);
-        GENERATING.store(false, Ordering::Relaxed);
         self.stats.prompt.time += t.elapsed();
         match r {
             Ok(_) => {
@@ -219,6 +233,9 @@ impl Chat {
     /// Continues the running text, streaming what the model writes to `out`.
     fn respond(&mut self, out: &mut dyn Write, enter: Instant) -> Result<TurnEnd> {
         self.stats = TurnStats::default();
+        // From here until the turn ends, Ctrl-C stops the turn, not the program.
+        self.session.cancel_flag().store(false, Ordering::Relaxed);
+        let _generating = Generating::start();
         let mut budget = self.settings.n_predict.unwrap_or(usize::MAX);
         loop {
             if !self.sync()? {
@@ -228,7 +245,6 @@ impl Chat {
                 GenerateOptions::max_tokens(budget).stop_at_eos(!self.settings.ignore_eos);
             opts.stop = self.settings.reverse.clone();
             let t = Instant::now();
-            GENERATING.store(true, Ordering::Relaxed);
             let mut pieces = self.session.generate(&mut self.sampler, opts);
             let mut result: Result<()> = Ok(());
             for piece in pieces.by_ref() {
@@ -249,7 +265,6 @@ impl Chat {
                     }
                 }
             }
-            GENERATING.store(false, Ordering::Relaxed);
             let n = pieces.tokens().len();
             let reason = pieces.finish_reason();
             drop(pieces);

@@ -314,6 +314,41 @@ fn piped_stdin_is_one_prompt_and_one_continuation() {
     assert!(stderr.contains("[ prompt:"), "{stderr}");
     assert!(!stdout.contains("t/s"));
 
+    // A full context keeps the most recent window and says so once per trim
+    // on stderr; stdout still gets exactly the continuation.
+    let mut child = Command::new(BIN)
+        .args([
+            "chat",
+            "--temp",
+            "0",
+            "-n",
+            "100",
+            "--ignore-eos",
+            "-c",
+            "48",
+            "-m",
+        ])
+        .arg(model())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"The old man walked").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("context full (48 tokens)"), "{stderr}");
+    assert!(
+        !String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("context full")
+    );
+
     // Empty stdin (e.g. < /dev/null) does not wait for anything.
     let out = Command::new(BIN)
         .args(["chat", "--temp", "0", "-n", "4", "-m"])
@@ -322,4 +357,38 @@ fn piped_stdin_is_one_prompt_and_one_continuation() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// A reverse prompt stops the answer and is handed back as the next line's
+/// prefix: what the person types goes right after it.
+#[test]
+fn reverse_prompt_is_handed_back() {
+    let free = complete("The old man walked\n", 12);
+    let stop = free
+        .split_whitespace()
+        .nth(1)
+        .expect("two words of greedy text")
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn(dir.path(), &["--temp", "0", "-n", "12", "-r", &stop]);
+    wait_for(&mut p, "> ", T);
+    send_line(&mut p, "The old man walked");
+    wait_for(&mut p, TURN_END, T);
+    // The next prompt is the reverse prompt itself.
+    wait_for(&mut p, "t/s ]", T);
+    wait_for(&mut p, &stop, T);
+    send_line(&mut p, " and so on");
+    wait_for(&mut p, TURN_END, T);
+    let saved = dir.path().join("s.json");
+    send_line(&mut p, &format!("/save {}", saved.display()));
+    wait_for(&mut p, "saved to", T);
+    p.send(ControlCode::EndOfTransmission);
+    assert_eq!(exit_code(&p), 0);
+    let at = free.find(&stop).unwrap() + stop.len();
+    let expected = format!("The old man walked\n{} and so on\n", &free[..at]);
+    let text = saved_text(&saved);
+    assert!(
+        text.starts_with(&expected),
+        "{text:?} should start with {expected:?}"
+    );
 }
