@@ -675,9 +675,8 @@ pub fn run(args: &CompleteArgs) -> Result<()> {
         color,
     };
     eprintln!(
-        "gptq: interactive session on {} ({} tokens of context). Type text and press Enter; /help for commands, Ctrl-C stops the model, Ctrl-D or /exit quits.",
-        chat.model.name().unwrap_or("the model"),
-        n_ctx
+        "gptq: {}, {n_ctx}-token context. Enter sends, /help lists commands, Ctrl-C stops the model, Ctrl-D or /exit quits.",
+        chat.model.name().unwrap_or("model")
     );
 
     let mut out = Tracked {
@@ -867,4 +866,93 @@ fn run_piped(chat: &mut Chat, initial: Option<String>) -> Result<()> {
         std::process::exit(EXIT_INTERRUPTED);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat() -> Chat {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/trained-small-q8_0.gguf");
+        let model = Arc::new(Model::load(path).unwrap());
+        let session = Session::new(Arc::clone(&model), Default::default()).unwrap();
+        let settings = Settings {
+            sampling: SamplerParams::greedy(),
+            n_predict: Some(8),
+            ignore_eos: true,
+            reverse: Vec::new(),
+            newline: true,
+        };
+        Chat::new(model, session, settings, false).unwrap()
+    }
+
+    #[test]
+    fn session_tokens_are_the_tokenized_text_across_a_joined_word() {
+        let mut c = chat();
+        c.text = "The weather is hel".into();
+        assert!(c.sync().unwrap());
+        let before = c.session.len();
+        c.stats = TurnStats::default();
+        // The new text joins the last word: "hel" + "lo" is re-tokenized.
+        c.text.push_str("lo world");
+        assert!(c.sync().unwrap());
+        let whole = c.model.tokenizer().encode(&c.text);
+        assert_eq!(c.session.tokens(), &whole[..]);
+        assert!(c.stats.reevaluated >= 1, "{:?}", c.stats);
+        assert!(
+            c.stats.prompt.n < whole.len(),
+            "the agreeing prefix was kept"
+        );
+        assert!(before > 0);
+    }
+
+    #[test]
+    fn a_turn_appends_the_answer_and_keeps_the_cache() {
+        let mut c = chat();
+        c.text = "Once upon a time".into();
+        let mut out = Vec::new();
+        assert_eq!(c.respond(&mut out, Instant::now()).unwrap(), TurnEnd::Done);
+        let answer = String::from_utf8(out).unwrap();
+        assert_eq!(c.text, format!("Once upon a time{answer}"));
+        assert_eq!(c.stats.generation.n, 8);
+        assert!(c.stats.first_token.is_some());
+        // The next turn evaluates only its own tokens.
+        c.text.push_str(" The end.\n");
+        let n_before = c.session.len();
+        let mut out = Vec::new();
+        c.respond(&mut out, Instant::now()).unwrap();
+        assert_eq!(c.stats.reevaluated, 0);
+        assert_eq!(
+            c.stats.prompt.n,
+            c.model.tokenizer().encode(&c.text).len() - 8 - n_before
+        );
+    }
+
+    #[test]
+    fn set_and_save_load_round_trip() {
+        let mut c = chat();
+        c.set("temp", "0.5").unwrap();
+        c.set("top_k", "7").unwrap();
+        c.set("n", "-1").unwrap();
+        c.set("newline", "off").unwrap();
+        assert!(c.set("temp", "hot").is_err());
+        assert!(c.set("top-p", "0").is_err(), "validated by the sampler");
+        assert_eq!(
+            c.settings.sampling.top_p, 0.95,
+            "a rejected value changes nothing"
+        );
+        assert!(c.set("bogus", "1").is_err());
+        c.text = "Some text".into();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s.json");
+        c.save(&f).unwrap();
+        let mut d = chat();
+        d.load(&f).unwrap();
+        assert_eq!(d.text, "Some text");
+        assert_eq!(d.settings.sampling.temperature, 0.5);
+        assert_eq!(d.settings.sampling.top_k, 7);
+        assert_eq!(d.settings.n_predict, None);
+        assert!(!d.settings.newline);
+        assert!(d.load(Path::new("/nonexistent/file.json")).is_err());
+    }
 }
