@@ -1,4 +1,5 @@
 //! `gptq chat` driven through a real pseudo-terminal, and through a pipe.
+#![cfg(unix)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -175,7 +176,13 @@ fn interactive_session_on_a_pty() {
     send_line(&mut p, "/set ignore-eos on");
     wait_for(&mut p, "ignore-eos = on", T);
     send_line(&mut p, "Once upon a time");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Text streams while the turn is still going: two lines of it appear
+    // long before 100000 tokens are done.
+    wait_for(&mut p, "Once upon a time", T);
+    wait_for(&mut p, "\n", T);
+    let streamed = wait_for(&mut p, "\n", T);
+    assert!(!streamed.trim().is_empty());
+    assert!(!streamed.contains(TURN_END));
     p.send(ControlCode::EndOfText);
     wait_for(&mut p, "stopped (Ctrl-C)", T);
     wait_for(&mut p, "> ", T);
