@@ -87,7 +87,8 @@ impl Drop for Generating {
 #[derive(Clone, Debug)]
 struct Settings {
     sampling: SamplerParams,
-    /// Tokens per turn; `None`: until a stop condition.
+    /// Tokens per turn; `None`: until end of text, a reverse prompt or a
+    /// full context.
     n_predict: Option<usize>,
     ignore_eos: bool,
     reverse: Vec<String>,
@@ -279,8 +280,11 @@ impl Chat {
                     return Ok(TurnEnd::Reverse(r));
                 }
                 Some(FinishReason::Cancelled) => return Ok(TurnEnd::Cancelled),
-                Some(FinishReason::ContextFull) if budget > 0 => {
-                    // keep_recent_window runs in the next sync.
+                // With a token budget (-n N) a turn goes on past a full
+                // context; with -n -1 it ends there (the next turn makes room).
+                Some(FinishReason::ContextFull)
+                    if self.settings.n_predict.is_some() && budget > 0 =>
+                {
                     self.keep_recent_window()?;
                 }
                 _ => return Ok(TurnEnd::Done),
@@ -356,10 +360,10 @@ impl Chat {
     fn show(&self) -> String {
         let p = &self.settings.sampling;
         let hp = self.model.hparams();
-        let n = self
-            .settings
-            .n_predict
-            .map_or("-1 (until end of text)".to_string(), |n| n.to_string());
+        let n = self.settings.n_predict.map_or(
+            "-1 (until end of text or a full context)".to_string(),
+            |n| n.to_string(),
+        );
         format!(
             "sampling: temp {} | top-k {} | top-p {} | min-p {} | repeat-penalty {} | repeat-last-n {} | seed {}\n\
              turn: n {n} | ignore-eos {} | newline {} | reverse-prompt {:?}\n\
