@@ -235,6 +235,16 @@ fn interactive_session_on_a_pty() {
     wait_for(&mut p, "saved to", T);
     assert!(saved_text(&saved).starts_with("one\ntwo\n"));
 
+    // A bracketed paste of several lines is one input.
+    send_line(&mut p, "/reset");
+    wait_for(&mut p, "cleared", T);
+    p.send("\x1b[200~pasted one\npasted two\x1b[201~");
+    p.send("\r");
+    wait_for(&mut p, TURN_END, T);
+    send_line(&mut p, &format!("/save {}", saved.display()));
+    wait_for(&mut p, "saved to", T);
+    assert!(saved_text(&saved).starts_with("pasted one\npasted two\n"));
+
     // Ctrl-C at the prompt tells how to quit; /exit quits with 0.
     std::thread::sleep(Duration::from_millis(1100));
     p.send(ControlCode::EndOfText);
