@@ -472,6 +472,22 @@ mod tests {
     }
 
     #[test]
+    fn set_params_keeps_the_random_sequence_unless_the_seed_changes() {
+        let p = SamplerParams::default().seed(5);
+        let mut a = Sampler::new(p.clone()).unwrap();
+        let mut b = Sampler::new(p.clone()).unwrap();
+        a.rng.next_u64();
+        b.rng.next_u64();
+        b.set_params(p.clone().temperature(0.3)).unwrap();
+        assert_eq!(b.params().temperature, 0.3);
+        assert_eq!(a.rng, b.rng, "same seed: the sequence goes on");
+        b.set_params(p.clone().seed(6)).unwrap();
+        assert_eq!(b.rng, Rng::new(6));
+        assert!(b.set_params(p.top_p(2.0)).is_err());
+        assert_eq!(b.params().seed, 6, "a rejected change changes nothing");
+    }
+
+    #[test]
     fn bad_input_is_an_error_not_a_panic() {
         assert!(SamplerParams::default().temperature(-1.0).build().is_err());
         assert!(SamplerParams::default().top_p(0.0).build().is_err());
