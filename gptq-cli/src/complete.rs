@@ -33,10 +33,43 @@ pub struct CompleteArgs {
     /// Print the prompt before the continuation.
     #[arg(long)]
     pub display_prompt: bool,
+    /// Interactive session (the same as `gptq chat`): you extend the text,
+    /// the model continues it, the KV cache is kept between turns.
+    #[arg(short = 'i', long = "interactive")]
+    pub interactive: bool,
+    /// Stop generating when the text reaches this string and hand it back to
+    /// you as the next line's prefix (may be repeated).
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
+    pub reverse_prompt: Vec<String>,
+    /// When to colour the interactive prompt.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorWhen,
+    /// Interactive: file of the line-editing history (default: gptq/history
+    /// in the user's data folder).
+    #[arg(long, value_name = "FILE")]
+    pub history_file: Option<std::path::PathBuf>,
+    /// Interactive: do not end each input with a newline (the model then
+    /// continues your line).
+    #[arg(long)]
+    pub no_newline: bool,
+}
+
+/// When to use colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Runs `gptq complete`.
 pub fn run(args: &CompleteArgs) -> Result<()> {
+    if args.interactive {
+        return crate::chat::run(args);
+    }
     let t0 = Instant::now();
     let loaded = load::load(&args.model)?;
     let model = &loaded.model;

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod chat;
 mod complete;
 mod info;
 mod load;
@@ -31,6 +32,9 @@ struct Cli {
 enum Command {
     /// Complete a prompt, streaming the continuation to stdout.
     Complete(complete::CompleteArgs),
+    /// Interactive session: extend the text, the model continues it (`/help`
+    /// inside). With stdin not a terminal: complete what it holds and exit.
+    Chat(complete::CompleteArgs),
     /// Perplexity of a text file (llama-perplexity's method).
     Perplexity(perplexity::PerplexityArgs),
     /// Prompt-processing and generation speed (llama-bench's pp and tg).
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         None => complete::run(&cli.complete),
         Some(Command::Complete(a)) => complete::run(a),
+        Some(Command::Chat(a)) => chat::run(a),
         Some(Command::Perplexity(a)) => perplexity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Info(a)) => info::run(a),

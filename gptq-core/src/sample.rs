@@ -200,6 +200,18 @@ impl Sampler {
         &self.params
     }
 
+    /// Replaces the parameters (an error names the first one out of range and
+    /// changes nothing). The random sequence goes on where it was unless the
+    /// seed changed, in which case it restarts from the new seed.
+    pub fn set_params(&mut self, params: SamplerParams) -> Result<()> {
+        params.validate()?;
+        if params.seed != self.params.seed {
+            self.rng = Rng::new(params.seed);
+        }
+        self.params = params;
+        Ok(())
+    }
+
     /// Restarts the random sequence from `seed`.
     pub fn reseed(&mut self, seed: u64) {
         self.params.seed = seed;
@@ -457,6 +469,22 @@ mod tests {
         let p = zeros as f64 / n as f64;
         let want = 1.0f64.exp() / (1.0f64.exp() + 1.0);
         assert!((p - want).abs() < 0.02, "{p} vs {want}");
+    }
+
+    #[test]
+    fn set_params_keeps_the_random_sequence_unless_the_seed_changes() {
+        let p = SamplerParams::default().seed(5);
+        let mut a = Sampler::new(p.clone()).unwrap();
+        let mut b = Sampler::new(p.clone()).unwrap();
+        a.rng.next_u64();
+        b.rng.next_u64();
+        b.set_params(p.clone().temperature(0.3)).unwrap();
+        assert_eq!(b.params().temperature, 0.3);
+        assert_eq!(a.rng, b.rng, "same seed: the sequence goes on");
+        b.set_params(p.clone().seed(6)).unwrap();
+        assert_eq!(b.rng, Rng::new(6));
+        assert!(b.set_params(p.top_p(2.0)).is_err());
+        assert_eq!(b.params().seed, 6, "a rejected change changes nothing");
     }
 
     #[test]

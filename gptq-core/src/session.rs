@@ -17,7 +17,7 @@ pub struct SessionParams {
     /// Most tokens evaluated in one forward pass (longer inputs are split).
     pub n_batch: usize,
     /// Positions whose logits one LM-head product computes in
-    /// [`Session::feed_all`]; the logits buffer holds this many rows.
+    /// [`Session::feed_logits`]; the logits buffer holds this many rows.
     pub n_outputs: usize,
     /// Element type of the KV cache.
     pub kv_type: KvType,
@@ -140,10 +140,32 @@ impl Session {
         self.kv.n_bytes() + self.scratch.n_bytes() + self.logits.len() * 4
     }
 
-    /// A flag another thread may set to stop the session's current
-    /// [`feed`](Session::feed) (checked between layers): the call then returns
-    /// [`Error::Cancelled`], the batch being evaluated is discarded, and the flag
-    /// is cleared for the next call.
+    /// A flag another thread (or a signal handler) may set to stop the
+    /// session's current work. A running [`feed`](Session::feed) checks it
+    /// between layers and returns [`Error::Cancelled`], discarding the batch
+    /// being evaluated; a [`generate`](Session::generate) iterator checks it
+    /// before every token and ends with
+    /// [`FinishReason::Cancelled`](crate::FinishReason::Cancelled). Either
+    /// clears the flag, and the session stays usable.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, atomic::Ordering};
+    /// # use gptq_core::{GenerateOptions, FinishReason, Model, SamplerParams, Session, SessionParams};
+    /// # fn main() -> gptq_core::Result<()> {
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/trained-small-q8_0.gguf");
+    /// # let model = Arc::new(Model::load(path)?);
+    /// let mut session = Session::new(Arc::clone(&model), SessionParams::default())?;
+    /// let mut sampler = SamplerParams::greedy().build()?;
+    /// session.feed(&model.tokenizer().encode("Hello"))?;
+    /// let cancel = session.cancel_flag();
+    /// let stopper = std::thread::spawn(move || cancel.store(true, Ordering::Relaxed));
+    /// stopper.join().unwrap();
+    /// let mut pieces = session.generate(&mut sampler, GenerateOptions::max_tokens(100));
+    /// assert!(pieces.next().is_none());
+    /// assert_eq!(pieces.finish_reason(), Some(FinishReason::Cancelled));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cancel_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.cancel)
     }

@@ -266,6 +266,28 @@ impl Tokenizer {
         })
     }
 
+    /// A streaming decoder for this tokenizer: feed it one id at a time with
+    /// [`DecodeStream::push`] and it appends only whole characters.
+    ///
+    /// ```
+    /// # fn main() -> gptq_core::Result<()> {
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/trained-small-q8_0.gguf");
+    /// let model = gptq_core::Model::load(path)?;
+    /// let tok = model.tokenizer();
+    /// let mut stream = tok.decode_stream();
+    /// let mut text = String::new();
+    /// for id in tok.encode("naïve café") {
+    ///     stream.push(tok, id, &mut text)?;
+    /// }
+    /// stream.flush(&mut text);
+    /// assert_eq!(text, "naïve café");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn decode_stream(&self) -> DecodeStream {
+        DecodeStream::new()
+    }
+
     /// The raw bytes of a sequence of ids (not necessarily valid UTF-8).
     ///
     /// Fails with [`Error::InvalidToken`] for an id `>= n_vocab`.
