@@ -17,8 +17,11 @@ use crate::config::GptConfig;
 use crate::names::{Mapping, map_name};
 use crate::vocab::read_vocab;
 
-/// Alignment of the tensor data in files we write.
-pub const ALIGNMENT: u64 = 64;
+/// Alignment of the tensor data in files we write: GGUF's default (32), so the
+/// file carries no `general.alignment` key, exactly like llama.cpp's files.
+/// (A file that declares another alignment breaks llama.cpp's `llama-quantize`,
+/// which copies the key but lays the new file out at 32.)
+pub const ALIGNMENT: u64 = gptq_core::gguf::DEFAULT_ALIGNMENT;
 
 /// What to produce.
 #[derive(Clone, Debug)]
@@ -32,6 +35,11 @@ pub struct ConvertOptions {
     pub name: Option<String>,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Also write a tied checkpoint's LM head as a separate `output.weight` (a
+    /// copy of the token embedding), as llama.cpp's converter does: llama.cpp
+    /// (at least up to build c392e50) refuses GPT-2 files without it. Off by
+    /// default, so the tied embedding is stored once.
+    pub output_weight: bool,
 }
 
 impl Default for ConvertOptions {
@@ -41,6 +49,7 @@ impl Default for ConvertOptions {
             token_embd_type: None,
             name: None,
             progress: true,
+            output_weight: false,
         }
     }
 }
@@ -211,12 +220,19 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
             );
         }
     }
+    let untied = !c.tied || opts.output_weight;
+    if c.tied
+        && opts.output_weight
+        && let Some(embd) = found.get("token_embd.weight").cloned()
+    {
+        found.insert("output.weight".to_string(), embd);
+    }
     let embd_ty = opts.token_embd_type.unwrap_or(match opts.out_type {
         GgmlType::Q4_0 => GgmlType::Q8_0,
         t => t,
     });
     let mut plans = Vec::new();
-    for spec in layout::gpt2_tensors(&c.hparams(), !c.tied) {
+    for spec in layout::gpt2_tensors(&c.hparams(), untied) {
         let (gguf, rows, cols) = (spec.name.as_str(), spec.rows, spec.cols);
         let (source, transpose, shape) = found
             .remove(gguf)

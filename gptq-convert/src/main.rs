@@ -48,6 +48,11 @@ struct Args {
     /// general.name (default: the folder's name).
     #[arg(long)]
     name: Option<String>,
+    /// Also write the LM head as a separate output.weight (a copy of the tied
+    /// token embedding), as llama.cpp's converter does; llama.cpp needs it to
+    /// load GPT-2 files.
+    #[arg(long)]
+    output_weight: bool,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         token_embd_type: args.token_embd_type.map(Into::into),
         name: args.name,
         progress: !args.quiet,
+        output_weight: args.output_weight,
     };
     match convert(&args.hf_dir, &args.output, &opts) {
         Ok(r) => {

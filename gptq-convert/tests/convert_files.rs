@@ -119,7 +119,11 @@ fn output_follows_the_design_layout_and_loads() {
     let f = MappedFile::open(&path).unwrap();
     let g = GgufFile::parse(f.bytes()).unwrap();
     assert_eq!(g.version, 3);
-    assert_eq!(g.alignment, 64);
+    assert_eq!(g.alignment, 32);
+    assert!(
+        g.get("general.alignment").is_none(),
+        "llama.cpp's files carry no alignment key"
+    );
     assert_eq!(g.get_str("general.architecture").unwrap(), "gpt2");
     assert_eq!(g.get_u64("general.file_type").unwrap(), 2);
     assert_eq!(g.get_u64("gpt2.context_length").unwrap(), 256);
@@ -147,6 +151,35 @@ fn output_follows_the_design_layout_and_loads() {
     assert!(g.tensor("output.weight").is_none());
     assert_eq!(g.tensors.len(), 2 + 4 * 12 + 2);
     Model::load(&path).unwrap();
+}
+
+/// `--output-weight` writes the tied head a second time as `output.weight`
+/// (llama.cpp needs it); the model computes the same logits either way.
+#[test]
+fn separate_output_weight_gives_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("untied.gguf");
+    let o = ConvertOptions {
+        output_weight: true,
+        ..opts(GgmlType::Q8_0)
+    };
+    convert(&checkpoint("trained-small"), &out, &o).unwrap();
+    let untied = std::sync::Arc::new(Model::load(&out).unwrap());
+    assert!(untied.has_output_weight());
+    let tied = model("trained-small", GgmlType::Q8_0, gptq_core::Kernels::best());
+    assert!(!tied.has_output_weight());
+    {
+        let f = MappedFile::open(&out).unwrap();
+        let g = GgufFile::parse(f.bytes()).unwrap();
+        assert_eq!(g.tensor("output.weight").unwrap().ty, GgmlType::Q8_0);
+        assert_eq!(g.tensors.len(), 2 + 4 * 12 + 2 + 1);
+    }
+    let ids = [15496u32, 11, 616, 3290, 318, 13779];
+    let logits = |m: &std::sync::Arc<Model>| {
+        let mut s = gptq_core::Session::new(std::sync::Arc::clone(m), Default::default()).unwrap();
+        s.feed(&ids).unwrap().to_vec()
+    };
+    assert_eq!(logits(&untied), logits(&tied));
 }
 
 #[test]

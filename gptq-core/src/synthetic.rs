@@ -128,7 +128,7 @@ fn vocab(n_vocab: usize) -> Result<VocabData> {
 pub fn write_synthetic(path: &Path, spec: &SyntheticSpec) -> Result<()> {
     let hp = &spec.hparams;
     let v = vocab(hp.n_vocab)?;
-    let mut w = GgufWriter::new(64)?;
+    let mut w = GgufWriter::new(crate::gguf::DEFAULT_ALIGNMENT)?;
     let meta = gpt2_metadata(hp, spec.ty, "synthetic", &v).ok_or_else(|| {
         Error::InvalidArgument(format!("cannot write metadata for {:?}", spec.ty))
     })?;
