@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# NEON kernels under emulation: builds gptq-core's tests (unit and integration)
+# for aarch64 and runs them under qemu-aarch64 twice:
+#   1. qemu's default CPU, which has the dot-product extension: the `sdot` table;
+#   2. QEMU_CPU=cortex-a53, which has not: the widening-multiply table.
+# Installs what it needs (apt packages, the rustup target); safe to rerun.
+# Exits non-zero when anything fails. Called by .ci/run; runs on its own too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=aarch64-unknown-linux-gnu
+SYSROOT=/usr/aarch64-linux-gnu
+export CARGO_TERM_COLOR=never
+export DEBIAN_FRONTEND=noninteractive
+# The same settings as .cargo/config.toml, so the script works without it.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $SYSROOT"
+
+start=$SECONDS
+say() { echo "-- neon: $* ($((SECONDS - start)) s)"; }
+
+# Cross linker, target C library, user-mode emulator.
+need=()
+for pkg in qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -E)
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q "${need[@]}"
+fi
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    say "adding the rust target $TARGET"
+    rustup target add "$TARGET"
+fi
+
+say "building gptq-core's tests for $TARGET"
+cargo test --target "$TARGET" -p gptq-core --tests --no-run
+
+status=0
+# `GPTQ_EXPECT_NEON_VARIANT` makes the dispatch test check which table the CPU
+# gets, so each run is known to exercise the kernels it is meant to.
+say "tests on qemu's default CPU (dotprod: neon+dotprod table)"
+env -u QEMU_CPU GPTQ_EXPECT_NEON_VARIANT=neon+dotprod \
+    cargo test --target "$TARGET" -p gptq-core --tests --no-fail-fast || status=1
+
+say "tests on QEMU_CPU=cortex-a53 (no dotprod: neon table)"
+env QEMU_CPU=cortex-a53 GPTQ_EXPECT_NEON_VARIANT=neon \
+    cargo test --target "$TARGET" -p gptq-core --tests --no-fail-fast || status=1
+
+if [ "$status" -ne 0 ]; then
+    say "FAILED"
+else
+    say "ok"
+fi
+exit "$status"
