@@ -304,8 +304,9 @@ unsafe fn tile_q<D: IntDot, W: QBlock, const R: usize, const T: usize>(
     out: &mut OutTile<'_>,
 ) {
     let nb = a.nb;
-    let wr: [&[W]; R] = from_fn(|r| &w[(i0 + r) * nb..(i0 + r + 1) * nb]);
-    let ar: [&[BlockQ8_0]; T] = from_fn(|t| a.row(t0 + t));
+    // Slices of exactly `nb` blocks, so that indexing by `b < nb` needs no check.
+    let wr: [&[W]; R] = from_fn(|r| &w[(i0 + r) * nb..][..nb]);
+    let ar: [&[BlockQ8_0]; T] = from_fn(|t| &a.blocks[(t0 + t) * nb..][..nb]);
     // SAFETY: `D::dot` as the caller guarantees; the rest is base NEON
     // (aarch64 baseline) on registers.
     unsafe {
@@ -488,8 +489,8 @@ fn tile_f<W: FloatElem, const R: usize, const T: usize>(
     out: &mut OutTile<'_>,
 ) {
     let cols = x.cols;
-    let wr: [&[W]; R] = from_fn(|r| &w[(i0 + r) * cols..(i0 + r + 1) * cols]);
-    let xr: [&[f32]; T] = from_fn(|t| x.row(t0 + t));
+    let wr: [&[W]; R] = from_fn(|r| &w[(i0 + r) * cols..][..cols]);
+    let xr: [&[f32]; T] = from_fn(|t| &x.x[(t0 + t) * cols..][..cols]);
     let n8 = cols / 8 * 8;
     // SAFETY: base NEON (aarch64 baseline); every load reads columns
     // c .. c + 8 <= cols of a row slice of length `cols`.
