@@ -9,12 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=aarch64-unknown-linux-gnu
-SYSROOT=/usr/aarch64-linux-gnu
 export CARGO_TERM_COLOR=never
 export DEBIAN_FRONTEND=noninteractive
-# The same settings as .cargo/config.toml, so the script works without it.
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $SYSROOT"
+# Cross linker and qemu runner for the target (see the file).
+CARGO=(cargo --config .ci/qemu-aarch64.toml)
 
 start=$SECONDS
 say() { echo "-- neon: $* ($((SECONDS - start)) s)"; }
@@ -43,18 +41,18 @@ fi
 TESTS=(-p gptq-core --lib --test model_load --test gguf_roundtrip)
 
 say "building gptq-core's tests for $TARGET"
-cargo test --target "$TARGET" "${TESTS[@]}" --no-run
+"${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-run
 
 status=0
 # `GPTQ_EXPECT_NEON_VARIANT` makes the dispatch test check which table the CPU
 # gets, so each run is known to exercise the kernels it is meant to.
 say "tests on qemu's default CPU (dotprod: neon+dotprod table)"
 env -u QEMU_CPU GPTQ_EXPECT_NEON_VARIANT=neon+dotprod \
-    cargo test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
+    "${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
 
 say "tests on QEMU_CPU=cortex-a53 (no dotprod: neon table)"
 env QEMU_CPU=cortex-a53 GPTQ_EXPECT_NEON_VARIANT=neon \
-    cargo test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
+    "${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
 
 if [ "$status" -ne 0 ]; then
     say "FAILED"
