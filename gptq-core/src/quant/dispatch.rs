@@ -144,9 +144,9 @@ impl Kernels {
             )));
         }
         let table = match path {
-            KernelPath::Scalar => &SCALAR,
             #[cfg(target_arch = "aarch64")]
             KernelPath::Neon => super::neon::best_table(),
+            KernelPath::Scalar => &SCALAR,
             // Filled in by the SIMD paths; until then they run the reference.
             _ => &SCALAR,
         };
