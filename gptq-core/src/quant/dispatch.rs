@@ -144,6 +144,8 @@ impl Kernels {
             )));
         }
         let table = match path {
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::Neon => super::neon::best_table(),
             KernelPath::Scalar => &SCALAR,
             // Filled in by the SIMD paths; until then they run the reference.
             _ => &SCALAR,
@@ -184,6 +186,16 @@ impl Kernels {
     /// The path these kernels belong to.
     pub fn path(&self) -> KernelPath {
         self.path
+    }
+
+    /// The variant that runs, for tools to print: the path's name, refined
+    /// where a path has several tables (`neon+dotprod` or `neon`).
+    pub fn describe(&self) -> &'static str {
+        #[cfg(target_arch = "aarch64")]
+        if let Some(v) = super::neon::variant(self.table) {
+            return v;
+        }
+        self.path.name()
     }
 }
 

@@ -12,6 +12,8 @@ pub mod blocks;
 mod dispatch;
 pub mod matmul;
 pub mod matrix;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod pack;
 pub mod reference;
 mod scalar;

@@ -87,7 +87,7 @@ mod tests {
         let x: Vec<f32> = (0..64).map(|i| i as f32 - 31.5).collect();
         assert_eq!(
             pack_rows(GgmlType::F32, &x, 32).unwrap()[4..8],
-            30.5f32.to_le_bytes()
+            (-30.5f32).to_le_bytes()
         );
         assert_eq!(pack_rows(GgmlType::F16, &x, 64).unwrap().len(), 128);
         let q8 = pack_rows(GgmlType::Q8_0, &x, 64).unwrap();

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# NEON kernels under emulation: builds gptq-core's tests for aarch64 and runs
+# them under qemu-aarch64 twice:
+#   1. qemu's default CPU, which has the dot-product extension: the `sdot` table;
+#   2. QEMU_CPU=cortex-a53, which has not: the widening-multiply table.
+# Installs what it needs (apt packages, the rustup target); safe to rerun.
+# Exits non-zero when anything fails. Called by .ci/run; runs on its own too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=aarch64-unknown-linux-gnu
+export CARGO_TERM_COLOR=never
+export DEBIAN_FRONTEND=noninteractive
+# Cross linker and qemu runner for the target (see the file).
+CARGO=(cargo --config .ci/qemu-aarch64.toml)
+
+start=$SECONDS
+say() { echo "-- neon: $* ($((SECONDS - start)) s)"; }
+
+# Cross linker, target C library, user-mode emulator.
+need=()
+for pkg in qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]}"
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -E)
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q "${need[@]}"
+fi
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    say "adding the rust target $TARGET"
+    rustup target add "$TARGET"
+fi
+
+# Every unit test (the kernels' own tests are in src/quant/neon.rs), plus the
+# integration tests that run the forward pass through the kernels (model_load)
+# and map GGUF files (gguf_roundtrip). The tokenizer oracle is left to the
+# host: it is pure string processing and costs 20 s per emulated run.
+TESTS=(-p gptq-core --lib --test model_load --test gguf_roundtrip)
+
+say "building gptq-core's tests for $TARGET"
+"${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-run
+
+status=0
+# `GPTQ_EXPECT_NEON_VARIANT` makes the dispatch test check which table the CPU
+# gets, so each run is known to exercise the kernels it is meant to.
+say "tests on qemu's default CPU (dotprod: neon+dotprod table)"
+env -u QEMU_CPU GPTQ_EXPECT_NEON_VARIANT=neon+dotprod \
+    "${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
+
+say "tests on QEMU_CPU=cortex-a53 (no dotprod: neon table)"
+env QEMU_CPU=cortex-a53 GPTQ_EXPECT_NEON_VARIANT=neon \
+    "${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
+
+if [ "$status" -ne 0 ]; then
+    say "FAILED"
+else
+    say "ok"
+fi
+exit "$status"
