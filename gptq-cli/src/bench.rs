@@ -91,7 +91,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut tokens =
         |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
     let threads = rayon::current_num_threads();
-    let kernel = model.kernels().path().name();
+    let kernel = model.kernels().describe();
 
     // Warm-up: touch every weight page and start the thread pool.
     session.feed(&tokens(args.n_prompt.clamp(1, 16)))?;

@@ -388,7 +388,7 @@ impl Chat {
             hp.n_head,
             hp.n_layer,
             hp.n_ff,
-            self.model.kernels().path(),
+            self.model.kernels().describe(),
             rayon::current_num_threads(),
             self.session.len(),
             self.session.n_ctx(),

@@ -62,7 +62,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         total as f64 / (1024.0 * 1024.0)
     );
     match Kernels::from_env() {
-        Ok(k) => println!("kernel path: {}", k.path()),
+        Ok(k) => println!("kernel path: {}", k.describe()),
         Err(e) => println!("kernel path: {e}"),
     }
     match Model::load(&path) {

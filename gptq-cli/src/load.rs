@@ -53,7 +53,7 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
         );
         eprintln!(
             "gptq: kernel path {}, {} threads, {:.1} MB of weights per token",
-            model.kernels().path(),
+            model.kernels().describe(),
             rayon::current_num_threads(),
             model.weight_bytes_per_token() as f64 / 1e6
         );
