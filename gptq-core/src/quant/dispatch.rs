@@ -121,6 +121,23 @@ static SCALAR: KernelTable = KernelTable {
     softmax: scalar::softmax,
 };
 
+#[cfg(target_arch = "x86_64")]
+static AVX2: KernelTable = KernelTable {
+    quantize_acts: super::avx2::quantize_acts,
+    gemm_q8_0: super::avx2::gemm_q8_0,
+    gemm_q4_0: super::avx2::gemm_q4_0,
+    gemm_f16: super::avx2::gemm_f16,
+    gemm_f32: super::avx2::gemm_f32,
+    dot_f32: super::avx2::dot_f32,
+    dot_f16: super::avx2::dot_f16,
+    axpy_f32: super::avx2::axpy_f32,
+    axpy_f16: super::avx2::axpy_f16,
+    layer_norm: super::avx2::layer_norm,
+    gelu: super::avx2::gelu,
+    add: super::avx2::add,
+    softmax: super::avx2::softmax,
+};
+
 /// A chosen kernel path: the functions every computation goes through.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -145,6 +162,8 @@ impl Kernels {
         }
         let table = match path {
             KernelPath::Scalar => &SCALAR,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 => &AVX2,
             // Filled in by the SIMD paths; until then they run the reference.
             _ => &SCALAR,
         };
