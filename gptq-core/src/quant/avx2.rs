@@ -207,33 +207,36 @@ fn scalar_block(xb: &[f32], qb: &mut BlockQ8_0, s: &mut i16) {
 // ---------------------------------------------------------------------------
 // Quantized matrix products.
 
-/// Calls `$tile::<R, T>` over the output tile: rows in groups of [`TR`] (then
-/// one at a time), tokens in groups of [`TT`] (then one at a time).
+/// Calls `$tile::<R, T>` over the output tile: rows in groups of `$r` (then
+/// one at a time), tokens in groups of `$t` (then one at a time).
 macro_rules! drive {
-    ($tile:ident, $w:expr, $a:expr, $out:expr) => {{
+    ($tile:ident, $w:expr, $a:expr, $out:expr, $r:expr, $t:expr) => {{
+        use $crate::quant::avx2::put;
+        const R: usize = $r;
+        const T: usize = $t;
         let rows = $out.rows();
         let n_tok = $a.n_tok;
         let mut r = 0;
-        while r + TR <= rows {
+        while r + R <= rows {
             let mut t = 0;
-            while t + TT <= n_tok {
-                let v = $tile::<TR, TT>($w, $a, r, t);
+            while t + T <= n_tok {
+                let v = $tile::<R, T>($w, $a, r, t);
                 put(&mut *$out, r, t, &v);
-                t += TT;
+                t += T;
             }
             while t < n_tok {
-                let v = $tile::<TR, 1>($w, $a, r, t);
+                let v = $tile::<R, 1>($w, $a, r, t);
                 put(&mut *$out, r, t, &v);
                 t += 1;
             }
-            r += TR;
+            r += R;
         }
         while r < rows {
             let mut t = 0;
-            while t + TT <= n_tok {
-                let v = $tile::<1, TT>($w, $a, r, t);
+            while t + T <= n_tok {
+                let v = $tile::<1, T>($w, $a, r, t);
                 put(&mut *$out, r, t, &v);
-                t += TT;
+                t += T;
             }
             while t < n_tok {
                 let v = $tile::<1, 1>($w, $a, r, t);
@@ -244,10 +247,11 @@ macro_rules! drive {
         }
     }};
 }
+pub(super) use drive;
 
 /// Writes a `R × T` block of results at tile row `r`, token `t`.
 #[inline]
-fn put<const R: usize, const T: usize>(
+pub(super) fn put<const R: usize, const T: usize>(
     out: &mut OutTile<'_>,
     r: usize,
     t: usize,
@@ -270,7 +274,7 @@ pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    drive!(tile_q8, w, a, out);
+    drive!(tile_q8, w, a, out, TR, TT);
 }
 
 /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
@@ -330,7 +334,7 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    drive!(tile_q4, w, a, out);
+    drive!(tile_q4, w, a, out, TR, TT);
 }
 
 /// `R` Q4_0 weight rows (from tile row `r`) times `T` tokens (from `t`).
@@ -396,7 +400,7 @@ fn gemm_f32_impl(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
         w.len() >= out.rows() * x.cols,
         "gemm_f32: weights too short"
     );
-    drive!(tile_f32, w, x, out);
+    drive!(tile_f32, w, x, out, TR, TT);
 }
 
 /// Safe wrapper of [`gemm_f16_impl`].
@@ -412,7 +416,7 @@ fn gemm_f16_impl(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
         w.len() >= out.rows() * x.cols,
         "gemm_f16: weights too short"
     );
-    drive!(tile_f16, w, x, out);
+    drive!(tile_f16, w, x, out, TR, TT);
 }
 
 /// Generates a float tile function over weights of element type `$ty` loaded
@@ -763,4 +767,4 @@ fn softmax_impl(x: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

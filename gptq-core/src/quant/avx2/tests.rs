@@ -12,26 +12,26 @@ fn have() -> bool {
     KernelPath::Avx2.is_supported()
 }
 
-struct Rng(u64);
+pub(in crate::quant) struct Rng(pub(in crate::quant) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(in crate::quant) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
+    pub(in crate::quant) fn f(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub(in crate::quant) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
 
 /// Random activations with per-block magnitudes spread over many decades.
-fn acts(rng: &mut Rng, n: usize) -> Vec<f32> {
+pub(in crate::quant) fn acts(rng: &mut Rng, n: usize) -> Vec<f32> {
     let mut x = vec![0.0f32; n];
     for blk in x.chunks_mut(QK) {
         let scale = 10f32.powi(rng.below(9) as i32 - 4);
@@ -43,7 +43,7 @@ fn acts(rng: &mut Rng, n: usize) -> Vec<f32> {
 }
 
 /// Random Q8_0 weight blocks (values over ggml's range -127..=127).
-fn q8_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ8_0> {
+pub(in crate::quant) fn q8_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ8_0> {
     (0..n)
         .map(|_| {
             let mut b = BlockQ8_0::ZERO;
@@ -56,7 +56,7 @@ fn q8_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ8_0> {
         .collect()
 }
 
-fn q4_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ4_0> {
+pub(in crate::quant) fn q4_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ4_0> {
     (0..n)
         .map(|_| {
             let mut b = BlockQ4_0::ZERO;
@@ -69,7 +69,11 @@ fn q4_blocks(rng: &mut Rng, n: usize) -> Vec<BlockQ4_0> {
         .collect()
 }
 
-fn quantize_scalar(x: &[f32], n_tok: usize, nb: usize) -> (Vec<BlockQ8_0>, Vec<i16>) {
+pub(in crate::quant) fn quantize_scalar(
+    x: &[f32],
+    n_tok: usize,
+    nb: usize,
+) -> (Vec<BlockQ8_0>, Vec<i16>) {
     let mut q = vec![BlockQ8_0::ZERO; n_tok * nb];
     let mut s = vec![0i16; n_tok * nb];
     scalar::quantize_acts(x, &mut q, &mut s);
@@ -78,7 +82,7 @@ fn quantize_scalar(x: &[f32], n_tok: usize, nb: usize) -> (Vec<BlockQ8_0>, Vec<i
 
 /// Blocks that stress the quantizer: zeros, ±max, subnormals, huge values,
 /// exact halves after scaling, a single non-zero value.
-fn extreme_blocks() -> Vec<f32> {
+pub(in crate::quant) fn extreme_blocks() -> Vec<f32> {
     let mut x = Vec::new();
     x.extend([0.0f32; 32]);
     x.extend((0..32).map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX }));
@@ -128,14 +132,14 @@ fn simd_int_dot_q4(w: &BlockQ4_0, a: &BlockQ8_0) -> i32 {
     hsum_i32(dot_q4_lanes(load_q4(w), av, q4_offset(av)))
 }
 
-fn int_dot_q8(w: &BlockQ8_0, a: &BlockQ8_0) -> i32 {
+pub(in crate::quant) fn int_dot_q8(w: &BlockQ8_0, a: &BlockQ8_0) -> i32 {
     w.qs.iter()
         .zip(&a.qs)
         .map(|(&p, &q)| i32::from(p) * i32::from(q))
         .sum()
 }
 
-fn int_dot_q4(w: &BlockQ4_0, a: &BlockQ8_0) -> i32 {
+pub(in crate::quant) fn int_dot_q4(w: &BlockQ4_0, a: &BlockQ8_0) -> i32 {
     (0..16)
         .map(|j| {
             (i32::from(w.qs[j] & 15) - 8) * i32::from(a.qs[j])
@@ -177,8 +181,8 @@ fn block_integer_dots_are_exact() {
 }
 
 /// Runs a quantized gemm kernel into a fresh `n_tok × rows` output.
-fn run_q<W>(
-    f: fn(&[W], &QuantActs<'_>, &mut OutTile<'_>),
+pub(in crate::quant) fn run_q<W>(
+    f: QGemm<W>,
     w: &[W],
     a: &[BlockQ8_0],
     s: &[i16],
@@ -198,7 +202,7 @@ fn run_q<W>(
 }
 
 /// Σ|terms| of a quantized row dot: Σ_blocks Σ_j |w_j·a_j| · |d_w·d_a|.
-fn abs_terms<W>(
+pub(in crate::quant) fn abs_terms<W>(
     w: &[W],
     a: &[BlockQ8_0],
     wq: impl Fn(&W, usize) -> i32,
@@ -215,11 +219,11 @@ fn abs_terms<W>(
         .sum()
 }
 
-fn q8_val(b: &BlockQ8_0, j: usize) -> i32 {
+pub(in crate::quant) fn q8_val(b: &BlockQ8_0, j: usize) -> i32 {
     i32::from(b.qs[j])
 }
 
-fn q4_val(b: &BlockQ4_0, j: usize) -> i32 {
+pub(in crate::quant) fn q4_val(b: &BlockQ4_0, j: usize) -> i32 {
     let byte = b.qs[j % 16];
     i32::from(if j < 16 { byte & 15 } else { byte >> 4 }) - 8
 }
@@ -227,19 +231,35 @@ fn q4_val(b: &BlockQ4_0, j: usize) -> i32 {
 /// Relative tolerance of the quantized products: the kernels sum eight lanes
 /// of exact integers per block with FMA, the reference whole-block integers;
 /// both round once per block and in the final sums.
-const Q_TOL: f32 = 1e-5;
+pub(in crate::quant) const Q_TOL: f32 = 1e-5;
+
+/// A quantized gemm kernel over weight blocks `W`.
+pub(in crate::quant) type QGemm<W> = fn(&[W], &QuantActs<'_>, &mut OutTile<'_>);
 
 /// Checks the AVX2 Q8_0 and Q4_0 products of `rows × cols` weights against
 /// the scalar kernel for `n_tok` tokens.
 fn check_q(rng: &mut Rng, rows: usize, cols: usize, n_tok: usize) {
+    check_q_with(rng, rows, cols, n_tok, gemm_q8_0, gemm_q4_0);
+}
+
+/// Checks the Q8_0 and Q4_0 products `g8`, `g4` of `rows × cols` weights
+/// against the scalar kernel for `n_tok` tokens.
+pub(in crate::quant) fn check_q_with(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    n_tok: usize,
+    g8: QGemm<BlockQ8_0>,
+    g4: QGemm<BlockQ4_0>,
+) {
     let nb = cols / QK;
     let x = acts(rng, n_tok * cols);
     let (a, s) = quantize_scalar(&x, n_tok, nb);
     let w8 = q8_blocks(rng, rows * nb);
     let w4 = q4_blocks(rng, rows * nb);
-    let got8 = run_q(gemm_q8_0, &w8, &a, &s, n_tok, nb, rows);
+    let got8 = run_q(g8, &w8, &a, &s, n_tok, nb, rows);
     let want8 = run_q(scalar::gemm_q8_0, &w8, &a, &s, n_tok, nb, rows);
-    let got4 = run_q(gemm_q4_0, &w4, &a, &s, n_tok, nb, rows);
+    let got4 = run_q(g4, &w4, &a, &s, n_tok, nb, rows);
     let want4 = run_q(scalar::gemm_q4_0, &w4, &a, &s, n_tok, nb, rows);
     for t in 0..n_tok {
         let ar = &a[t * nb..(t + 1) * nb];
@@ -308,6 +328,12 @@ fn quantized_gemm_extreme_activations() {
     if !have() {
         return;
     }
+    check_q_extreme(gemm_q8_0, gemm_q4_0);
+}
+
+/// The products `g8`, `g4` against the scalar kernel on the quantizer's
+/// extreme activation blocks and extreme weights.
+pub(in crate::quant) fn check_q_extreme(g8: QGemm<BlockQ8_0>, g4: QGemm<BlockQ4_0>) {
     let mut rng = Rng(99);
     // The quantizer's extreme blocks, less those whose f16 scale overflows
     // (both paths give inf or NaN there), plus the largest finite scales.
@@ -326,9 +352,9 @@ fn quantized_gemm_extreme_activations() {
     w8[0].qs = [-127; 32];
     w8[1].qs = [127; 32];
     let w4 = q4_blocks(&mut rng, rows * nb);
-    let got8 = run_q(gemm_q8_0, &w8, &a, &s, 1, nb, rows);
+    let got8 = run_q(g8, &w8, &a, &s, 1, nb, rows);
     let want8 = run_q(scalar::gemm_q8_0, &w8, &a, &s, 1, nb, rows);
-    let got4 = run_q(gemm_q4_0, &w4, &a, &s, 1, nb, rows);
+    let got4 = run_q(g4, &w4, &a, &s, 1, nb, rows);
     let want4 = run_q(scalar::gemm_q4_0, &w4, &a, &s, 1, nb, rows);
     for r in 0..rows {
         assert!(got8[r].is_finite() && got4[r].is_finite());
