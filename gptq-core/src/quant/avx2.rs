@@ -299,19 +299,19 @@ fn tile_q8<const R: usize, const T: usize>(
     for b in 0..nb {
         let mut av = [_mm256_setzero_si256(); T];
         let mut aa = [_mm256_setzero_si256(); T];
-        let mut ad = [0.0f32; T];
+        let mut ad = [_mm256_setzero_ps(); T];
         for j in 0..T {
             av[j] = load_q8(&ar[j][b]);
             aa[j] = _mm256_sign_epi8(av[j], av[j]);
-            ad[j] = h2f(ar[j][b].d);
+            ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
         }
         for i in 0..R {
             let wb = &wr[i][b];
             let wv = load_q8(wb);
-            let wd = h2f(wb.d);
+            let wd = _mm256_set1_ps(h2f(wb.d));
             for j in 0..T {
                 let p = _mm256_cvtepi32_ps(dot_q8_lanes(wv, aa[j], av[j]));
-                acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(wd * ad[j]), p, acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
             }
         }
     }
@@ -359,19 +359,19 @@ fn tile_q4<const R: usize, const T: usize>(
     for b in 0..nb {
         let mut av = [_mm256_setzero_si256(); T];
         let mut ac = [_mm256_setzero_si256(); T];
-        let mut ad = [0.0f32; T];
+        let mut ad = [_mm256_setzero_ps(); T];
         for j in 0..T {
             av[j] = load_q8(&ar[j][b]);
             ac[j] = q4_offset(av[j]);
-            ad[j] = h2f(ar[j][b].d);
+            ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
         }
         for i in 0..R {
             let wb = &wr[i][b];
             let q = load_q4(wb);
-            let wd = h2f(wb.d);
+            let wd = _mm256_set1_ps(h2f(wb.d));
             for j in 0..T {
                 let p = _mm256_cvtepi32_ps(dot_q4_lanes(q, av[j], ac[j]));
-                acc[i][j] = _mm256_fmadd_ps(_mm256_set1_ps(wd * ad[j]), p, acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
             }
         }
     }
