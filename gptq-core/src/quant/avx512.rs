@@ -6,9 +6,11 @@
 //! unsigned bytes (Q8_0: `w + 128`, Q4_0: the stored nibble `q = w + 8`), so one
 //! `vpdpbusd` per block pair sums `u·a` exactly into i32 lanes, starting from the
 //! correction `-offset · Σa` taken from the activations' block sums. Each lane
-//! is then scaled by its block's `d_a · d_w`. A register tile of `4 rows × 4
-//! tokens` lets each weight block pair serve four tokens in prefill; decode
-//! shares each activation load between four rows.
+//! is then scaled by its block's `d_a · d_w`. The activation side (joined
+//! blocks, corrections, scales) is prepared once per kernel call and shared by
+//! every row. A register tile of `4 rows × 4 tokens` lets each weight block
+//! pair serve four tokens in prefill; decode shares each activation load
+//! between four rows.
 //!
 //! The safe wrappers are only reachable through the `AVX512` table, which
 //! [`super::Kernels::new`] hands out only after [`super::KernelPath::Avx512`]
@@ -95,63 +97,99 @@ pub(super) fn dot_pair(c: __m512i, u: __m512i, a: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(c, u, a)
 }
 
+/// One token's block pair, prepared once per kernel call and then shared by
+/// every weight row: the joined activations, the starting lanes (the offset
+/// correction) and the activation scales, each a whole 64-byte register.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct PreparedPair {
+    a: __m512i,
+    c: __m512i,
+    d: __m512,
+}
+
+/// The activations of a kernel call as block pairs, token-major.
+struct Prepared {
+    pairs: Vec<PreparedPair>,
+    /// Block pairs per token (`nb` rounded up to even, halved).
+    np: usize,
+    nb: usize,
+    n_tok: usize,
+}
+
+/// Prepares every token's block pairs for weights offset by `off`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn prepare(a: &QuantActs<'_>, off: i32) -> Prepared {
+    let nb = a.nb;
+    let np = nb.div_ceil(2);
+    let mut pairs = Vec::with_capacity(a.n_tok * np);
+    for t in 0..a.n_tok {
+        let (ar, sr) = (&a.row(t)[..nb], &a.row_sums(t)[..nb]);
+        for p in 0..np {
+            let b = 2 * p;
+            let (a0, s0) = (&ar[b], i32::from(sr[b]));
+            // A last odd block pairs with zero activations.
+            pairs.push(if b + 1 < nb {
+                let (a1, s1) = (&ar[b + 1], i32::from(sr[b + 1]));
+                PreparedPair {
+                    a: join(load_q8(a0), load_q8(a1)),
+                    c: corr(-off * s0, -off * s1),
+                    d: scales(a0.d, a1.d),
+                }
+            } else {
+                PreparedPair {
+                    a: join(load_q8(a0), _mm256_setzero_si256()),
+                    c: corr(-off * s0, 0),
+                    d: scales(a0.d, f16::ZERO),
+                }
+            });
+        }
+    }
+    Prepared {
+        pairs,
+        np,
+        nb,
+        n_tok: a.n_tok,
+    }
+}
+
 /// Generates the tile function of one weight type: `$wload` makes a block pair
-/// unsigned, `$off` is the offset it added.
+/// unsigned.
 macro_rules! vnni_tile {
-    ($name:ident, $blk:ty, $wload:ident, $off:expr) => {
+    ($name:ident, $blk:ty, $wload:ident) => {
         /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         fn $name<const R: usize, const T: usize>(
             w: &[$blk],
-            a: &QuantActs<'_>,
+            a: &Prepared,
             r: usize,
             t: usize,
         ) -> [[f32; T]; R] {
-            let nb = a.nb;
+            let (nb, np) = (a.nb, a.np);
             let mut wr: [&[$blk]; R] = [&[]; R];
             for (i, s) in wr.iter_mut().enumerate() {
                 *s = &w[(r + i) * nb..(r + i + 1) * nb];
             }
-            let mut ar: [&[BlockQ8_0]; T] = [&[]; T];
-            let mut sr: [&[i16]; T] = [&[]; T];
-            for j in 0..T {
-                ar[j] = &a.row(t + j)[..nb];
-                sr[j] = &a.row_sums(t + j)[..nb];
+            let mut ar: [&[PreparedPair]; T] = [&[]; T];
+            for (j, s) in ar.iter_mut().enumerate() {
+                *s = &a.pairs[(t + j) * np..(t + j + 1) * np];
             }
-            let off: i32 = $off;
             let mut acc = [[_mm512_setzero_ps(); T]; R];
-            let mut b = 0;
-            while b < nb {
-                // A last odd block pairs with zero activations.
-                let two = b + 1 < nb;
-                let b1 = if two { b + 1 } else { b };
-                let mut av = [_mm512_setzero_si512(); T];
-                let mut cv = [_mm512_setzero_si512(); T];
-                let mut dv = [_mm512_setzero_ps(); T];
-                for j in 0..T {
-                    let (a0, a1) = (&ar[j][b], &ar[j][b1]);
-                    let (s0, s1) = (i32::from(sr[j][b]), i32::from(sr[j][b1]));
-                    if two {
-                        av[j] = join(load_q8(a0), load_q8(a1));
-                        cv[j] = corr(-off * s0, -off * s1);
-                        dv[j] = scales(a0.d, a1.d);
-                    } else {
-                        av[j] = join(load_q8(a0), _mm256_setzero_si256());
-                        cv[j] = corr(-off * s0, 0);
-                        dv[j] = scales(a0.d, f16::ZERO);
-                    }
-                }
+            for p in 0..np {
+                let b = 2 * p;
+                // The last odd block's partner is itself; its activations are zero.
+                let b1 = if b + 1 < nb { b + 1 } else { b };
                 for i in 0..R {
                     let (w0, w1) = (&wr[i][b], &wr[i][b1]);
                     let u = $wload(w0, w1);
                     let wd = scales(w0.d, w1.d);
                     for j in 0..T {
-                        let p = _mm512_cvtepi32_ps(dot_pair(cv[j], u, av[j]));
-                        acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(p, dv[j]), wd, acc[i][j]);
+                        let pp = &ar[j][p];
+                        let q = _mm512_cvtepi32_ps(dot_pair(pp.c, u, pp.a));
+                        acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(q, pp.d), wd, acc[i][j]);
                     }
                 }
-                b += 2;
             }
             let mut res = [[0.0f32; T]; R];
             for i in 0..R {
@@ -164,8 +202,8 @@ macro_rules! vnni_tile {
     };
 }
 
-vnni_tile!(tile_q8, BlockQ8_0, w_q8, 128);
-vnni_tile!(tile_q4, BlockQ4_0, w_q4, 8);
+vnni_tile!(tile_q8, BlockQ8_0, w_q8);
+vnni_tile!(tile_q4, BlockQ4_0, w_q4);
 
 /// Safe wrapper of [`gemm_q8_0_impl`].
 pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
@@ -178,7 +216,9 @@ pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    drive!(tile_q8, w, a, out, TR, TT);
+    let prep = prepare(a, 128);
+    let prep = &prep;
+    drive!(tile_q8, w, prep, out, TR, TT);
 }
 
 /// Safe wrapper of [`gemm_q4_0_impl`].
@@ -192,7 +232,9 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    drive!(tile_q4, w, a, out, TR, TT);
+    let prep = prepare(a, 8);
+    let prep = &prep;
+    drive!(tile_q4, w, prep, out, TR, TT);
 }
 
 #[cfg(test)]
