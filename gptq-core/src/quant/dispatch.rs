@@ -18,20 +18,27 @@ pub enum KernelPath {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512 F/BW/VL/VNNI (quantized products; the rest is AVX2).
+    Avx512,
     /// aarch64 NEON with widening multiplies.
     Neon,
 }
 
 impl KernelPath {
     /// Every path, best first.
-    pub const ALL: &'static [KernelPath] =
-        &[KernelPath::Avx2, KernelPath::Neon, KernelPath::Scalar];
+    pub const ALL: &'static [KernelPath] = &[
+        KernelPath::Avx512,
+        KernelPath::Avx2,
+        KernelPath::Neon,
+        KernelPath::Scalar,
+    ];
 
     /// The name used by `GPTQ_KERNEL` and printed by the tools.
     pub fn name(self) -> &'static str {
         match self {
             KernelPath::Scalar => "scalar",
             KernelPath::Avx2 => "avx2",
+            KernelPath::Avx512 => "avx512",
             KernelPath::Neon => "neon",
         }
     }
@@ -53,6 +60,14 @@ impl KernelPath {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                     && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx512 => {
+                KernelPath::Avx2.is_supported()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "aarch64")]
             KernelPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -121,6 +136,30 @@ static SCALAR: KernelTable = KernelTable {
     softmax: scalar::softmax,
 };
 
+#[cfg(target_arch = "x86_64")]
+static AVX2: KernelTable = KernelTable {
+    quantize_acts: super::avx2::quantize_acts,
+    gemm_q8_0: super::avx2::gemm_q8_0,
+    gemm_q4_0: super::avx2::gemm_q4_0,
+    gemm_f16: super::avx2::gemm_f16,
+    gemm_f32: super::avx2::gemm_f32,
+    dot_f32: super::avx2::dot_f32,
+    dot_f16: super::avx2::dot_f16,
+    axpy_f32: super::avx2::axpy_f32,
+    axpy_f16: super::avx2::axpy_f16,
+    layer_norm: super::avx2::layer_norm,
+    gelu: super::avx2::gelu,
+    add: super::avx2::add,
+    softmax: super::avx2::softmax,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: KernelTable = KernelTable {
+    gemm_q8_0: super::avx512::gemm_q8_0,
+    gemm_q4_0: super::avx512::gemm_q4_0,
+    ..AVX2
+};
+
 /// A chosen kernel path: the functions every computation goes through.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -147,6 +186,10 @@ impl Kernels {
             #[cfg(target_arch = "aarch64")]
             KernelPath::Neon => super::neon::best_table(),
             KernelPath::Scalar => &SCALAR,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 => &AVX2,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx512 => &AVX512,
             // Filled in by the SIMD paths; until then they run the reference.
             _ => &SCALAR,
         };
@@ -181,6 +224,16 @@ impl Kernels {
             }
             _ => Ok(Kernels::best()),
         }
+    }
+
+    /// Quantizes one row of activations (a whole number of 32-element blocks)
+    /// to Q8_0 with the sums of each block, as [`super::matmul`] does before a
+    /// quantized product. Exposed for benchmarks.
+    ///
+    /// # Panics
+    /// When `q` and `sums` do not hold `x.len() / 32` entries each.
+    pub fn quantize_acts(&self, x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
+        (self.table.quantize_acts)(x, q, sums)
     }
 
     /// The path these kernels belong to.

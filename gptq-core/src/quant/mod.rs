@@ -8,6 +8,10 @@
 //! - `scalar`, `avx2`, `neon`: the kernel paths, chosen at run time by
 //!   [`Kernels`] (`GPTQ_KERNEL` overrides the choice).
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod blocks;
 mod dispatch;
 pub mod matmul;

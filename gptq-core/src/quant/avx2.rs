@@ -1,0 +1,770 @@
+//! The x86-64 AVX2 + FMA + F16C kernel path.
+//!
+//! Every entry of the kernel table is a safe wrapper around a
+//! `#[target_feature(enable = "avx2,fma,f16c")]` function. The wrappers are only
+//! reachable through the `AVX2` table, which [`super::Kernels::new`] hands out
+//! only after [`super::KernelPath::Avx2`] reported the features present.
+//!
+//! Quantized products follow ggml: per 32-element block an exact integer dot
+//! (`maddubs` + `madd` into eight i32 lanes), converted to float and scaled by
+//! the product of the two block scales with one FMA. Several weight rows share
+//! each activation load (decode), and for prefill a register tile of
+//! `4 rows × 2 tokens` lets each weight block serve two tokens.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use super::tile::{FloatActs, OutTile, QuantActs};
+
+/// Weight rows per register tile.
+const TR: usize = 4;
+/// Tokens per register tile (prefill).
+const TT: usize = 2;
+
+// ---------------------------------------------------------------------------
+// Small helpers (all inlined into their target_feature callers).
+
+/// A Q8_0 block's 32 values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_q8(b: &BlockQ8_0) -> __m256i {
+    // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
+}
+
+/// A Q4_0 block's 32 nibbles as unsigned bytes 0..=15, in element order
+/// (low nibbles = elements 0..16 in the low lane, high nibbles in the high lane).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_q4(b: &BlockQ4_0) -> __m256i {
+    // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
+    let x = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+    let m = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(x, m);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(x), m);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// An f16 to f32, exactly (F16C).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn h2f(h: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
+}
+
+/// Eight f32 from a slice of at least 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn ld(x: &[f32]) -> __m256 {
+    let x: &[f32; 8] = x[..8].try_into().unwrap_or(&[0.0; 8]);
+    // SAFETY: `x` is 8 readable floats; the load is unaligned.
+    unsafe { _mm256_loadu_ps(x.as_ptr()) }
+}
+
+/// Eight f16 from a slice of at least 8, widened to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn ldh(x: &[f16]) -> __m256 {
+    let x: &[f16; 8] = x[..8].try_into().unwrap_or(&[f16::ZERO; 8]);
+    // SAFETY: `x` is 8 readable halves (16 bytes); the load is unaligned.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(x.as_ptr().cast()) })
+}
+
+/// Stores eight f32 into a slice of at least 8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn st(y: &mut [f32], v: __m256) {
+    let y: &mut [f32; 8] = (&mut y[..8]).try_into().unwrap_or_else(|_| unreachable!());
+    // SAFETY: `y` is 8 writable floats; the store is unaligned.
+    unsafe { _mm256_storeu_ps(y.as_mut_ptr(), v) }
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Maximum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hmax(v: __m256) -> f32 {
+    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sum of the eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The integer dot of a Q8_0 weight block `w` and a Q8_0 activation block `a`
+/// (with `aabs = |a|`) in eight i32 lanes (each the sum of four products).
+///
+/// Exact for activations in -128..=127 (the activation quantizer emits -128
+/// only for blocks whose scale is zero) and weights in -127..=127, the range
+/// ggml's Q8_0 quantizer produces: the sign of `a` moves onto `w`, and
+/// `maddubs` multiplies the unsigned `|a|` by the signed result.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dot_q8_lanes(w: __m256i, aabs: __m256i, a: __m256i) -> __m256i {
+    let sw = _mm256_sign_epi8(w, a);
+    let p16 = _mm256_maddubs_epi16(aabs, sw);
+    _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
+}
+
+/// The integer dot of a Q4_0 weight block (nibbles `q` as bytes 0..=15) and a
+/// Q8_0 activation block `a` in eight i32 lanes, given `c = maddubs(8, a)`:
+/// Σ (q - 8)·a. Exact for every i8 activation (pair sums stay below 2^15).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn dot_q4_lanes(q: __m256i, a: __m256i, c: __m256i) -> __m256i {
+    let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), c);
+    _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
+}
+
+/// `maddubs(8, a)`: the offset term of [`dot_q4_lanes`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_offset(a: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_set1_epi8(8), a)
+}
+
+// ---------------------------------------------------------------------------
+// Activation quantization.
+
+/// Safe wrapper of [`quantize_acts_impl`].
+pub(super) fn quantize_acts(x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { quantize_acts_impl(x, q, sums) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_acts_impl(x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
+    assert_eq!(x.len(), q.len() * QK, "quantize_acts: length mismatch");
+    assert_eq!(q.len(), sums.len(), "quantize_acts: sums length mismatch");
+    let sign = _mm256_set1_ps(-0.0);
+    for ((xb, qb), s) in x.chunks_exact(QK).zip(q.iter_mut()).zip(sums.iter_mut()) {
+        let v = [ld(&xb[0..]), ld(&xb[8..]), ld(&xb[16..]), ld(&xb[24..])];
+        let m = _mm256_max_ps(
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+        );
+        let amax = hmax(m);
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        if !id.is_finite() || !amax.is_finite() {
+            // Scales that overflow (subnormal amax) or non-finite input: the
+            // reference's saturating conversions, block by block.
+            scalar_block(xb, qb, s);
+            continue;
+        }
+        qb.d = f16::from_bits(
+            _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(
+                amax / 127.0,
+            ))) as u16,
+        );
+        let idv = _mm256_set1_ps(id);
+        // |v·id| <= 127 up to one rounding, so the conversions never saturate.
+        let i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v[0], idv));
+        let i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v[1], idv));
+        let i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], idv));
+        let i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], idv));
+        *s = hsum_i32(_mm256_add_epi32(
+            _mm256_add_epi32(i0, i1),
+            _mm256_add_epi32(i2, i3),
+        )) as i16;
+        // packs work within 128-bit lanes: the result is in the order
+        // 0-3 8-11 16-19 24-27 | 4-7 12-15 20-23 28-31 (groups of four).
+        let p01 = _mm256_packs_epi32(i0, i1);
+        let p23 = _mm256_packs_epi32(i2, i3);
+        let p = _mm256_packs_epi16(p01, p23);
+        let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `qs` is 32 writable bytes; the store is unaligned.
+        unsafe { _mm256_storeu_si256(qb.qs.as_mut_ptr().cast(), p) }
+    }
+}
+
+/// The reference quantization of one block (rare: degenerate scales).
+fn scalar_block(xb: &[f32], qb: &mut BlockQ8_0, s: &mut i16) {
+    super::reference::quantize_acts_q8_0(xb, std::slice::from_mut(qb));
+    *s = qb.qs.iter().map(|&v| i16::from(v)).sum();
+}
+
+// ---------------------------------------------------------------------------
+// Quantized matrix products.
+
+/// Calls `$tile::<R, T>` over the output tile: rows in groups of `$r` (then
+/// one at a time), tokens in groups of `$t` (then one at a time).
+macro_rules! drive {
+    ($tile:ident, $w:expr, $a:expr, $out:expr, $r:expr, $t:expr) => {{
+        use $crate::quant::avx2::put;
+        const R: usize = $r;
+        const T: usize = $t;
+        let rows = $out.rows();
+        let n_tok = $a.n_tok;
+        let mut r = 0;
+        while r + R <= rows {
+            let mut t = 0;
+            while t + T <= n_tok {
+                let v = $tile::<R, T>($w, $a, r, t);
+                put(&mut *$out, r, t, &v);
+                t += T;
+            }
+            while t < n_tok {
+                let v = $tile::<R, 1>($w, $a, r, t);
+                put(&mut *$out, r, t, &v);
+                t += 1;
+            }
+            r += R;
+        }
+        while r < rows {
+            let mut t = 0;
+            while t + T <= n_tok {
+                let v = $tile::<1, T>($w, $a, r, t);
+                put(&mut *$out, r, t, &v);
+                t += T;
+            }
+            while t < n_tok {
+                let v = $tile::<1, 1>($w, $a, r, t);
+                put(&mut *$out, r, t, &v);
+                t += 1;
+            }
+            r += 1;
+        }
+    }};
+}
+pub(super) use drive;
+
+/// Writes a `R × T` block of results at tile row `r`, token `t`.
+#[inline]
+pub(super) fn put<const R: usize, const T: usize>(
+    out: &mut OutTile<'_>,
+    r: usize,
+    t: usize,
+    v: &[[f32; T]; R],
+) {
+    for (i, row) in v.iter().enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            out.set(t + j, r + i, x);
+        }
+    }
+}
+
+/// Safe wrapper of [`gemm_q8_0_impl`].
+pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { gemm_q8_0_impl(w, a, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
+    drive!(tile_q8, w, a, out, TR, TT);
+}
+
+/// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q8<const R: usize, const T: usize>(
+    w: &[BlockQ8_0],
+    a: &QuantActs<'_>,
+    r: usize,
+    t: usize,
+) -> [[f32; T]; R] {
+    let nb = a.nb;
+    let mut wr: [&[BlockQ8_0]; R] = [&[]; R];
+    for (i, s) in wr.iter_mut().enumerate() {
+        *s = &w[(r + i) * nb..(r + i + 1) * nb];
+    }
+    let mut ar: [&[BlockQ8_0]; T] = [&[]; T];
+    for (j, s) in ar.iter_mut().enumerate() {
+        *s = &a.row(t + j)[..nb];
+    }
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..nb {
+        let mut av = [_mm256_setzero_si256(); T];
+        let mut aa = [_mm256_setzero_si256(); T];
+        let mut ad = [_mm256_setzero_ps(); T];
+        for j in 0..T {
+            av[j] = load_q8(&ar[j][b]);
+            aa[j] = _mm256_sign_epi8(av[j], av[j]);
+            ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
+        }
+        for i in 0..R {
+            let wb = &wr[i][b];
+            let wv = load_q8(wb);
+            let wd = _mm256_set1_ps(h2f(wb.d));
+            for j in 0..T {
+                let p = _mm256_cvtepi32_ps(dot_q8_lanes(wv, aa[j], av[j]));
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
+            }
+        }
+    }
+    let mut res = [[0.0f32; T]; R];
+    for i in 0..R {
+        for j in 0..T {
+            res[i][j] = hsum(acc[i][j]);
+        }
+    }
+    res
+}
+
+/// Safe wrapper of [`gemm_q4_0_impl`].
+pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { gemm_q4_0_impl(w, a, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
+    drive!(tile_q4, w, a, out, TR, TT);
+}
+
+/// `R` Q4_0 weight rows (from tile row `r`) times `T` tokens (from `t`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4<const R: usize, const T: usize>(
+    w: &[BlockQ4_0],
+    a: &QuantActs<'_>,
+    r: usize,
+    t: usize,
+) -> [[f32; T]; R] {
+    let nb = a.nb;
+    let mut wr: [&[BlockQ4_0]; R] = [&[]; R];
+    for (i, s) in wr.iter_mut().enumerate() {
+        *s = &w[(r + i) * nb..(r + i + 1) * nb];
+    }
+    let mut ar: [&[BlockQ8_0]; T] = [&[]; T];
+    for (j, s) in ar.iter_mut().enumerate() {
+        *s = &a.row(t + j)[..nb];
+    }
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..nb {
+        let mut av = [_mm256_setzero_si256(); T];
+        let mut ac = [_mm256_setzero_si256(); T];
+        let mut ad = [_mm256_setzero_ps(); T];
+        for j in 0..T {
+            av[j] = load_q8(&ar[j][b]);
+            ac[j] = q4_offset(av[j]);
+            ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
+        }
+        for i in 0..R {
+            let wb = &wr[i][b];
+            let q = load_q4(wb);
+            let wd = _mm256_set1_ps(h2f(wb.d));
+            for j in 0..T {
+                let p = _mm256_cvtepi32_ps(dot_q4_lanes(q, av[j], ac[j]));
+                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
+            }
+        }
+    }
+    let mut res = [[0.0f32; T]; R];
+    for i in 0..R {
+        for j in 0..T {
+            res[i][j] = hsum(acc[i][j]);
+        }
+    }
+    res
+}
+
+// ---------------------------------------------------------------------------
+// Float matrix products and vector routines.
+
+/// Safe wrapper of [`gemm_f32_impl`].
+pub(super) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { gemm_f32_impl(w, x, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_f32_impl(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+    assert!(
+        w.len() >= out.rows() * x.cols,
+        "gemm_f32: weights too short"
+    );
+    drive!(tile_f32, w, x, out, TR, TT);
+}
+
+/// Safe wrapper of [`gemm_f16_impl`].
+pub(super) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { gemm_f16_impl(w, x, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_f16_impl(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+    assert!(
+        w.len() >= out.rows() * x.cols,
+        "gemm_f16: weights too short"
+    );
+    drive!(tile_f16, w, x, out, TR, TT);
+}
+
+/// Generates a float tile function over weights of element type `$ty` loaded
+/// eight at a time by `$load`.
+macro_rules! float_tile {
+    ($name:ident, $ty:ty, $load:ident, $conv:expr) => {
+        /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn $name<const R: usize, const T: usize>(
+            w: &[$ty],
+            x: &FloatActs<'_>,
+            r: usize,
+            t: usize,
+        ) -> [[f32; T]; R] {
+            let n = x.cols;
+            let mut wr: [&[$ty]; R] = [&[]; R];
+            for (i, s) in wr.iter_mut().enumerate() {
+                *s = &w[(r + i) * n..(r + i + 1) * n];
+            }
+            let mut xr: [&[f32]; T] = [&[]; T];
+            for (j, s) in xr.iter_mut().enumerate() {
+                *s = &x.row(t + j)[..n];
+            }
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let n8 = n - n % 8;
+            let mut c = 0;
+            while c < n8 {
+                let mut xv = [_mm256_setzero_ps(); T];
+                for j in 0..T {
+                    xv[j] = ld(&xr[j][c..]);
+                }
+                for i in 0..R {
+                    let wv = $load(&wr[i][c..]);
+                    for j in 0..T {
+                        acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+                    }
+                }
+                c += 8;
+            }
+            let conv = $conv;
+            let mut res = [[0.0f32; T]; R];
+            for i in 0..R {
+                for j in 0..T {
+                    let mut s = hsum(acc[i][j]);
+                    for (&p, &q) in wr[i][n8..].iter().zip(&xr[j][n8..]) {
+                        s += conv(p) * q;
+                    }
+                    res[i][j] = s;
+                }
+            }
+            res
+        }
+    };
+}
+
+float_tile!(tile_f32, f32, ld, |v: f32| v);
+float_tile!(tile_f16, f16, ldh, |v: f16| v.to_f32());
+
+/// Safe wrapper of [`dot_f32_impl`].
+pub(super) fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { dot_f32_impl(x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "dot_f32: length mismatch");
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let xc = x.chunks_exact(16);
+    let yc = y.chunks_exact(16);
+    let (mut xr, mut yr) = (xc.remainder(), yc.remainder());
+    for (p, q) in xc.zip(yc) {
+        a0 = _mm256_fmadd_ps(ld(p), ld(q), a0);
+        a1 = _mm256_fmadd_ps(ld(&p[8..]), ld(&q[8..]), a1);
+    }
+    if xr.len() >= 8 {
+        a0 = _mm256_fmadd_ps(ld(xr), ld(yr), a0);
+        xr = &xr[8..];
+        yr = &yr[8..];
+    }
+    let mut s = hsum(_mm256_add_ps(a0, a1));
+    for (p, q) in xr.iter().zip(yr) {
+        s += p * q;
+    }
+    s
+}
+
+/// Safe wrapper of [`dot_f16_impl`].
+pub(super) fn dot_f16(x: &[f16], y: &[f32]) -> f32 {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { dot_f16_impl(x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_impl(x: &[f16], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "dot_f16: length mismatch");
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let xc = x.chunks_exact(16);
+    let yc = y.chunks_exact(16);
+    let (mut xr, mut yr) = (xc.remainder(), yc.remainder());
+    for (p, q) in xc.zip(yc) {
+        a0 = _mm256_fmadd_ps(ldh(p), ld(q), a0);
+        a1 = _mm256_fmadd_ps(ldh(&p[8..]), ld(&q[8..]), a1);
+    }
+    if xr.len() >= 8 {
+        a0 = _mm256_fmadd_ps(ldh(xr), ld(yr), a0);
+        xr = &xr[8..];
+        yr = &yr[8..];
+    }
+    let mut s = hsum(_mm256_add_ps(a0, a1));
+    for (p, q) in xr.iter().zip(yr) {
+        s += h2f(*p) * q;
+    }
+    s
+}
+
+/// Safe wrapper of [`axpy_f32_impl`].
+pub(super) fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { axpy_f32_impl(alpha, x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_f32_impl(alpha: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_f32: length mismatch");
+    let av = _mm256_set1_ps(alpha);
+    let mut xc = x.chunks_exact(8);
+    let mut yc = y.chunks_exact_mut(8);
+    for (p, q) in (&mut xc).zip(&mut yc) {
+        st(q, _mm256_fmadd_ps(av, ld(p), ld(q)));
+    }
+    for (p, q) in xc.remainder().iter().zip(yc.into_remainder()) {
+        *q += alpha * p;
+    }
+}
+
+/// Safe wrapper of [`axpy_f16_impl`].
+pub(super) fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { axpy_f16_impl(alpha, x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn axpy_f16_impl(alpha: f32, x: &[f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy_f16: length mismatch");
+    let av = _mm256_set1_ps(alpha);
+    let mut xc = x.chunks_exact(8);
+    let mut yc = y.chunks_exact_mut(8);
+    for (p, q) in (&mut xc).zip(&mut yc) {
+        st(q, _mm256_fmadd_ps(av, ldh(p), ld(q)));
+    }
+    for (p, q) in xc.remainder().iter().zip(yc.into_remainder()) {
+        *q += alpha * h2f(*p);
+    }
+}
+
+/// Safe wrapper of [`add_impl`].
+pub(super) fn add(x: &[f32], y: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { add_impl(x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn add_impl(x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "add: length mismatch");
+    let mut xc = x.chunks_exact(8);
+    let mut yc = y.chunks_exact_mut(8);
+    for (p, q) in (&mut xc).zip(&mut yc) {
+        st(q, _mm256_add_ps(ld(p), ld(q)));
+    }
+    for (p, q) in xc.remainder().iter().zip(yc.into_remainder()) {
+        *q += p;
+    }
+}
+
+/// Safe wrapper of [`layer_norm_impl`].
+pub(super) fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { layer_norm_impl(x, w, b, eps, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn layer_norm_impl(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len();
+    assert!(w.len() == n && b.len() == n && out.len() == n && n > 0);
+    let n8 = n - n % 8;
+    let mut acc = _mm256_setzero_ps();
+    for c in x[..n8].chunks_exact(8) {
+        acc = _mm256_add_ps(acc, ld(c));
+    }
+    let mut sum = hsum(acc);
+    for v in &x[n8..] {
+        sum += v;
+    }
+    let mean = sum / n as f32;
+    let mv = _mm256_set1_ps(mean);
+    let mut acc = _mm256_setzero_ps();
+    for c in x[..n8].chunks_exact(8) {
+        let d = _mm256_sub_ps(ld(c), mv);
+        acc = _mm256_fmadd_ps(d, d, acc);
+    }
+    let mut var = hsum(acc);
+    for v in &x[n8..] {
+        var += (v - mean) * (v - mean);
+    }
+    let inv = 1.0 / (var / n as f32 + eps).sqrt();
+    let iv = _mm256_set1_ps(inv);
+    let mut c = 0;
+    while c < n8 {
+        let d = _mm256_mul_ps(_mm256_sub_ps(ld(&x[c..]), mv), iv);
+        st(&mut out[c..], _mm256_fmadd_ps(d, ld(&w[c..]), ld(&b[c..])));
+        c += 8;
+    }
+    for i in n8..n {
+        out[i] = (x[i] - mean) * inv * w[i] + b[i];
+    }
+}
+
+/// `e^x` in eight lanes, within about 2 ulp for results in the normal range;
+/// inputs below about -87.3 give 0 (or a value below 2^-126), above 88.37 the
+/// value at 88.37.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(x, _mm256_set1_ps(88.376_26));
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-88.376_26));
+    // x = n·ln2 + r, |r| <= ln2/2, with ln2 split in two for exactness.
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    // e^r = 1 + r + r²·P(r) (minimax, Cephes' expf coefficients).
+    let mut p = _mm256_set1_ps(1.987_569_2e-4);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_2e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.166_666_65));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+    let r2 = _mm256_mul_ps(r, r);
+    let e = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+    // 2^n by building the exponent: n in -127..=127; -127 gives 0.
+    let ni = _mm256_cvtps_epi32(n);
+    let pow = _mm256_slli_epi32::<23>(_mm256_add_epi32(ni, _mm256_set1_epi32(127)));
+    _mm256_mul_ps(e, _mm256_castsi256_ps(pow))
+}
+
+/// Safe wrapper of [`gelu_impl`].
+pub(super) fn gelu(x: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { gelu_impl(x) }
+}
+
+/// GELU (tanh approximation) as `u · sigmoid(2z)`, which equals
+/// `0.5·u·(1 + tanh z)` and avoids the cancellation of `1 + tanh z` for
+/// negative `u`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gelu8(u: __m256) -> __m256 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u3 = _mm256_mul_ps(_mm256_mul_ps(u, u), u);
+    let inner = _mm256_fmadd_ps(_mm256_set1_ps(0.044_715), u3, u);
+    // -2z
+    let m2z = _mm256_mul_ps(inner, _mm256_set1_ps(-2.0 * SQRT_2_OVER_PI));
+    let den = _mm256_add_ps(_mm256_set1_ps(1.0), exp8(m2z));
+    _mm256_div_ps(u, den)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gelu_impl(x: &mut [f32]) {
+    let mut c = x.chunks_exact_mut(8);
+    for v in &mut c {
+        let r = gelu8(ld(v));
+        st(v, r);
+    }
+    let rest = c.into_remainder();
+    if !rest.is_empty() {
+        let mut buf = [0.0f32; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        let r = gelu8(ld(&buf));
+        st(&mut buf, r);
+        let k = rest.len();
+        rest.copy_from_slice(&buf[..k]);
+    }
+}
+
+/// Safe wrapper of [`softmax_impl`].
+pub(super) fn softmax(x: &mut [f32]) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { softmax_impl(x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn softmax_impl(x: &mut [f32]) {
+    let n8 = x.len() - x.len() % 8;
+    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+    for c in x[..n8].chunks_exact(8) {
+        mv = _mm256_max_ps(mv, ld(c));
+    }
+    let mut max = hmax(mv);
+    for &v in &x[n8..] {
+        max = max.max(v);
+    }
+    let m = _mm256_set1_ps(max);
+    let mut acc = _mm256_setzero_ps();
+    let mut buf = [0.0f32; 8];
+    for c in x.chunks_mut(8) {
+        let k = c.len();
+        let v = if k == 8 {
+            ld(c)
+        } else {
+            buf = [f32::NEG_INFINITY; 8];
+            buf[..k].copy_from_slice(c);
+            ld(&buf)
+        };
+        let mut e = exp8(_mm256_sub_ps(v, m));
+        if k < 8 {
+            // Lanes past the end hold -inf: their exp is not added.
+            let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_set1_ps(f32::NEG_INFINITY));
+            e = _mm256_and_ps(e, keep);
+            st(&mut buf, e);
+            c.copy_from_slice(&buf[..k]);
+        } else {
+            st(c, e);
+        }
+        acc = _mm256_add_ps(acc, e);
+    }
+    let inv = _mm256_set1_ps(1.0 / hsum(acc));
+    let mut ch = x.chunks_exact_mut(8);
+    for c in &mut ch {
+        let v = _mm256_mul_ps(ld(c), inv);
+        st(c, v);
+    }
+    let inv = 1.0 / hsum(acc);
+    for v in ch.into_remainder() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests;

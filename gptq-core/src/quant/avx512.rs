@@ -1,0 +1,241 @@
+//! The x86-64 AVX-512 VNNI kernel path for the quantized products
+//! (`avx512f,avx512bw,avx512vl,avx512vnni` on top of AVX2 + FMA + F16C); every
+//! other table entry is the AVX2 function.
+//!
+//! Each 512-bit register holds two 32-element blocks. The weights are offset to
+//! unsigned bytes (Q8_0: `w + 128`, Q4_0: the stored nibble `q = w + 8`), so one
+//! `vpdpbusd` per block pair sums `u·a` exactly into i32 lanes, starting from the
+//! correction `-offset · Σa` taken from the activations' block sums. Each lane
+//! is then scaled by its block's `d_a · d_w`. The activation side (joined
+//! blocks, corrections, scales) is prepared once per kernel call and shared by
+//! every row. A register tile of `4 rows × 4 tokens` lets each weight block
+//! pair serve four tokens in prefill; decode shares each activation load
+//! between four rows.
+//!
+//! The safe wrappers are only reachable through the `AVX512` table, which
+//! [`super::Kernels::new`] hands out only after [`super::KernelPath::Avx512`]
+//! reported every feature present.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::avx2::{drive, load_q8};
+use super::blocks::{BlockQ4_0, BlockQ8_0};
+use super::tile::{OutTile, QuantActs};
+
+/// Weight rows per register tile.
+const TR: usize = 4;
+/// Tokens per register tile (prefill).
+const TT: usize = 4;
+
+/// Two 256-bit halves as one register (`lo` in lanes 0..8).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// Two Q8_0 weight blocks as unsigned bytes `w + 128`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn w_q8(b0: &BlockQ8_0, b1: &BlockQ8_0) -> __m512i {
+    _mm512_xor_si512(join(load_q8(b0), load_q8(b1)), _mm512_set1_epi8(-128))
+}
+
+/// Two Q4_0 weight blocks as unsigned bytes `q` (0..=15) in element order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn w_q4(b0: &BlockQ4_0, b1: &BlockQ4_0) -> __m512i {
+    // SAFETY: each `qs` is 16 readable bytes; the loads are unaligned.
+    let (x0, x1) = unsafe {
+        (
+            _mm_loadu_si128(b0.qs.as_ptr().cast()),
+            _mm_loadu_si128(b1.qs.as_ptr().cast()),
+        )
+    };
+    // [x0, x0, x1, x1]: the second copy of each shifted down to its high nibbles.
+    let z = join(
+        _mm256_broadcastsi128_si256(x0),
+        _mm256_broadcastsi128_si256(x1),
+    );
+    let shifts = _mm512_setr_epi32(
+        0, 0, 0, 0, 0x4_0004, 0x4_0004, 0x4_0004, 0x4_0004, 0, 0, 0, 0, 0x4_0004, 0x4_0004,
+        0x4_0004, 0x4_0004,
+    );
+    _mm512_and_si512(_mm512_srlv_epi16(z, shifts), _mm512_set1_epi8(0x0f))
+}
+
+/// The scales of two blocks, each broadcast over its block's eight lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn scales(d0: f16, d1: f16) -> __m512 {
+    let bits = i32::from(d0.to_bits()) | (i32::from(d1.to_bits()) << 16);
+    let p = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    let idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(p))
+}
+
+/// The starting lanes of a block pair's dot: `c0` in lane 0 (first block),
+/// `c1` in lane 8 (second block), zero elsewhere.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn corr(c0: i32, c1: i32) -> __m512i {
+    _mm512_inserti32x4::<2>(
+        _mm512_zextsi128_si512(_mm_cvtsi32_si128(c0)),
+        _mm_cvtsi32_si128(c1),
+    )
+}
+
+/// The integer dots of a block pair in sixteen i32 lanes: lanes 0..8 sum to the
+/// first block's `Σ w·a`, lanes 8..16 to the second's, given unsigned weights
+/// `u = w + off`, the activations `a`, and `c = corr(-off·Σa₀, -off·Σa₁)`.
+/// Exact for every i8 activation and weight (no intermediate saturates).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn dot_pair(c: __m512i, u: __m512i, a: __m512i) -> __m512i {
+    _mm512_dpbusd_epi32(c, u, a)
+}
+
+/// One token's block pair, prepared once per kernel call and then shared by
+/// every weight row: the joined activations, the starting lanes (the offset
+/// correction) and the activation scales, each a whole 64-byte register.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct PreparedPair {
+    a: __m512i,
+    c: __m512i,
+    d: __m512,
+}
+
+/// The activations of a kernel call as block pairs, token-major.
+struct Prepared {
+    pairs: Vec<PreparedPair>,
+    /// Block pairs per token (`nb` rounded up to even, halved).
+    np: usize,
+    nb: usize,
+    n_tok: usize,
+}
+
+/// Prepares every token's block pairs for weights offset by `off`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn prepare(a: &QuantActs<'_>, off: i32) -> Prepared {
+    let nb = a.nb;
+    let np = nb.div_ceil(2);
+    let mut pairs = Vec::with_capacity(a.n_tok * np);
+    for t in 0..a.n_tok {
+        let (ar, sr) = (&a.row(t)[..nb], &a.row_sums(t)[..nb]);
+        for p in 0..np {
+            let b = 2 * p;
+            let (a0, s0) = (&ar[b], i32::from(sr[b]));
+            // A last odd block pairs with zero activations.
+            pairs.push(if b + 1 < nb {
+                let (a1, s1) = (&ar[b + 1], i32::from(sr[b + 1]));
+                PreparedPair {
+                    a: join(load_q8(a0), load_q8(a1)),
+                    c: corr(-off * s0, -off * s1),
+                    d: scales(a0.d, a1.d),
+                }
+            } else {
+                PreparedPair {
+                    a: join(load_q8(a0), _mm256_setzero_si256()),
+                    c: corr(-off * s0, 0),
+                    d: scales(a0.d, f16::ZERO),
+                }
+            });
+        }
+    }
+    Prepared {
+        pairs,
+        np,
+        nb,
+        n_tok: a.n_tok,
+    }
+}
+
+/// Generates the tile function of one weight type: `$wload` makes a block pair
+/// unsigned.
+macro_rules! vnni_tile {
+    ($name:ident, $blk:ty, $wload:ident) => {
+        /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        fn $name<const R: usize, const T: usize>(
+            w: &[$blk],
+            a: &Prepared,
+            r: usize,
+            t: usize,
+        ) -> [[f32; T]; R] {
+            let (nb, np) = (a.nb, a.np);
+            let mut wr: [&[$blk]; R] = [&[]; R];
+            for (i, s) in wr.iter_mut().enumerate() {
+                *s = &w[(r + i) * nb..(r + i + 1) * nb];
+            }
+            let mut ar: [&[PreparedPair]; T] = [&[]; T];
+            for (j, s) in ar.iter_mut().enumerate() {
+                *s = &a.pairs[(t + j) * np..(t + j + 1) * np];
+            }
+            let mut acc = [[_mm512_setzero_ps(); T]; R];
+            for p in 0..np {
+                let b = 2 * p;
+                // The last odd block's partner is itself; its activations are zero.
+                let b1 = if b + 1 < nb { b + 1 } else { b };
+                for i in 0..R {
+                    let (w0, w1) = (&wr[i][b], &wr[i][b1]);
+                    let u = $wload(w0, w1);
+                    let wd = scales(w0.d, w1.d);
+                    for j in 0..T {
+                        let pp = &ar[j][p];
+                        let q = _mm512_cvtepi32_ps(dot_pair(pp.c, u, pp.a));
+                        acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(q, pp.d), wd, acc[i][j]);
+                    }
+                }
+            }
+            let mut res = [[0.0f32; T]; R];
+            for i in 0..R {
+                for j in 0..T {
+                    res[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+                }
+            }
+            res
+        }
+    };
+}
+
+vnni_tile!(tile_q8, BlockQ8_0, w_q8);
+vnni_tile!(tile_q4, BlockQ4_0, w_q4);
+
+/// Safe wrapper of [`gemm_q8_0_impl`].
+pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX512 kernel table, which
+    // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL/VNNI, AVX2,
+    // FMA and F16C.
+    unsafe { gemm_q8_0_impl(w, a, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
+    let prep = prepare(a, 128);
+    let prep = &prep;
+    drive!(tile_q8, w, prep, out, TR, TT);
+}
+
+/// Safe wrapper of [`gemm_q4_0_impl`].
+pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX512 kernel table, which
+    // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL/VNNI, AVX2,
+    // FMA and F16C.
+    unsafe { gemm_q4_0_impl(w, a, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
+    let prep = prepare(a, 8);
+    let prep = &prep;
+    drive!(tile_q4, w, prep, out, TR, TT);
+}
+
+#[cfg(test)]
+mod tests;
