@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::session::{Session, SessionParams};
@@ -24,9 +26,15 @@ pub struct Perplexity {
 
 /// `-log softmax(logits)[target]`, in f64.
 pub fn nll(logits: &[f32], target: u32) -> f64 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    -(logits[target as usize] as f64 - max - sum.ln())
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // As llama-perplexity: each exponential in f32 (several times faster than
+    // f64, and exact to 1e-7 relative), the sum in f64; a row of 50k
+    // exponentials is split across the pool.
+    let sum: f64 = logits
+        .par_chunks(8192)
+        .map(|c| c.iter().map(|&v| f64::from((v - max).exp())).sum::<f64>())
+        .sum();
+    -(f64::from(logits[target as usize] - max) - sum.ln())
 }
 
 /// Cuts `tokens` into non-overlapping chunks of `n_ctx` (the remainder is
