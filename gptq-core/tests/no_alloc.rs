@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use gptq_core::gguf::GgmlType;
 use gptq_core::model::HParams;
 use gptq_core::synthetic::{SyntheticSpec, write_synthetic};
-use gptq_core::{KvType, Model, Session, SessionParams};
+use gptq_core::{KernelPath, Kernels, KvType, Model, Session, SessionParams};
 
 struct Counting;
 
@@ -54,10 +54,14 @@ fn decode_steps_allocate_nothing() {
         ln_eps: 1e-5,
     };
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0] {
-        for kv in [KvType::F32, KvType::F16] {
-            let path = dir.path().join(format!("{ty}.gguf"));
-            write_synthetic(&path, &SyntheticSpec::new(hp.clone(), ty)).unwrap();
-            let model = Arc::new(Model::load(&path).unwrap());
+        let path = dir.path().join(format!("{ty}.gguf"));
+        write_synthetic(&path, &SyntheticSpec::new(hp.clone(), ty)).unwrap();
+        for (kp, kv) in KernelPath::available()
+            .into_iter()
+            .flat_map(|p| [(p, KvType::F32), (p, KvType::F16)])
+        {
+            let kernels = Kernels::new(kp).unwrap();
+            let model = Arc::new(Model::load_with_kernels(&path, kernels).unwrap());
             let params = SessionParams {
                 kv_type: kv,
                 ..SessionParams::default()
@@ -77,7 +81,10 @@ fn decode_steps_allocate_nothing() {
                 COUNTING.store(false, Ordering::Relaxed);
                 ALLOCS.load(Ordering::Relaxed)
             });
-            assert_eq!(n, 0, "{ty} weights, {kv:?} cache: decode steps allocated");
+            assert_eq!(
+                n, 0,
+                "{kp} kernels, {ty} weights, {kv:?} cache: decode steps allocated"
+            );
             // Called from any other thread, each step enters the pool once, and
             // rayon's injector queue allocates one block per 63 entries: at most
             // one allocation per 63 steps, none of it ours.
@@ -90,7 +97,7 @@ fn decode_steps_allocate_nothing() {
             let n = ALLOCS.load(Ordering::Relaxed);
             assert!(
                 n <= 1,
-                "{ty} weights, {kv:?} cache: {n} allocations in 50 steps"
+                "{kp} kernels, {ty} weights, {kv:?} cache: {n} allocations in 50 steps"
             );
         }
     }

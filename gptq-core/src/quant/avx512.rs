@@ -17,6 +17,7 @@
 //! reported every feature present.
 
 use std::arch::x86_64::*;
+use std::cell::Cell;
 
 use half::f16;
 
@@ -117,12 +118,21 @@ struct Prepared {
     n_tok: usize,
 }
 
-/// Prepares every token's block pairs for weights offset by `off`.
+thread_local! {
+    /// Each thread's buffer of prepared pairs, taken by a kernel call and put
+    /// back after it: once it has grown to the largest product's size, a
+    /// product allocates nothing (decoding must not touch the heap).
+    static PAIRS: Cell<Vec<PreparedPair>> = const { Cell::new(Vec::new()) };
+}
+
+/// Prepares every token's block pairs for weights offset by `off`, in `pairs`
+/// (cleared first, its capacity kept).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn prepare(a: &QuantActs<'_>, off: i32) -> Prepared {
+fn prepare(a: &QuantActs<'_>, off: i32, mut pairs: Vec<PreparedPair>) -> Prepared {
     let nb = a.nb;
     let np = nb.div_ceil(2);
-    let mut pairs = Vec::with_capacity(a.n_tok * np);
+    pairs.clear();
+    pairs.reserve(a.n_tok * np);
     for t in 0..a.n_tok {
         let (ar, sr) = (&a.row(t)[..nb], &a.row_sums(t)[..nb]);
         for p in 0..np {
@@ -216,9 +226,9 @@ pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    let prep = prepare(a, 128);
-    let prep = &prep;
-    drive!(tile_q8, w, prep, out, TR, TT);
+    let prep = prepare(a, 128, PAIRS.take());
+    drive!(tile_q8, w, &prep, out, TR, TT);
+    PAIRS.set(prep.pairs);
 }
 
 /// Safe wrapper of [`gemm_q4_0_impl`].
@@ -232,9 +242,9 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    let prep = prepare(a, 8);
-    let prep = &prep;
-    drive!(tile_q4, w, prep, out, TR, TT);
+    let prep = prepare(a, 8, PAIRS.take());
+    drive!(tile_q4, w, &prep, out, TR, TT);
+    PAIRS.set(prep.pairs);
 }
 
 #[cfg(test)]
