@@ -26,6 +26,24 @@ const TT: usize = 2;
 // ---------------------------------------------------------------------------
 // Small helpers (all inlined into their target_feature callers).
 
+/// How far ahead of the block being read the weight stream is prefetched, in
+/// tiles of rows: a tile reads `R` consecutive rows, so the same block of the
+/// rows `PREFETCH_TILES · R` further on lies that many tile-sizes ahead in
+/// memory. Decoding streams every weight from DRAM once; without this hint
+/// the loads stall on each new page (the hardware prefetcher stops at page
+/// boundaries) and a thread streams half as fast.
+pub(super) const PREFETCH_TILES: usize = 2;
+
+/// Hints the cache line `ahead` bytes past `p` into L1. Never faults.
+#[inline(always)]
+pub(super) fn prefetch_ahead<B>(p: &B, ahead: usize) {
+    let addr = (p as *const B).cast::<i8>().wrapping_add(ahead);
+    // SAFETY: a prefetch is only a hint: it never faults and makes no memory
+    // visible to the program, so an address past the end of the weights
+    // (computed with wrapping arithmetic, never dereferenced) is harmless.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(addr) }
+}
+
 /// A Q8_0 block's 32 values.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -295,6 +313,7 @@ fn tile_q8<const R: usize, const T: usize>(
     for (j, s) in ar.iter_mut().enumerate() {
         *s = &a.row(t + j)[..nb];
     }
+    let ahead = PREFETCH_TILES * R * nb * std::mem::size_of::<BlockQ8_0>();
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     for b in 0..nb {
         let mut av = [_mm256_setzero_si256(); T];
@@ -307,6 +326,7 @@ fn tile_q8<const R: usize, const T: usize>(
         }
         for i in 0..R {
             let wb = &wr[i][b];
+            prefetch_ahead(wb, ahead);
             let wv = load_q8(wb);
             let wd = _mm256_set1_ps(h2f(wb.d));
             for j in 0..T {
@@ -355,6 +375,7 @@ fn tile_q4<const R: usize, const T: usize>(
     for (j, s) in ar.iter_mut().enumerate() {
         *s = &a.row(t + j)[..nb];
     }
+    let ahead = PREFETCH_TILES * R * nb * std::mem::size_of::<BlockQ4_0>();
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     for b in 0..nb {
         let mut av = [_mm256_setzero_si256(); T];
@@ -367,6 +388,7 @@ fn tile_q4<const R: usize, const T: usize>(
         }
         for i in 0..R {
             let wb = &wr[i][b];
+            prefetch_ahead(wb, ahead);
             let q = load_q4(wb);
             let wd = _mm256_set1_ps(h2f(wb.d));
             for j in 0..T {
