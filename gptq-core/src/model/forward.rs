@@ -381,6 +381,12 @@ fn attention(
             let (t, h) = (p / n_head, p % n_head);
             let q = &qkv[t * 3 * d + h * hd..t * 3 * d + (h + 1) * hd];
             let len = pos0 + t + 1;
+            if let (Some(attend), Rows::F32(kc), Rows::F32(vc)) = (k.table.attend_f32, keys, values)
+            {
+                let at = h * hd;
+                attend(q, &kc[at..], &vc[at..], d, len, scale, sc, o);
+                continue;
+            }
             let sc = &mut sc[..len];
             for (pos, s) in sc.iter_mut().enumerate() {
                 *s = keys.dot(k, pos * d + h * hd, q) * scale;

@@ -498,6 +498,86 @@ macro_rules! float_tile {
 float_tile!(tile_f32, f32, ld, |v: f32| v);
 float_tile!(tile_f16, f16, ldh, |v: f16| v.to_f32());
 
+/// Safe wrapper of [`attend_f32_impl`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
+    // hands out only when the CPU has AVX2, FMA and F16C.
+    unsafe { attend_f32_impl(q, k, v, stride, n, scale, scores, out) }
+}
+
+/// One query over `n` positions of one head: the scores in one pass without
+/// a call per position, the stable softmax, then the weighted sum of values
+/// with the output held in registers across all positions (32 lanes at a
+/// time), instead of a load and store of the output per position.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attend_f32_impl(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    assert!(
+        n >= 1 && q.len() == hd && scores.len() >= n,
+        "attend: sizes"
+    );
+    let last = (n - 1) * stride + hd;
+    assert!(
+        k.len() >= last && v.len() >= last,
+        "attend: cache too short"
+    );
+    let scores = &mut scores[..n];
+    for (p, s) in scores.iter_mut().enumerate() {
+        *s = dot_f32_impl(q, &k[p * stride..p * stride + hd]) * scale;
+    }
+    softmax_impl(scores);
+    let mut c = 0;
+    while c + 32 <= hd {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (p, &w) in scores.iter().enumerate() {
+            let row = &v[p * stride + c..p * stride + c + 32];
+            let wv = _mm256_set1_ps(w);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(wv, ld(&row[8 * i..]), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            st(&mut out[c + 8 * i..c + 8 * i + 8], *a);
+        }
+        c += 32;
+    }
+    while c + 8 <= hd {
+        let mut acc = _mm256_setzero_ps();
+        for (p, &w) in scores.iter().enumerate() {
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(w), ld(&v[p * stride + c..]), acc);
+        }
+        st(&mut out[c..c + 8], acc);
+        c += 8;
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(c) {
+        *o = scores
+            .iter()
+            .enumerate()
+            .map(|(p, &w)| w * v[p * stride + j])
+            .sum();
+    }
+}
+
 /// Safe wrapper of [`dot_f32_impl`].
 pub(super) fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
     // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`

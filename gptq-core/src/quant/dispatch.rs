@@ -104,6 +104,11 @@ impl fmt::Display for KernelPath {
 /// `layer_norm(x, weight, bias, eps, out)`.
 pub(crate) type LayerNormFn = fn(&[f32], &[f32], &[f32], f32, &mut [f32]);
 
+/// `attend(q, k, v, stride, n, scale, scores, out)`: one query's attention
+/// over `n` cached positions of one head, whose key and value of position `p`
+/// are `k[p·stride ..][..hd]` and `v[p·stride ..][..hd]` (`hd = out.len()`).
+pub(crate) type AttendFn = fn(&[f32], &[f32], &[f32], usize, usize, f32, &mut [f32], &mut [f32]);
+
 pub(crate) struct KernelTable {
     pub quantize_acts: fn(&[f32], &mut [BlockQ8_0], &mut [i16]),
     pub gemm_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
@@ -118,6 +123,9 @@ pub(crate) struct KernelTable {
     pub gelu: fn(&mut [f32]),
     pub add: fn(&[f32], &mut [f32]),
     pub softmax: fn(&mut [f32]),
+    /// A fused attention over an f32 cache, where a path has one; otherwise
+    /// the forward pass composes `dot_f32`, `softmax` and `axpy_f32`.
+    pub attend_f32: Option<AttendFn>,
 }
 
 static SCALAR: KernelTable = KernelTable {
@@ -134,6 +142,7 @@ static SCALAR: KernelTable = KernelTable {
     gelu: scalar::gelu,
     add: scalar::add,
     softmax: scalar::softmax,
+    attend_f32: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -151,6 +160,7 @@ static AVX2: KernelTable = KernelTable {
     gelu: super::avx2::gelu,
     add: super::avx2::add,
     softmax: super::avx2::softmax,
+    attend_f32: Some(super::avx2::attend_f32),
 };
 
 #[cfg(target_arch = "x86_64")]

@@ -41,6 +41,7 @@ pub(super) static NEON_DOTPROD: KernelTable = KernelTable {
     gelu,
     add,
     softmax,
+    attend_f32: None,
 };
 
 /// NEON with widening multiplies for the int8 block dots.
@@ -58,6 +59,7 @@ pub(super) static NEON: KernelTable = KernelTable {
     gelu,
     add,
     softmax,
+    attend_f32: None,
 };
 
 /// Whether this CPU has the dot-product instructions (`sdot`).
