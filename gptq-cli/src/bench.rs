@@ -2,6 +2,7 @@
 //! figures, plus the weight bandwidth decoding reaches and the machine's
 //! streaming-read bandwidth to compare it with.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -136,6 +137,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let file_mib = std::fs::metadata(model.path()).map_or(0.0, |m| m.len() as f64 / 1048576.0);
     let name = model.name().unwrap_or("gpt2").to_string();
 
+    // Written with `?`, not println!, so a closed pipe ends the command quietly.
+    let mut out = std::io::stdout().lock();
     if args.json {
         let mut v = serde_json::json!({
             "model": name,
@@ -155,34 +158,38 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if let Some(bw) = membw {
             v["membw_gbps"] = bw.into();
         }
-        println!("{v}");
+        writeln!(out, "{v}")?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "| model | size | kernel | threads | test | t/s |\n| --- | ---: | --- | ---: | ---: | ---: |"
-    );
-    let row = |test: String, m: f64, sd: f64| {
-        println!(
-            "| {name} | {file_mib:.2} MiB | {kernel} | {threads} | {test} | {m:.2} ± {sd:.2} |"
-        );
-    };
-    if !pp.is_empty() {
-        row(format!("pp{}", args.n_prompt), pp_m, pp_sd);
+    )?;
+    let tests = [
+        (format!("pp{}", args.n_prompt), !pp.is_empty(), pp_m, pp_sd),
+        (format!("tg{}", args.n_gen), !tg.is_empty(), tg_m, tg_sd),
+    ];
+    for (test, ran, m, sd) in tests {
+        if ran {
+            writeln!(
+                out,
+                "| {name} | {file_mib:.2} MiB | {kernel} | {threads} | {test} | {m:.2} ± {sd:.2} |"
+            )?;
+        }
     }
     if !tg.is_empty() {
-        row(format!("tg{}", args.n_gen), tg_m, tg_sd);
-    }
-    if !tg.is_empty() {
-        print!(
+        write!(
+            out,
             "\ntg weight bandwidth: {tg_gbps:.2} GB/s ({:.1} MB of weights per token)",
             bytes_per_token / 1e6
-        );
+        )?;
         match membw {
-            Some(bw) => println!(
+            Some(bw) => writeln!(
+                out,
                 "; streaming read on {threads} threads: {bw:.2} GB/s, so decode runs at {:.0} % of it",
                 100.0 * tg_gbps / bw
-            ),
-            None => println!(),
+            )?,
+            None => writeln!(out)?,
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `gptq info`: a GGUF file's metadata and tensors.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -28,50 +29,57 @@ pub struct InfoArgs {
 
 /// Runs `gptq info`.
 pub fn run(args: &InfoArgs) -> Result<()> {
+    // Written with `?`, not println!, so a closed pipe (`| head`) ends the
+    // command quietly instead of panicking.
+    let mut out = std::io::stdout().lock();
     let path = crate::model_path::resolve(args.file.as_deref().or(args.model.as_deref()))?;
     let file = MappedFile::open(&path)?;
     let gguf = GgufFile::parse(file.bytes()).with_context(|| format!("{}", path.display()))?;
-    println!("file: {}", path.display());
-    println!(
+    writeln!(out, "file: {}", path.display())?;
+    writeln!(
+        out,
         "GGUF v{}, {} bytes, alignment {}, data at byte {}",
         gguf.version,
         file.bytes().len(),
         gguf.alignment,
         gguf.data_offset
-    );
-    println!("metadata ({} keys):", gguf.metadata.len());
+    )?;
+    writeln!(out, "metadata ({} keys):", gguf.metadata.len())?;
     for (k, v) in &gguf.metadata {
-        println!("  {k} = {}", show(v, args.full));
+        writeln!(out, "  {k} = {}", show(v, args.full))?;
     }
-    println!("tensors ({}):", gguf.tensors.len());
+    writeln!(out, "tensors ({}):", gguf.tensors.len())?;
     let width = gguf.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
     let mut total = 0u64;
     for t in &gguf.tensors {
         total += t.n_bytes;
-        println!(
+        writeln!(
+            out,
             "  {:<width$}  {:<5} {:<16} {:>12} bytes  @ {}",
             t.name,
             t.ty.name(),
             format!("{:?}", t.dims),
             t.n_bytes,
             t.offset
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "tensor data: {total} bytes ({:.1} MiB)",
         total as f64 / (1024.0 * 1024.0)
-    );
+    )?;
     match Kernels::from_env() {
-        Ok(k) => println!("kernel path: {}", k.describe()),
-        Err(e) => println!("kernel path: {e}"),
-    }
+        Ok(k) => writeln!(out, "kernel path: {}", k.describe()),
+        Err(e) => writeln!(out, "kernel path: {e}"),
+    }?;
     match Model::load(&path) {
-        Ok(m) => println!(
+        Ok(m) => writeln!(
+            out,
             "model: loads; {:.1} MB of weights read per decoded token",
             m.weight_bytes_per_token() as f64 / 1e6
         ),
-        Err(e) => println!("model: does not load: {e}"),
-    }
+        Err(e) => writeln!(out, "model: does not load: {e}"),
+    }?;
     Ok(())
 }
 

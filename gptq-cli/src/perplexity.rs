@@ -26,6 +26,9 @@ pub struct PerplexityArgs {
 
 /// Runs `gptq perplexity`.
 pub fn run(args: &PerplexityArgs) -> Result<()> {
+    // Written with `?`, not println!, so a closed pipe (`| head`) ends the
+    // command quietly instead of panicking.
+    let mut out = std::io::stdout().lock();
     let loaded = load::load(&args.model)?;
     let model = &loaded.model;
     let text = std::fs::read(&args.file)
@@ -58,12 +61,17 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
         (r.chunks * n_ctx) as f64 / t.elapsed().as_secs_f64()
     );
     if args.json {
-        println!(
+        writeln!(
+            out,
             "{}",
             serde_json::json!({"ppl": r.ppl, "tokens": r.tokens, "chunks": r.chunks})
-        );
+        )?;
     } else {
-        println!("Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.ppl_err);
+        writeln!(
+            out,
+            "Final estimate: PPL = {:.4} +/- {:.5}",
+            r.ppl, r.ppl_err
+        )?;
     }
     Ok(())
 }

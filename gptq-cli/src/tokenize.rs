@@ -1,5 +1,7 @@
 //! `gptq tokenize`: the token ids of a text.
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::Args;
 
@@ -20,6 +22,9 @@ pub struct TokenizeArgs {
 
 /// Runs `gptq tokenize`: prints the ids on one line, comma-separated.
 pub fn run(args: &TokenizeArgs) -> Result<()> {
+    // Written with `?`, not println!, so a closed pipe (`| head`) ends the
+    // command quietly instead of panicking.
+    let mut out = std::io::stdout().lock();
     let loaded = load::load(&args.model)?;
     let tok = loaded.model.tokenizer();
     let text = args.prompt.text()?.unwrap_or_default();
@@ -29,6 +34,6 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
         tok.encode_with_special(&text)
     };
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-    println!("{}", ids.join(","));
+    writeln!(out, "{}", ids.join(","))?;
     Ok(())
 }

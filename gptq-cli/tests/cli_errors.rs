@@ -178,3 +178,25 @@ fn perplexity_json_on_the_default_model() {
     // Q8_0 of a model whose F32 figure is 174.943 (transformers).
     assert!((ppl - 174.943).abs() / 174.943 < 0.01, "{ppl}");
 }
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    for args in [&["info", "--full"][..], &["tokenize", "-p", "x"]] {
+        let mut child = gptq()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is gone: the rest of the output meets a closed pipe.
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
