@@ -239,8 +239,8 @@ impl Sampler {
         if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
             let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
             // Each distinct token is penalised once, however often it recurs
-            // (llama.cpp's rule): mark by sign-flipping is avoided by checking
-            // the original logit.
+            // (llama.cpp's rule): a candidate whose logit no longer equals the
+            // original has already been penalised.
             for &id in recent {
                 let i = id as usize;
                 if i < logits.len() && self.cand[i].0 == sanitize(logits[i]) {
