@@ -20,6 +20,11 @@ use super::tile::{FloatActs, OutTile, QuantActs};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
+/// Rows per tile when decoding (one token): one row at a time, so each thread
+/// reads its weights as one sequential stream, which the hardware prefetcher
+/// follows best (measured on Q8_0: 1.5× the decode speed of 4-row tiles, whose
+/// four interleaved streams the prefetcher keeps losing).
+pub(super) const DR: usize = 1;
 /// Tokens per register tile (prefill).
 const TT: usize = 2;
 
@@ -292,7 +297,11 @@ pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    drive!(tile_q8, w, a, out, TR, TT);
+    if a.n_tok == 1 {
+        drive!(tile_q8, w, a, out, DR, TT);
+    } else {
+        drive!(tile_q8, w, a, out, TR, TT);
+    }
 }
 
 /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
@@ -354,7 +363,11 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    drive!(tile_q4, w, a, out, TR, TT);
+    if a.n_tok == 1 {
+        drive!(tile_q4, w, a, out, DR, TT);
+    } else {
+        drive!(tile_q4, w, a, out, TR, TT);
+    }
 }
 
 /// `R` Q4_0 weight rows (from tile row `r`) times `T` tokens (from `t`).
