@@ -21,7 +21,7 @@ use std::cell::Cell;
 
 use half::f16;
 
-use super::avx2::{DR, PREFETCH_TILES, drive, load_q8, prefetch_ahead};
+use super::avx2::{PREFETCH_TILES, drive, load_q8, prefetch_ahead};
 use super::blocks::{BlockQ4_0, BlockQ8_0};
 use super::tile::{OutTile, QuantActs};
 
@@ -230,11 +230,7 @@ pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
     let prep = prepare(a, 128, PAIRS.take());
-    if a.n_tok == 1 {
-        drive!(tile_q8, w, &prep, out, DR, TT);
-    } else {
-        drive!(tile_q8, w, &prep, out, TR, TT);
-    }
+    drive!(tile_q8, w, &prep, out, TR, TT);
     PAIRS.set(prep.pairs);
 }
 
@@ -250,11 +246,7 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
     let prep = prepare(a, 8, PAIRS.take());
-    if a.n_tok == 1 {
-        drive!(tile_q4, w, &prep, out, DR, TT);
-    } else {
-        drive!(tile_q4, w, &prep, out, TR, TT);
-    }
+    drive!(tile_q4, w, &prep, out, TR, TT);
     PAIRS.set(prep.pairs);
 }
 
