@@ -542,6 +542,17 @@ impl Repl {
         }
     }
 
+    /// The next line of a multi-line input, or the input that ends it
+    /// (Ctrl-D, Ctrl-C).
+    fn continuation(&mut self) -> Result<std::result::Result<String, Input>> {
+        match self.editor.readline(&self.paint("... ", "2")) {
+            Ok(l) => Ok(Ok(l)),
+            Err(ReadlineError::Eof) => Ok(Err(Input::Eof)),
+            Err(ReadlineError::Interrupted) => Ok(Err(Input::Interrupted)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn read(&mut self, prompt: &str) -> Result<Input> {
         let first = match self.editor.readline(&self.paint(prompt, "1;32")) {
             Ok(l) => l,
@@ -559,11 +570,9 @@ impl Repl {
                 text = rest.to_string();
                 let mut at_start = rest.is_empty();
                 loop {
-                    let line = match self.editor.readline(&self.paint("... ", "2")) {
+                    let line = match self.continuation()? {
                         Ok(l) => l,
-                        Err(ReadlineError::Eof) => return Ok(Input::Eof),
-                        Err(ReadlineError::Interrupted) => return Ok(Input::Interrupted),
-                        Err(e) => return Err(e.into()),
+                        Err(end) => return Ok(end),
                     };
                     lines.push(line.clone());
                     let (body, done) = match line.strip_suffix("\"\"\"") {
@@ -585,11 +594,9 @@ impl Repl {
             while text.ends_with('\\') {
                 text.pop();
                 text.push('\n');
-                let line = match self.editor.readline(&self.paint("... ", "2")) {
+                let line = match self.continuation()? {
                     Ok(l) => l,
-                    Err(ReadlineError::Eof) => return Ok(Input::Eof),
-                    Err(ReadlineError::Interrupted) => return Ok(Input::Interrupted),
-                    Err(e) => return Err(e.into()),
+                    Err(end) => return Ok(end),
                 };
                 lines.push(line.clone());
                 text.push_str(&line);
