@@ -20,6 +20,9 @@ pub enum KernelPath {
     Avx2,
     /// x86-64 AVX-512 F/BW/VL/VNNI (quantized products; the rest is AVX2).
     Avx512,
+    /// x86-64 AMX-INT8 tile products for prefill's quantized products; the
+    /// rest is [`KernelPath::Avx512`].
+    Amx,
     /// aarch64 NEON with widening multiplies.
     Neon,
 }
@@ -27,6 +30,7 @@ pub enum KernelPath {
 impl KernelPath {
     /// Every path, best first.
     pub const ALL: &'static [KernelPath] = &[
+        KernelPath::Amx,
         KernelPath::Avx512,
         KernelPath::Avx2,
         KernelPath::Neon,
@@ -39,6 +43,7 @@ impl KernelPath {
             KernelPath::Scalar => "scalar",
             KernelPath::Avx2 => "avx2",
             KernelPath::Avx512 => "avx512",
+            KernelPath::Amx => "amx",
             KernelPath::Neon => "neon",
         }
     }
@@ -69,6 +74,8 @@ impl KernelPath {
                     && std::arch::is_x86_feature_detected!("avx512vl")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Amx => KernelPath::Avx512.is_supported() && super::amx::supported(),
             #[cfg(target_arch = "aarch64")]
             KernelPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -170,6 +177,13 @@ static AVX512: KernelTable = KernelTable {
     ..AVX2
 };
 
+#[cfg(target_arch = "x86_64")]
+static AMX: KernelTable = KernelTable {
+    gemm_q8_0: super::amx::gemm_q8_0,
+    gemm_q4_0: super::amx::gemm_q4_0,
+    ..AVX512
+};
+
 /// A chosen kernel path: the functions every computation goes through.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -200,6 +214,8 @@ impl Kernels {
             KernelPath::Avx2 => &AVX2,
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx512 => &AVX512,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Amx => &AMX,
             // Filled in by the SIMD paths; until then they run the reference.
             _ => &SCALAR,
         };

@@ -5,9 +5,11 @@
 //! - [`matrix`]: typed views of stored weight matrices.
 //! - [`matmul`]: matrix products split across the rayon pool.
 //! - [`pack`]: f32 rows into stored tensor bytes (for converters).
-//! - `scalar`, `avx2`, `neon`: the kernel paths, chosen at run time by
+//! - `scalar`, `avx2`, `avx512`, `amx`, `neon`: the kernel paths, chosen at run time by
 //!   [`Kernels`] (`GPTQ_KERNEL` overrides the choice).
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]

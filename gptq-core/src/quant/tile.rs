@@ -118,6 +118,24 @@ impl<'a> OutTile<'a> {
         // above), and inside this tile's own rows, which no other tile covers.
         unsafe { *self.ptr.add(idx) = v }
     }
+
+    /// Writes `y[t][r0 + i + j] = v[j]` for every `j < v.len()`.
+    ///
+    /// # Panics
+    /// When `t >= n_tok` or `i + v.len() > rows`.
+    #[inline]
+    pub fn set_run(&mut self, t: usize, i: usize, v: &[f32]) {
+        assert!(
+            t < self.n_tok && i + v.len() <= self.rows,
+            "OutTile::set_run out of tile"
+        );
+        let idx = t * self.ldy + self.r0 + i;
+        assert!(idx + v.len() <= self.len);
+        // SAFETY: `idx .. idx + v.len()` is inside the slice this tile was made
+        // from (checked above), and inside this tile's own rows, which no other
+        // tile covers; `v` is a distinct borrow, so the ranges do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(idx), v.len()) }
+    }
 }
 
 /// An output matrix cut into row ranges of `chunk` rows, one [`OutTile`] each,

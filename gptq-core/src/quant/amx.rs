@@ -1,0 +1,380 @@
+//! The x86-64 AMX-INT8 kernel path for prefill's quantized products: Intel's
+//! tile matrix unit multiplies a 16-token × 32-byte activation tile by a
+//! 32 × 16-row weight tile in one `tdpbssd` (8192 exact i8 products summed
+//! into 16 × 16 i32). Decode (fewer than [`MIN_TOKENS`] tokens) and every
+//! other table entry are the AVX-512 VNNI and AVX2 functions.
+//!
+//! Per kernel call, the weight rows are first repacked into a per-thread
+//! buffer in the tile unit's VNNI order (for each block: 8 lines of 16 rows ×
+//! 4 bytes, Q4_0 nibbles widened to `q - 8`) with f32 scales beside; that cost
+//! is shared by every token of the call. Then for each tile of 16 tokens (read
+//! in place from the quantized activations, one row per token) and each strip
+//! of 16 weight rows, every block's integer tile is scaled by
+//! `d_w · d_a` into sixteen f32 registers with AVX-512, one per token.
+//!
+//! Rust has no stable AMX intrinsics, so the tile instructions are inline
+//! `asm!`. Linux grants a process the tile state only on request
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); [`supported`] asks once, and the safe
+//! wrappers are only reachable through the AMX table, which
+//! [`super::Kernels::new`] hands out only after [`super::KernelPath::Amx`]
+//! reported the CPU features and that grant.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
+use super::tile::{OutTile, QuantActs};
+
+/// Tokens per activation tile, and weight rows per weight tile.
+const TILE: usize = 16;
+
+/// Products of fewer tokens than this run the AVX-512 VNNI kernels: repacking
+/// the weights costs more than the tile unit saves on a handful of tokens.
+pub(super) const MIN_TOKENS: usize = 8;
+
+/// Bytes of one weight block's tile: 8 lines of 16 rows × 4 bytes.
+const LINES_PER_BLOCK: usize = QK / 4;
+
+/// Whether the CPU has AMX-TILE and AMX-INT8 and the OS lets this process use
+/// the tile registers (asked once; the grant lasts for the process).
+pub(super) fn supported() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| cpu_has_amx_int8() && request_tile_data())
+}
+
+/// CPUID leaf 7, sub-leaf 0: EDX bit 24 is AMX-TILE, bit 25 AMX-INT8.
+fn cpu_has_amx_int8() -> bool {
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+}
+
+/// Asks Linux for the AMX tile-data state component (`XFEATURE_XTILEDATA`);
+/// without the grant the first tile instruction raises SIGILL.
+#[cfg(target_os = "linux")]
+fn request_tile_data() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with this request takes two integers and touches no
+    // memory of ours; failure (an old kernel, a sandbox) is a return value.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_data() -> bool {
+    false
+}
+
+/// The tile configuration `ldtilecfg` reads (palette 1).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+impl TileConfig {
+    /// Tiles for `m` tokens: `tmm0`/`tmm1` activations (`m` × 32 bytes),
+    /// `tmm2`/`tmm3` weights (8 × 64 bytes), `tmm4`/`tmm5` products (`m` × 16
+    /// i32). Two of each, so that consecutive blocks use different tiles.
+    fn new(m: usize) -> TileConfig {
+        debug_assert!((1..=TILE).contains(&m));
+        let mut c = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        for i in 0..2 {
+            (c.colsb[i], c.rows[i]) = (QK as u16, m as u8);
+            (c.colsb[2 + i], c.rows[2 + i]) = (64, LINES_PER_BLOCK as u8);
+            (c.colsb[4 + i], c.rows[4 + i]) = (64, m as u8);
+        }
+        c
+    }
+
+    /// Loads this configuration into the calling thread's tile unit.
+    ///
+    /// # Safety
+    /// The CPU must have AMX-TILE and the OS must have granted tile data
+    /// ([`supported`] returned true).
+    #[inline]
+    unsafe fn load(&self) {
+        // SAFETY: the caller guarantees AMX is usable; `self` is a valid
+        // 64-byte palette-1 configuration (rows ≤ 16, colsb ≤ 64).
+        unsafe { asm!("ldtilecfg [{}]", in(reg) self, options(nostack, readonly)) }
+    }
+}
+
+/// Returns the tile unit to its initial state (cheaper context switches).
+///
+/// # Safety
+/// As for [`TileConfig::load`].
+#[inline]
+unsafe fn tile_release() {
+    // SAFETY: the caller guarantees AMX is usable.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) }
+}
+
+/// One 64-byte line of a weight tile.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([i8; 64]);
+
+/// One product tile: 16 tokens × 16 rows of i32.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct ProductTile([[i32; TILE]; TILE]);
+
+/// A thread's repacked weights and scales, kept between calls so that once
+/// grown to the largest product a call allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    /// `strips × nb × 8` lines: block `b` of strip `s` at `(s·nb + b)·8`.
+    lines: Vec<Line>,
+    /// Weight scales, `strips × nb × 16`: row `n` of block `b` of strip `s`
+    /// at `(s·nb + b)·16 + n` (zero for padding rows).
+    dw: Vec<f32>,
+    /// The current token tile's activation scales, `nb × 16`, block-major
+    /// (zero for padding tokens).
+    da: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = const {
+        Cell::new(Scratch { lines: Vec::new(), dw: Vec::new(), da: Vec::new() })
+    };
+}
+
+/// A weight block as 32 signed values in element order and its scale.
+trait Unpack: Copy {
+    fn unpack(&self) -> (f32, [i8; QK]);
+}
+
+impl Unpack for BlockQ8_0 {
+    #[inline]
+    fn unpack(&self) -> (f32, [i8; QK]) {
+        (self.d.to_f32(), self.qs)
+    }
+}
+
+impl Unpack for BlockQ4_0 {
+    #[inline]
+    fn unpack(&self) -> (f32, [i8; QK]) {
+        let mut q = [0i8; QK];
+        for (j, &byte) in self.qs.iter().enumerate() {
+            q[j] = (byte & 0x0f) as i8 - 8;
+            q[j + QK / 2] = (byte >> 4) as i8 - 8;
+        }
+        (self.d.to_f32(), q)
+    }
+}
+
+/// Repacks `rows` rows of `nb` blocks into tile order: line `k` of a block's
+/// tile holds bytes `4k..4k + 4` of each of its strip's 16 rows.
+fn repack<W: Unpack>(w: &[W], rows: usize, nb: usize, s: &mut Scratch) {
+    let strips = rows.div_ceil(TILE);
+    s.lines.clear();
+    s.lines.resize(strips * nb * LINES_PER_BLOCK, Line([0; 64]));
+    s.dw.clear();
+    s.dw.resize(strips * nb * TILE, 0.0);
+    for (r, row) in w[..rows * nb].chunks_exact(nb).enumerate() {
+        let (strip, n) = (r / TILE, r % TILE);
+        for (b, blk) in row.iter().enumerate() {
+            let (d, q) = blk.unpack();
+            let at = strip * nb + b;
+            let lines = &mut s.lines[at * LINES_PER_BLOCK..(at + 1) * LINES_PER_BLOCK];
+            for (line, quad) in lines.iter_mut().zip(q.chunks_exact(4)) {
+                line.0[4 * n..4 * n + 4].copy_from_slice(quad);
+            }
+            s.dw[at * TILE + n] = d;
+        }
+    }
+}
+
+/// `y[t][r] = Σ_b d_w[r][b]·d_a[t][b]·Σ_k w[r][b][k]·a[t][b][k]` over the
+/// tile unit.
+///
+/// # Safety
+/// AMX must be usable ([`supported`]) and the CPU must have AVX-512 F, AVX2,
+/// FMA and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn gemm_impl<W: Unpack>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
+    assert!(w.len() >= rows * nb, "amx gemm: weights too short");
+    assert!(
+        a.blocks.len() >= n_tok * nb,
+        "amx gemm: activations too short"
+    );
+    let strips = rows.div_ceil(TILE);
+    let mut s = SCRATCH.take();
+    repack(w, rows, nb, &mut s);
+    s.da.clear();
+    s.da.resize(nb * TILE, 0.0);
+    let mut configured = 0;
+    let mut res = [0.0f32; TILE];
+    for t0 in (0..n_tok).step_by(TILE) {
+        let m = TILE.min(n_tok - t0);
+        if m != configured {
+            // SAFETY: the caller guarantees AMX is usable.
+            unsafe { TileConfig::new(m).load() };
+            configured = m;
+        }
+        for t in 0..TILE {
+            for b in 0..nb {
+                s.da[b * TILE + t] = if t < m {
+                    a.blocks[(t0 + t) * nb + b].d.to_f32()
+                } else {
+                    0.0
+                };
+            }
+        }
+        let acts = &a.blocks[t0 * nb..(t0 + m) * nb];
+        for strip in 0..strips {
+            let at = strip * nb;
+            // SAFETY: the tiles are configured for `m` tokens and `acts` holds
+            // exactly `m` tokens' blocks; the caller guarantees the features.
+            let acc = unsafe {
+                strip_product(
+                    acts,
+                    nb,
+                    &s.lines[at * LINES_PER_BLOCK..(at + nb) * LINES_PER_BLOCK],
+                    &s.dw[at * TILE..(at + nb) * TILE],
+                    &s.da,
+                )
+            };
+            let r0 = strip * TILE;
+            let nr = TILE.min(rows - r0);
+            for (t, v) in acc.iter().take(m).enumerate() {
+                // SAFETY: `res` is 16 writable f32; the store is unaligned.
+                unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
+                out.set_run(t0 + t, r0, &res[..nr]);
+            }
+        }
+    }
+    if configured != 0 {
+        // SAFETY: the caller guarantees AMX is usable.
+        unsafe { tile_release() };
+    }
+    SCRATCH.set(s);
+}
+
+/// One token tile times one weight strip over all `nb` blocks: register `t`
+/// holds token `t`'s sixteen row sums (tokens past the tile's `m` are zero
+/// because their scales are).
+///
+/// # Safety
+/// AMX must be usable and configured (by [`TileConfig::load`]) for
+/// `m = acts.len() / nb` tokens, and the CPU must have AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn strip_product(
+    acts: &[BlockQ8_0],
+    nb: usize,
+    lines: &[Line],
+    dw: &[f32],
+    da: &[f32],
+) -> [__m512; TILE] {
+    assert!(lines.len() == nb * LINES_PER_BLOCK && dw.len() == nb * TILE);
+    assert!(da.len() == nb * TILE && acts.len() >= nb && acts.len().is_multiple_of(nb));
+    let stride = nb * size_of::<BlockQ8_0>();
+    let qs_offset = std::mem::offset_of!(BlockQ8_0, qs);
+    let base = acts.as_ptr().cast::<u8>();
+    let mut c = [ProductTile([[0; TILE]; TILE]); 2];
+    let mut acc = [_mm512_setzero_ps(); TILE];
+    for b in 0..nb {
+        // Token `t`'s block `b` starts `t · stride` bytes past block `b` of the
+        // tile's first token.
+        let ap = base.wrapping_add(b * size_of::<BlockQ8_0>() + qs_offset);
+        let bp = lines[b * LINES_PER_BLOCK..].as_ptr();
+        let ct = &mut c[b & 1];
+        if b & 1 == 0 {
+            // SAFETY: the activation tile reads `m` rows of 32 bytes at `ap +
+            // t·stride`, each the `qs` of token `t`'s block `b`, inside `acts`
+            // (`m` tokens of `nb` blocks); the weight tile reads 8 lines of
+            // 64 bytes, the block's lines; the product tile writes `m` rows of
+            // 64 bytes into `ct`, which holds 16. The caller guarantees AMX is
+            // usable and configured.
+            unsafe {
+                asm!(
+                    "tileloadd tmm0, [{a} + {sa}*1]",
+                    "tileloadd tmm2, [{b} + {sb}*1]",
+                    "tilezero tmm4",
+                    "tdpbssd tmm4, tmm0, tmm2",
+                    "tilestored [{c} + {sb}*1], tmm4",
+                    a = in(reg) ap,
+                    sa = in(reg) stride,
+                    b = in(reg) bp,
+                    sb = in(reg) 64usize,
+                    c = in(reg) ct.0.as_mut_ptr(),
+                    options(nostack),
+                )
+            }
+        } else {
+            // SAFETY: as for the even blocks, on the second set of tiles.
+            unsafe {
+                asm!(
+                    "tileloadd tmm1, [{a} + {sa}*1]",
+                    "tileloadd tmm3, [{b} + {sb}*1]",
+                    "tilezero tmm5",
+                    "tdpbssd tmm5, tmm1, tmm3",
+                    "tilestored [{c} + {sb}*1], tmm5",
+                    a = in(reg) ap,
+                    sa = in(reg) stride,
+                    b = in(reg) bp,
+                    sb = in(reg) 64usize,
+                    c = in(reg) ct.0.as_mut_ptr(),
+                    options(nostack),
+                )
+            }
+        }
+        // SAFETY: `dw` holds 16 scales for block `b` (asserted above).
+        let wd = unsafe { _mm512_loadu_ps(dw.as_ptr().add(b * TILE)) };
+        let ad = &da[b * TILE..(b + 1) * TILE];
+        for t in 0..TILE {
+            // SAFETY: row `t` of the product tile is 16 aligned i32.
+            let q = unsafe { _mm512_load_si512(ct.0[t].as_ptr().cast()) };
+            let scale = _mm512_mul_ps(wd, _mm512_set1_ps(ad[t]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), scale, acc[t]);
+        }
+    }
+    acc
+}
+
+/// Q8_0 weights times Q8_0 activations: the tile unit for prefill, AVX-512
+/// VNNI for fewer than [`MIN_TOKENS`] tokens.
+pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok < MIN_TOKENS {
+        return super::avx512::gemm_q8_0(w, a, out);
+    }
+    // SAFETY: only reachable through the AMX kernel table, which
+    // `Kernels::new` hands out only when the CPU has AMX-INT8 (granted by the
+    // OS), AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+    unsafe { gemm_impl(w, a, out) }
+}
+
+/// Q4_0 weights times Q8_0 activations, as [`gemm_q8_0`].
+pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok < MIN_TOKENS {
+        return super::avx512::gemm_q4_0(w, a, out);
+    }
+    // SAFETY: as for `gemm_q8_0`.
+    unsafe { gemm_impl(w, a, out) }
+}
+
+#[cfg(test)]
+mod tests;
