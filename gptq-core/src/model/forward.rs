@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::Model;
 use super::weights::VectorLoc;
 use crate::error::{Error, Result};
-use crate::quant::{Kernels, MatmulScratch, matmul};
+use crate::quant::{HeadQueries, Kernels, MatmulScratch, matmul};
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -267,6 +267,7 @@ pub(crate) fn forward_hidden(
             &mut s.att,
             &mut s.scores,
             s.n_lanes,
+            &mut s.ff,
         );
         matmul(&k, &lw.attn_out_w.view(t), &s.att, n, &mut s.h, &mut s.mm);
         add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
@@ -351,9 +352,15 @@ fn add_residual(k: &Kernels, x: &mut [f32], y: &[f32], n: usize, d: usize, b: &[
     });
 }
 
+/// Queries from which a path's many-query head kernel takes over attention.
+const HEAD_KERNEL_MIN_QUERIES: usize = 4;
+
 /// Causal self-attention of `n` queries at positions `pos0..pos0 + n` over the
-/// cached keys and values `0..=position`, one (token, head) pair per unit of
-/// work; each parallel task owns one lane of score scratch.
+/// cached keys and values `0..=position`. Where the kernel path has a
+/// many-query head kernel and the cache is f32, each head is one unit of work
+/// (written head-major to `spare`, then interleaved into `att`); otherwise
+/// each (token, head) pair is, and each parallel task owns one lane of score
+/// scratch.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     k: &Kernels,
@@ -366,12 +373,44 @@ fn attention(
     att: &mut [f32],
     scores: &mut [f32],
     n_lanes: usize,
+    spare: &mut [f32],
 ) {
     let d = kv.d;
     let hd = d / n_head;
     let scale = 1.0 / (hd as f32).sqrt();
     let keys = Rows::of(&kv.k, layer, kv.n_ctx, d);
     let values = Rows::of(&kv.v, layer, kv.n_ctx, d);
+    if let (Some(attend_head), Rows::F32(kc), Rows::F32(vc), true) = (
+        k.table.attend_head_f32,
+        keys,
+        values,
+        n >= HEAD_KERNEL_MIN_QUERIES && spare.len() >= n * d,
+    ) {
+        let heads = &mut spare[..n * d];
+        heads
+            .par_chunks_mut(n * hd)
+            .enumerate()
+            .for_each(|(h, out)| {
+                let queries = HeadQueries {
+                    q: &qkv[h * hd..],
+                    q_stride: 3 * d,
+                    k: &kc[h * hd..],
+                    v: &vc[h * hd..],
+                    kv_stride: d,
+                    pos0,
+                    n,
+                    hd,
+                    scale,
+                };
+                attend_head(&queries, out);
+            });
+        for (t, row) in att[..n * d].chunks_exact_mut(d).enumerate() {
+            for (h, o) in row.chunks_exact_mut(hd).enumerate() {
+                o.copy_from_slice(&heads[(h * n + t) * hd..][..hd]);
+            }
+        }
+        return;
+    }
     let pairs = n * n_head;
     let per_lane = pairs.div_ceil(n_lanes.min(pairs));
     let n_ctx = kv.n_ctx;

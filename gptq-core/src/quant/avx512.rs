@@ -23,6 +23,7 @@ use half::f16;
 
 use super::avx2::{PREFETCH_TILES, drive, load_q8, prefetch_ahead};
 use super::blocks::{BlockQ4_0, BlockQ8_0};
+use super::dispatch::HeadQueries;
 use super::tile::{OutTile, QuantActs};
 
 /// Weight rows per register tile.
@@ -248,6 +249,157 @@ fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     let prep = prepare(a, 8, PAIRS.take());
     drive!(tile_q4, w, &prep, out, TR, TT);
     PAIRS.set(prep.pairs);
+}
+
+/// Queries attended together by [`attend_head_f32`]: each transposed key row
+/// and each value row loaded serves this many.
+const QG: usize = 4;
+
+thread_local! {
+    /// Each thread's transposed keys and group scores for [`attend_head_f32`],
+    /// grown once to the longest context.
+    static ATTEND: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Safe wrapper of [`attend_head_impl`].
+pub(super) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
+    // SAFETY: only reachable through the AVX512 and AMX kernel tables, which
+    // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL, AVX2,
+    // FMA and F16C.
+    unsafe { attend_head_impl(h, out) }
+}
+
+/// All of one head's queries at once. The head's keys are first transposed
+/// (`kt[d][p]`), so that the scores of sixteen positions are one register
+/// summed over `d` with a broadcast query element: no horizontal sums. Groups
+/// of [`QG`] queries share each key and value load. A head dimension that is
+/// not a multiple of 16 takes the AVX2 single-query kernel.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn attend_head_impl(h: &HeadQueries<'_>, out: &mut [f32]) {
+    let (hd, n, pos0) = (h.hd, h.n, h.pos0);
+    assert!(
+        n >= 1 && hd >= 1 && out.len() >= n * hd,
+        "attend_head: sizes"
+    );
+    assert!(
+        h.q.len() >= (n - 1) * h.q_stride + hd,
+        "attend_head: queries too short"
+    );
+    let n_keys = pos0 + n;
+    let last = (n_keys - 1) * h.kv_stride + hd;
+    assert!(
+        h.k.len() >= last && h.v.len() >= last,
+        "attend_head: cache too short"
+    );
+    let ldk = n_keys.next_multiple_of(16);
+    let (mut kt, mut sc) = ATTEND.take();
+    sc.clear();
+    sc.resize(QG * ldk, 0.0);
+    if !hd.is_multiple_of(16) {
+        for (i, o) in out[..n * hd].chunks_exact_mut(hd).enumerate() {
+            let q = &h.q[i * h.q_stride..][..hd];
+            let len = pos0 + i + 1;
+            super::avx2::attend_f32(q, h.k, h.v, h.kv_stride, len, h.scale, &mut sc, o);
+        }
+        ATTEND.set((kt, sc));
+        return;
+    }
+    kt.clear();
+    kt.resize(hd * ldk, 0.0);
+    for p in 0..n_keys {
+        for (d, &x) in h.k[p * h.kv_stride..][..hd].iter().enumerate() {
+            kt[d * ldk + p] = x;
+        }
+    }
+    let scale = _mm512_set1_ps(h.scale);
+    for g0 in (0..n).step_by(QG) {
+        let gn = QG.min(n - g0);
+        // Padding queries of a short last group repeat its last query.
+        let qs: [&[f32]; QG] =
+            std::array::from_fn(|g| &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd]);
+        let keys = pos0 + g0 + gn;
+        for b in 0..keys.div_ceil(16) {
+            let mut acc = [_mm512_setzero_ps(); QG];
+            for d in 0..hd {
+                let kv = load16(&kt[d * ldk + 16 * b..]);
+                for (a, q) in acc.iter_mut().zip(&qs) {
+                    *a = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), kv, *a);
+                }
+            }
+            for (g, a) in acc.iter().enumerate() {
+                store16(&mut sc[g * ldk + 16 * b..], _mm512_mul_ps(*a, scale));
+            }
+        }
+        for g in 0..QG {
+            let row = &mut sc[g * ldk..(g + 1) * ldk];
+            if g < gn {
+                let len = pos0 + g0 + g + 1;
+                super::avx2::softmax(&mut row[..len]);
+                row[len..keys].fill(0.0);
+            } else {
+                row[..keys].fill(0.0);
+            }
+        }
+        let mut c = 0;
+        while c + 64 <= hd {
+            weighted_values::<4>(h, &sc, ldk, keys, c, &mut out[g0 * hd..], gn);
+            c += 64;
+        }
+        while c < hd {
+            weighted_values::<1>(h, &sc, ldk, keys, c, &mut out[g0 * hd..], gn);
+            c += 16;
+        }
+    }
+    ATTEND.set((kt, sc));
+}
+
+/// Columns `c..c + 16·W` of the group's outputs: `Σ_p w[g][p] · v[p]` over the
+/// first `keys` positions, with `w[g]` the group's score row `g`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn weighted_values<const W: usize>(
+    h: &HeadQueries<'_>,
+    sc: &[f32],
+    ldk: usize,
+    keys: usize,
+    c: usize,
+    out: &mut [f32],
+    gn: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); W]; QG];
+    for p in 0..keys {
+        let row = &h.v[p * h.kv_stride + c..][..16 * W];
+        let vv: [__m512; W] = std::array::from_fn(|j| load16(&row[16 * j..]));
+        for (g, a) in acc.iter_mut().enumerate() {
+            let w = _mm512_set1_ps(sc[g * ldk + p]);
+            for (x, v) in a.iter_mut().zip(&vv) {
+                *x = _mm512_fmadd_ps(w, *v, *x);
+            }
+        }
+    }
+    for (g, a) in acc.iter().enumerate().take(gn) {
+        for (j, x) in a.iter().enumerate() {
+            store16(&mut out[g * h.hd + c + 16 * j..], *x);
+        }
+    }
+}
+
+/// Sixteen floats from the start of `x`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn load16(x: &[f32]) -> __m512 {
+    let x = &x[..16];
+    // SAFETY: `x` is 16 readable floats; the load is unaligned.
+    unsafe { _mm512_loadu_ps(x.as_ptr()) }
+}
+
+/// Sixteen floats to the start of `x`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn store16(x: &mut [f32], v: __m512) {
+    let x = &mut x[..16];
+    // SAFETY: `x` is 16 writable floats; the store is unaligned.
+    unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
 }
 
 #[cfg(test)]

@@ -116,6 +116,28 @@ pub(crate) type LayerNormFn = fn(&[f32], &[f32], &[f32], f32, &mut [f32]);
 /// are `k[p·stride ..][..hd]` and `v[p·stride ..][..hd]` (`hd = out.len()`).
 pub(crate) type AttendFn = fn(&[f32], &[f32], &[f32], usize, usize, f32, &mut [f32], &mut [f32]);
 
+/// The queries of one head for a run of consecutive positions, and that
+/// head's f32 key and value cache.
+pub(crate) struct HeadQueries<'a> {
+    /// Query `i` is `q[i·q_stride ..][..hd]`.
+    pub q: &'a [f32],
+    pub q_stride: usize,
+    /// The key and value of position `p` are `k[p·kv_stride ..][..hd]` and
+    /// `v[p·kv_stride ..][..hd]`.
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub kv_stride: usize,
+    /// Query `i` sits at position `pos0 + i` and attends to `0..=pos0 + i`.
+    pub pos0: usize,
+    pub n: usize,
+    pub hd: usize,
+    pub scale: f32,
+}
+
+/// `attend_head(queries, out)`: every query of `queries`, written to
+/// `out[i·hd ..][..hd]`.
+pub(crate) type AttendHeadFn = fn(&HeadQueries<'_>, &mut [f32]);
+
 pub(crate) struct KernelTable {
     pub quantize_acts: fn(&[f32], &mut [BlockQ8_0], &mut [i16]),
     pub gemm_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
@@ -133,6 +155,9 @@ pub(crate) struct KernelTable {
     /// A fused attention over an f32 cache, where a path has one; otherwise
     /// the forward pass composes `dot_f32`, `softmax` and `axpy_f32`.
     pub attend_f32: Option<AttendFn>,
+    /// Many queries of one head at once over an f32 cache (prefill), where a
+    /// path has it; otherwise each query is attended alone.
+    pub attend_head_f32: Option<AttendHeadFn>,
 }
 
 static SCALAR: KernelTable = KernelTable {
@@ -150,6 +175,7 @@ static SCALAR: KernelTable = KernelTable {
     add: scalar::add,
     softmax: scalar::softmax,
     attend_f32: None,
+    attend_head_f32: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -168,12 +194,14 @@ static AVX2: KernelTable = KernelTable {
     add: super::avx2::add,
     softmax: super::avx2::softmax,
     attend_f32: Some(super::avx2::attend_f32),
+    attend_head_f32: None,
 };
 
 #[cfg(target_arch = "x86_64")]
 static AVX512: KernelTable = KernelTable {
     gemm_q8_0: super::avx512::gemm_q8_0,
     gemm_q4_0: super::avx512::gemm_q4_0,
+    attend_head_f32: Some(super::avx512::attend_head_f32),
     ..AVX2
 };
 

@@ -26,6 +26,7 @@ mod scalar;
 pub mod tile;
 
 pub use blocks::{BlockQ4_0, BlockQ8_0, QK};
+pub(crate) use dispatch::HeadQueries;
 pub use dispatch::{KernelPath, Kernels};
 pub use matmul::{MatmulScratch, matmul};
 pub use matrix::{Matrix, WeightData};

@@ -42,6 +42,7 @@ pub(super) static NEON_DOTPROD: KernelTable = KernelTable {
     add,
     softmax,
     attend_f32: None,
+    attend_head_f32: None,
 };
 
 /// NEON with widening multiplies for the int8 block dots.
@@ -60,6 +61,7 @@ pub(super) static NEON: KernelTable = KernelTable {
     add,
     softmax,
     attend_f32: None,
+    attend_head_f32: None,
 };
 
 /// Whether this CPU has the dot-product instructions (`sdot`).
