@@ -21,7 +21,7 @@ use std::cell::Cell;
 
 use half::f16;
 
-use super::avx2::{PREFETCH_TILES, drive, load_q8, prefetch_ahead};
+use super::avx2::{drive, load_q8, prefetch_weights};
 use super::blocks::{BlockQ4_0, BlockQ8_0};
 use super::dispatch::HeadQueries;
 use super::tile::{OutTile, QuantActs};
@@ -186,7 +186,7 @@ macro_rules! vnni_tile {
             for (j, s) in ar.iter_mut().enumerate() {
                 *s = &a.pairs[(t + j) * np..(t + j + 1) * np];
             }
-            let ahead = PREFETCH_TILES * R * nb * std::mem::size_of::<$blk>();
+            let row_bytes = nb * std::mem::size_of::<$blk>();
             let mut acc = [[_mm512_setzero_ps(); T]; R];
             for p in 0..np {
                 let b = 2 * p;
@@ -194,8 +194,8 @@ macro_rules! vnni_tile {
                 let b1 = if b + 1 < nb { b + 1 } else { b };
                 for i in 0..R {
                     let (w0, w1) = (&wr[i][b], &wr[i][b1]);
-                    prefetch_ahead(w0, ahead);
-                    prefetch_ahead(w1, ahead);
+                    // One hint per pair: the two blocks share a line or two.
+                    prefetch_weights(w0, R, T, row_bytes);
                     let u = $wload(w0, w1);
                     let wd = scales(w0.d, w1.d);
                     for j in 0..T {
