@@ -42,6 +42,12 @@ pub struct BenchArgs {
     /// Skip measuring the machine's streaming-read bandwidth.
     #[arg(long)]
     pub no_membw: bool,
+    /// Size of the streaming-read buffer in MiB: choose it well above the
+    /// last-level cache (servers' L3 can hold hundreds of MiB), or set it to
+    /// the model's weight size to measure the bound on that working set.
+    #[arg(long, value_name = "MIB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub membw_mib: u64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -120,7 +126,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
         }
     }
-    let membw = (!args.no_membw).then(|| stream_read_gbps(512 << 20, 5));
+    let membw = (!args.no_membw).then(|| stream_read_gbps((args.membw_mib as usize) << 20, 5));
 
     let bytes_per_token = model.weight_bytes_per_token() as f64;
     let (pp_m, pp_sd) = if pp.is_empty() {
@@ -186,7 +192,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         match membw {
             Some(bw) => writeln!(
                 out,
-                "; streaming read on {threads} threads: {bw:.2} GB/s, so decode runs at {:.0} % of it",
+                "; streaming read of {} MiB on {threads} threads: {bw:.2} GB/s, so decode runs at {:.0} % of it",
+                args.membw_mib,
                 100.0 * tg_gbps / bw
             )?,
             None => writeln!(out)?,

@@ -7,13 +7,16 @@ use rayon::prelude::*;
 
 /// Sums `buf` on the rayon pool, each worker streaming one contiguous part
 /// with eight independent accumulators, so the loop is limited by memory
-/// loads rather than by the dependency chain of one sum.
+/// loads rather than by the dependency chain of one sum. Each 64 bytes read
+/// get the same software prefetch hints as decode's weight stream
+/// ([`crate::quant::prefetch::stream`]), so the two are measured alike.
 pub fn stream_read(buf: &[u64]) -> u64 {
     let chunk = buf.len().div_ceil(rayon::current_num_threads() * 8).max(8);
     buf.par_chunks(chunk)
         .map(|c| {
             let mut acc = [0u64; 8];
             for block in c.chunks_exact(8) {
+                crate::quant::prefetch::stream(&block[0]);
                 for (a, &x) in acc.iter_mut().zip(block) {
                     *a = a.wrapping_add(x);
                 }

@@ -34,40 +34,16 @@ const TT: usize = 2;
 /// boundaries) and a thread streams half as fast.
 pub(super) const PREFETCH_TILES: usize = 2;
 
-/// Decode's one-row walk (`1 × 1` tiles) prefetches its single weight stream
-/// twice: into L1 `DECODE_L1_AHEAD` bytes ahead and into L2
-/// `DECODE_L2_AHEAD` bytes ahead. Two rows ahead (the tile rule) is only
-/// 1.2–6.5 KB on GPT-2's shapes, too short to hide the latency of a core
-/// streaming from L3 or DRAM. Measured with `gptq bench -p 0 -n 64` on the
-/// 124M Q8_0 shape, AVX-512 path, one run: two rows ahead 137–139 t/s, 8 KB
-/// into L1 144–154, 4 KB into L1 plus 16 KB into L2 167–173 (2–8 KB plus
-/// 12–32 KB all within noise of that).
-pub(super) const DECODE_L1_AHEAD: usize = 4096;
-/// See [`DECODE_L1_AHEAD`].
-pub(super) const DECODE_L2_AHEAD: usize = 16384;
-
 /// Prefetches the weight stream of an `R × T` tile at `p`, whose rows are
-/// `row_bytes` long: decode's way for `1 × 1` tiles, else `PREFETCH_TILES`
-/// tiles ahead into L1.
+/// `row_bytes` long: decode's `1 × 1` walk as one stream
+/// ([`super::prefetch::stream`]), else `PREFETCH_TILES` tiles ahead into L1.
 #[inline(always)]
 pub(super) fn prefetch_weights<B>(p: &B, r: usize, t: usize, row_bytes: usize) {
     if r == 1 && t == 1 {
-        prefetch_ahead::<B, _MM_HINT_T0>(p, DECODE_L1_AHEAD);
-        prefetch_ahead::<B, _MM_HINT_T1>(p, DECODE_L2_AHEAD);
+        super::prefetch::stream(p);
     } else {
-        prefetch_ahead::<B, _MM_HINT_T0>(p, PREFETCH_TILES * r * row_bytes);
+        super::prefetch::ahead_l1(p, PREFETCH_TILES * r * row_bytes);
     }
-}
-
-/// Hints the cache line `ahead` bytes past `p` into the cache level `HINT`
-/// names. Never faults.
-#[inline(always)]
-fn prefetch_ahead<B, const HINT: i32>(p: &B, ahead: usize) {
-    let addr = (p as *const B).cast::<i8>().wrapping_add(ahead);
-    // SAFETY: a prefetch is only a hint: it never faults and makes no memory
-    // visible to the program, so an address past the end of the weights
-    // (computed with wrapping arithmetic, never dereferenced) is harmless.
-    unsafe { _mm_prefetch::<HINT>(addr) }
 }
 
 /// A Q8_0 block's 32 values.

@@ -21,6 +21,7 @@ pub mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod pack;
+pub mod prefetch;
 pub mod reference;
 mod scalar;
 pub mod tile;
