@@ -273,6 +273,29 @@ unsafe fn gemm_impl<W: Unpack>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>
     SCRATCH.set(s);
 }
 
+/// One block's product on the tiles named: activations `$ta` from `$a`
+/// (rows `$sa` bytes apart), weights `$tb` from `$b` (8 lines of 64 bytes),
+/// the zeroed product `$tc` stored to `$c` (rows of 64 bytes). Consecutive
+/// blocks alternate between two sets of tiles so that one block's product
+/// overlaps the previous one's scaling.
+macro_rules! block_product {
+    ($ta:literal, $tb:literal, $tc:literal, $a:expr, $sa:expr, $b:expr, $c:expr) => {
+        asm!(
+            concat!("tileloadd ", $ta, ", [{a} + {sa}*1]"),
+            concat!("tileloadd ", $tb, ", [{b} + {sb}*1]"),
+            concat!("tilezero ", $tc),
+            concat!("tdpbssd ", $tc, ", ", $ta, ", ", $tb),
+            concat!("tilestored [{c} + {sb}*1], ", $tc),
+            a = in(reg) $a,
+            sa = in(reg) $sa,
+            b = in(reg) $b,
+            sb = in(reg) 64usize,
+            c = in(reg) $c,
+            options(nostack),
+        )
+    };
+}
+
 /// One token tile times one weight strip over all `nb` blocks: register `t`
 /// holds token `t`'s sixteen row sums (tokens past the tile's `m` are zero
 /// because their scales are).
@@ -302,44 +325,18 @@ unsafe fn strip_product(
         let ap = base.wrapping_add(b * size_of::<BlockQ8_0>() + qs_offset);
         let bp = lines[b * LINES_PER_BLOCK..].as_ptr();
         let ct = &mut c[b & 1];
-        if b & 1 == 0 {
-            // SAFETY: the activation tile reads `m` rows of 32 bytes at `ap +
-            // t·stride`, each the `qs` of token `t`'s block `b`, inside `acts`
-            // (`m` tokens of `nb` blocks); the weight tile reads 8 lines of
-            // 64 bytes, the block's lines; the product tile writes `m` rows of
-            // 64 bytes into `ct`, which holds 16. The caller guarantees AMX is
-            // usable and configured.
-            unsafe {
-                asm!(
-                    "tileloadd tmm0, [{a} + {sa}*1]",
-                    "tileloadd tmm2, [{b} + {sb}*1]",
-                    "tilezero tmm4",
-                    "tdpbssd tmm4, tmm0, tmm2",
-                    "tilestored [{c} + {sb}*1], tmm4",
-                    a = in(reg) ap,
-                    sa = in(reg) stride,
-                    b = in(reg) bp,
-                    sb = in(reg) 64usize,
-                    c = in(reg) ct.0.as_mut_ptr(),
-                    options(nostack),
-                )
-            }
-        } else {
-            // SAFETY: as for the even blocks, on the second set of tiles.
-            unsafe {
-                asm!(
-                    "tileloadd tmm1, [{a} + {sa}*1]",
-                    "tileloadd tmm3, [{b} + {sb}*1]",
-                    "tilezero tmm5",
-                    "tdpbssd tmm5, tmm1, tmm3",
-                    "tilestored [{c} + {sb}*1], tmm5",
-                    a = in(reg) ap,
-                    sa = in(reg) stride,
-                    b = in(reg) bp,
-                    sb = in(reg) 64usize,
-                    c = in(reg) ct.0.as_mut_ptr(),
-                    options(nostack),
-                )
+        let cp = ct.0.as_mut_ptr();
+        // SAFETY: the activation tile reads `m` rows of 32 bytes at `ap +
+        // t·stride`, each the `qs` of token `t`'s block `b`, inside `acts` (`m`
+        // tokens of `nb` blocks); the weight tile reads 8 lines of 64 bytes,
+        // the block's lines; the product tile writes `m` rows of 64 bytes into
+        // `ct`, which holds 16. The caller guarantees AMX is usable and
+        // configured.
+        unsafe {
+            if b & 1 == 0 {
+                block_product!("tmm0", "tmm2", "tmm4", ap, stride, bp, cp);
+            } else {
+                block_product!("tmm1", "tmm3", "tmm5", ap, stride, bp, cp);
             }
         }
         // SAFETY: `dw` holds 16 scales for block `b` (asserted above).
