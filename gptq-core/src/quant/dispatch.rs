@@ -118,6 +118,8 @@ pub(crate) type AttendFn = fn(&[f32], &[f32], &[f32], usize, usize, f32, &mut [f
 
 /// The queries of one head for a run of consecutive positions, and that
 /// head's f32 key and value cache.
+// Only the x86-64 paths have a head kernel that reads these.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct HeadQueries<'a> {
     /// Query `i` is `q[i·q_stride ..][..hd]`.
     pub q: &'a [f32],
