@@ -132,7 +132,8 @@ fn hsum_i32(v: __m256i) -> i32 {
 }
 
 /// The integer dot of a Q8_0 weight block `w` and a Q8_0 activation block `a`
-/// (with `aabs = |a|`) in eight i32 lanes (each the sum of four products).
+/// (with `aabs = |a|`, [`q8_abs`]) in eight i32 lanes (each the sum of four
+/// products).
 ///
 /// Exact for activations in -128..=127 (the activation quantizer emits -128
 /// only for blocks whose scale is zero) and weights in -127..=127, the range
@@ -140,7 +141,7 @@ fn hsum_i32(v: __m256i) -> i32 {
 /// `maddubs` multiplies the unsigned `|a|` by the signed result.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q8_lanes(w: __m256i, aabs: __m256i, a: __m256i) -> __m256i {
+pub(super) fn dot_q8_lanes(w: __m256i, a: __m256i, aabs: __m256i) -> __m256i {
     let sw = _mm256_sign_epi8(w, a);
     let p16 = _mm256_maddubs_epi16(aabs, sw);
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
@@ -154,6 +155,13 @@ pub(super) fn dot_q8_lanes(w: __m256i, aabs: __m256i, a: __m256i) -> __m256i {
 pub(super) fn dot_q4_lanes(q: __m256i, a: __m256i, c: __m256i) -> __m256i {
     let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), c);
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
+}
+
+/// `|a|`: the unsigned operand of [`dot_q8_lanes`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q8_abs(a: __m256i) -> __m256i {
+    _mm256_sign_epi8(a, a)
 }
 
 /// `maddubs(8, a)`: the offset term of [`dot_q4_lanes`].
@@ -303,55 +311,6 @@ fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     drive!(tile_q8, w, a, out, TR, TT);
 }
 
-/// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q8<const R: usize, const T: usize>(
-    w: &[BlockQ8_0],
-    a: &QuantActs<'_>,
-    r: usize,
-    t: usize,
-) -> [[f32; T]; R] {
-    let nb = a.nb;
-    let mut wr: [&[BlockQ8_0]; R] = [&[]; R];
-    for (i, s) in wr.iter_mut().enumerate() {
-        *s = &w[(r + i) * nb..(r + i + 1) * nb];
-    }
-    let mut ar: [&[BlockQ8_0]; T] = [&[]; T];
-    for (j, s) in ar.iter_mut().enumerate() {
-        *s = &a.row(t + j)[..nb];
-    }
-    let row_bytes = nb * std::mem::size_of::<BlockQ8_0>();
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    for b in 0..nb {
-        let mut av = [_mm256_setzero_si256(); T];
-        let mut aa = [_mm256_setzero_si256(); T];
-        let mut ad = [_mm256_setzero_ps(); T];
-        for j in 0..T {
-            av[j] = load_q8(&ar[j][b]);
-            aa[j] = _mm256_sign_epi8(av[j], av[j]);
-            ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
-        }
-        for i in 0..R {
-            let wb = &wr[i][b];
-            prefetch_weights(wb, R, T, row_bytes);
-            let wv = load_q8(wb);
-            let wd = _mm256_set1_ps(h2f(wb.d));
-            for j in 0..T {
-                let p = _mm256_cvtepi32_ps(dot_q8_lanes(wv, aa[j], av[j]));
-                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
-            }
-        }
-    }
-    let mut res = [[0.0f32; T]; R];
-    for i in 0..R {
-        for j in 0..T {
-            res[i][j] = hsum(acc[i][j]);
-        }
-    }
-    res
-}
-
 /// Safe wrapper of [`gemm_q4_0_impl`].
 pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
@@ -365,54 +324,65 @@ fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     drive!(tile_q4, w, a, out, TR, TT);
 }
 
-/// `R` Q4_0 weight rows (from tile row `r`) times `T` tokens (from `t`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q4<const R: usize, const T: usize>(
-    w: &[BlockQ4_0],
-    a: &QuantActs<'_>,
-    r: usize,
-    t: usize,
-) -> [[f32; T]; R] {
-    let nb = a.nb;
-    let mut wr: [&[BlockQ4_0]; R] = [&[]; R];
-    for (i, s) in wr.iter_mut().enumerate() {
-        *s = &w[(r + i) * nb..(r + i + 1) * nb];
-    }
-    let mut ar: [&[BlockQ8_0]; T] = [&[]; T];
-    for (j, s) in ar.iter_mut().enumerate() {
-        *s = &a.row(t + j)[..nb];
-    }
-    let row_bytes = nb * std::mem::size_of::<BlockQ4_0>();
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    for b in 0..nb {
-        let mut av = [_mm256_setzero_si256(); T];
-        let mut ac = [_mm256_setzero_si256(); T];
-        let mut ad = [_mm256_setzero_ps(); T];
-        for j in 0..T {
-            av[j] = load_q8(&ar[j][b]);
-            ac[j] = q4_offset(av[j]);
-            ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
-        }
-        for i in 0..R {
-            let wb = &wr[i][b];
-            prefetch_weights(wb, R, T, row_bytes);
-            let q = load_q4(wb);
-            let wd = _mm256_set1_ps(h2f(wb.d));
-            for j in 0..T {
-                let p = _mm256_cvtepi32_ps(dot_q4_lanes(q, av[j], ac[j]));
-                acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
+/// Generates the tile function of one weight type: `$wload` loads a weight
+/// block's 32 values, `$aux` derives the per-token operand `$dot` needs
+/// beside the activations, and `$dot(w, a, aux)` is the block's integer dot
+/// in eight i32 lanes.
+macro_rules! avx2_tile {
+    ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident) => {
+        /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn $name<const R: usize, const T: usize>(
+            w: &[$blk],
+            a: &QuantActs<'_>,
+            r: usize,
+            t: usize,
+        ) -> [[f32; T]; R] {
+            let nb = a.nb;
+            let mut wr: [&[$blk]; R] = [&[]; R];
+            for (i, s) in wr.iter_mut().enumerate() {
+                *s = &w[(r + i) * nb..(r + i + 1) * nb];
             }
+            let mut ar: [&[BlockQ8_0]; T] = [&[]; T];
+            for (j, s) in ar.iter_mut().enumerate() {
+                *s = &a.row(t + j)[..nb];
+            }
+            let row_bytes = nb * std::mem::size_of::<$blk>();
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            for b in 0..nb {
+                let mut av = [_mm256_setzero_si256(); T];
+                let mut ax = [_mm256_setzero_si256(); T];
+                let mut ad = [_mm256_setzero_ps(); T];
+                for j in 0..T {
+                    av[j] = load_q8(&ar[j][b]);
+                    ax[j] = $aux(av[j]);
+                    ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
+                }
+                for i in 0..R {
+                    let wb = &wr[i][b];
+                    prefetch_weights(wb, R, T, row_bytes);
+                    let wv = $wload(wb);
+                    let wd = _mm256_set1_ps(h2f(wb.d));
+                    for j in 0..T {
+                        let p = _mm256_cvtepi32_ps($dot(wv, av[j], ax[j]));
+                        acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
+                    }
+                }
+            }
+            let mut res = [[0.0f32; T]; R];
+            for i in 0..R {
+                for j in 0..T {
+                    res[i][j] = hsum(acc[i][j]);
+                }
+            }
+            res
         }
-    }
-    let mut res = [[0.0f32; T]; R];
-    for i in 0..R {
-        for j in 0..T {
-            res[i][j] = hsum(acc[i][j]);
-        }
-    }
-    res
+    };
 }
+
+avx2_tile!(tile_q8, BlockQ8_0, load_q8, q8_abs, dot_q8_lanes);
+avx2_tile!(tile_q4, BlockQ4_0, load_q4, q4_offset, dot_q4_lanes);
 
 // ---------------------------------------------------------------------------
 // Float matrix products and vector routines.

@@ -123,7 +123,7 @@ fn quantize_acts_is_bit_identical() {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn simd_int_dot_q8(w: &BlockQ8_0, a: &BlockQ8_0) -> i32 {
     let av = load_q8(a);
-    hsum_i32(dot_q8_lanes(load_q8(w), _mm256_sign_epi8(av, av), av))
+    hsum_i32(dot_q8_lanes(load_q8(w), av, q8_abs(av)))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
