@@ -8,7 +8,7 @@ use half::f16;
 use super::*;
 use crate::quant::KernelPath;
 use crate::quant::avx2::tests::{
-    Rng, acts, check_q_with, extreme_blocks, int_dot_q4, int_dot_q8, q4_blocks, q8_blocks,
+    Rng, acts, check_q_extreme, check_q_with, int_dot_q4, int_dot_q8, q4_blocks, q8_blocks,
     quantize_scalar, run_q,
 };
 
@@ -108,59 +108,12 @@ fn few_tokens_fall_back_to_vnni() {
 }
 
 /// The quantizer's extreme blocks (less those whose f16 scale overflows) as
-/// every token of a tile: all-zero blocks, ±max, subnormal and huge scales.
+/// every token of a tile and a ragged tail: all-zero blocks, ±max, subnormal
+/// and huge scales.
 #[test]
 fn quantized_gemm_extreme_activations() {
     if !have() {
         return;
     }
-    let mut rng = Rng(99);
-    let row: Vec<f32> = extreme_blocks()
-        .chunks(QK)
-        .filter(|b| b.iter().all(|v| v.abs() < 1e30))
-        .flatten()
-        .copied()
-        .chain((0..32).map(|i| if i % 2 == 0 { 8.3e6 } else { -8.3e6 }))
-        .collect();
-    let n_tok = 17;
-    let x: Vec<f32> = (0..n_tok).flat_map(|_| row.iter().copied()).collect();
-    let nb = row.len() / QK;
-    let (a, s) = quantize_scalar(&x, n_tok, nb);
-    let rows = 18;
-    let mut w8 = q8_blocks(&mut rng, rows * nb);
-    w8[0].qs = [-127; 32];
-    w8[1].qs = [127; 32];
-    let w4 = q4_blocks(&mut rng, rows * nb);
-    let got8 = run_q(gemm_q8_0, &w8, &a, &s, n_tok, nb, rows);
-    let want8 = run_q(
-        crate::quant::scalar::gemm_q8_0,
-        &w8,
-        &a,
-        &s,
-        n_tok,
-        nb,
-        rows,
-    );
-    let got4 = run_q(gemm_q4_0, &w4, &a, &s, n_tok, nb, rows);
-    let want4 = run_q(
-        crate::quant::scalar::gemm_q4_0,
-        &w4,
-        &a,
-        &s,
-        n_tok,
-        nb,
-        rows,
-    );
-    use crate::quant::avx2::tests::{Q_TOL, abs_terms, q4_val, q8_val};
-    for t in 0..n_tok {
-        let ar = &a[t * nb..(t + 1) * nb];
-        for r in 0..rows {
-            let k = t * rows + r;
-            assert!(got8[k].is_finite() && got4[k].is_finite());
-            let t8 = Q_TOL * abs_terms(&w8[r * nb..(r + 1) * nb], ar, q8_val, |b| b.d.to_f32());
-            let t4 = Q_TOL * abs_terms(&w4[r * nb..(r + 1) * nb], ar, q4_val, |b| b.d.to_f32());
-            assert!((got8[k] - want8[k]).abs() <= t8, "q8 t{t} r{r}");
-            assert!((got4[k] - want4[k]).abs() <= t4, "q4 t{t} r{r}");
-        }
-    }
+    check_q_extreme(gemm_q8_0, gemm_q4_0, 18, 17);
 }

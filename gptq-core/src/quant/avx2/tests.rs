@@ -328,40 +328,59 @@ fn quantized_gemm_extreme_activations() {
     if !have() {
         return;
     }
-    check_q_extreme(gemm_q8_0, gemm_q4_0);
+    check_q_extreme(gemm_q8_0, gemm_q4_0, 7, 1);
 }
 
-/// The products `g8`, `g4` against the scalar kernel on the quantizer's
-/// extreme activation blocks and extreme weights.
-pub(in crate::quant) fn check_q_extreme(g8: QGemm<BlockQ8_0>, g4: QGemm<BlockQ4_0>) {
+/// The products `g8`, `g4` of `rows` weight rows against the scalar kernel
+/// on the quantizer's extreme activation blocks (the same row for each of
+/// `n_tok` tokens) and extreme weights.
+pub(in crate::quant) fn check_q_extreme(
+    g8: QGemm<BlockQ8_0>,
+    g4: QGemm<BlockQ4_0>,
+    rows: usize,
+    n_tok: usize,
+) {
     let mut rng = Rng(99);
     // The quantizer's extreme blocks, less those whose f16 scale overflows
     // (both paths give inf or NaN there), plus the largest finite scales.
-    let mut x: Vec<f32> = extreme_blocks()
+    let mut row: Vec<f32> = extreme_blocks()
         .chunks(QK)
         .filter(|b| b.iter().all(|v| v.abs() < 1e30))
         .flatten()
         .copied()
         .collect();
-    x.extend((0..32).map(|i| if i % 2 == 0 { 8.3e6 } else { -8.3e6 }));
-    let cols = x.len();
-    let nb = cols / QK;
-    let (a, s) = quantize_scalar(&x, 1, nb);
-    let rows = 7;
+    row.extend((0..32).map(|i| if i % 2 == 0 { 8.3e6 } else { -8.3e6 }));
+    let nb = row.len() / QK;
+    let x: Vec<f32> = (0..n_tok).flat_map(|_| row.iter().copied()).collect();
+    let (a, s) = quantize_scalar(&x, n_tok, nb);
     let mut w8 = q8_blocks(&mut rng, rows * nb);
     w8[0].qs = [-127; 32];
     w8[1].qs = [127; 32];
     let w4 = q4_blocks(&mut rng, rows * nb);
-    let got8 = run_q(g8, &w8, &a, &s, 1, nb, rows);
-    let want8 = run_q(scalar::gemm_q8_0, &w8, &a, &s, 1, nb, rows);
-    let got4 = run_q(g4, &w4, &a, &s, 1, nb, rows);
-    let want4 = run_q(scalar::gemm_q4_0, &w4, &a, &s, 1, nb, rows);
-    for r in 0..rows {
-        assert!(got8[r].is_finite() && got4[r].is_finite());
-        let t8 = Q_TOL * abs_terms(&w8[r * nb..(r + 1) * nb], &a, q8_val, |b| b.d.to_f32());
-        let t4 = Q_TOL * abs_terms(&w4[r * nb..(r + 1) * nb], &a, q4_val, |b| b.d.to_f32());
-        assert!((got8[r] - want8[r]).abs() <= t8, "{} {}", got8[r], want8[r]);
-        assert!((got4[r] - want4[r]).abs() <= t4, "{} {}", got4[r], want4[r]);
+    let got8 = run_q(g8, &w8, &a, &s, n_tok, nb, rows);
+    let want8 = run_q(scalar::gemm_q8_0, &w8, &a, &s, n_tok, nb, rows);
+    let got4 = run_q(g4, &w4, &a, &s, n_tok, nb, rows);
+    let want4 = run_q(scalar::gemm_q4_0, &w4, &a, &s, n_tok, nb, rows);
+    for t in 0..n_tok {
+        let ar = &a[t * nb..(t + 1) * nb];
+        for r in 0..rows {
+            let k = t * rows + r;
+            assert!(got8[k].is_finite() && got4[k].is_finite());
+            let t8 = Q_TOL * abs_terms(&w8[r * nb..(r + 1) * nb], ar, q8_val, |b| b.d.to_f32());
+            let t4 = Q_TOL * abs_terms(&w4[r * nb..(r + 1) * nb], ar, q4_val, |b| b.d.to_f32());
+            assert!(
+                (got8[k] - want8[k]).abs() <= t8,
+                "q8 t{t} r{r}: {} {}",
+                got8[k],
+                want8[k]
+            );
+            assert!(
+                (got4[k] - want4[k]).abs() <= t4,
+                "q4 t{t} r{r}: {} {}",
+                got4[k],
+                want4[k]
+            );
+        }
     }
 }
 

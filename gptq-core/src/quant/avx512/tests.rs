@@ -138,7 +138,7 @@ fn quantized_gemm_extreme_activations() {
     if !have() {
         return;
     }
-    check_q_extreme(gemm_q8_0, gemm_q4_0);
+    check_q_extreme(gemm_q8_0, gemm_q4_0, 7, 1);
 }
 
 /// The many-query head kernel equals the scalar dot, softmax and axpy it
