@@ -307,10 +307,13 @@ fn second_turn_equals_a_fresh_session() {
     assert_eq!(complete(history, 20), answer);
 }
 
-#[test]
-fn piped_stdin_is_one_prompt_and_one_continuation() {
+/// `gptq chat ARGS -m MODEL` with `input` on a pipe as stdin (closed after
+/// it), stdout and stderr captured.
+fn chat_piped(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut child = Command::new(BIN)
-        .args(["chat", "--temp", "0", "-n", "16", "-t", "2", "-m"])
+        .arg("chat")
+        .args(args)
+        .arg("-m")
         .arg(model())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -320,9 +323,17 @@ fn piped_stdin_is_one_prompt_and_one_continuation() {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"The old man walked\n").unwrap();
+        stdin.write_all(input).unwrap();
     }
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn piped_stdin_is_one_prompt_and_one_continuation() {
+    let out = chat_piped(
+        &["--temp", "0", "-n", "16", "-t", "2"],
+        b"The old man walked\n",
+    );
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -333,30 +344,10 @@ fn piped_stdin_is_one_prompt_and_one_continuation() {
 
     // A full context keeps the most recent window and says so once per trim
     // on stderr; stdout still gets exactly the continuation.
-    let mut child = Command::new(BIN)
-        .args([
-            "chat",
-            "--temp",
-            "0",
-            "-n",
-            "100",
-            "--ignore-eos",
-            "-c",
-            "48",
-            "-m",
-        ])
-        .arg(model())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"The old man walked").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = chat_piped(
+        &["--temp", "0", "-n", "100", "--ignore-eos", "-c", "48"],
+        b"The old man walked",
+    );
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("context full (48 tokens)"), "{stderr}");
