@@ -1232,20 +1232,27 @@ mod tests {
         }
     }
 
-    fn check_both_types(rng: &mut Rng, rows: usize, cols: usize, n_tok: usize) {
-        let nb = cols / QK;
-        let w8 = rng.q8_blocks(rows * nb);
-        let w4 = rng.q4_blocks(rows * nb);
-        let x = rng.floats(n_tok * cols);
+    /// Every NEON table's Q8_0 and Q4_0 products of `w8` and `w4` against the
+    /// scalar ones, for `n_tok` tokens of `x`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_tables(
+        what: &str,
+        w8: &[BlockQ8_0],
+        w4: &[BlockQ4_0],
+        x: &[f32],
+        rows: usize,
+        n_tok: usize,
+        cols: usize,
+    ) {
         for (name, table) in tables() {
-            let n8 = format!("{name} q8_0");
-            let n4 = format!("{name} q4_0");
+            let n8 = format!("{name} q8_0{what}");
+            let n4 = format!("{name} q4_0{what}");
             check_gemm_q(
                 &n8,
                 table.gemm_q8_0,
                 scalar::gemm_q8_0,
-                &w8,
-                &x,
+                w8,
+                x,
                 rows,
                 n_tok,
                 cols,
@@ -1254,13 +1261,21 @@ mod tests {
                 &n4,
                 table.gemm_q4_0,
                 scalar::gemm_q4_0,
-                &w4,
-                &x,
+                w4,
+                x,
                 rows,
                 n_tok,
                 cols,
             );
         }
+    }
+
+    fn check_both_types(rng: &mut Rng, rows: usize, cols: usize, n_tok: usize) {
+        let nb = cols / QK;
+        let w8 = rng.q8_blocks(rows * nb);
+        let w4 = rng.q4_blocks(rows * nb);
+        let x = rng.floats(n_tok * cols);
+        check_tables("", &w8, &w4, &x, rows, n_tok, cols);
     }
 
     #[test]
@@ -1350,40 +1365,8 @@ mod tests {
             x.extend_from_slice(&ext);
         }
         x.truncate(n_tok * cols);
-        for (name, table) in tables() {
-            let n8 = format!("{name} q8_0 extremes");
-            let n4 = format!("{name} q4_0 extremes");
-            check_gemm_q(
-                &n8,
-                table.gemm_q8_0,
-                scalar::gemm_q8_0,
-                &w8,
-                &x,
-                rows,
-                n_tok,
-                cols,
-            );
-            check_gemm_q(
-                &n4,
-                table.gemm_q4_0,
-                scalar::gemm_q4_0,
-                &w4,
-                &x,
-                rows,
-                n_tok,
-                cols,
-            );
-            check_gemm_q(
-                &n8,
-                table.gemm_q8_0,
-                scalar::gemm_q8_0,
-                &w8,
-                &x,
-                rows,
-                1,
-                cols,
-            );
-        }
+        check_tables(" extremes", &w8, &w4, &x, rows, n_tok, cols);
+        check_tables(" extremes", &w8, &w4, &x, rows, 1, cols);
     }
 
     /// Tolerance of a float reduction of `n` terms whose magnitudes sum to
