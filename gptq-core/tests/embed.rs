@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 
 use gptq_core::{
-    Error, FinishReason, GenerateOptions, Model, SamplerParams, Session, SessionParams,
+    Error, FinishReason, GenerateOptions, Model, Sampler, SamplerParams, Session, SessionParams,
 };
 
 fn model() -> Arc<Model> {
@@ -20,20 +20,28 @@ fn session(model: &Arc<Model>) -> Session {
     Session::new(Arc::clone(model), SessionParams::default()).unwrap()
 }
 
+/// Generates on `s` until `opts` stop it: the tokens and why it stopped.
+fn generate_all(
+    s: &mut Session,
+    sampler: &mut Sampler,
+    opts: GenerateOptions,
+) -> (Vec<u32>, Option<FinishReason>) {
+    let mut g = s.generate(sampler, opts);
+    for piece in g.by_ref() {
+        piece.unwrap();
+    }
+    (g.tokens().to_vec(), g.finish_reason())
+}
+
 /// Tokens generated after `prompt` with `params`.
 fn run(model: &Arc<Model>, prompt: &str, params: SamplerParams, n: usize) -> Vec<u32> {
     let mut s = session(model);
     let mut sampler = params.build().unwrap();
     s.feed(&model.tokenizer().encode(prompt)).unwrap();
-    let mut g = s.generate(
-        &mut sampler,
-        GenerateOptions::max_tokens(n).stop_at_eos(false),
-    );
-    for piece in g.by_ref() {
-        piece.unwrap();
-    }
-    assert_eq!(g.finish_reason(), Some(FinishReason::MaxTokens));
-    g.tokens().to_vec()
+    let opts = GenerateOptions::max_tokens(n).stop_at_eos(false);
+    let (tokens, why) = generate_all(&mut s, &mut sampler, opts);
+    assert_eq!(why, Some(FinishReason::MaxTokens));
+    tokens
 }
 
 #[test]
@@ -74,32 +82,17 @@ fn kept_cache_equals_fresh_session() {
     let mut sampler = SamplerParams::greedy().build().unwrap();
     // Turn 1: a prompt and its greedy continuation, generated token by token.
     s.feed(&tok.encode("The old man walked")).unwrap();
-    let answer1: Vec<u32> = {
-        let mut g = s.generate(&mut sampler, GenerateOptions::max_tokens(20));
-        for p in g.by_ref() {
-            p.unwrap();
-        }
-        g.tokens().to_vec()
-    };
+    let (answer1, _) = generate_all(&mut s, &mut sampler, GenerateOptions::max_tokens(20));
     // Turn 2: more text on top of the kept cache.
     s.feed(&tok.encode(" Then he said")).unwrap();
-    let kept: Vec<u32> = {
-        let mut g = s.generate(&mut sampler, GenerateOptions::max_tokens(20));
-        for p in g.by_ref() {
-            p.unwrap();
-        }
-        g.tokens().to_vec()
-    };
+    let (kept, _) = generate_all(&mut s, &mut sampler, GenerateOptions::max_tokens(20));
     // A fresh session fed the same token sequence in one batch.
     let history = s.tokens()[..s.len() - kept.len()].to_vec();
     assert!(history.len() > answer1.len());
     let mut fresh = session(&model);
     fresh.feed(&history).unwrap();
-    let mut g = fresh.generate(&mut sampler, GenerateOptions::max_tokens(20));
-    for p in g.by_ref() {
-        p.unwrap();
-    }
-    assert_eq!(g.tokens(), &kept[..]);
+    let (again, _) = generate_all(&mut fresh, &mut sampler, GenerateOptions::max_tokens(20));
+    assert_eq!(again, kept);
 }
 
 #[test]
