@@ -26,13 +26,12 @@ const TT: usize = 2;
 // ---------------------------------------------------------------------------
 // Small helpers (all inlined into their target_feature callers).
 
-/// How far ahead of the block being read the weight stream is prefetched, in
-/// tiles of rows: a tile reads `R` consecutive rows, so the same block of the
-/// rows `PREFETCH_TILES · R` further on lies that many tile-sizes ahead in
-/// memory. Decoding streams every weight from DRAM once; without this hint
-/// the loads stall on each new page (the hardware prefetcher stops at page
-/// boundaries) and a thread streams half as fast.
-pub(super) const PREFETCH_TILES: usize = 2;
+/// How far ahead of the block being read a multi-row tile's weights are
+/// prefetched, in tiles of rows: a tile reads `R` consecutive rows, so the
+/// same block of the rows `PREFETCH_TILES · R` further on lies that many
+/// tile-sizes ahead in memory. (Decode's one-row walk is a single stream and
+/// is hinted by [`super::prefetch::stream`] instead.)
+const PREFETCH_TILES: usize = 2;
 
 /// Prefetches the weight stream of an `R × T` tile at `p`, whose rows are
 /// `row_bytes` long: decode's `1 × 1` walk as one stream
