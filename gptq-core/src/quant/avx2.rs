@@ -487,8 +487,9 @@ pub(super) fn attend_f32(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
+    // SAFETY: only reachable through the AVX2 kernel table and the AVX-512
+    // head kernel (`avx512::attend_head_f32`), whose tables `Kernels::new` hands
+    // out only when the CPU has AVX2, FMA and F16C.
     unsafe { attend_f32_impl(q, k, v, stride, n, scale, scores, out) }
 }
 
@@ -793,8 +794,9 @@ fn gelu_impl(x: &mut [f32]) {
 
 /// Safe wrapper of [`softmax_impl`].
 pub(super) fn softmax(x: &mut [f32]) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
+    // SAFETY: only reachable through the AVX2 kernel table and the AVX-512
+    // head kernel (`avx512::attend_head_f32`), whose tables `Kernels::new` hands
+    // out only when the CPU has AVX2, FMA and F16C.
     unsafe { softmax_impl(x) }
 }
 
