@@ -235,8 +235,13 @@ fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     PAIRS.set(prep.pairs);
 }
 
-/// Safe wrapper of [`gemm_q4_0_impl`].
+/// Safe wrapper of [`gemm_q4_0_impl`], and of [`decode_q4::gemv_q4_0`] for one
+/// token where the CPU has VBMI and GFNI.
 pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok == 1 && decode_q4::supported() {
+        // SAFETY: as below, and `supported` found AVX-512 VBMI and GFNI.
+        return unsafe { decode_q4::gemv_q4_0(w, a, out) };
+    }
     // SAFETY: only reachable through the AVX512 kernel table, which
     // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL/VNNI, AVX2,
     // FMA and F16C.
@@ -402,5 +407,6 @@ fn store16(x: &mut [f32], v: __m512) {
     unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
 }
 
+mod decode_q4;
 #[cfg(test)]
 mod tests;
