@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use crate::error::{Error, Result};
 use crate::model::forward::{self, KvCache, Scratch};
 use crate::model::{KvType, Model};
+use crate::quant::team::{Par, Team};
 
 /// How a session is sized.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,7 +82,7 @@ impl Session {
         }
         let n_batch = params.n_batch.min(n_ctx);
         let n_outputs = params.n_outputs.min(n_ctx);
-        let kv = KvCache::new(hp.n_layer, n_ctx, hp.n_embd, params.kv_type)?;
+        let kv = KvCache::new(hp.n_layer, n_ctx, hp.n_embd, hp.n_head, params.kv_type)?;
         let scratch = Scratch::new(&model, n_ctx, n_batch, n_outputs)?;
         let n_logits = n_outputs
             .checked_mul(hp.n_vocab)
@@ -227,18 +228,26 @@ impl Session {
         // pool once per call, rather than once per parallel product, costs one
         // cross-thread hand-off instead of dozens, and from inside the pool the
         // products' jobs go to the workers' own deques, which allocate nothing.
-        rayon::scope(|_| -> Result<()> {
+        // A decode step's loops are small and many, so they share a spinning
+        // team instead of rayon's jobs (see `quant::team`).
+        let mut run = |par: Par<'_>| -> Result<()> {
             for batch in tokens.chunks(self.n_batch) {
-                self.eval(batch)?;
+                self.eval(par, batch)?;
             }
             forward::logits(
+                par,
                 &self.model,
                 &mut self.scratch,
                 n - 1..n,
                 &mut self.logits[..vocab],
             );
             Ok(())
-        })?;
+        };
+        if tokens.len() == 1 {
+            Team::run(|team| run(Par::Team(team)))?;
+        } else {
+            rayon::scope(|_| run(Par::Pool))?;
+        }
         self.has_logits = true;
         Ok(&self.logits[..vocab])
     }
@@ -264,13 +273,14 @@ impl Session {
         let vocab = self.model.hparams().n_vocab;
         let mut last_row = None;
         for (b, batch) in tokens.chunks(self.n_batch).enumerate() {
-            self.eval(batch)?;
+            self.eval(Par::Pool, batch)?;
             let b0 = b * self.n_batch;
             let lo = outputs.start.clamp(b0, b0 + batch.len()) - b0;
             let hi = outputs.end.clamp(b0, b0 + batch.len()) - b0;
             for r in (lo..hi).step_by(self.n_outputs) {
                 let m = self.n_outputs.min(hi - r);
                 forward::logits(
+                    Par::Pool,
                     &self.model,
                     &mut self.scratch,
                     r..r + m,
@@ -291,9 +301,10 @@ impl Session {
         Ok(())
     }
 
-    fn eval(&mut self, batch: &[u32]) -> Result<()> {
+    fn eval(&mut self, par: Par<'_>, batch: &[u32]) -> Result<()> {
         let pos0 = self.tokens.len();
         forward::forward_hidden(
+            par,
             &self.model,
             &mut self.kv,
             &mut self.scratch,

@@ -10,7 +10,9 @@ use rayon::prelude::*;
 use super::Model;
 use super::weights::VectorLoc;
 use crate::error::{Error, Result};
-use crate::quant::{HeadQueries, Kernels, MatmulScratch, matmul};
+use crate::quant::matmul::matmul_on;
+use crate::quant::team::Par;
+use crate::quant::{HeadQueries, Kernels, MatmulScratch};
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,12 +31,16 @@ enum KvStore {
 }
 
 /// Keys and values of every layer for every position of one session, laid
-/// out `[layer][position][n_embd]`, allocated once.
+/// out `[layer][head][position][head_dim]`, allocated once. Head-major, so
+/// that attention reads each head's keys and values as one contiguous run
+/// (which the hardware prefetchers follow) rather than `head_dim` floats out
+/// of every `n_embd`.
 pub(crate) struct KvCache {
     k: KvStore,
     v: KvStore,
     n_ctx: usize,
     d: usize,
+    n_head: usize,
 }
 
 fn try_alloc<T: Clone>(n: usize, zero: T, what: &str) -> Result<Vec<T>> {
@@ -50,7 +56,19 @@ fn try_alloc<T: Clone>(n: usize, zero: T, what: &str) -> Result<Vec<T>> {
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, n_ctx: usize, d: usize, ty: KvType) -> Result<KvCache> {
+    /// A zeroed cache for `n_head` heads of `d / n_head` values.
+    pub fn new(
+        n_layer: usize,
+        n_ctx: usize,
+        d: usize,
+        n_head: usize,
+        ty: KvType,
+    ) -> Result<KvCache> {
+        if n_head == 0 || !d.is_multiple_of(n_head) {
+            return Err(Error::InvalidArgument(format!(
+                "KV cache: {n_head} heads do not split {d} values"
+            )));
+        }
         let n = n_layer
             .checked_mul(n_ctx)
             .and_then(|v| v.checked_mul(d))
@@ -66,6 +84,7 @@ impl KvCache {
             v: store()?,
             n_ctx,
             d,
+            n_head,
         })
     }
 
@@ -80,17 +99,21 @@ impl KvCache {
     /// Stores the keys and values of `n` tokens (from their fused q|k|v rows)
     /// at positions `pos0..pos0 + n` of `layer`.
     fn store(&mut self, layer: usize, pos0: usize, qkv: &[f32], n: usize) {
-        let d = self.d;
-        let base = (layer * self.n_ctx + pos0) * d;
+        let (d, n_ctx) = (self.d, self.n_ctx);
+        let hd = d / self.n_head;
         for t in 0..n {
             let row = &qkv[t * 3 * d..(t + 1) * 3 * d];
-            let dst = base + t * d..base + (t + 1) * d;
-            for (store, src) in [(&mut self.k, &row[d..2 * d]), (&mut self.v, &row[2 * d..])] {
-                match store {
-                    KvStore::F32(c) => c[dst.clone()].copy_from_slice(src),
-                    KvStore::F16(c) => {
-                        for (o, &x) in c[dst.clone()].iter_mut().zip(src) {
-                            *o = f16::from_f32(x);
+            for h in 0..self.n_head {
+                let at = ((layer * self.n_head + h) * n_ctx + pos0 + t) * hd;
+                let dst = at..at + hd;
+                let (k, v) = (&row[d + h * hd..][..hd], &row[2 * d + h * hd..][..hd]);
+                for (store, src) in [(&mut self.k, k), (&mut self.v, v)] {
+                    match store {
+                        KvStore::F32(c) => c[dst.clone()].copy_from_slice(src),
+                        KvStore::F16(c) => {
+                            for (o, &x) in c[dst.clone()].iter_mut().zip(src) {
+                                *o = f16::from_f32(x);
+                            }
                         }
                     }
                 }
@@ -99,7 +122,8 @@ impl KvCache {
     }
 }
 
-/// One layer's rows of a cache store: row `p` holds position `p`.
+/// One layer of a cache store: head `h`'s row for position `p` starts at
+/// `(h·n_ctx + p)·head_dim`.
 #[derive(Clone, Copy)]
 enum Rows<'a> {
     F32(&'a [f32]),
@@ -215,6 +239,7 @@ fn check_cancel(cancel: &AtomicBool) -> Result<()> {
 /// keys and values into `kv`; afterwards `s.x` holds their residual streams.
 /// The caller has checked the ids and that the positions fit the cache.
 pub(crate) fn forward_hidden(
+    par: Par<'_>,
     model: &Model,
     kv: &mut KvCache,
     s: &mut Scratch,
@@ -253,10 +278,19 @@ pub(crate) fn forward_hidden(
             vget(t, &lw.attn_norm_b),
             hp.ln_eps,
         );
-        matmul(&k, &lw.attn_qkv_w.view(t), &s.h, n, &mut s.qkv, &mut s.mm);
+        matmul_on(
+            par,
+            &k,
+            &lw.attn_qkv_w.view(t),
+            &s.h,
+            n,
+            &mut s.qkv,
+            &mut s.mm,
+        );
         add_bias(&k, &mut s.qkv, n, vget(t, &lw.attn_qkv_b));
         kv.store(li, pos0, &s.qkv, n);
         attention(
+            par,
             &k,
             kv,
             li,
@@ -269,7 +303,15 @@ pub(crate) fn forward_hidden(
             s.n_lanes,
             &mut s.ff,
         );
-        matmul(&k, &lw.attn_out_w.view(t), &s.att, n, &mut s.h, &mut s.mm);
+        matmul_on(
+            par,
+            &k,
+            &lw.attn_out_w.view(t),
+            &s.att,
+            n,
+            &mut s.h,
+            &mut s.mm,
+        );
         add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
 
         // MLP sub-layer.
@@ -283,13 +325,21 @@ pub(crate) fn forward_hidden(
             vget(t, &lw.ffn_norm_b),
             hp.ln_eps,
         );
-        matmul(&k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
+        matmul_on(par, &k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
         let (b_up, gelu, add) = (vget(t, &lw.ffn_up_b), k.table.gelu, k.table.add);
         for_rows(&mut s.ff, hp.n_ff, n, |_, row| {
             add(b_up, row);
             gelu(row);
         });
-        matmul(&k, &lw.ffn_down_w.view(t), &s.ff, n, &mut s.h, &mut s.mm);
+        matmul_on(
+            par,
+            &k,
+            &lw.ffn_down_w.view(t),
+            &s.ff,
+            n,
+            &mut s.h,
+            &mut s.mm,
+        );
         add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.ffn_down_b));
     }
     Ok(())
@@ -298,6 +348,7 @@ pub(crate) fn forward_hidden(
 /// Logits of residual rows `rows` of the last [`forward_hidden`]: the final
 /// LayerNorm, then the LM head. `out` receives `rows.len()` rows of `n_vocab`.
 pub(crate) fn logits(
+    par: Par<'_>,
     model: &Model,
     s: &mut Scratch,
     rows: std::ops::Range<usize>,
@@ -320,7 +371,7 @@ pub(crate) fn logits(
         w.output_norm_b.get(t),
         hp.ln_eps,
     );
-    matmul(&k, &w.output.view(t), &s.h, n, out, &mut s.mm);
+    matmul_on(par, &k, &w.output.view(t), &s.h, n, out, &mut s.mm);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -363,6 +414,7 @@ const HEAD_KERNEL_MIN_QUERIES: usize = 4;
 /// scratch.
 #[allow(clippy::too_many_arguments)]
 fn attention(
+    par: Par<'_>,
     k: &Kernels,
     kv: &KvCache,
     layer: usize,
@@ -378,6 +430,7 @@ fn attention(
     let d = kv.d;
     let hd = d / n_head;
     let scale = 1.0 / (hd as f32).sqrt();
+    let n_ctx = kv.n_ctx;
     let keys = Rows::of(&kv.k, layer, kv.n_ctx, d);
     let values = Rows::of(&kv.v, layer, kv.n_ctx, d);
     if let (Some(attend_head), Rows::F32(kc), Rows::F32(vc), true) = (
@@ -394,9 +447,9 @@ fn attention(
                 let queries = HeadQueries {
                     q: &qkv[h * hd..],
                     q_stride: 3 * d,
-                    k: &kc[h * hd..],
-                    v: &vc[h * hd..],
-                    kv_stride: d,
+                    k: &kc[h * n_ctx * hd..],
+                    v: &vc[h * n_ctx * hd..],
+                    kv_stride: hd,
                     pos0,
                     n,
                     hd,
@@ -413,7 +466,6 @@ fn attention(
     }
     let pairs = n * n_head;
     let per_lane = pairs.div_ceil(n_lanes.min(pairs));
-    let n_ctx = kv.n_ctx;
     let run = |lane: usize, out: &mut [f32], sc: &mut [f32]| {
         for (j, o) in out.chunks_mut(hd).enumerate() {
             let p = lane * per_lane + j;
@@ -422,18 +474,18 @@ fn attention(
             let len = pos0 + t + 1;
             if let (Some(attend), Rows::F32(kc), Rows::F32(vc)) = (k.table.attend_f32, keys, values)
             {
-                let at = h * hd;
-                attend(q, &kc[at..], &vc[at..], d, len, scale, sc, o);
+                let at = h * n_ctx * hd;
+                attend(q, &kc[at..], &vc[at..], hd, len, scale, sc, o);
                 continue;
             }
             let sc = &mut sc[..len];
             for (pos, s) in sc.iter_mut().enumerate() {
-                *s = keys.dot(k, pos * d + h * hd, q) * scale;
+                *s = keys.dot(k, (h * n_ctx + pos) * hd, q) * scale;
             }
             (k.table.softmax)(sc);
             o.fill(0.0);
             for (pos, &p) in sc.iter().enumerate() {
-                values.axpy(k, pos * d + h * hd, p, o);
+                values.axpy(k, (h * n_ctx + pos) * hd, p, o);
             }
         }
     };
@@ -441,9 +493,6 @@ fn attention(
     if pairs <= per_lane {
         run(0, att, &mut scores[..n_ctx]);
     } else {
-        att.par_chunks_mut(hd * per_lane)
-            .zip(scores.par_chunks_mut(n_ctx))
-            .enumerate()
-            .for_each(|(lane, (out, sc))| run(lane, out, sc));
+        par.for_each_chunks2(att, hd * per_lane, scores, n_ctx, run);
     }
 }

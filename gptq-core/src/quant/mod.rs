@@ -24,6 +24,7 @@ pub mod pack;
 pub mod prefetch;
 pub mod reference;
 mod scalar;
+pub mod team;
 pub mod tile;
 
 pub use blocks::{BlockQ4_0, BlockQ8_0, QK};
