@@ -219,8 +219,13 @@ macro_rules! vnni_tile {
 vnni_tile!(tile_q8, BlockQ8_0, w_q8);
 vnni_tile!(tile_q4, BlockQ4_0, w_q4);
 
-/// Safe wrapper of [`gemm_q8_0_impl`].
+/// Safe wrapper of [`gemm_q8_0_impl`], and of [`gemv::gemv_q8_0`] for one
+/// token where the CPU has VBMI and GFNI.
 pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok == 1 && gemv::supported() {
+        // SAFETY: as below, and `supported` found AVX-512 VBMI and GFNI.
+        return unsafe { gemv::gemv_q8_0(w, a, out) };
+    }
     // SAFETY: only reachable through the AVX512 kernel table, which
     // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL/VNNI, AVX2,
     // FMA and F16C.
@@ -235,12 +240,12 @@ fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     PAIRS.set(prep.pairs);
 }
 
-/// Safe wrapper of [`gemm_q4_0_impl`], and of [`decode_q4::gemv_q4_0`] for one
+/// Safe wrapper of [`gemm_q4_0_impl`], and of [`gemv::gemv_q4_0`] for one
 /// token where the CPU has VBMI and GFNI.
 pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if a.n_tok == 1 && decode_q4::supported() {
+    if a.n_tok == 1 && gemv::supported() {
         // SAFETY: as below, and `supported` found AVX-512 VBMI and GFNI.
-        return unsafe { decode_q4::gemv_q4_0(w, a, out) };
+        return unsafe { gemv::gemv_q4_0(w, a, out) };
     }
     // SAFETY: only reachable through the AVX512 kernel table, which
     // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL/VNNI, AVX2,
@@ -407,6 +412,6 @@ fn store16(x: &mut [f32], v: __m512) {
     unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
 }
 
-mod decode_q4;
+mod gemv;
 #[cfg(test)]
 mod tests;
