@@ -521,6 +521,11 @@ fn attend_f32_impl(
     );
     let scores = &mut scores[..n];
     for (p, s) in scores.iter_mut().enumerate() {
+        // The weighted sum below reads the value rows in the same order:
+        // start fetching them now, while the scores are computed.
+        for c in v[p * stride..p * stride + hd].chunks(16) {
+            super::prefetch::ahead_l1(&c[0], 0);
+        }
         *s = dot_f32_impl(q, &k[p * stride..p * stride + hd]) * scale;
     }
     softmax_impl(scores);
