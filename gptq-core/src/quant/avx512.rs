@@ -24,6 +24,7 @@ use half::f16;
 use super::avx2::{drive, load_q8, prefetch_weights};
 use super::blocks::{BlockQ4_0, BlockQ8_0};
 use super::dispatch::HeadQueries;
+use super::scratch::with_prepared;
 use super::tile::{OutTile, QuantActs};
 
 /// Weight rows per register tile.
@@ -111,57 +112,66 @@ struct PreparedPair {
 }
 
 /// The activations of a kernel call as block pairs, token-major.
-struct Prepared {
-    pairs: Vec<PreparedPair>,
+struct Prepared<'p> {
+    pairs: &'p [PreparedPair],
     /// Block pairs per token (`nb` rounded up to even, halved).
     np: usize,
     nb: usize,
     n_tok: usize,
 }
 
+/// Prepared pairs kept on the stack: a decode step's products (up to 8192
+/// columns) need no other storage.
+const STACK_PAIRS: usize = 128;
+
 thread_local! {
-    /// Each thread's buffer of prepared pairs, taken by a kernel call and put
-    /// back after it: once it has grown to the largest product's size, a
-    /// product allocates nothing (decoding must not touch the heap).
+    /// Each thread's buffer of prepared pairs for products too large for the
+    /// stack (prefill), taken by a kernel call and put back after it.
     static PAIRS: Cell<Vec<PreparedPair>> = const { Cell::new(Vec::new()) };
 }
 
-/// Prepares every token's block pairs for weights offset by `off`, in `pairs`
-/// (cleared first, its capacity kept).
+/// Token `t`'s block pair `p` for weights offset by `off`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn prepare(a: &QuantActs<'_>, off: i32, mut pairs: Vec<PreparedPair>) -> Prepared {
+fn pair(a: &QuantActs<'_>, off: i32, t: usize, p: usize) -> PreparedPair {
     let nb = a.nb;
-    let np = nb.div_ceil(2);
-    pairs.clear();
-    pairs.reserve(a.n_tok * np);
-    for t in 0..a.n_tok {
-        let (ar, sr) = (&a.row(t)[..nb], &a.row_sums(t)[..nb]);
-        for p in 0..np {
-            let b = 2 * p;
-            let (a0, s0) = (&ar[b], i32::from(sr[b]));
-            // A last odd block pairs with zero activations.
-            pairs.push(if b + 1 < nb {
-                let (a1, s1) = (&ar[b + 1], i32::from(sr[b + 1]));
-                PreparedPair {
-                    a: join(load_q8(a0), load_q8(a1)),
-                    c: corr(-off * s0, -off * s1),
-                    d: scales(a0.d, a1.d),
-                }
-            } else {
-                PreparedPair {
-                    a: join(load_q8(a0), _mm256_setzero_si256()),
-                    c: corr(-off * s0, 0),
-                    d: scales(a0.d, f16::ZERO),
-                }
-            });
+    let (ar, sr) = (&a.row(t)[..nb], &a.row_sums(t)[..nb]);
+    let b = 2 * p;
+    let (a0, s0) = (&ar[b], i32::from(sr[b]));
+    // A last odd block pairs with zero activations.
+    if b + 1 < nb {
+        let (a1, s1) = (&ar[b + 1], i32::from(sr[b + 1]));
+        PreparedPair {
+            a: join(load_q8(a0), load_q8(a1)),
+            c: corr(-off * s0, -off * s1),
+            d: scales(a0.d, a1.d),
+        }
+    } else {
+        PreparedPair {
+            a: join(load_q8(a0), _mm256_setzero_si256()),
+            c: corr(-off * s0, 0),
+            d: scales(a0.d, f16::ZERO),
         }
     }
-    Prepared {
-        pairs,
-        np,
-        nb,
-        n_tok: a.n_tok,
-    }
+}
+
+/// Runs `f` on every token's block pairs for weights offset by `off`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn with_pairs(a: &QuantActs<'_>, off: i32, f: impl FnOnce(&Prepared<'_>)) {
+    let (nb, n_tok) = (a.nb, a.n_tok);
+    let np = nb.div_ceil(2);
+    with_prepared::<_, _, STACK_PAIRS>(
+        n_tok * np,
+        &PAIRS,
+        |i| pair(a, off, i / np, i % np),
+        |pairs| {
+            f(&Prepared {
+                pairs,
+                np,
+                nb,
+                n_tok,
+            })
+        },
+    )
 }
 
 /// Generates the tile function of one weight type: `$wload` makes a block pair
@@ -173,7 +183,7 @@ macro_rules! vnni_tile {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         fn $name<const R: usize, const T: usize>(
             w: &[$blk],
-            a: &Prepared,
+            a: &Prepared<'_>,
             r: usize,
             t: usize,
         ) -> [[f32; T]; R] {
@@ -235,9 +245,7 @@ pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    let prep = prepare(a, 128, PAIRS.take());
-    drive!(tile_q8, w, &prep, out, TR, TT);
-    PAIRS.set(prep.pairs);
+    with_pairs(a, 128, |prep| drive!(tile_q8, w, prep, out, TR, TT));
 }
 
 /// Safe wrapper of [`gemm_q4_0_impl`], and of [`gemv::gemv_q4_0`] for one
@@ -256,9 +264,7 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    let prep = prepare(a, 8, PAIRS.take());
-    drive!(tile_q4, w, &prep, out, TR, TT);
-    PAIRS.set(prep.pairs);
+    with_pairs(a, 8, |prep| drive!(tile_q4, w, prep, out, TR, TT));
 }
 
 /// Queries attended together by [`attend_head_f32`]: each transposed key row

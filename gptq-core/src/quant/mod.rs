@@ -24,6 +24,7 @@ pub mod pack;
 pub mod prefetch;
 pub mod reference;
 mod scalar;
+mod scratch;
 pub mod team;
 pub mod tile;
 

@@ -27,6 +27,7 @@ use std::cell::Cell;
 
 use super::super::blocks::{BlockQ4_0, BlockQ8_0};
 use super::super::prefetch;
+use super::super::scratch::with_prepared;
 use super::super::tile::{OutTile, QuantActs};
 
 /// Blocks per step.
@@ -53,38 +54,37 @@ struct Quad {
     d: __m512,
 }
 
+/// Quads kept on the stack: every product up to 8192 columns.
+const STACK_QUADS: usize = 64;
+
 thread_local! {
-    /// Each thread's quads, taken by a call and put back after it, so that
-    /// once grown a decode step allocates nothing.
+    /// Each thread's quads for wider products, taken by a call and put back
+    /// after it.
     static QUADS: Cell<Vec<Quad>> = const { Cell::new(Vec::new()) };
 }
 
-/// Arranges token 0's activations into quads for weights offset by `off` (a
-/// last partial quad padded with zero activations and scales), in `quads`
-/// (cleared first).
+/// Token 0's activations of quad `q` for weights offset by `off` (a partial
+/// last quad padded with zero activations and scales).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-fn prepare(a: &QuantActs<'_>, off: i32, quads: &mut Vec<Quad>) {
+fn quad(a: &QuantActs<'_>, off: i32, q: usize) -> Quad {
     let (blocks, sums) = (a.row(0), a.row_sums(0));
-    quads.clear();
-    for q in 0..a.nb.div_ceil(QB) {
-        let (mut lo, mut hi) = ([0i8; 64], [0i8; 64]);
-        let (mut c, mut d) = ([0i32; 16], [0.0f32; 16]);
-        for k in 0..QB.min(a.nb - q * QB) {
-            let b = &blocks[q * QB + k];
-            lo[16 * k..16 * k + 16].copy_from_slice(&b.qs[..16]);
-            hi[16 * k..16 * k + 16].copy_from_slice(&b.qs[16..]);
-            c[4 * k] = -off * i32::from(sums[q * QB + k]);
-            d[4 * k..4 * k + 4].fill(b.d.to_f32());
+    let (mut lo, mut hi) = ([0i8; 64], [0i8; 64]);
+    let (mut c, mut d) = ([0i32; 16], [0.0f32; 16]);
+    for k in 0..QB.min(a.nb - q * QB) {
+        let b = &blocks[q * QB + k];
+        lo[16 * k..16 * k + 16].copy_from_slice(&b.qs[..16]);
+        hi[16 * k..16 * k + 16].copy_from_slice(&b.qs[16..]);
+        c[4 * k] = -off * i32::from(sums[q * QB + k]);
+        d[4 * k..4 * k + 4].fill(b.d.to_f32());
+    }
+    // SAFETY: each array is 64 readable bytes; the loads are unaligned.
+    unsafe {
+        Quad {
+            lo: _mm512_loadu_si512(lo.as_ptr().cast()),
+            hi: _mm512_loadu_si512(hi.as_ptr().cast()),
+            c: _mm512_loadu_si512(c.as_ptr().cast()),
+            d: _mm512_loadu_ps(d.as_ptr()),
         }
-        // SAFETY: each array is 64 readable bytes; the loads are unaligned.
-        quads.push(unsafe {
-            Quad {
-                lo: _mm512_loadu_si512(lo.as_ptr().cast()),
-                hi: _mm512_loadu_si512(hi.as_ptr().cast()),
-                c: _mm512_loadu_si512(c.as_ptr().cast()),
-                d: _mm512_loadu_ps(d.as_ptr()),
-            }
-        });
     }
 }
 
@@ -192,27 +192,32 @@ macro_rules! gemv {
             let nb = a.nb;
             assert!(a.n_tok == 1, "gemv: one token");
             assert!(w.len() >= out.rows() * nb, "gemv: weights too short");
-            let mut quads = QUADS.take();
-            prepare(a, $off, &mut quads);
             let full = nb / QB;
-            for r in 0..out.rows() {
-                let (body, tail) = w[r * nb..(r + 1) * nb].split_at(full * QB);
-                let mut acc = _mm512_setzero_ps();
-                for (blocks, quad) in body.chunks_exact(QB).zip(&quads) {
-                    for &b in $hints {
-                        prefetch::stream(&blocks[b]);
+            with_prepared::<_, _, STACK_QUADS>(
+                nb.div_ceil(QB),
+                &QUADS,
+                |q| quad(a, $off, q),
+                |quads| {
+                    for r in 0..out.rows() {
+                        let (body, tail) = w[r * nb..(r + 1) * nb].split_at(full * QB);
+                        let mut acc = _mm512_setzero_ps();
+                        for (blocks, quad) in body.chunks_exact(QB).zip(quads) {
+                            for &b in $hints {
+                                prefetch::stream(&blocks[b]);
+                            }
+                            acc = $step($full(blocks), quad, acc);
+                        }
+                        if let (false, Some(quad)) = (tail.is_empty(), quads.get(full)) {
+                            let (p, n) = (tail.as_ptr().cast(), size_of_val(tail));
+                            // SAFETY: the tail's `n` bytes are readable; a
+                            // partial quad is at most three blocks, under 192.
+                            let z = unsafe { load_partial(p, n) };
+                            acc = $step(z, quad, acc);
+                        }
+                        out.set(0, r, _mm512_reduce_add_ps(acc));
                     }
-                    acc = $step($full(blocks), quad, acc);
-                }
-                if let (false, Some(quad)) = (tail.is_empty(), quads.get(full)) {
-                    // SAFETY: the tail's bytes are readable; a partial quad
-                    // is at most three blocks, under 192 bytes.
-                    let z = unsafe { load_partial(tail.as_ptr().cast(), size_of_val(tail)) };
-                    acc = $step(z, quad, acc);
-                }
-                out.set(0, r, _mm512_reduce_add_ps(acc));
-            }
-            QUADS.set(quads);
+                },
+            );
         }
     };
 }
