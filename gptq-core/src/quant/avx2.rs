@@ -307,6 +307,9 @@ pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
+    if a.n_tok == 1 {
+        return gemv::gemv_q8_0(w, a, out);
+    }
     drive!(tile_q8, w, a, out, TR, TT);
 }
 
@@ -320,6 +323,9 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
+    if a.n_tok == 1 {
+        return gemv::gemv_q4_0(w, a, out);
+    }
     drive!(tile_q4, w, a, out, TR, TT);
 }
 
@@ -852,5 +858,6 @@ fn softmax_impl(x: &mut [f32]) {
     }
 }
 
+mod gemv;
 #[cfg(test)]
 pub(super) mod tests;
