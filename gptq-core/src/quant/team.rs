@@ -6,9 +6,13 @@
 //! loop to the rayon pool costs a microsecond or two, and a rayon worker that
 //! finds no work for a few microseconds goes to sleep: waking it costs 15–20 µs
 //! on these machines, and a decode step would pay that in many of its loops.
-//! The team instead spawns one helper job per extra pool thread for the whole
-//! step; the helpers spin between loops, and each loop is published to them
-//! as one atomic pointer and shared out by an atomic counter.
+//! The team instead offers the pool one helper job per extra thread for the
+//! whole step (nested `rayon::join`s); the helpers spin between loops, and
+//! each loop is published to them as one atomic pointer and shared out by an
+//! atomic counter. Measured with `gptq bench -p 0 -n 64`, Q4_0, 2 threads,
+//! team against rayon's parallel iterators in one build, medians of 5 runs
+//! alternated: 112.7 against 100.0 t/s on the 355M shape; on the 124M shape
+//! the two were within noise (543 and 558).
 //!
 //! The calling thread never waits for a helper that has not taken work: it
 //! runs every index nobody else claims, and only waits for indices another
