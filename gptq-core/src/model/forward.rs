@@ -472,11 +472,17 @@ fn attention(
             let (t, h) = (p / n_head, p % n_head);
             let q = &qkv[t * 3 * d + h * hd..t * 3 * d + (h + 1) * hd];
             let len = pos0 + t + 1;
-            if let (Some(attend), Rows::F32(kc), Rows::F32(vc)) = (k.table.attend_f32, keys, values)
-            {
-                let at = h * n_ctx * hd;
-                attend(q, &kc[at..], &vc[at..], hd, len, scale, sc, o);
-                continue;
+            let at = h * n_ctx * hd;
+            match (k.table.attend_f32, k.table.attend_f16, keys, values) {
+                (Some(attend), _, Rows::F32(kc), Rows::F32(vc)) => {
+                    attend(q, &kc[at..], &vc[at..], hd, len, scale, sc, o);
+                    continue;
+                }
+                (_, Some(attend), Rows::F16(kc), Rows::F16(vc)) => {
+                    attend(q, &kc[at..], &vc[at..], hd, len, scale, sc, o);
+                    continue;
+                }
+                _ => {}
             }
             let sc = &mut sc[..len];
             for (pos, s) in sc.iter_mut().enumerate() {

@@ -499,72 +499,110 @@ pub(super) fn attend_f32(
     unsafe { attend_f32_impl(q, k, v, stride, n, scale, scores, out) }
 }
 
-/// One query over `n` positions of one head: the scores in one pass without
-/// a call per position, the stable softmax, then the weighted sum of values
-/// with the output held in registers across all positions (32 lanes at a
-/// time), instead of a load and store of the output per position.
+/// Safe wrapper of [`attend_f16_impl`].
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn attend_f32_impl(
+pub(super) fn attend_f16(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[f16],
+    v: &[f16],
     stride: usize,
     n: usize,
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let hd = out.len();
-    assert!(
-        n >= 1 && q.len() == hd && scores.len() >= n,
-        "attend: sizes"
-    );
-    let last = (n - 1) * stride + hd;
-    assert!(
-        k.len() >= last && v.len() >= last,
-        "attend: cache too short"
-    );
-    let scores = &mut scores[..n];
-    for (p, s) in scores.iter_mut().enumerate() {
-        // The weighted sum below reads the value rows in the same order:
-        // start fetching them now, while the scores are computed.
-        for c in v[p * stride..p * stride + hd].chunks(16) {
-            super::prefetch::ahead_l1(&c[0], 0);
-        }
-        *s = dot_f32_impl(q, &k[p * stride..p * stride + hd]) * scale;
-    }
-    softmax_impl(scores);
-    let mut c = 0;
-    while c + 32 <= hd {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (p, &w) in scores.iter().enumerate() {
-            let row = &v[p * stride + c..p * stride + c + 32];
-            let wv = _mm256_set1_ps(w);
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(wv, ld(&row[8 * i..]), *a);
+    // SAFETY: only reachable through the AVX2 kernel table (and the AVX-512
+    // and AMX tables built on it), which `Kernels::new` hands out only when the
+    // CPU has AVX2, FMA and F16C.
+    unsafe { attend_f16_impl(q, k, v, stride, n, scale, scores, out) }
+}
+
+/// Generates the fused attention over a cache of one element type: `$ld`
+/// widens eight cached values to f32, `$dot` is the query·key product and
+/// `$one` widens a single value.
+macro_rules! attend {
+    ($name:ident, $t:ty, $ld:ident, $dot:ident, $one:expr) => {
+        /// One query over `n` positions of one head: the scores in one pass
+        /// without a call per position, the stable softmax, then the weighted
+        /// sum of values with the output held in registers across all
+        /// positions (32 lanes at a time), instead of a load and store of the
+        /// output per position.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn $name(
+            q: &[f32],
+            k: &[$t],
+            v: &[$t],
+            stride: usize,
+            n: usize,
+            scale: f32,
+            scores: &mut [f32],
+            out: &mut [f32],
+        ) {
+            let hd = out.len();
+            assert!(
+                n >= 1 && q.len() == hd && scores.len() >= n,
+                "attend: sizes"
+            );
+            let last = (n - 1) * stride + hd;
+            assert!(
+                k.len() >= last && v.len() >= last,
+                "attend: cache too short"
+            );
+            let scores = &mut scores[..n];
+            let per_line = 64 / std::mem::size_of::<$t>();
+            for (p, s) in scores.iter_mut().enumerate() {
+                // The weighted sum below reads the value rows in the same
+                // order: start fetching them now, while the scores are
+                // computed.
+                for c in v[p * stride..p * stride + hd].chunks(per_line) {
+                    super::prefetch::ahead_l1(&c[0], 0);
+                }
+                *s = $dot(&k[p * stride..p * stride + hd], q) * scale;
+            }
+            softmax_impl(scores);
+            let mut c = 0;
+            while c + 32 <= hd {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (p, &w) in scores.iter().enumerate() {
+                    let row = &v[p * stride + c..p * stride + c + 32];
+                    let wv = _mm256_set1_ps(w);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(wv, $ld(&row[8 * i..]), *a);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    st(&mut out[c + 8 * i..c + 8 * i + 8], *a);
+                }
+                c += 32;
+            }
+            while c + 8 <= hd {
+                let mut acc = _mm256_setzero_ps();
+                for (p, &w) in scores.iter().enumerate() {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), $ld(&v[p * stride + c..]), acc);
+                }
+                st(&mut out[c..c + 8], acc);
+                c += 8;
+            }
+            for (j, o) in out.iter_mut().enumerate().skip(c) {
+                *o = scores
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &w)| w * $one(v[p * stride + j]))
+                    .sum();
             }
         }
-        for (i, a) in acc.iter().enumerate() {
-            st(&mut out[c + 8 * i..c + 8 * i + 8], *a);
-        }
-        c += 32;
-    }
-    while c + 8 <= hd {
-        let mut acc = _mm256_setzero_ps();
-        for (p, &w) in scores.iter().enumerate() {
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(w), ld(&v[p * stride + c..]), acc);
-        }
-        st(&mut out[c..c + 8], acc);
-        c += 8;
-    }
-    for (j, o) in out.iter_mut().enumerate().skip(c) {
-        *o = scores
-            .iter()
-            .enumerate()
-            .map(|(p, &w)| w * v[p * stride + j])
-            .sum();
-    }
+    };
+}
+
+attend!(attend_f32_impl, f32, ld, dot_f32_rev, |x: f32| x);
+attend!(attend_f16_impl, f16, ldh, dot_f16_impl, h2f);
+
+/// [`dot_f32_impl`] with the key first, as [`dot_f16_impl`] takes it.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32_rev(k: &[f32], q: &[f32]) -> f32 {
+    dot_f32_impl(q, k)
 }
 
 /// Safe wrapper of [`dot_f32_impl`].

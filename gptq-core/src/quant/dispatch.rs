@@ -116,6 +116,9 @@ pub(crate) type LayerNormFn = fn(&[f32], &[f32], &[f32], f32, &mut [f32]);
 /// are `k[p·stride ..][..hd]` and `v[p·stride ..][..hd]` (`hd = out.len()`).
 pub(crate) type AttendFn = fn(&[f32], &[f32], &[f32], usize, usize, f32, &mut [f32], &mut [f32]);
 
+/// [`AttendFn`] over an f16 cache.
+pub(crate) type AttendF16Fn = fn(&[f32], &[f16], &[f16], usize, usize, f32, &mut [f32], &mut [f32]);
+
 /// The queries of one head for a run of consecutive positions, and that
 /// head's f32 key and value cache.
 // Only the x86-64 paths have a head kernel that reads these.
@@ -157,6 +160,8 @@ pub(crate) struct KernelTable {
     /// A fused attention over an f32 cache, where a path has one; otherwise
     /// the forward pass composes `dot_f32`, `softmax` and `axpy_f32`.
     pub attend_f32: Option<AttendFn>,
+    /// The same over an f16 cache.
+    pub attend_f16: Option<AttendF16Fn>,
     /// Many queries of one head at once over an f32 cache (prefill), where a
     /// path has it; otherwise each query is attended alone.
     pub attend_head_f32: Option<AttendHeadFn>,
@@ -177,6 +182,7 @@ static SCALAR: KernelTable = KernelTable {
     add: scalar::add,
     softmax: scalar::softmax,
     attend_f32: None,
+    attend_f16: None,
     attend_head_f32: None,
 };
 
@@ -196,6 +202,7 @@ static AVX2: KernelTable = KernelTable {
     add: super::avx2::add,
     softmax: super::avx2::softmax,
     attend_f32: Some(super::avx2::attend_f32),
+    attend_f16: Some(super::avx2::attend_f16),
     attend_head_f32: None,
 };
 

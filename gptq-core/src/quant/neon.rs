@@ -42,6 +42,7 @@ pub(super) static NEON_DOTPROD: KernelTable = KernelTable {
     add,
     softmax,
     attend_f32: None,
+    attend_f16: None,
     attend_head_f32: None,
 };
 
@@ -61,6 +62,7 @@ pub(super) static NEON: KernelTable = KernelTable {
     add,
     softmax,
     attend_f32: None,
+    attend_f16: None,
     attend_head_f32: None,
 };
 

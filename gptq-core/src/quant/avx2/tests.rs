@@ -651,32 +651,36 @@ fn exp_array(x: [f32; 8]) -> [f32; 8] {
     out
 }
 
-/// The fused attention equals the composition of the scalar dot, softmax and
-/// axpy it replaces, for head sizes with and without a 32- or 8-lane tail.
-#[test]
-fn attend_matches_the_scalar_composition() {
-    if !have() {
-        return;
-    }
-    let mut rng = Rng(11);
+/// The fused attention over a cache of `T` against the composition of the
+/// scalar `dot`, softmax and `axpy` it replaces, for head sizes with and without
+/// a 32- or 8-lane tail.
+#[allow(clippy::type_complexity)]
+fn check_attend<T: Copy>(
+    seed: u64,
+    to: fn(f32) -> T,
+    dot: fn(&[T], &[f32]) -> f32,
+    axpy: fn(f32, &[T], &mut [f32]),
+    attend: fn(&[f32], &[T], &[T], usize, usize, f32, &mut [f32], &mut [f32]),
+) {
+    let mut rng = Rng(seed);
     for hd in [64usize, 1, 7, 8, 40, 80, 128] {
         for n in [1usize, 2, 5, 64, 300] {
             let stride = hd * 3;
             let q: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
-            let k: Vec<f32> = (0..n * stride).map(|_| 3.0 * rng.f()).collect();
-            let v: Vec<f32> = (0..n * stride).map(|_| rng.f()).collect();
+            let k: Vec<T> = (0..n * stride).map(|_| to(3.0 * rng.f())).collect();
+            let v: Vec<T> = (0..n * stride).map(|_| to(rng.f())).collect();
             let scale = 1.0 / (hd as f32).sqrt();
             let mut want_sc: Vec<f32> = (0..n)
-                .map(|p| scalar::dot_f32(&q, &k[p * stride..p * stride + hd]) * scale)
+                .map(|p| dot(&k[p * stride..p * stride + hd], &q) * scale)
                 .collect();
             scalar::softmax(&mut want_sc);
             let mut want = vec![0.0f32; hd];
             for (p, &w) in want_sc.iter().enumerate() {
-                scalar::axpy_f32(w, &v[p * stride..p * stride + hd], &mut want);
+                axpy(w, &v[p * stride..p * stride + hd], &mut want);
             }
             let mut sc = vec![f32::NAN; n + 3];
             let mut got = vec![f32::NAN; hd];
-            attend_f32(&q, &k, &v, stride, n, scale, &mut sc, &mut got);
+            attend(&q, &k, &v, stride, n, scale, &mut sc, &mut got);
             for j in 0..hd {
                 // Each output is a convex combination of values in [-1, 1].
                 assert!(
@@ -687,5 +691,25 @@ fn attend_matches_the_scalar_composition() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn attend_matches_the_scalar_composition() {
+    if have() {
+        check_attend(11, |x| x, scalar::dot_f32, scalar::axpy_f32, attend_f32);
+    }
+}
+
+#[test]
+fn attend_f16_matches_the_scalar_composition() {
+    if have() {
+        check_attend(
+            12,
+            f16::from_f32,
+            scalar::dot_f16,
+            scalar::axpy_f16,
+            attend_f16,
+        );
     }
 }
