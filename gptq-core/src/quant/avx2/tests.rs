@@ -257,27 +257,50 @@ pub(in crate::quant) fn check_q_with(
     let (a, s) = quantize_scalar(&x, n_tok, nb);
     let w8 = q8_blocks(rng, rows * nb);
     let w4 = q4_blocks(rng, rows * nb);
-    let got8 = run_q(g8, &w8, &a, &s, n_tok, nb, rows);
-    let want8 = run_q(scalar::gemm_q8_0, &w8, &a, &s, n_tok, nb, rows);
-    let got4 = run_q(g4, &w4, &a, &s, n_tok, nb, rows);
-    let want4 = run_q(scalar::gemm_q4_0, &w4, &a, &s, n_tok, nb, rows);
+    let what = format!("{rows}x{cols} n_tok {n_tok}");
+    assert_q_match(g8, g4, (&w8, &w4), (&a, &s), rows, 1e-30, &what);
+}
+
+/// Runs `g8`, `g4` and the scalar kernels on the same weights `(Q8_0, Q4_0)`
+/// and quantized activations `(blocks, sums)` of `rows` weight rows, and
+/// checks that every output is finite and within `Q_TOL · Σ|terms| + floor`
+/// of the scalar one.
+fn assert_q_match(
+    g8: QGemm<BlockQ8_0>,
+    g4: QGemm<BlockQ4_0>,
+    (w8, w4): (&[BlockQ8_0], &[BlockQ4_0]),
+    (a, s): (&[BlockQ8_0], &[i16]),
+    rows: usize,
+    floor: f32,
+    what: &str,
+) {
+    let nb = w8.len() / rows;
+    let n_tok = a.len() / nb;
+    let got8 = run_q(g8, w8, a, s, n_tok, nb, rows);
+    let want8 = run_q(scalar::gemm_q8_0, w8, a, s, n_tok, nb, rows);
+    let got4 = run_q(g4, w4, a, s, n_tok, nb, rows);
+    let want4 = run_q(scalar::gemm_q4_0, w4, a, s, n_tok, nb, rows);
     for t in 0..n_tok {
         let ar = &a[t * nb..(t + 1) * nb];
         for r in 0..rows {
             let k = t * rows + r;
+            assert!(
+                got8[k].is_finite() && got4[k].is_finite(),
+                "{what} r{r} t{t}"
+            );
             let wr8 = &w8[r * nb..(r + 1) * nb];
-            let tol8 = Q_TOL * abs_terms(wr8, ar, q8_val, |b| b.d.to_f32()) + 1e-30;
+            let tol8 = Q_TOL * abs_terms(wr8, ar, q8_val, |b| b.d.to_f32()) + floor;
             assert!(
                 (got8[k] - want8[k]).abs() <= tol8,
-                "q8_0 {rows}x{cols} n_tok {n_tok} r{r} t{t}: {} vs {}",
+                "q8_0 {what} r{r} t{t}: {} vs {}",
                 got8[k],
                 want8[k]
             );
             let wr4 = &w4[r * nb..(r + 1) * nb];
-            let tol4 = Q_TOL * abs_terms(wr4, ar, q4_val, |b| b.d.to_f32()) + 1e-30;
+            let tol4 = Q_TOL * abs_terms(wr4, ar, q4_val, |b| b.d.to_f32()) + floor;
             assert!(
                 (got4[k] - want4[k]).abs() <= tol4,
-                "q4_0 {rows}x{cols} n_tok {n_tok} r{r} t{t}: {} vs {}",
+                "q4_0 {what} r{r} t{t}: {} vs {}",
                 got4[k],
                 want4[k]
             );
@@ -357,31 +380,7 @@ pub(in crate::quant) fn check_q_extreme(
     w8[0].qs = [-127; 32];
     w8[1].qs = [127; 32];
     let w4 = q4_blocks(&mut rng, rows * nb);
-    let got8 = run_q(g8, &w8, &a, &s, n_tok, nb, rows);
-    let want8 = run_q(scalar::gemm_q8_0, &w8, &a, &s, n_tok, nb, rows);
-    let got4 = run_q(g4, &w4, &a, &s, n_tok, nb, rows);
-    let want4 = run_q(scalar::gemm_q4_0, &w4, &a, &s, n_tok, nb, rows);
-    for t in 0..n_tok {
-        let ar = &a[t * nb..(t + 1) * nb];
-        for r in 0..rows {
-            let k = t * rows + r;
-            assert!(got8[k].is_finite() && got4[k].is_finite());
-            let t8 = Q_TOL * abs_terms(&w8[r * nb..(r + 1) * nb], ar, q8_val, |b| b.d.to_f32());
-            let t4 = Q_TOL * abs_terms(&w4[r * nb..(r + 1) * nb], ar, q4_val, |b| b.d.to_f32());
-            assert!(
-                (got8[k] - want8[k]).abs() <= t8,
-                "q8 t{t} r{r}: {} {}",
-                got8[k],
-                want8[k]
-            );
-            assert!(
-                (got4[k] - want4[k]).abs() <= t4,
-                "q4 t{t} r{r}: {} {}",
-                got4[k],
-                want4[k]
-            );
-        }
-    }
+    assert_q_match(g8, g4, (&w8, &w4), (&a, &s), rows, 0.0, "extremes");
 }
 
 /// Relative tolerance of float dot products (Σ|terms|): both sides sum in eight
