@@ -67,6 +67,7 @@ compile_error!(
     "gptq-core reads little-endian GGUF files in place and supports little-endian targets only"
 );
 
+pub mod batch;
 pub mod error;
 pub mod generate;
 pub mod gguf;
@@ -79,6 +80,7 @@ pub mod session;
 pub mod synthetic;
 pub mod tokenizer;
 
+pub use batch::{Batch, BatchParams};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, Generate, GenerateOptions};
 pub use model::{HParams, KvType, Model};

@@ -42,13 +42,13 @@ pub struct Session {
     n_ctx: usize,
     n_batch: usize,
     n_outputs: usize,
-    kv: KvCache,
+    pub(crate) kv: KvCache,
     scratch: Scratch,
-    tokens: Vec<u32>,
+    pub(crate) tokens: Vec<u32>,
     /// `n_outputs` rows of `n_vocab`; row 0 holds the last token's logits
-    /// after [`Session::feed`].
-    logits: Vec<f32>,
-    has_logits: bool,
+    /// after [`Session::feed`] (or a [`Batch`](crate::Batch) step).
+    pub(crate) logits: Vec<f32>,
+    pub(crate) has_logits: bool,
     cancel: Arc<AtomicBool>,
 }
 
@@ -197,7 +197,7 @@ impl Session {
             .then(|| &self.logits[..self.model.hparams().n_vocab])
     }
 
-    fn check(&self, tokens: &[u32]) -> Result<()> {
+    pub(crate) fn check(&self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("no tokens to evaluate".into()));
         }

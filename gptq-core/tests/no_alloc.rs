@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use gptq_core::gguf::GgmlType;
 use gptq_core::model::HParams;
 use gptq_core::synthetic::{SyntheticSpec, write_synthetic};
-use gptq_core::{KernelPath, Kernels, KvType, Model, Session, SessionParams};
+use gptq_core::{Batch, BatchParams, KernelPath, Kernels, KvType, Model, Session, SessionParams};
 
 struct Counting;
 
@@ -41,8 +41,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is global: the tests take turns, or one would count the
+/// other's set-up.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn decode_steps_allocate_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let hp = HParams {
         n_vocab: 1000,
@@ -98,6 +103,90 @@ fn decode_steps_allocate_nothing() {
             assert!(
                 n <= 1,
                 "{kp} kernels, {ty} weights, {kv:?} cache: {n} allocations in 50 steps"
+            );
+        }
+    }
+}
+
+/// A batch's decode steps allocate nothing either, whatever the number of
+/// sessions in them: only a sequence joining (its prompt chunk's products
+/// may grow per-thread buffers once) may allocate.
+#[test]
+fn batched_decode_steps_allocate_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let hp = HParams {
+        n_vocab: 1000,
+        n_ctx: 256,
+        n_embd: 128,
+        n_ff: 512,
+        n_layer: 2,
+        n_head: 4,
+        ln_eps: 1e-5,
+    };
+    for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_0] {
+        let path = dir.path().join(format!("{ty}.gguf"));
+        write_synthetic(&path, &SyntheticSpec::new(hp.clone(), ty)).unwrap();
+        for kp in KernelPath::available() {
+            let kernels = Kernels::new(kp).unwrap();
+            let model = Arc::new(Model::load_with_kernels(&path, kernels).unwrap());
+            let params = BatchParams {
+                max_seqs: 4,
+                max_tokens: 64,
+                n_ctx: 0,
+            };
+            let mut batch = Batch::new(Arc::clone(&model), params).unwrap();
+            let mut s: Vec<Session> = (0..4)
+                .map(|_| Session::new(Arc::clone(&model), SessionParams::default()).unwrap())
+                .collect();
+            let n = rayon::scope(|_| {
+                let [a, b, c, d] = &mut s[..] else {
+                    unreachable!()
+                };
+                // Joining: prompts, then one step of each size to warm up.
+                batch
+                    .eval(&mut [(&mut *a, &[1, 2, 3][..]), (&mut *b, &[4, 5][..])])
+                    .unwrap();
+                batch
+                    .eval(&mut [
+                        (&mut *a, &[6][..]),
+                        (&mut *b, &[7][..]),
+                        (&mut *c, &[8, 9, 10, 11][..]),
+                    ])
+                    .unwrap();
+                batch.eval(&mut [(&mut *d, &[12; 20][..])]).unwrap();
+                for k in 1..=4 {
+                    let mut items: Vec<(&mut Session, &[u32])> = Vec::new();
+                    for (i, x) in [&mut *a, &mut *b, &mut *c, &mut *d].into_iter().enumerate() {
+                        if i < k {
+                            items.push((x, &[13][..]));
+                        }
+                    }
+                    batch.eval(&mut items).unwrap();
+                }
+                ALLOCS.store(0, Ordering::Relaxed);
+                COUNTING.store(true, Ordering::Relaxed);
+                for i in 0..20u32 {
+                    // Sessions leave and come back between steps.
+                    let t = [20 + i];
+                    match i % 3 {
+                        0 => batch.eval(&mut [
+                            (&mut *a, &t[..]),
+                            (&mut *b, &t[..]),
+                            (&mut *c, &t[..]),
+                            (&mut *d, &t[..]),
+                        ]),
+                        1 => batch.eval(&mut [(&mut *d, &t[..]), (&mut *b, &t[..])]),
+                        _ => batch.eval(&mut [(&mut *c, &t[..])]),
+                    }
+                    .unwrap();
+                }
+                COUNTING.store(false, Ordering::Relaxed);
+                ALLOCS.load(Ordering::Relaxed)
+            });
+            assert_eq!(
+                n, 0,
+                "{kp} kernels, {ty} weights: batched decode steps allocated"
             );
         }
     }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use half::f16;
 use rayon::prelude::*;
 
+pub(crate) mod batch;
+
 use super::Model;
 use super::weights::VectorLoc;
 use crate::error::{Error, Result};

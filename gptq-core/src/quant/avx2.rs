@@ -313,6 +313,19 @@ fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     drive!(tile_q8, w, a, out, TR, TT);
 }
 
+/// Decode products of Q8_0 weights for any number of tokens: each token's row
+/// bitwise the one [`gemm_q8_0`] gives it alone, one weight stream for all.
+pub(super) fn gemv_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX2 kernel tables (AVX2, FMA, F16C).
+    unsafe { gemv::gemv_q8_0(w, a, out) }
+}
+
+/// [`gemv_q8_0`] for Q4_0 weights.
+pub(super) fn gemv_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    // SAFETY: only reachable through the AVX2 kernel tables (AVX2, FMA, F16C).
+    unsafe { gemv::gemv_q4_0(w, a, out) }
+}
+
 /// Safe wrapper of [`gemm_q4_0_impl`].
 pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`

@@ -261,6 +261,29 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
     unsafe { gemm_q4_0_impl(w, a, out) }
 }
 
+/// Decode products of Q8_0 weights for any number of tokens, each token's
+/// row bitwise the one [`gemm_q8_0`] gives it alone (one pass over the
+/// weights serves them all).
+pub(super) fn gemv_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if gemv::supported() {
+        // SAFETY: as in `gemm_q8_0`.
+        return unsafe { gemv::gemv_q8_0(w, a, out) };
+    }
+    // The tile walk computes every (row, token) alone: one token or many,
+    // the same sums. SAFETY: as in `gemm_q8_0`.
+    unsafe { gemm_q8_0_impl(w, a, out) }
+}
+
+/// [`gemv_q8_0`] for Q4_0 weights.
+pub(super) fn gemv_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if gemv::supported() {
+        // SAFETY: as in `gemm_q4_0`.
+        return unsafe { gemv::gemv_q4_0(w, a, out) };
+    }
+    // SAFETY: as in `gemm_q4_0`.
+    unsafe { gemm_q4_0_impl(w, a, out) }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");

@@ -147,6 +147,13 @@ pub(crate) struct KernelTable {
     pub quantize_acts: fn(&[f32], &mut [BlockQ8_0], &mut [i16]),
     pub gemm_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
     pub gemm_q4_0: fn(&[BlockQ4_0], &QuantActs<'_>, &mut OutTile<'_>),
+    /// Decode products for any number of tokens (sessions decoding together):
+    /// each token's row is bitwise what `gemm_q8_0` gives it alone, one pass
+    /// over the weights serving all. (Float weights need no twin: every
+    /// path's float products compute each token alone.)
+    pub gemv_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
+    /// [`KernelTable::gemv_q8_0`] for Q4_0 weights.
+    pub gemv_q4_0: fn(&[BlockQ4_0], &QuantActs<'_>, &mut OutTile<'_>),
     pub gemm_f16: fn(&[f16], &FloatActs<'_>, &mut OutTile<'_>),
     pub gemm_f32: fn(&[f32], &FloatActs<'_>, &mut OutTile<'_>),
     pub dot_f32: fn(&[f32], &[f32]) -> f32,
@@ -171,6 +178,8 @@ static SCALAR: KernelTable = KernelTable {
     quantize_acts: scalar::quantize_acts,
     gemm_q8_0: scalar::gemm_q8_0,
     gemm_q4_0: scalar::gemm_q4_0,
+    gemv_q8_0: scalar::gemm_q8_0,
+    gemv_q4_0: scalar::gemm_q4_0,
     gemm_f16: scalar::gemm_f16,
     gemm_f32: scalar::gemm_f32,
     dot_f32: scalar::dot_f32,
@@ -191,6 +200,8 @@ static AVX2: KernelTable = KernelTable {
     quantize_acts: super::avx2::quantize_acts,
     gemm_q8_0: super::avx2::gemm_q8_0,
     gemm_q4_0: super::avx2::gemm_q4_0,
+    gemv_q8_0: super::avx2::gemv_q8_0,
+    gemv_q4_0: super::avx2::gemv_q4_0,
     gemm_f16: super::avx2::gemm_f16,
     gemm_f32: super::avx2::gemm_f32,
     dot_f32: super::avx2::dot_f32,
@@ -210,6 +221,8 @@ static AVX2: KernelTable = KernelTable {
 static AVX512: KernelTable = KernelTable {
     gemm_q8_0: super::avx512::gemm_q8_0,
     gemm_q4_0: super::avx512::gemm_q4_0,
+    gemv_q8_0: super::avx512::gemv_q8_0,
+    gemv_q4_0: super::avx512::gemv_q4_0,
     attend_head_f32: Some(super::avx512::attend_head_f32),
     ..AVX2
 };

@@ -28,6 +28,11 @@ const TASKS_PER_THREAD: usize = 4;
 /// 112.0, 4 tasks 108.6, 8 tasks 103.5.
 const TEAM_TASKS_PER_THREAD: usize = 1;
 
+/// Up to this many rows of activations are quantized on the calling thread (a
+/// batched decode step's few rows: cheaper than a parallel loop, and a step
+/// on a [`Team`](super::team::Team) keeps rayon's pool out of its loops).
+const QUANTIZE_SERIAL_MAX: usize = 16;
+
 /// Space for the quantized activations of one product, allocated once.
 #[derive(Clone, Debug, Default)]
 pub struct MatmulScratch {
@@ -82,6 +87,40 @@ pub fn matmul_on(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) {
+    product(par, k, w, x, n_tok, y, scratch, false);
+}
+
+/// [`matmul_on`] for `n_tok` independent decode tokens (one per session of a
+/// batch): each token's output row is bitwise the one `matmul_on` gives it
+/// alone (`n_tok = 1`), while one pass over the weights serves them all. The
+/// products for many tokens ([`matmul_on`]) use register tiles whose sums
+/// may be ordered differently.
+///
+/// # Panics
+/// As [`matmul`].
+pub fn matmul_decode_on(
+    par: Par<'_>,
+    k: &Kernels,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tok: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) {
+    product(par, k, w, x, n_tok, y, scratch, true);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn product(
+    par: Par<'_>,
+    k: &Kernels,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tok: usize,
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+    decode: bool,
+) {
     let (rows, cols) = (w.rows(), w.cols());
     assert!(x.len() >= n_tok * cols, "matmul: x too short");
     assert!(y.len() >= n_tok * rows, "matmul: y too short");
@@ -91,17 +130,27 @@ pub fn matmul_on(
         WeightData::Q8_0(d) => {
             let acts = quantize(k, x, n_tok, cols, scratch);
             let nb = acts.nb;
+            let f = if decode {
+                k.table.gemv_q8_0
+            } else {
+                k.table.gemm_q8_0
+            };
             for_row_tiles(par, rows, n_tok, y, |tile| {
                 let r0 = tile.r0();
-                (k.table.gemm_q8_0)(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
+                f(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
             });
         }
         WeightData::Q4_0(d) => {
             let acts = quantize(k, x, n_tok, cols, scratch);
             let nb = acts.nb;
+            let f = if decode {
+                k.table.gemv_q4_0
+            } else {
+                k.table.gemm_q4_0
+            };
             for_row_tiles(par, rows, n_tok, y, |tile| {
                 let r0 = tile.r0();
-                (k.table.gemm_q4_0)(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
+                f(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
             });
         }
         WeightData::F16(d) => {
@@ -138,13 +187,19 @@ fn quantize<'s>(
     let blocks = &mut scratch.blocks[..n];
     let sums = &mut scratch.sums[..n];
     let quantize_acts = k.table.quantize_acts;
-    if n_tok > 1 {
+    if n_tok > QUANTIZE_SERIAL_MAX {
         x.par_chunks(cols)
             .zip(blocks.par_chunks_mut(nb))
             .zip(sums.par_chunks_mut(nb))
             .for_each(|((xr, br), sr)| quantize_acts(xr, br, sr));
     } else {
-        quantize_acts(x, blocks, sums);
+        for ((xr, br), sr) in x
+            .chunks(cols)
+            .zip(blocks.chunks_mut(nb))
+            .zip(sums.chunks_mut(nb))
+        {
+            quantize_acts(xr, br, sr);
+        }
     }
     QuantActs {
         blocks: &scratch.blocks[..n],
@@ -269,6 +324,62 @@ mod tests {
             for t in 0..n_tok {
                 for r in 0..rows {
                     assert_eq!(y[t * rows + r], want(r, t), "{data:?} r{r} t{t}");
+                }
+            }
+        }
+    }
+
+    /// Each row of a decode product over several tokens is bitwise the
+    /// single-token product's, on every path this CPU runs, every weight
+    /// type, ragged shapes and token counts across the kernels' register
+    /// and stack groups; and the scalar path agrees with the reference.
+    #[test]
+    fn decode_products_equal_single_token_products_bitwise() {
+        let mut s = 11u64;
+        for path in crate::quant::KernelPath::available() {
+            let k = Kernels::new(path).unwrap();
+            for (rows, cols) in [(67, 96), (33, 160), (48, 768), (20, 3072), (5, 8192)] {
+                let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut s)).collect();
+                let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
+                let mut w4 = vec![crate::quant::BlockQ4_0::ZERO; rows * cols / QK];
+                reference::quantize_row_q8_0(&wf, &mut w8);
+                reference::quantize_row_q4_0(&wf, &mut w4);
+                let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+                let max_tok = 23;
+                let x: Vec<f32> = (0..max_tok * cols).map(|_| 3.0 * lcg(&mut s)).collect();
+                let mut scratch = MatmulScratch::new(max_tok, cols);
+                for data in [
+                    WeightData::F32(&wf),
+                    WeightData::F16(&wh),
+                    WeightData::Q8_0(&w8),
+                    WeightData::Q4_0(&w4),
+                ] {
+                    let m = Matrix::new(data, rows, cols).unwrap();
+                    let mut alone = vec![f32::NAN; max_tok * rows];
+                    for t in 0..max_tok {
+                        matmul_on(
+                            Par::Pool,
+                            &k,
+                            &m,
+                            &x[t * cols..(t + 1) * cols],
+                            1,
+                            &mut alone[t * rows..(t + 1) * rows],
+                            &mut scratch,
+                        );
+                    }
+                    for n_tok in [1, 2, 3, 4, 5, 8, 11, max_tok] {
+                        let mut y = vec![f32::NAN; n_tok * rows];
+                        matmul_decode_on(Par::Pool, &k, &m, &x, n_tok, &mut y, &mut scratch);
+                        for (i, (a, b)) in y.iter().zip(&alone).enumerate() {
+                            assert_eq!(
+                                a.to_bits(),
+                                b.to_bits(),
+                                "{path} {data:?} {rows}x{cols}, {n_tok} tokens: token {} row {}",
+                                i / rows,
+                                i % rows
+                            );
+                        }
+                    }
                 }
             }
         }

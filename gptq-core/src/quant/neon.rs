@@ -31,6 +31,10 @@ pub(super) static NEON_DOTPROD: KernelTable = KernelTable {
     quantize_acts,
     gemm_q8_0: gemm_q8_0_sdot,
     gemm_q4_0: gemm_q4_0_sdot,
+    // The tiles compute every (row, token) alone: any token count gives each
+    // token the sums it gets alone.
+    gemv_q8_0: gemm_q8_0_sdot,
+    gemv_q4_0: gemm_q4_0_sdot,
     gemm_f16,
     gemm_f32,
     dot_f32,
@@ -51,6 +55,8 @@ pub(super) static NEON: KernelTable = KernelTable {
     quantize_acts,
     gemm_q8_0: gemm_q8_0_widen,
     gemm_q4_0: gemm_q4_0_widen,
+    gemv_q8_0: gemm_q8_0_widen,
+    gemv_q4_0: gemm_q4_0_widen,
     gemm_f16,
     gemm_f32,
     dot_f32,

@@ -236,6 +236,23 @@ impl Par<'_> {
         }
     }
 
+    /// Runs `f(i, a_i)` in parallel over the chunks `a_i` of `a` (`ca` long,
+    /// the last maybe shorter).
+    ///
+    /// # Panics
+    /// When `ca` is zero.
+    pub fn for_each_chunks<A: Send>(
+        self,
+        a: &mut [A],
+        ca: usize,
+        f: impl Fn(usize, &mut [A]) + Sync,
+    ) {
+        assert!(ca > 0, "for_each_chunks: empty chunks");
+        // A vector of `()` holds no memory: nothing is allocated.
+        let mut units = vec![(); a.len().div_ceil(ca)];
+        self.for_each_chunks2(a, ca, &mut units, 1, |i, ai, _| f(i, ai));
+    }
+
     /// Runs `f(i, a_i, b_i)` in parallel over the chunks `a_i` of `a` (`ca`
     /// long, the last maybe shorter) and the matching chunks `b_i` of `b`
     /// (`cb` long).

@@ -30,8 +30,13 @@ struct Prep {
     d: __m256,
 }
 
-/// Prepared blocks kept on the stack: every product up to 8192 columns.
-const STACK_BLOCKS: usize = 256;
+/// Prepared blocks kept on the stack (72 KiB): one token's for every product
+/// up to 24576 columns; several tokens' of GPT-2's products (32 tokens of
+/// 768 columns, 8 of 3072) go through one pass over the weights together.
+const STACK_BLOCKS: usize = 768;
+
+/// Tokens whose sums one pass over a row keeps in registers.
+const TG: usize = 4;
 
 thread_local! {
     /// Each thread's prepared blocks for wider products, taken by a call and
@@ -55,36 +60,82 @@ fn unpack_q4(b: &BlockQ4_0) -> __m256i {
 /// `$aux` derives the activation operand `$dot(w, a, aux)` needs.
 macro_rules! gemv {
     ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident) => {
-        /// `y = w · x` for one token, one row at a time (one sequential
-        /// weight stream per thread) against the prepared activations.
+        /// `y = w · x` for each of `a.n_tok` tokens, one row at a time (one
+        /// sequential weight stream per thread) against the prepared
+        /// activations: each weight block is loaded once for up to [`TG`]
+        /// tokens, and each token's sum is bitwise the one it gets alone.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            let nb = a.nb;
-            assert!(a.n_tok == 1, "gemv: one token");
+            /// `T` tokens' sums of one row from their prepared blocks (`nb`
+            /// per token, token-major).
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn row<const T: usize>(row: &[$blk], prep: &[Prep], nb: usize) -> [f32; T] {
+                let mut acc = [_mm256_setzero_ps(); T];
+                for (b, wb) in row.iter().enumerate() {
+                    prefetch::stream(wb);
+                    let wv = $wload(wb);
+                    let wd = _mm256_set1_ps(h2f(wb.d));
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let p = &prep[j * nb + b];
+                        let dot = _mm256_cvtepi32_ps($dot(wv, p.a, p.x));
+                        *acc = _mm256_fmadd_ps(_mm256_mul_ps(dot, p.d), wd, *acc);
+                    }
+                }
+                acc.map(|v| hsum(v))
+            }
+
+            let (nb, n_tok) = (a.nb, a.n_tok);
             assert!(w.len() >= out.rows() * nb, "gemv: weights too short");
-            let act = &a.row(0)[..nb];
-            let prep = |b: usize| {
-                let v = load_q8(&act[b]);
+            let prep = |t: usize, b: usize| {
+                let act = &a.row(t)[b];
+                let v = load_q8(act);
                 Prep {
                     a: v,
                     x: $aux(v),
-                    d: _mm256_set1_ps(h2f(act[b].d)),
+                    d: _mm256_set1_ps(h2f(act.d)),
                 }
             };
-            with_prepared::<_, _, STACK_BLOCKS>(nb, &PREP, prep, |prep| {
-                for r in 0..out.rows() {
-                    let mut acc = _mm256_setzero_ps();
-                    for (wb, p) in w[r * nb..(r + 1) * nb].iter().zip(prep) {
-                        prefetch::stream(wb);
-                        let dot = _mm256_cvtepi32_ps($dot($wload(wb), p.a, p.x));
-                        let wd = _mm256_set1_ps(h2f(wb.d));
-                        acc = _mm256_fmadd_ps(_mm256_mul_ps(dot, p.d), wd, acc);
-                    }
-                    out.set(0, r, hsum(acc));
-                }
-            });
+            // Tokens whose blocks fit the stack together (at least one).
+            let group = (STACK_BLOCKS / nb.max(1)).max(1);
+            let mut t0 = 0;
+            while t0 < n_tok {
+                let g = group.min(n_tok - t0);
+                with_prepared::<_, _, STACK_BLOCKS>(
+                    g * nb,
+                    &PREP,
+                    |i| prep(t0 + i / nb, i % nb),
+                    |prep| {
+                        for r in 0..out.rows() {
+                            let wr = &w[r * nb..(r + 1) * nb];
+                            let mut s = 0;
+                            while s < g {
+                                let m = (g - s).min(TG);
+                                let p = &prep[s * nb..(s + m) * nb];
+                                let t = t0 + s;
+                                match m {
+                                    1 => put(out, t, r, &row::<1>(wr, p, nb)),
+                                    2 => put(out, t, r, &row::<2>(wr, p, nb)),
+                                    3 => put(out, t, r, &row::<3>(wr, p, nb)),
+                                    _ => put(out, t, r, &row::<TG>(wr, p, nb)),
+                                }
+                                s += m;
+                            }
+                        }
+                    },
+                );
+                t0 += g;
+            }
         }
     };
+}
+
+/// Writes tokens `t..t + T` of output row `r`.
+#[inline]
+fn put<const T: usize>(out: &mut OutTile<'_>, t: usize, r: usize, v: &[f32; T]) {
+    for (j, &x) in v.iter().enumerate() {
+        out.set(t + j, r, x);
+    }
 }
 
 gemv!(gemv_q8_0, BlockQ8_0, load_q8, q8_abs, dot_q8_lanes);

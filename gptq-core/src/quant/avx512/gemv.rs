@@ -54,8 +54,13 @@ struct Quad {
     d: __m512,
 }
 
-/// Quads kept on the stack: every product up to 8192 columns.
-const STACK_QUADS: usize = 64;
+/// Quads kept on the stack (64 KiB): one token's for every product up to
+/// 32768 columns; several tokens' of GPT-2's products (42 tokens of 768
+/// columns, 10 of 3072) go through one pass over the weights together.
+const STACK_QUADS: usize = 256;
+
+/// Tokens whose sums one pass over a row keeps in registers.
+const TG: usize = 4;
 
 thread_local! {
     /// Each thread's quads for wider products, taken by a call and put back
@@ -63,11 +68,11 @@ thread_local! {
     static QUADS: Cell<Vec<Quad>> = const { Cell::new(Vec::new()) };
 }
 
-/// Token 0's activations of quad `q` for weights offset by `off` (a partial
+/// Token `t`'s activations of quad `q` for weights offset by `off` (a partial
 /// last quad padded with zero activations and scales).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-fn quad(a: &QuantActs<'_>, off: i32, q: usize) -> Quad {
-    let (blocks, sums) = (a.row(0), a.row_sums(0));
+fn quad(a: &QuantActs<'_>, off: i32, t: usize, q: usize) -> Quad {
+    let (blocks, sums) = (a.row(t), a.row_sums(t));
     let (mut lo, mut hi) = ([0i8; 64], [0i8; 64]);
     let (mut c, mut d) = ([0i32; 16], [0.0f32; 16]);
     for k in 0..QB.min(a.nb - q * QB) {
@@ -147,13 +152,24 @@ fn idx(bytes: &[u8; 64]) -> __m512i {
     unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
 }
 
-/// `acc` plus four blocks' products with `quad`, from their integer dot lanes
-/// and the f16 scales gathered into the low 256 bits of `d16`.
+/// One quad of weights, unpacked once and then shared by every token of a
+/// call: unsigned bytes of elements `0..16` and `16..32` of each block (in
+/// the order [`Quad`] holds the activations) and the four scales in lanes.
+#[derive(Clone, Copy)]
+struct Unpacked {
+    lo: __m512i,
+    hi: __m512i,
+    wd: __m512,
+}
+
+/// `acc` plus the four blocks' products of `u` with one token's `quad`. The
+/// same instructions for every token count: a token's sum is the same
+/// whether it is alone in a call or one of several.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-fn scale(dot: __m512i, d16: __m512i, quad: &Quad, acc: __m512) -> __m512 {
-    let wd = _mm512_cvtph_ps(_mm512_castsi512_si256(d16));
-    _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), quad.d), wd, acc)
+fn dot_acc(u: &Unpacked, quad: &Quad, acc: __m512) -> __m512 {
+    let dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(quad.c, u.lo, quad.lo), u.hi, quad.hi);
+    _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), quad.d), u.wd, acc)
 }
 
 /// Reads `n` bytes (at most 192) from `p` into three registers, zero past
@@ -178,48 +194,95 @@ unsafe fn load_partial(p: *const u8, n: usize) -> [__m512i; 3] {
     [load(0), load(64), load(128)]
 }
 
-/// Generates a decode product: `$step` folds one quad's loaded bytes into
-/// the accumulator, `$full` loads a whole quad's bytes.
+/// Generates a decode product: `$unpack` turns one quad's loaded bytes into
+/// [`Unpacked`] weights, `$full` loads a whole quad's bytes.
 macro_rules! gemv {
-    ($name:ident, $blk:ty, $off:expr, $step:ident, $full:ident, $hints:expr) => {
-        /// `y = w · x` for one token: every output row walks its weight
-        /// blocks four at a time against the prepared quads. Callers check
-        /// [`supported`] and the AVX-512 path's own features first.
+    ($name:ident, $blk:ty, $off:expr, $unpack:ident, $full:ident, $hints:expr) => {
+        /// `y = w · x` for each of `a.n_tok` tokens as a decode product: every
+        /// output row walks its weight blocks four at a time, unpacks each
+        /// quad once and accumulates it into every token's sum (up to [`TG`]
+        /// tokens in registers per pass over the row, which stays in L1 for
+        /// the next group). Each token's result is bitwise the one it gets
+        /// alone. Callers check [`supported`] and the AVX-512 path's own
+        /// features first.
         #[target_feature(
             enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
         )]
         pub(super) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            let nb = a.nb;
-            assert!(a.n_tok == 1, "gemv: one token");
-            assert!(w.len() >= out.rows() * nb, "gemv: weights too short");
-            let full = nb / QB;
-            with_prepared::<_, _, STACK_QUADS>(
-                nb.div_ceil(QB),
-                &QUADS,
-                |q| quad(a, $off, q),
-                |quads| {
-                    for r in 0..out.rows() {
-                        let (body, tail) = w[r * nb..(r + 1) * nb].split_at(full * QB);
-                        let mut acc = _mm512_setzero_ps();
-                        for (blocks, quad) in body.chunks_exact(QB).zip(quads) {
-                            for &b in $hints {
-                                prefetch::stream(&blocks[b]);
-                            }
-                            acc = $step($full(blocks), quad, acc);
-                        }
-                        if let (false, Some(quad)) = (tail.is_empty(), quads.get(full)) {
-                            let (p, n) = (tail.as_ptr().cast(), size_of_val(tail));
-                            // SAFETY: the tail's `n` bytes are readable; a
-                            // partial quad is at most three blocks, under 192.
-                            let z = unsafe { load_partial(p, n) };
-                            acc = $step(z, quad, acc);
-                        }
-                        out.set(0, r, _mm512_reduce_add_ps(acc));
+            /// `T` tokens' sums of one row, from their prepared quads
+            /// (`nq` per token, token-major).
+            #[inline]
+            #[target_feature(
+                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
+            )]
+            fn row<const T: usize>(w_row: &[$blk], quads: &[Quad], nq: usize) -> [f32; T] {
+                let full = w_row.len() / QB;
+                let (body, tail) = w_row.split_at(full * QB);
+                let mut acc = [_mm512_setzero_ps(); T];
+                for (k, blocks) in body.chunks_exact(QB).enumerate() {
+                    for &b in $hints {
+                        prefetch::stream(&blocks[b]);
                     }
-                },
-            );
+                    let u = $unpack($full(blocks));
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        *acc = dot_acc(&u, &quads[j * nq + k], *acc);
+                    }
+                }
+                if !tail.is_empty() {
+                    let (p, n) = (tail.as_ptr().cast(), size_of_val(tail));
+                    // SAFETY: the tail's `n` bytes are readable; a partial
+                    // quad is at most three blocks, under 192.
+                    let u = $unpack(unsafe { load_partial(p, n) });
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        *acc = dot_acc(&u, &quads[j * nq + full], *acc);
+                    }
+                }
+                acc.map(|v| _mm512_reduce_add_ps(v))
+            }
+
+            let (nb, n_tok) = (a.nb, a.n_tok);
+            assert!(w.len() >= out.rows() * nb, "gemv: weights too short");
+            let nq = nb.div_ceil(QB);
+            // Tokens whose quads fit the stack together (at least one).
+            let group = (STACK_QUADS / nq).max(1);
+            let mut t0 = 0;
+            while t0 < n_tok {
+                let g = group.min(n_tok - t0);
+                with_prepared::<_, _, STACK_QUADS>(
+                    g * nq,
+                    &QUADS,
+                    |i| quad(a, $off, t0 + i / nq, i % nq),
+                    |quads| {
+                        for r in 0..out.rows() {
+                            let wr = &w[r * nb..(r + 1) * nb];
+                            let mut s = 0;
+                            while s < g {
+                                let m = (g - s).min(TG);
+                                let q = &quads[s * nq..(s + m) * nq];
+                                let t = t0 + s;
+                                match m {
+                                    1 => put(out, t, r, &row::<1>(wr, q, nq)),
+                                    2 => put(out, t, r, &row::<2>(wr, q, nq)),
+                                    3 => put(out, t, r, &row::<3>(wr, q, nq)),
+                                    _ => put(out, t, r, &row::<TG>(wr, q, nq)),
+                                }
+                                s += m;
+                            }
+                        }
+                    },
+                );
+                t0 += g;
+            }
         }
     };
+}
+
+/// Writes tokens `t..t + T` of output row `r`.
+#[inline]
+fn put<const T: usize>(out: &mut OutTile<'_>, t: usize, r: usize, v: &[f32; T]) {
+    for (j, &x) in v.iter().enumerate() {
+        out.set(t + j, r, x);
+    }
 }
 
 /// A whole Q4_0 quad's 72 bytes: bytes 0..64, then 64..72.
@@ -254,21 +317,25 @@ fn full_q8(blocks: &[BlockQ8_0]) -> [__m512i; 3] {
     }
 }
 
-/// One Q4_0 quad: nibbles `q = w + 8` against the activations.
+/// One Q4_0 quad: nibbles `q = w + 8`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-fn step_q4([z1, z2, _]: [__m512i; 3], quad: &Quad, acc: __m512) -> __m512 {
+fn unpack_q4([z1, z2, _]: [__m512i; 3]) -> Unpacked {
     let packed = _mm512_permutex2var_epi8(z1, idx(&Q4_PACKED), z2);
     let lo = _mm512_and_si512(packed, _mm512_set1_epi8(0x0f));
     let hi = _mm512_gf2p8affine_epi64_epi8::<0>(packed, _mm512_set1_epi64(SHR4));
-    let dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(quad.c, lo, quad.lo), hi, quad.hi);
-    scale(dot, _mm512_permutexvar_epi8(idx(&Q4_SCALES), z1), quad, acc)
+    let d16 = _mm512_permutexvar_epi8(idx(&Q4_SCALES), z1);
+    Unpacked {
+        lo,
+        hi,
+        wd: _mm512_cvtph_ps(_mm512_castsi512_si256(d16)),
+    }
 }
 
-/// One Q8_0 quad: weights made unsigned `w + 128` against the activations.
+/// One Q8_0 quad: weights made unsigned `w + 128`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-fn step_q8([z1, z2, z3]: [__m512i; 3], quad: &Quad, acc: __m512) -> __m512 {
+fn unpack_q8([z1, z2, z3]: [__m512i; 3]) -> Unpacked {
     let flip = _mm512_set1_epi8(-128);
     let lo = _mm512_permutex2var_epi8(z1, idx(&Q8_LO), z2);
     let hi = _mm512_mask_permutexvar_epi8(
@@ -277,15 +344,13 @@ fn step_q8([z1, z2, z3]: [__m512i; 3], quad: &Quad, acc: __m512) -> __m512 {
         idx(&Q8_TAIL),
         z3,
     );
-    let (lo, hi) = (_mm512_xor_si512(lo, flip), _mm512_xor_si512(hi, flip));
-    let dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(quad.c, lo, quad.lo), hi, quad.hi);
-    scale(
-        dot,
-        _mm512_permutex2var_epi8(z1, idx(&Q8_SCALES), z2),
-        quad,
-        acc,
-    )
+    let d16 = _mm512_permutex2var_epi8(z1, idx(&Q8_SCALES), z2);
+    Unpacked {
+        lo: _mm512_xor_si512(lo, flip),
+        hi: _mm512_xor_si512(hi, flip),
+        wd: _mm512_cvtph_ps(_mm512_castsi512_si256(d16)),
+    }
 }
 
-gemv!(gemv_q4_0, BlockQ4_0, 8, step_q4, full_q4, &[0]);
-gemv!(gemv_q8_0, BlockQ8_0, 128, step_q8, full_q8, &[0, 2]);
+gemv!(gemv_q4_0, BlockQ4_0, 8, unpack_q4, full_q4, &[0]);
+gemv!(gemv_q8_0, BlockQ8_0, 128, unpack_q8, full_q8, &[0, 2]);

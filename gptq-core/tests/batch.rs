@@ -1,0 +1,188 @@
+//! Sessions evaluated together in a `Batch` get bitwise the logits (so the
+//! greedy tokens) they get alone, on every kernel path this CPU runs and
+//! every weight type, with sessions joining (a prompt chunk beside the
+//! others' decode tokens) and leaving mid-way.
+
+use std::sync::Arc;
+
+use gptq_core::gguf::GgmlType;
+use gptq_core::model::HParams;
+use gptq_core::sample::argmax;
+use gptq_core::synthetic::{SyntheticSpec, write_synthetic};
+use gptq_core::{
+    Batch, BatchParams, Error, KernelPath, Kernels, KvType, Model, Session, SessionParams,
+};
+
+fn hparams() -> HParams {
+    HParams {
+        n_vocab: 300,
+        n_ctx: 128,
+        n_embd: 128,
+        n_ff: 512,
+        n_layer: 2,
+        n_head: 4,
+        ln_eps: 1e-5,
+    }
+}
+
+/// Greedy decoding alone: the logits' bits after the prompt and after each
+/// of `n` steps, and the tokens.
+fn alone(
+    model: &Arc<Model>,
+    params: &SessionParams,
+    prompt: &[u32],
+    n: usize,
+) -> (Vec<Vec<u32>>, Vec<u32>) {
+    let mut s = Session::new(Arc::clone(model), params.clone()).unwrap();
+    let mut bits = Vec::new();
+    let mut toks = Vec::new();
+    let mut logits = s.feed(prompt).unwrap().to_vec();
+    for _ in 0..n {
+        bits.push(logits.iter().map(|v| v.to_bits()).collect());
+        let t = argmax(&logits);
+        toks.push(t);
+        logits = s.step(t).unwrap().to_vec();
+    }
+    (bits, toks)
+}
+
+/// Three prompts; `b` joins at step 2 and `c` at step 4 (its prompt in two
+/// chunks of `n_batch`), `a` leaves after 7 tokens; every session's logits
+/// match its solo run's at every step.
+#[test]
+fn batched_sessions_match_their_solo_runs_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts: [Vec<u32>; 3] = [
+        vec![5, 17, 42],
+        vec![7],
+        (0..23).map(|i| (i * 13 + 1) % 300).collect(),
+    ];
+    let joins = [0usize, 2, 4];
+    let n_gen = [7usize, 10, 8];
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0] {
+        let path = dir.path().join(format!("{ty}.gguf"));
+        write_synthetic(&path, &SyntheticSpec::new(hparams(), ty)).unwrap();
+        for kp in KernelPath::available() {
+            for kv in [KvType::F32, KvType::F16] {
+                let model =
+                    Arc::new(Model::load_with_kernels(&path, Kernels::new(kp).unwrap()).unwrap());
+                let params = SessionParams {
+                    n_batch: 16,
+                    kv_type: kv,
+                    ..SessionParams::default()
+                };
+                let solo: Vec<_> = (0..3)
+                    .map(|i| alone(&model, &params, &prompts[i], n_gen[i]))
+                    .collect();
+                let mut batch = Batch::new(
+                    Arc::clone(&model),
+                    BatchParams {
+                        max_seqs: 3,
+                        max_tokens: 16 + 3,
+                        n_ctx: 0,
+                    },
+                )
+                .unwrap();
+                let mut sessions: Vec<Session> = (0..3)
+                    .map(|_| Session::new(Arc::clone(&model), params.clone()).unwrap())
+                    .collect();
+                // Per session: prompt tokens fed, tokens generated, next token.
+                let mut fed = [0usize; 3];
+                let mut got: [Vec<u32>; 3] = Default::default();
+                let mut next = [None::<u32>; 3];
+                let what = format!("{kp} kernels, {ty} weights, {kv:?} cache");
+                for step in 0.. {
+                    let mut plan: Vec<(usize, Vec<u32>)> = Vec::new();
+                    for i in 0..3 {
+                        if step < joins[i] || got[i].len() >= n_gen[i] {
+                            continue;
+                        }
+                        if let Some(t) = next[i] {
+                            plan.push((i, vec![t]));
+                        } else {
+                            let chunk = &prompts[i][fed[i]..(fed[i] + 16).min(prompts[i].len())];
+                            plan.push((i, chunk.to_vec()));
+                        }
+                    }
+                    if plan.is_empty() {
+                        break;
+                    }
+                    {
+                        let mut refs: Vec<Option<&mut Session>> =
+                            sessions.iter_mut().map(Some).collect();
+                        // Items in reverse session order, to mix the rows up.
+                        let mut picked: Vec<(&mut Session, &[u32])> = plan
+                            .iter()
+                            .rev()
+                            .map(|(i, toks)| (refs[*i].take().unwrap(), &toks[..]))
+                            .collect();
+                        batch.eval(&mut picked).unwrap();
+                    }
+                    for (i, toks) in &plan {
+                        let i = *i;
+                        if next[i].take().is_none() {
+                            fed[i] += toks.len();
+                            if fed[i] < prompts[i].len() {
+                                continue;
+                            }
+                        }
+                        let logits = sessions[i].logits().unwrap();
+                        let k = got[i].len();
+                        let want = &solo[i].0[k];
+                        let have: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+                        assert!(
+                            &have == want,
+                            "{what}: session {i}, token {k}: logits differ from the solo run"
+                        );
+                        let t = argmax(logits);
+                        got[i].push(t);
+                        next[i] = Some(t);
+                    }
+                }
+                for i in 0..3 {
+                    assert_eq!(got[i], solo[i].1, "{what}: session {i}'s tokens");
+                }
+            }
+        }
+    }
+}
+
+/// Bad steps are refused before anything is evaluated, naming the problem.
+#[test]
+fn bad_steps_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_synthetic(&path, &SyntheticSpec::new(hparams(), GgmlType::Q8_0)).unwrap();
+    let model = Arc::new(Model::load(&path).unwrap());
+    let params = BatchParams {
+        max_seqs: 2,
+        max_tokens: 4,
+        n_ctx: 0,
+    };
+    let mut batch = Batch::new(Arc::clone(&model), params).unwrap();
+    let mut a = Session::new(Arc::clone(&model), SessionParams::default()).unwrap();
+    let mut b = Session::new(Arc::clone(&model), SessionParams::default()).unwrap();
+    let mut c = Session::new(Arc::clone(&model), SessionParams::default()).unwrap();
+    assert!(batch.eval(&mut []).is_err());
+    let e = batch
+        .eval(&mut [(&mut a, &[1][..]), (&mut b, &[1][..]), (&mut c, &[1][..])])
+        .unwrap_err();
+    assert!(e.to_string().contains("1 to 2 sessions"), "{e}");
+    let e = batch
+        .eval(&mut [(&mut a, &[1, 2, 3, 4, 5][..])])
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 4 tokens"), "{e}");
+    let e = batch.eval(&mut [(&mut a, &[1000][..])]).unwrap_err();
+    assert!(matches!(e, Error::InvalidToken { .. }), "{e}");
+    assert!(batch.eval(&mut [(&mut a, &[][..])]).is_err());
+    let other = Arc::new(Model::load(&path).unwrap());
+    let mut d = Session::new(other, SessionParams::default()).unwrap();
+    let e = batch.eval(&mut [(&mut d, &[1][..])]).unwrap_err();
+    assert!(e.to_string().contains("another model"), "{e}");
+    assert_eq!(a.len(), 0, "nothing was evaluated");
+    batch
+        .eval(&mut [(&mut a, &[1, 2][..]), (&mut b, &[3][..])])
+        .unwrap();
+    assert_eq!((a.len(), b.len()), (2, 1));
+    assert!(a.logits().is_some() && b.logits().is_some());
+}
