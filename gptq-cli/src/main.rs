@@ -9,6 +9,7 @@ mod info;
 mod load;
 mod model_path;
 mod perplexity;
+mod serve;
 mod timing;
 mod tokenize;
 
@@ -39,6 +40,9 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Prompt-processing and generation speed (llama-bench's pp and tg).
     Bench(bench::BenchArgs),
+    /// OpenAI-compatible HTTP server with continuous batching (llama-server's
+    /// flags and endpoints).
+    Serve(serve::ServeArgs),
     /// Metadata and tensors of a GGUF file.
     Info(info::InfoArgs),
     /// Token ids of a text.
@@ -46,13 +50,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(serve::llama_flags(std::env::args_os()));
     let result = match &cli.command {
         None => complete::run(&cli.complete),
         Some(Command::Complete(a)) => complete::run(a),
         Some(Command::Chat(a)) => chat::run(a),
         Some(Command::Perplexity(a)) => perplexity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Serve(a)) => serve::run(a),
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Tokenize(a)) => tokenize::run(a),
     };

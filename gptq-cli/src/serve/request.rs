@@ -1,0 +1,416 @@
+//! Request fields shared by the generation endpoints (OpenAI's and
+//! llama-server's), parsed leniently where OpenAI is (a stop string or a
+//! list, a prompt as text, texts or token arrays) and checked against the
+//! limits: every problem is a 400 naming the field.
+
+use gptq_core::Tokenizer;
+use gptq_core::sample::SamplerParams;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::engine::GenSpec;
+use super::error::ApiError;
+
+/// Most stop strings a request may give.
+pub const MAX_STOP: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_LEN: usize = 256;
+/// Most choices (`n`) per prompt.
+pub const MAX_N: usize = 16;
+/// Most alternatives per token in logprobs.
+pub const MAX_LOGPROBS: usize = 20;
+
+/// Sampling and stopping fields every generation endpoint accepts (OpenAI's
+/// names and llama.cpp's extras).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Common {
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling.
+    pub top_p: Option<f32>,
+    /// llama.cpp: top-k (0 = off).
+    pub top_k: Option<i64>,
+    /// llama.cpp: min-p.
+    pub min_p: Option<f32>,
+    /// llama.cpp: repetition penalty.
+    pub repeat_penalty: Option<f32>,
+    /// llama.cpp: tokens the penalty looks back (-1 = the context).
+    pub repeat_last_n: Option<i64>,
+    /// Random seed (negative = random).
+    pub seed: Option<i64>,
+    /// Stop strings: a string or a list.
+    pub stop: Option<Value>,
+    /// llama.cpp: go on past `<|endoftext|>`.
+    pub ignore_eos: Option<bool>,
+    /// llama.cpp: may reuse a slot's cached prefix (default true).
+    pub cache_prompt: Option<bool>,
+    /// Whether to stream server-sent events.
+    pub stream: Option<bool>,
+    /// OpenAI: `{"include_usage": true}` adds a usage chunk to a stream.
+    pub stream_options: Option<StreamOptions>,
+    /// OpenAI: penalties we do not implement (only 0 is accepted).
+    pub presence_penalty: Option<f32>,
+    /// See `presence_penalty`.
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI: only an empty map is accepted.
+    pub logit_bias: Option<serde_json::Map<String, Value>>,
+    /// Choices per prompt.
+    pub n: Option<i64>,
+}
+
+/// OpenAI's `stream_options`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StreamOptions {
+    /// Send a final chunk with the usage.
+    pub include_usage: bool,
+}
+
+/// Server-wide defaults and limits a request is checked against.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// Sampling defaults (`--temp`, `--top-k`, …); the seed is drawn per
+    /// request unless `-s` fixed it.
+    pub sampling: SamplerParams,
+    /// Whether `-s` fixed the seed.
+    pub fixed_seed: bool,
+    /// Tokens per request when the request does not say (`-n`; `usize::MAX`
+    /// = until the context is full).
+    pub n_predict: usize,
+    /// A slot's context.
+    pub n_ctx: usize,
+    /// Vocabulary size.
+    pub n_vocab: usize,
+}
+
+impl Common {
+    /// Whether to stream.
+    pub fn stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether a stream ends with a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+
+    /// Choices per prompt, checked.
+    pub fn n(&self) -> Result<usize, ApiError> {
+        match self.n.unwrap_or(1) {
+            n if (1..=MAX_N as i64).contains(&n) => Ok(n as usize),
+            n => Err(ApiError::invalid_param(
+                "n",
+                format!("n must be between 1 and {MAX_N}, got {n}"),
+            )),
+        }
+    }
+
+    /// The generation spec for `prompt`, choice `index` (which offsets the
+    /// seed, so that `n` sampled choices differ), with `max_tokens` as the
+    /// request gave it (`None`: the server's default), `extra_stop` after the
+    /// request's stop strings, and `logprobs` alternatives.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spec(
+        &self,
+        d: &Defaults,
+        prompt: Vec<u32>,
+        max_tokens: Option<i64>,
+        max_param: &str,
+        extra_stop: &[&str],
+        logprobs: Option<usize>,
+        index: usize,
+    ) -> Result<GenSpec, ApiError> {
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if v.is_some_and(|v| v != 0.0) {
+                return Err(ApiError::invalid_param(
+                    name,
+                    format!("{name} is not supported (use repeat_penalty)"),
+                ));
+            }
+        }
+        if self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(ApiError::invalid_param(
+                "logit_bias",
+                "logit_bias is not supported",
+            ));
+        }
+        check_prompt(d, &prompt)?;
+        let room = d.n_ctx - prompt.len();
+        let max_tokens = match max_tokens {
+            None => d.n_predict.min(room),
+            Some(n) if n < 0 => room,
+            Some(0) => {
+                return Err(ApiError::invalid_param(
+                    max_param,
+                    format!("{max_param} must be at least 1"),
+                ));
+            }
+            Some(n) if n as u64 > room as u64 => {
+                return Err(ApiError {
+                    code: Some("context_length_exceeded"),
+                    ..ApiError::invalid_param(
+                        max_param,
+                        format!(
+                            "the context of {} tokens cannot hold the prompt ({} tokens) and {max_param} = {n}: at most {room} more tokens fit",
+                            d.n_ctx,
+                            prompt.len()
+                        ),
+                    )
+                });
+            }
+            Some(n) => n as usize,
+        };
+        let mut s = d.sampling.clone();
+        if let Some(t) = self.temperature {
+            s.temperature = t;
+        }
+        if let Some(p) = self.top_p {
+            s.top_p = p;
+        }
+        if let Some(k) = self.top_k {
+            s.top_k = usize::try_from(k)
+                .map_err(|_| ApiError::invalid_param("top_k", "top_k must be 0 or more"))?;
+        }
+        if let Some(p) = self.min_p {
+            s.min_p = p;
+        }
+        if let Some(p) = self.repeat_penalty {
+            s.repeat_penalty = p;
+        }
+        if let Some(n) = self.repeat_last_n {
+            s.repeat_last_n = match n {
+                -1 => d.n_ctx,
+                n if n >= 0 => n as usize,
+                n => {
+                    return Err(ApiError::invalid_param(
+                        "repeat_last_n",
+                        format!("repeat_last_n must be -1 or more, got {n}"),
+                    ));
+                }
+            };
+        }
+        s.seed = match self.seed {
+            Some(seed) if seed >= 0 => (seed as u64).wrapping_add(index as u64),
+            _ if d.fixed_seed => d.sampling.seed.wrapping_add(index as u64),
+            _ => random_seed(),
+        };
+        s.validate()
+            .map_err(|e| ApiError::invalid(format!("sampling: {e}")))?;
+        let mut stop = parse_stop(self.stop.as_ref())?;
+        stop.extend(extra_stop.iter().map(|s| s.to_string()));
+        Ok(GenSpec {
+            prompt,
+            sampling: s,
+            max_tokens,
+            stop,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
+            logprobs,
+            cache_prompt: self.cache_prompt.unwrap_or(true),
+        })
+    }
+}
+
+/// A prompt's tokens must fit the context with room for one more, and be
+/// ids of the vocabulary.
+pub fn check_prompt(d: &Defaults, prompt: &[u32]) -> Result<(), ApiError> {
+    if prompt.len() >= d.n_ctx {
+        return Err(ApiError {
+            code: Some("context_length_exceeded"),
+            ..ApiError::invalid_param(
+                "prompt",
+                format!(
+                    "the prompt is {} tokens, which leaves no room in the context of {} tokens",
+                    prompt.len(),
+                    d.n_ctx
+                ),
+            )
+        });
+    }
+    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= d.n_vocab) {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!("token id {id} is outside the vocabulary of {}", d.n_vocab),
+        ));
+    }
+    Ok(())
+}
+
+/// `stop`: absent, null, a string, or a list of strings.
+pub fn parse_stop(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let bad = |m: String| ApiError::invalid_param("stop", m);
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(bad("stop must be a string or a list of strings".into())),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("stop must be a string or a list of strings".into())),
+    };
+    if list.len() > MAX_STOP {
+        return Err(bad(format!("at most {MAX_STOP} stop strings")));
+    }
+    if let Some(s) = list.iter().find(|s| s.len() > MAX_STOP_LEN) {
+        return Err(bad(format!(
+            "a stop string is {} bytes; at most {MAX_STOP_LEN}",
+            s.len()
+        )));
+    }
+    Ok(list.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+/// One prompt of a request: text, or token ids.
+pub enum PromptItem {
+    /// Text, tokenized with special tokens recognised (as `gptq complete`).
+    Text(String),
+    /// Token ids.
+    Tokens(Vec<u32>),
+}
+
+impl PromptItem {
+    /// The tokens (an empty prompt becomes `<|endoftext|>`, GPT-2's start).
+    pub fn tokens(&self, tok: &Tokenizer) -> Vec<u32> {
+        let mut t = match self {
+            PromptItem::Text(s) => tok.encode_with_special(s),
+            PromptItem::Tokens(t) => t.clone(),
+        };
+        if t.is_empty() {
+            t.push(tok.bos().or(tok.eos()).unwrap_or(0));
+        }
+        t
+    }
+}
+
+/// OpenAI's `prompt`: a string, a list of strings, a list of token ids, or a
+/// list of lists of token ids (llama.cpp also accepts a list mixing text and
+/// ids, as one prompt).
+pub fn parse_prompts(v: Option<&Value>) -> Result<Vec<PromptItem>, ApiError> {
+    let bad = |m: &str| ApiError::invalid_param("prompt", m.to_string());
+    let ids = |a: &[Value]| -> Option<Vec<u32>> {
+        a.iter()
+            .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect()
+    };
+    let prompts = match v {
+        None | Some(Value::Null) => return Err(bad("prompt is required")),
+        Some(Value::String(s)) => vec![PromptItem::Text(s.clone())],
+        Some(Value::Array(a)) if a.is_empty() => return Err(bad("prompt is an empty list")),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .map(|v| PromptItem::Text(v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => {
+            vec![PromptItem::Tokens(ids(a).ok_or_else(|| {
+                bad("token ids must be integers from 0 to 2^32-1")
+            })?)]
+        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_array) => a
+            .iter()
+            .map(|v| {
+                let a = v.as_array().map(Vec::as_slice).unwrap_or_default();
+                ids(a)
+                    .map(PromptItem::Tokens)
+                    .ok_or_else(|| bad("token ids must be integers from 0 to 2^32-1"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(bad(
+                "prompt must be a string, a list of strings, a list of token ids or a list of such lists",
+            ));
+        }
+    };
+    Ok(prompts)
+}
+
+/// A random seed for a request that gave none.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() >> 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            sampling: SamplerParams::default(),
+            fixed_seed: false,
+            n_predict: usize::MAX,
+            n_ctx: 32,
+            n_vocab: 100,
+        }
+    }
+
+    #[test]
+    fn stop_forms() {
+        assert_eq!(parse_stop(None).unwrap(), Vec::<String>::new());
+        assert_eq!(parse_stop(Some(&json!("x"))).unwrap(), vec!["x"]);
+        assert_eq!(
+            parse_stop(Some(&json!(["a", "", "b"]))).unwrap(),
+            vec!["a", "b"]
+        );
+        assert!(parse_stop(Some(&json!(3))).is_err());
+        assert!(parse_stop(Some(&json!([1]))).is_err());
+    }
+
+    #[test]
+    fn prompt_forms() {
+        let n = |v: Value| parse_prompts(Some(&v)).map(|p| p.len());
+        assert_eq!(n(json!("hi")).unwrap(), 1);
+        assert_eq!(n(json!(["a", "b"])).unwrap(), 2);
+        assert_eq!(n(json!([1, 2, 3])).unwrap(), 1);
+        assert_eq!(n(json!([[1], [2, 3]])).unwrap(), 2);
+        assert!(n(json!([])).is_err());
+        assert!(n(json!([-1])).is_err());
+        assert!(n(json!({"a": 1})).is_err());
+        assert!(parse_prompts(None).is_err());
+    }
+
+    #[test]
+    fn limits_name_the_field() {
+        let d = defaults();
+        let c = Common::default();
+        let e = c
+            .spec(&d, vec![1; 40], None, "max_tokens", &[], None, 0)
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        let e = c
+            .spec(&d, vec![1; 10], Some(30), "max_tokens", &[], None, 0)
+            .unwrap_err();
+        assert_eq!(e.code, Some("context_length_exceeded"));
+        let e = c
+            .spec(&d, vec![100], None, "max_tokens", &[], None, 0)
+            .unwrap_err();
+        assert!(e.message.contains("outside the vocabulary"));
+        let s = c
+            .spec(&d, vec![1; 10], None, "max_tokens", &[], None, 0)
+            .unwrap();
+        assert_eq!(s.max_tokens, 22);
+        let t = Common {
+            temperature: Some(-1.0),
+            ..Common::default()
+        };
+        assert!(
+            t.spec(&d, vec![1], None, "max_tokens", &[], None, 0)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,632 @@
+//! `gptq serve` end to end over raw HTTP/1.1 on loopback: greedy equality
+//! with `gptq complete`, streaming, chat, logprobs against the library, every
+//! error class, the API key, a dropped stream, a full queue, concurrent
+//! clients against their solo runs, and SIGTERM in the middle of a stream.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn default_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("models")
+        .join("trained-small-q8_0.gguf")
+}
+
+/// A running `gptq serve`; killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gptq"))
+            .env_remove("GPTQ_MODEL")
+            .env_remove("GPTQ_KERNEL")
+            .args(["serve", "--port", "0", "-t", "2"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gptq serve starts");
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if err.read_line(&mut line).unwrap() == 0 {
+                panic!("gptq serve exited before listening");
+            }
+            if let Some(at) = line.find("http://") {
+                let rest = &line[at + 7..];
+                let end = rest.find(' ').unwrap_or(rest.len());
+                break rest[..end].trim().parse().expect("address");
+            }
+        };
+        // Keep draining stderr so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = err.read_to_string(&mut sink);
+        });
+        Server { child, addr }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s
+    }
+
+    /// One request on a fresh connection: status, headers (lower-case
+    /// names), body (de-chunked).
+    fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let mut s = self.connect();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let _ = s.write_all(body);
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        parse_response(&all)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (status, _, b) = self.raw(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let (status, _, b) = self.raw("GET", path, &[], b"");
+        (status, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// A streamed request: the `data:` payloads in order.
+    fn stream(&self, path: &str, body: &Value) -> Vec<String> {
+        let (status, head, b) = self.raw(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+        assert!(head.contains("text/event-stream"), "{head}");
+        sse_data(&String::from_utf8_lossy(&b))
+    }
+
+    fn health(&self) -> Value {
+        serde_json::from_str(&self.get("/health").1).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_response(all: &[u8]) -> (u16, String, Vec<u8>) {
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&all[..split]).to_lowercase();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = all[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|ev| {
+            let data: Vec<&str> = ev
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
+
+/// `gptq complete`'s greedy text and ids.
+fn complete(prompt: &str, n: usize) -> (String, Vec<u32>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gptq"))
+        .env_remove("GPTQ_MODEL")
+        .env_remove("GPTQ_KERNEL")
+        .args([
+            "complete",
+            "-t",
+            "2",
+            "-p",
+            prompt,
+            "-n",
+            &n.to_string(),
+            "--temp",
+            "0",
+            "--print-ids",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = stdout.strip_suffix('\n').unwrap();
+    let (text, ids) = stdout.rsplit_once('\n').unwrap();
+    let ids = ids
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (text.to_string(), ids)
+}
+
+const PROMPTS: [&str; 4] = [
+    "The old house stood",
+    "It was a dark and stormy night; the rain",
+    "Hello, my dog is cute",
+    "She opened the letter and",
+];
+
+#[test]
+fn greedy_text_equals_gptq_complete_streamed_or_not() {
+    let server = Server::start(&["-np", "2"]);
+    for prompt in &PROMPTS[..2] {
+        let (text, ids) = complete(prompt, 24);
+        let (status, r) = server.post(
+            "/completion",
+            &json!({"prompt": prompt, "n_predict": 24, "temperature": 0, "return_tokens": true}),
+        );
+        assert_eq!(status, 200, "{r}");
+        let got: Vec<u32> = r["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(got, ids, "/completion tokens for {prompt:?}");
+        assert_eq!(r["content"], text);
+        let (status, r) = server.post(
+            "/v1/completions",
+            &json!({"model": "x", "prompt": prompt, "max_tokens": 24, "temperature": 0}),
+        );
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["object"], "text_completion");
+        assert_eq!(r["choices"][0]["text"], text, "{prompt:?}");
+        assert_eq!(r["usage"]["completion_tokens"], ids.len());
+        let want_reason = if ids.len() == 24 { "length" } else { "stop" };
+        assert_eq!(r["choices"][0]["finish_reason"], want_reason);
+        // Streamed: the pieces concatenate to the same text; [DONE] ends it;
+        // the usage chunk comes last when asked for.
+        let data = server.stream(
+            "/v1/completions",
+            &json!({"prompt": prompt, "max_tokens": 24, "temperature": 0, "stream": true,
+                    "stream_options": {"include_usage": true}}),
+        );
+        assert_eq!(data.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let streamed: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"].get(0).and_then(|c| c["text"].as_str()))
+            .collect();
+        assert_eq!(streamed, text);
+        let usage = &chunks.last().unwrap()["usage"];
+        assert_eq!(usage["completion_tokens"], ids.len());
+        // llama-server's stream: content pieces, then stop: true.
+        let data = server.stream(
+            "/completion",
+            &json!({"prompt": prompt, "n_predict": 24, "temperature": 0, "stream": true}),
+        );
+        let items: Vec<Value> = data
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let streamed: String = items.iter().filter_map(|c| c["content"].as_str()).collect();
+        assert_eq!(streamed, text);
+        assert_eq!(items.last().unwrap()["stop"], true);
+    }
+}
+
+#[test]
+fn chat_renders_the_transcript_and_streams_the_same_answer() {
+    let server = Server::start(&["-np", "2"]);
+    let messages = json!([
+        {"role": "system", "content": "A conversation."},
+        {"role": "user", "content": "Where is the house?"}
+    ]);
+    let (status, r) = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "max_tokens": 20, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["object"], "chat.completion");
+    assert_eq!(r["choices"][0]["message"]["role"], "assistant");
+    let answer = r["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (text, _) = complete(
+        "A conversation.\n\nUser: Where is the house?\nAssistant:",
+        20,
+    );
+    let want = text.split("\nUser:").next().unwrap().trim_start();
+    assert_eq!(answer, want);
+    let data = server.stream(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "max_tokens": 20, "temperature": 0, "stream": true}),
+    );
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let streamed: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(streamed, answer);
+}
+
+#[test]
+fn logprobs_are_the_log_softmax_of_the_library_logits() {
+    let server = Server::start(&["-np", "1"]);
+    let prompt = PROMPTS[2];
+    let (status, r) = server.post(
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 6, "temperature": 0, "logprobs": 3}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let lp = &r["choices"][0]["logprobs"];
+    let got: Vec<f64> = lp["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(lp["top_logprobs"].as_array().unwrap().len(), got.len());
+    let model = Arc::new(gptq_core::Model::load(default_model()).unwrap());
+    let tok = model.tokenizer();
+    let mut s = gptq_core::Session::new(Arc::clone(&model), Default::default()).unwrap();
+    let mut logits = s.feed(&tok.encode(prompt)).unwrap().to_vec();
+    for (i, &want_lp) in got.iter().enumerate() {
+        let id = gptq_core::sample::argmax(&logits);
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + logits
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let lib = logits[id as usize] as f64 - lse;
+        assert!(
+            (lib - want_lp).abs() < 1e-4,
+            "token {i}: server {want_lp}, library {lib}"
+        );
+        let top = lp["top_logprobs"][i].as_object().unwrap();
+        assert_eq!(top.len(), 3);
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            (best - want_lp).abs() < 1e-6,
+            "greedy picks the most likely token"
+        );
+        logits = s.step(id).unwrap().to_vec();
+    }
+    // Chat's shape.
+    let (status, r) = server.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0,
+                "logprobs": true, "top_logprobs": 2}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let content = r["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert!(!content.is_empty());
+    for c in content {
+        assert!(c["logprob"].as_f64().unwrap() <= 0.0);
+        assert!(c["bytes"].is_array());
+        assert_eq!(c["top_logprobs"].as_array().unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn every_bad_request_gets_a_json_error_and_the_server_stays_up() {
+    let server = Server::start(&["-np", "1", "--max-body", "4096"]);
+    let check = |status: u16, body: &[u8], want: u16, kind: &str| {
+        assert_eq!(status, want, "{}", String::from_utf8_lossy(body));
+        let v: Value = serde_json::from_slice(body).expect("a JSON error body");
+        assert_eq!(v["error"]["type"], kind, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    };
+    let post = |path: &str, body: &[u8]| {
+        server.raw("POST", path, &[("Content-Type", "application/json")], body)
+    };
+    let (s, _, b) = post("/v1/completions", b"{not json");
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post("/v1/completions", b"");
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post("/v1/completions", br#"{"prompt": 5}"#);
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post(
+        "/v1/completions",
+        br#"{"prompt": "x", "temperature": "hot"}"#,
+    );
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post(
+        "/v1/completions",
+        br#"{"prompt": "x", "max_tokens": 100000}"#,
+    );
+    check(s, &b, 400, "invalid_request_error");
+    assert!(String::from_utf8_lossy(&b).contains("context_length_exceeded"));
+    let (s, _, b) = post("/v1/completions", br#"{"prompt": [1, 99999999]}"#);
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post("/v1/completions", br#"{"prompt": "x", "n": 1000}"#);
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post("/v1/completions", br#"{"prompt": "x", "logprobs": 99}"#);
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post("/v1/completions", br#"{"prompt": "x", "top_p": 7}"#);
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post("/v1/chat/completions", br#"{"messages": []}"#);
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post(
+        "/v1/chat/completions",
+        br#"{"messages": [{"role": "robot", "content": "x"}]}"#,
+    );
+    check(s, &b, 400, "invalid_request_error");
+    let (s, _, b) = post("/detokenize", br#"{"tokens": [-1]}"#);
+    check(s, &b, 400, "invalid_request_error");
+    let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(10_000));
+    let (s, _, b) = post("/v1/completions", big.as_bytes());
+    check(s, &b, 413, "invalid_request_error");
+    let (s, _, b) = server.raw("GET", "/nowhere", &[], b"");
+    check(s, &b, 404, "not_found_error");
+    let (s, _, b) = server.raw("GET", "/v1/completions", &[], b"");
+    check(s, &b, 405, "invalid_request_error");
+    // Garbage that is not HTTP at all: the connection is closed, nothing more.
+    let mut c = server.connect();
+    c.write_all(b"\x00\x01\x02 nonsense\r\n\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = c.read_to_end(&mut sink);
+    // Still serving.
+    assert_eq!(server.health()["status"], "ok");
+    let (s, r) = server.post(
+        "/tokenize",
+        &json!({"content": "Hello world", "with_pieces": true}),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(r["tokens"][1]["piece"], " world");
+    let ids: Vec<Value> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    let (s, r) = server.post("/detokenize", &json!({"tokens": ids}));
+    assert_eq!((s, r["content"].as_str()), (200, Some("Hello world")));
+    let (s, models) = server.get("/v1/models");
+    assert_eq!(s, 200);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][0]["id"], "trained-small-q8_0.gguf");
+    let (_, metrics) = server.get("/metrics");
+    assert!(metrics.contains("gptq_requests_errors_total"), "{metrics}");
+}
+
+#[test]
+fn the_api_key_guards_all_but_health_and_models() {
+    let server = Server::start(&["-np", "1", "--api-key", "sekret"]);
+    let body = br#"{"prompt": "x", "max_tokens": 1}"#;
+    let (s, _, b) = server.raw("POST", "/v1/completions", &[], body);
+    assert_eq!(s, 401, "{}", String::from_utf8_lossy(&b));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let (s, _, _) = server.raw(
+        "POST",
+        "/v1/completions",
+        &[("Authorization", "Bearer wrong")],
+        body,
+    );
+    assert_eq!(s, 401);
+    let (s, _, _) = server.raw(
+        "POST",
+        "/v1/completions",
+        &[("Authorization", "Bearer sekret")],
+        body,
+    );
+    assert_eq!(s, 200);
+    let (s, _, _) = server.raw("GET", "/metrics", &[], b"");
+    assert_eq!(s, 401);
+    assert_eq!(server.get("/health").0, 200);
+    assert_eq!(server.get("/v1/models").0, 200);
+}
+
+/// Waits until `f` holds, for at most `secs` seconds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Starts a long streamed request and returns its connection once the first
+/// token has arrived.
+fn start_long_stream(server: &Server) -> TcpStream {
+    let mut c = server.connect();
+    let body = json!({"prompt": "Once upon a time", "n_predict": -1, "ignore_eos": true, "stream": true, "temperature": 0}).to_string();
+    write!(
+        c,
+        "POST /completion HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("data:") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    c
+}
+
+#[test]
+fn a_dropped_stream_frees_its_slot_and_a_full_queue_is_503() {
+    let server = Server::start(&["-np", "1", "--max-queue", "1"]);
+    let c = start_long_stream(&server);
+    assert_eq!(server.health()["slots_processing"], 1);
+    // One waits in the queue, the next is refused.
+    let queued = {
+        let mut q = server.connect();
+        let body = json!({"prompt": "x", "max_tokens": 2}).to_string();
+        write!(
+            q,
+            "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        q
+    };
+    assert!(eventually(10, || server.health()["queue"] == 1));
+    let (s, r) = server.post("/v1/completions", &json!({"prompt": "y", "max_tokens": 2}));
+    assert_eq!(s, 503, "{r}");
+    assert_eq!(r["error"]["type"], "unavailable_error");
+    // The client goes away: its slot is freed, the queued request runs.
+    drop(c);
+    let mut queued = queued;
+    queued
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&all).contains("\"finish_reason\"") {
+        let n = queued.read(&mut buf).unwrap();
+        assert!(n > 0, "the queued request never ran");
+        all.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    assert!(eventually(10, || server.health()["slots_processing"] == 0));
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("gptq_requests_cancelled_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gptq_requests_rejected_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn concurrent_clients_beyond_the_slots_each_get_their_solo_result() {
+    let server = Arc::new(Server::start(&["-np", "2"]));
+    let solo: Vec<String> = PROMPTS
+        .iter()
+        .map(|p| {
+            let (s, r) = server.post(
+                "/v1/completions",
+                &json!({"prompt": p, "max_tokens": 16, "temperature": 0, "cache_prompt": false}),
+            );
+            assert_eq!(s, 200);
+            r["choices"][0]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || {
+                let p = PROMPTS[i % PROMPTS.len()];
+                let (s, r) = server.post(
+                    "/v1/completions",
+                    &json!({"prompt": p, "max_tokens": 16, "temperature": 0}),
+                );
+                assert_eq!(s, 200, "{r}");
+                (i, r["choices"][0]["text"].as_str().unwrap().to_string())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, text) = t.join().unwrap();
+        assert_eq!(text, solo[i % PROMPTS.len()], "client {i}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_streams_and_exits_zero() {
+    let mut server = Server::start(&["-np", "1"]);
+    let mut c = start_long_stream(&server);
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    // The stream ends (an error item saying why), the connection closes.
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("shutting down"), "{rest}");
+    let end = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "exit status {code:?}");
+}
