@@ -34,7 +34,7 @@ class Server:
     def __init__(self, *extra):
         env = {k: v for k, v in os.environ.items() if k not in ("GPTQ_MODEL", "GPTQ_KERNEL")}
         self.proc = subprocess.Popen(
-            [GPTQ, "serve", "--port", "0", "-t", "2", *extra],
+            [GPTQ, "serve", "--port", "0", *([] if "-t" in extra else ["-t", "2"]), *extra],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -230,10 +230,13 @@ def test_api_key():
 
 
 def test_sigterm_mid_stream_ends_it_and_exits_zero():
-    s = Server("-np", "1")
+    # One thread and 20 alternatives per token: the stream lasts long enough
+    # (hundreds of ms) that the signal lands while it runs.
+    s = Server("-np", "1", "-t", "1")
     try:
         stream = s.client().completions.create(model="gptq", prompt="Once upon a time", max_tokens=250,
-                                               temperature=0, stream=True, extra_body={"ignore_eos": True})
+                                               temperature=0, stream=True, logprobs=20,
+                                               extra_body={"ignore_eos": True})
         it = iter(stream)
         next(it)
         s.proc.send_signal(signal.SIGTERM)

@@ -30,7 +30,12 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gptq"))
             .env_remove("GPTQ_MODEL")
             .env_remove("GPTQ_KERNEL")
-            .args(["serve", "--port", "0", "-t", "2"])
+            .args(["serve", "--port", "0"])
+            .args(if extra.contains(&"-t") {
+                &[][..]
+            } else {
+                &["-t", "2"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -509,7 +514,12 @@ fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 /// token has arrived.
 fn start_long_stream(server: &Server) -> TcpStream {
     let mut c = server.connect();
-    let body = json!({"prompt": "Once upon a time", "n_predict": -1, "ignore_eos": true, "stream": true, "temperature": 0}).to_string();
+    // To the end of the context, with 20 alternatives per token: long enough
+    // (hundreds of ms) that what the tests do meanwhile lands while it runs.
+    let body =
+        json!({"prompt": "Once upon a time", "n_predict": -1, "ignore_eos": true, "stream": true,
+                      "temperature": 0, "n_probs": 20})
+        .to_string();
     write!(
         c,
         "POST /completion HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -610,7 +620,7 @@ fn concurrent_clients_beyond_the_slots_each_get_their_solo_result() {
 #[cfg(unix)]
 #[test]
 fn sigterm_ends_streams_and_exits_zero() {
-    let mut server = Server::start(&["-np", "1"]);
+    let mut server = Server::start(&["-np", "1", "-t", "1"]);
     let mut c = start_long_stream(&server);
     let pid = server.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
