@@ -123,7 +123,7 @@ fn row_into(ty: GgmlType, x: &[f32], w: Option<&[f32]>, dst: &mut [u8]) {
         GgmlType::F32 => float::f32_into(x, dst),
         GgmlType::F16 => float::f16_into(x, dst),
         GgmlType::BF16 => float::bf16_into(x, dst),
-        GgmlType::Q8_0 => blocks(x, dst, BlockQ8_0::ZERO, |x, y| legacy::quantize_q8_0(x, y)),
+        GgmlType::Q8_0 => blocks(x, dst, BlockQ8_0::ZERO, legacy::quantize_q8_0),
         GgmlType::Q4_0 => blocks(x, dst, BlockQ4_0::ZERO, |x, y| {
             legacy::quantize_q4_0(x, y, w)
         }),
