@@ -33,8 +33,8 @@ mod tests {
     fn rounds_to_nearest_even_and_keeps_nan() {
         assert_eq!(from_f32(1.0).to_bits(), 0x3f80);
         // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even 1.
-        assert_eq!(from_f32(1.003_906_25).to_bits(), 0x3f80);
-        assert_eq!(from_f32(1.011_718_75).to_bits(), 0x3f82);
+        assert_eq!(from_f32(1.0 + 2f32.powi(-8)).to_bits(), 0x3f80);
+        assert_eq!(from_f32(1.0 + 3.0 * 2f32.powi(-8)).to_bits(), 0x3f82);
         assert_eq!(from_f32(f32::INFINITY).to_bits(), 0x7f80);
         assert_eq!(from_f32(-f32::INFINITY).to_bits(), 0xff80);
         assert_eq!(from_f32(f32::MAX).to_bits(), 0x7f80);
