@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use gptq_core::gguf::{GgufFile, MappedFile, MetaArray, MetaValue};
+use gptq_core::gguf::{FileType, GgufFile, MappedFile, MetaArray, MetaValue};
 use gptq_core::{Kernels, Model};
 
 /// Flags of `gptq info`.
@@ -44,6 +44,13 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         gguf.alignment,
         gguf.data_offset
     )?;
+    if let Some(ft) = gguf
+        .get("general.file_type")
+        .and_then(MetaValue::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+    {
+        writeln!(out, "file type: {} (general.file_type {ft})", FileType(ft))?;
+    }
     writeln!(out, "metadata ({} keys):", gguf.metadata.len())?;
     for (k, v) in &gguf.metadata {
         writeln!(out, "  {k} = {}", show(v, args.full))?;
@@ -55,7 +62,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         total += t.n_bytes;
         writeln!(
             out,
-            "  {:<width$}  {:<5} {:<16} {:>12} bytes  @ {}",
+            "  {:<width$}  {:<6} {:<16} {:>12} bytes  @ {}",
             t.name,
             t.ty.name(),
             format!("{:?}", t.dims),
@@ -65,8 +72,9 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "tensor data: {total} bytes ({:.1} MiB)",
-        total as f64 / (1024.0 * 1024.0)
+        "tensor data: {total} bytes ({:.1} MiB); types: {}",
+        total as f64 / (1024.0 * 1024.0),
+        type_counts(&gguf)
     )?;
     match Kernels::from_env() {
         Ok(k) => writeln!(out, "kernel path: {}", k.describe()),
@@ -81,6 +89,23 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         Err(e) => writeln!(out, "model: does not load: {e}"),
     }?;
     Ok(())
+}
+
+/// "12 × Q4_K, 2 × Q6_K, ...": how many tensors of each type, most common first.
+fn type_counts(gguf: &GgufFile) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for t in &gguf.tensors {
+        match counts.iter_mut().find(|c| c.0 == t.ty.name()) {
+            Some(c) => c.1 += 1,
+            None => counts.push((t.ty.name(), 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts
+        .iter()
+        .map(|(name, n)| format!("{n} × {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn show(v: &MetaValue, full: bool) -> String {

@@ -7,14 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use gptq_core::gguf::{GgmlType, GgufWriter};
+use gptq_core::gguf::{FileType, GgmlType, GgufWriter, MetaValue};
 use gptq_core::model::layout::{self, TensorSpec};
-use gptq_core::quant::pack_rows;
+use gptq_core::quant::types::validate_row;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{Checkpoint, open_checkpoint};
 use crate::config::GptConfig;
 use crate::names::{Mapping, map_name};
+use crate::quantize::mix::{self, TensorSite};
+use crate::quantize::{QUANTIZABLE, quantize_rows};
 use crate::vocab::read_vocab;
 
 /// Alignment of the tensor data in files we write: GGUF's default (32), so the
@@ -23,14 +25,65 @@ use crate::vocab::read_vocab;
 /// which copies the key but lays the new file out at 32.)
 pub const ALIGNMENT: u64 = gptq_core::gguf::DEFAULT_ALIGNMENT;
 
+/// How the weight matrices are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutType {
+    /// Every matrix of this type (one of [`QUANTIZABLE`]); the token embedding
+    /// (the tied LM head) is Q8_0 when the type has fewer bits than Q8_0. A
+    /// matrix whose rows are not whole blocks falls back as in llama-quantize
+    /// (Q2_K, Q3_K, IQ4_XS → IQ4_NL, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0),
+    /// else to F16.
+    Pure(GgmlType),
+    /// llama-quantize's mix for this file type (`Q4_K_M`, ...): the type it
+    /// picks for each tensor, so the file equals llama-quantize's output for
+    /// the same F32 file, tensor by tensor (see [`crate::quantize::mix`]).
+    Mix(FileType),
+}
+
+impl From<GgmlType> for OutType {
+    fn from(t: GgmlType) -> OutType {
+        OutType::Pure(t)
+    }
+}
+
+impl OutType {
+    /// The `general.file_type` llama.cpp reads for such a file.
+    pub fn file_type(self) -> Result<FileType> {
+        match self {
+            OutType::Pure(t) => {
+                if !QUANTIZABLE.contains(&t) {
+                    bail!(
+                        "unsupported output type {t}: choose one of {}",
+                        QUANTIZABLE
+                            .iter()
+                            .map(|t| t.name().to_ascii_lowercase())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                FileType::for_type(t).with_context(|| format!("no llama.cpp file type for {t}"))
+            }
+            OutType::Mix(ft) => mix::main_type(ft).map(|_| ft),
+        }
+    }
+}
+
+/// Per-tensor importance weights (llama-imatrix's mean squared activations),
+/// by GGUF tensor name, one value per column. Tensors missing here are
+/// quantized without weights, as llama-quantize does.
+pub type Importance = HashMap<String, Vec<f32>>;
+
 /// What to produce.
 #[derive(Clone, Debug)]
 pub struct ConvertOptions {
-    /// Type of the weight matrices: F32, F16, Q8_0 or Q4_0.
-    pub out_type: GgmlType,
-    /// Type of the token embedding (which is also the LM head); by default the
-    /// matrices' type, except Q8_0 in Q4_0 files.
+    /// How the weight matrices are stored.
+    pub out_type: OutType,
+    /// Type of the token embedding (which is also the LM head) and of
+    /// `output.weight`; by default as [`OutType`] says.
     pub token_embd_type: Option<GgmlType>,
+    /// Importance weights for the scale searches (what llama-quantize's
+    /// `--imatrix` does); `None` quantizes as llama-quantize does without one.
+    pub imatrix: Option<Importance>,
     /// `general.name`; by default the checkpoint folder's name.
     pub name: Option<String>,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
@@ -45,8 +98,9 @@ pub struct ConvertOptions {
 impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
-            out_type: GgmlType::F16,
+            out_type: OutType::Pure(GgmlType::F16),
             token_embd_type: None,
+            imatrix: None,
             name: None,
             progress: true,
             output_weight: false,
@@ -67,12 +121,6 @@ pub struct ConvertReport {
     pub elapsed: Duration,
 }
 
-/// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
-pub fn file_type(ty: GgmlType) -> Result<u32> {
-    layout::file_type(ty)
-        .with_context(|| format!("unsupported output type {ty}: choose f32, f16, q8_0 or q4_0"))
-}
-
 /// One tensor to write: where it comes from and what it becomes.
 struct Plan {
     spec: TensorSpec,
@@ -84,7 +132,12 @@ struct Plan {
 /// Converts the Hugging Face GPT-2 folder `dir` into the GGUF file `out`.
 pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertReport> {
     let start = Instant::now();
-    file_type(opts.out_type)?;
+    let file_type = opts.out_type.file_type()?;
+    if let Some(t) = opts.token_embd_type
+        && !QUANTIZABLE.contains(&t)
+    {
+        bail!("unsupported token embedding type {t}");
+    }
     if out.is_dir() {
         bail!(
             "output path {} is a directory; give a file name",
@@ -106,9 +159,16 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
 
     let mut writer = GgufWriter::new(ALIGNMENT)?;
     let name = opts.name.clone().unwrap_or_else(|| folder_name(dir));
-    let meta = layout::gpt2_metadata(&config.hparams(), opts.out_type, &name, &vocab)
+    let meta = layout::gpt2_metadata(&config.hparams(), GgmlType::F32, &name, &vocab)
         .context("a hyper-parameter is too large for a GGUF file")?;
     for (k, v) in meta {
+        // The layout writes the file type of an all-F32 file; record ours (the
+        // mix's, as llama-quantize does, or the pure type's).
+        let v = if k == "general.file_type" {
+            MetaValue::U32(file_type.0)
+        } else {
+            v
+        };
         writer.add_metadata(&k, v)?;
     }
     for p in &plans {
@@ -139,7 +199,13 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
         } else {
             values
         };
-        let bytes = pack_rows(p.ty, &values, cols).with_context(|| format!("tensor {name}"))?;
+        let imatrix = importance(opts.imatrix.as_ref(), name, cols)?;
+        let bytes = quantize_rows(p.ty, &values, cols, imatrix)
+            .with_context(|| format!("tensor {name}"))?;
+        // As llama-quantize: never write a NaN or infinite scale or value.
+        validate_row(p.ty, &bytes).with_context(|| {
+            format!("tensor {name}: the checkpoint holds non-finite or out-of-range weights")
+        })?;
         data.write_tensor(name, &bytes)?;
         bar.inc(rows as u64 * cols as u64 * 4);
     }
@@ -227,10 +293,6 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
     {
         found.insert("output.weight".to_string(), embd);
     }
-    let embd_ty = opts.token_embd_type.unwrap_or(match opts.out_type {
-        GgmlType::Q4_0 => GgmlType::Q8_0,
-        t => t,
-    });
     let mut plans = Vec::new();
     for spec in layout::gpt2_tensors(&c.hparams(), untied) {
         let (gguf, rows, cols) = (spec.name.as_str(), spec.rows, spec.cols);
@@ -253,16 +315,8 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
         }
         let ty = if spec.is_vector() || gguf == "position_embd.weight" {
             GgmlType::F32
-        } else if gguf == "token_embd.weight" || gguf == "output.weight" {
-            embd_ty
         } else {
-            opts.out_type
-        };
-        // A matrix whose rows are not whole blocks keeps 16-bit floats.
-        let ty = if cols % ty.block_size() != 0 {
-            GgmlType::F16
-        } else {
-            ty
+            matrix_type(opts, c, gguf, cols, untied)?
         };
         plans.push(Plan {
             spec,
@@ -278,6 +332,67 @@ fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<V
         );
     }
     Ok(plans)
+}
+
+/// The stored type of the weight matrix `name` (rows of `cols` values).
+fn matrix_type(
+    opts: &ConvertOptions,
+    c: &GptConfig,
+    name: &str,
+    cols: usize,
+    has_output: bool,
+) -> Result<GgmlType> {
+    let embedding = name == "token_embd.weight" || name == "output.weight";
+    if embedding && let Some(t) = opts.token_embd_type {
+        return Ok(mix::fit_rows(t, cols));
+    }
+    Ok(match opts.out_type {
+        OutType::Pure(t) => {
+            let more_bits_than_q8 = matches!(
+                t,
+                GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0
+            );
+            let t = if embedding && !more_bits_than_q8 {
+                GgmlType::Q8_0
+            } else {
+                t
+            };
+            mix::fit_rows(t, cols)
+        }
+        OutType::Mix(ft) => mix::tensor_type(
+            ft,
+            &TensorSite {
+                name,
+                row_len: cols,
+                n_layer: c.n_layer,
+                has_output,
+                has_imatrix: opts.imatrix.is_some(),
+            },
+        )?,
+    })
+}
+
+/// The importance weights for tensor `name`, as llama-quantize picks them: none
+/// when the matrix has no entry; an error when the entry's length is not the
+/// row length, except for the token embedding (llama-imatrix never sees it).
+fn importance<'a>(
+    imatrix: Option<&'a Importance>,
+    name: &str,
+    cols: usize,
+) -> Result<Option<&'a [f32]>> {
+    let Some(w) = imatrix.and_then(|m| m.get(name)) else {
+        return Ok(None);
+    };
+    if w.len() == cols {
+        return Ok(Some(w));
+    }
+    if name == "token_embd.weight" {
+        return Ok(None);
+    }
+    bail!(
+        "the importance matrix has {} values for tensor {name}, whose rows have {cols}",
+        w.len()
+    )
 }
 
 /// A `rows × cols` matrix → its `cols × rows` transpose.

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod names;
+pub mod quantize;
 pub mod vocab;
 
-pub use convert::{ConvertOptions, ConvertReport, convert};
+pub use convert::{ConvertOptions, ConvertReport, Importance, OutType, convert};

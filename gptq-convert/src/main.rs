@@ -4,31 +4,107 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use gptq_convert::{ConvertOptions, convert};
-use gptq_core::gguf::GgmlType;
+use gptq_convert::{ConvertOptions, OutType, convert};
+use gptq_core::gguf::{FileType, GgmlType};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OutType {
+/// The names `--type` accepts: ggml's tensor types, and llama-quantize's mixes
+/// whose names are not also a type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[allow(non_camel_case_types)]
+enum TypeName {
+    #[value(name = "f32")]
     F32,
+    #[value(name = "f16")]
     F16,
+    #[value(name = "bf16")]
+    Bf16,
     #[value(name = "q8_0")]
     Q8_0,
     #[value(name = "q4_0")]
     Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
+    #[value(name = "q5_0")]
+    Q5_0,
+    #[value(name = "q5_1")]
+    Q5_1,
+    #[value(name = "q2_k")]
+    Q2_K,
+    #[value(name = "q3_k")]
+    Q3_K,
+    #[value(name = "q4_k")]
+    Q4_K,
+    #[value(name = "q5_k")]
+    Q5_K,
+    #[value(name = "q6_k")]
+    Q6_K,
+    #[value(name = "iq4_nl")]
+    Iq4_nl,
+    #[value(name = "iq4_xs")]
+    Iq4_xs,
+    #[value(name = "q3_k_s")]
+    Q3_K_S,
+    #[value(name = "q3_k_m")]
+    Q3_K_M,
+    #[value(name = "q3_k_l")]
+    Q3_K_L,
+    #[value(name = "q4_k_s")]
+    Q4_K_S,
+    #[value(name = "q4_k_m")]
+    Q4_K_M,
+    #[value(name = "q5_k_s")]
+    Q5_K_S,
+    #[value(name = "q5_k_m")]
+    Q5_K_M,
 }
 
-impl From<OutType> for GgmlType {
-    fn from(t: OutType) -> GgmlType {
-        match t {
-            OutType::F32 => GgmlType::F32,
-            OutType::F16 => GgmlType::F16,
-            OutType::Q8_0 => GgmlType::Q8_0,
-            OutType::Q4_0 => GgmlType::Q4_0,
+impl TypeName {
+    /// The llama-quantize name (`Q4_K_M`, `IQ4_XS`, ...).
+    fn upper(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_ascii_uppercase())
+            .unwrap_or_default()
+    }
+
+    /// The tensor type of that name, unless the name is only a mix's.
+    fn tensor_type(self) -> Option<GgmlType> {
+        GgmlType::from_name(&self.upper())
+    }
+
+    /// What the name asks for, with or without `--mix`.
+    fn out_type(self, mix: bool) -> Result<OutType, String> {
+        match (self.tensor_type(), mix) {
+            (Some(t), false) => Ok(OutType::Pure(t)),
+            (Some(t), true) => match FileType::for_type(t) {
+                Some(ft) if gptq_convert::quantize::mix::main_type(ft).is_ok() => {
+                    Ok(OutType::Mix(ft))
+                }
+                _ => Err(format!(
+                    "--mix: llama-quantize has no mix for {}; its files are {} throughout",
+                    self.upper().to_ascii_lowercase(),
+                    t
+                )),
+            },
+            (None, false) => FileType::from_name(&self.upper())
+                .map(OutType::Mix)
+                .ok_or_else(|| format!("unknown type {}", self.upper())),
+            (None, true) => Err(format!(
+                "--mix: {} is already llama-quantize's mix; drop --mix",
+                self.upper().to_ascii_lowercase()
+            )),
         }
     }
 }
 
 /// Convert a Hugging Face GPT-2 checkpoint (124M to 1.5B) into one GGUF v3 file.
+///
+/// `--type` names either one tensor type for every weight matrix (a "pure"
+/// file: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl
+/// iq4_xs), or one of llama-quantize's mixes (q3_k_s q3_k_m q3_k_l q4_k_s
+/// q4_k_m q5_k_s q5_k_m), which give some tensors more bits exactly as
+/// llama-quantize does. `--mix` asks for llama-quantize's mix of a type name
+/// (`--type q2_k --mix`, `--type q6_k --mix`, `--type q4_0 --mix`, ...): the
+/// same file llama-quantize makes from an F32 file with that type argument.
 #[derive(Debug, Parser)]
 #[command(name = "gptq-convert", version)]
 struct Args {
@@ -38,13 +114,18 @@ struct Args {
     /// Output file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Type of the weight matrices.
+    /// Type of the weight matrices (a tensor type), or a llama-quantize mix.
     #[arg(short = 't', long = "type", value_enum, default_value = "f16")]
-    ty: OutType,
-    /// Type of the token embedding / tied LM head (default: the matrices' type,
-    /// q8_0 for q4_0 files).
+    ty: TypeName,
+    /// Use llama-quantize's per-tensor mix for --type (output.weight Q6_K,
+    /// bumped attention and ffn_down layers, llama.cpp's fallbacks).
+    #[arg(long)]
+    mix: bool,
+    /// Type of the token embedding / tied LM head (default: q8_0 when the
+    /// matrices have fewer bits than q8_0, else the matrices' type; for a mix,
+    /// llama-quantize's choice).
     #[arg(long, value_enum)]
-    token_embd_type: Option<OutType>,
+    token_embd_type: Option<TypeName>,
     /// general.name (default: the folder's name).
     #[arg(long)]
     name: Option<String>,
@@ -60,12 +141,27 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let out_type = match args.ty.out_type(args.mix) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let token_embd_type = match args.token_embd_type.map(|t| (t, t.tensor_type())) {
+        None => None,
+        Some((_, Some(t))) => Some(t),
+        Some((t, None)) => {
+            return fail(&format!(
+                "--token-embd-type: {} is a mix, not a tensor type",
+                t.upper().to_ascii_lowercase()
+            ));
+        }
+    };
     let opts = ConvertOptions {
-        out_type: args.ty.into(),
-        token_embd_type: args.token_embd_type.map(Into::into),
+        out_type,
+        token_embd_type,
         name: args.name,
         progress: !args.quiet,
         output_weight: args.output_weight,
+        ..ConvertOptions::default()
     };
     match convert(&args.hf_dir, &args.output, &opts) {
         Ok(r) => {
@@ -80,9 +176,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("gptq-convert: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&format!("{e:#}")),
     }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("gptq-convert: error: {msg}");
+    ExitCode::FAILURE
 }

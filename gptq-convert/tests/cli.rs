@@ -101,8 +101,37 @@ fn bad_type_is_a_usage_error() {
         "-o".as_ref(),
         "x.gguf".as_ref(),
         "--type".as_ref(),
-        "q3_k".as_ref(),
+        "q3_k_xl".as_ref(),
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!Path::new("x.gguf").exists());
+}
+
+#[test]
+fn mixes_and_the_mix_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mix.gguf");
+    let run = |ty: &str, mix: bool| {
+        let mut args = vec![
+            fixture("tiny-scaled").into_os_string(),
+            "-o".into(),
+            out.clone().into_os_string(),
+            "--type".into(),
+            ty.into(),
+            "--quiet".into(),
+        ];
+        if mix {
+            args.push("--mix".into());
+        }
+        convert(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>())
+    };
+    let o = run("q4_k_m", false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run("q2_k", true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&out).unwrap();
+    // A flag that would do nothing is refused.
+    assert_one_error_line(&run("f16", true), "no mix for f16");
+    assert_one_error_line(&run("q4_k_m", true), "already");
+    assert_eq!(files_in(tmp.path()), Vec::<String>::new());
 }

@@ -12,7 +12,7 @@ use gptq_core::gguf::{GgmlType, GgufFile, MappedFile};
 
 fn opts(ty: GgmlType) -> ConvertOptions {
     ConvertOptions {
-        out_type: ty,
+        out_type: ty.into(),
         progress: false,
         name: Some("fixture".into()),
         ..ConvertOptions::default()

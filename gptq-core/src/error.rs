@@ -45,7 +45,10 @@ pub enum Error {
     },
 
     /// A tensor type id this build cannot compute with.
-    #[error("tensor '{name}': unsupported tensor type {type_name} (id {type_id})")]
+    #[error(
+        "tensor '{name}': unsupported tensor type {type_name} (id {type_id}); gptq runs {}",
+        crate::gguf::GgmlType::computable_names()
+    )]
     UnsupportedType {
         /// The tensor's name.
         name: String,

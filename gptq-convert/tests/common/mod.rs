@@ -41,7 +41,7 @@ pub fn converted(name: &str, ty: GgmlType) -> PathBuf {
         .path()
         .join(format!("{name}-{}.gguf", ty.name().to_lowercase()));
     let opts = ConvertOptions {
-        out_type: ty,
+        out_type: ty.into(),
         progress: false,
         ..ConvertOptions::default()
     };

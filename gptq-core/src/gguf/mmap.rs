@@ -9,6 +9,10 @@ use half::f16;
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
+use crate::quant::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
+    BlockQ5K, BlockQ6K,
+};
 use crate::quant::{BlockQ4_0, BlockQ8_0};
 
 /// A file mapped read-only into memory. The model borrows tensor data from
@@ -86,7 +90,8 @@ mod sealed {
 
 /// Plain old data: types for which every bit pattern is a valid value and
 /// that have no padding, so that bytes can be viewed as them and back. Sealed:
-/// implemented only for `f32`, `f16`, `u8`, `i8`, [`BlockQ8_0`] and [`BlockQ4_0`].
+/// implemented only for `f32`, `f16`, `bf16`, `u8`, `i8`, `u16` and ggml's block
+/// types (each asserts its size, which is the sum of its fields').
 pub trait Pod: sealed::Sealed + Copy + 'static {}
 
 macro_rules! pod {
@@ -95,7 +100,9 @@ macro_rules! pod {
         impl Pod for $t {}
     )*};
 }
-pod!(f32, f16, u8, i8, BlockQ8_0, BlockQ4_0);
+pod!(f32, f16, half::bf16, u8, i8, u16, BlockQ8_0, BlockQ4_0);
+pod!(BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockIq4Nl);
+pod!(BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockIq4Xs);
 
 // No padding: each block's size is the sum of its fields' sizes.
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 2 + 32);

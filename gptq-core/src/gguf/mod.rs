@@ -12,11 +12,13 @@
 //! tensor's bytes as `f32`, `f16` or quantized blocks without copying.
 //! [`GgufWriter`] writes the header, then streams one tensor at a time.
 
+pub mod file_type;
 mod mmap;
 mod reader;
 pub mod types;
 mod writer;
 
+pub use file_type::FileType;
 pub use mmap::{MappedFile, Pod, as_bytes, cast_slice, cast_slice_mut};
 pub use reader::{GgufFile, TensorInfo};
 pub use types::{GgmlType, MetaArray, MetaType, MetaValue};

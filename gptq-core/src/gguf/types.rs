@@ -137,6 +137,17 @@ impl GgmlType {
         (n / bs).checked_mul(self.type_size() as u64)
     }
 
+    /// The names of the types this crate computes with, for messages
+    /// (`"F32, F16, Q8_0, Q4_0"`).
+    pub fn computable_names() -> String {
+        TABLE
+            .iter()
+            .filter(|r| r.0.is_computable())
+            .map(|r| r.2)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether this crate can compute with tensors of this type.
     pub fn is_computable(self) -> bool {
         matches!(

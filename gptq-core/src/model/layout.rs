@@ -87,13 +87,7 @@ pub fn gpt2_tensors(hp: &HParams, untied_output: bool) -> Vec<TensorSpec> {
 
 /// llama.cpp's `general.file_type` for a file whose matrices are `ty`.
 pub fn file_type(ty: GgmlType) -> Option<u32> {
-    Some(match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q8_0 => 7,
-        _ => return None,
-    })
+    crate::gguf::FileType::for_type(ty).map(|f| f.0)
 }
 
 /// The tokenizer as a GPT-2 GGUF file stores it.

@@ -1,6 +1,8 @@
 //! Quantized block formats and the kernels that compute with them.
 //!
 //! - [`blocks`]: ggml's Q8_0 and Q4_0 block layouts.
+//! - [`types`]: the other block types (Q4_1..Q6_K, IQ4_NL, IQ4_XS, BF16) and their
+//!   scalar dequantization.
 //! - [`reference`]: scalar definitions of quantization and dot products.
 //! - [`matrix`]: typed views of stored weight matrices.
 //! - [`matmul`]: matrix products split across the rayon pool.
@@ -27,6 +29,7 @@ mod scalar;
 mod scratch;
 pub mod team;
 pub mod tile;
+pub mod types;
 
 pub use blocks::{BlockQ4_0, BlockQ8_0, QK};
 pub(crate) use dispatch::HeadQueries;

@@ -1,0 +1,61 @@
+//! IQ4_NL: 32 four-bit indices into a fixed non-linear table of 16 values, with
+//! one f16 scale (ggml's `block_iq4_nl`).
+
+use half::f16;
+
+/// Elements per IQ4_NL block.
+pub const QK4_NL: usize = 32;
+
+/// The 16 values a four-bit IQ4_NL / IQ4_XS index stands for (ggml's
+/// `kvalues_iq4nl`): denser near zero, where most weights are.
+pub const KVALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// IQ4_NL: element `j` is `d · KVALUES[q]` with `q` the low nibble of `qs[j]`
+/// (element `j + 16`: its high nibble). 18 bytes, the size of Q4_0.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockIq4Nl {
+    /// Scale.
+    pub d: f16,
+    /// Packed table indices.
+    pub qs: [u8; QK4_NL / 2],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockIq4Nl>() == 18);
+const _: () = assert!(std::mem::align_of::<BlockIq4Nl>() == 2);
+
+impl BlockIq4Nl {
+    /// A block of zeros.
+    pub const ZERO: BlockIq4Nl = BlockIq4Nl {
+        d: f16::ZERO,
+        qs: [0x88; QK4_NL / 2],
+    };
+
+    /// Expands the block into its 32 values, as ggml's `dequantize_row_iq4_nl`.
+    pub fn dequantize(&self, y: &mut [f32; QK4_NL]) {
+        let d = self.d.to_f32();
+        for (j, &q) in self.qs.iter().enumerate() {
+            y[j] = d * f32::from(KVALUES[usize::from(q & 0x0f)]);
+            y[j + QK4_NL / 2] = d * f32::from(KVALUES[usize::from(q >> 4)]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_select_table_values() {
+        let mut b = BlockIq4Nl::ZERO;
+        b.d = f16::from_f32(0.5);
+        b.qs[2] = 0xf0;
+        let mut y = [0.0; QK4_NL];
+        b.dequantize(&mut y);
+        assert_eq!(y[2], -63.5);
+        assert_eq!(y[18], 56.5);
+        assert_eq!(y[0], 0.5);
+    }
+}

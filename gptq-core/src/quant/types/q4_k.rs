@@ -1,0 +1,116 @@
+//! Q4_K: 256 four-bit values in 8 sub-blocks of 32, each with a 6-bit scale and a
+//! 6-bit minimum relative to two f16 super-block scales (ggml's `block_q4_K`).
+
+use half::f16;
+
+use super::QK_K;
+
+/// Q4_K. Sub-block `s` (elements `32s..32s+32`) has scale `d · sc[s]` and minimum
+/// `dmin · m[s]` (see [`scale_min`] for the packing); element values are
+/// `scale · q - min` with `q` in 0..16. Each 64 elements share 32 bytes of `qs`:
+/// the first 32 in the low nibbles, the next 32 in the high ones. 144 bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ4K {
+    /// Super-block scale of the sub-block scales.
+    pub d: f16,
+    /// Super-block scale of the sub-block minimums.
+    pub dmin: f16,
+    /// Eight 6-bit scales and eight 6-bit minimums (see [`scale_min`]).
+    pub scales: [u8; 12],
+    /// Packed nibbles.
+    pub qs: [u8; QK_K / 2],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+const _: () = assert!(std::mem::align_of::<BlockQ4K>() == 2);
+
+/// The 6-bit scale and minimum of sub-block `j` (0..8) from the 12 packed bytes
+/// shared by Q4_K and Q5_K (ggml's `get_scale_min_k4`): for `j < 4` the low six
+/// bits of bytes `j` and `j + 4`; for `j >= 4` the nibbles of byte `j + 4` topped
+/// with the two high bits of bytes `j - 4` and `j`.
+pub fn scale_min(j: usize, packed: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (packed[j] & 63, packed[j + 4] & 63)
+    } else {
+        (
+            (packed[j + 4] & 0x0f) | ((packed[j - 4] >> 6) << 4),
+            (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Packs eight 6-bit scales and minimums (0..64) as [`scale_min`] reads them.
+/// Bits above the sixth are dropped.
+pub fn pack_scale_min(scales: &[u8; 8], mins: &[u8; 8]) -> [u8; 12] {
+    let mut packed = [0u8; 12];
+    for j in 0..8 {
+        let (ls, lm) = (scales[j] & 63, mins[j] & 63);
+        if j < 4 {
+            packed[j] |= ls;
+            packed[j + 4] |= lm;
+        } else {
+            packed[j + 4] = (ls & 0x0f) | ((lm & 0x0f) << 4);
+            packed[j - 4] |= (ls >> 4) << 6;
+            packed[j] |= (lm >> 4) << 6;
+        }
+    }
+    packed
+}
+
+impl BlockQ4K {
+    /// A block whose elements are all zero.
+    pub const ZERO: BlockQ4K = BlockQ4K {
+        d: f16::ZERO,
+        dmin: f16::ZERO,
+        scales: [0; 12],
+        qs: [0; QK_K / 2],
+    };
+
+    /// The four-bit value of element `i` (0..256).
+    pub fn q(&self, i: usize) -> u8 {
+        let byte = self.qs[32 * (i / 64) + i % 32];
+        if i % 64 < 32 { byte & 0x0f } else { byte >> 4 }
+    }
+
+    /// Expands the block into its 256 values, as ggml's `dequantize_row_q4_K`.
+    pub fn dequantize(&self, y: &mut [f32; QK_K]) {
+        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
+        for (s, out) in y.chunks_exact_mut(32).enumerate() {
+            let (sc, m) = scale_min(s, &self.scales);
+            let (d1, m1) = (d * f32::from(sc), dmin * f32::from(m));
+            for (l, v) in out.iter_mut().enumerate() {
+                *v = d1 * f32::from(self.q(32 * s + l)) - m1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_and_mins_round_trip_through_the_packing() {
+        let sc: [u8; 8] = std::array::from_fn(|j| ((j * 29 + 3) % 64) as u8);
+        let mn: [u8; 8] = std::array::from_fn(|j| ((j * 41 + 60) % 64) as u8);
+        let packed = pack_scale_min(&sc, &mn);
+        for j in 0..8 {
+            assert_eq!(scale_min(j, &packed), (sc[j], mn[j]));
+        }
+    }
+
+    #[test]
+    fn nibble_halves_cover_64_elements() {
+        let mut b = BlockQ4K::ZERO;
+        b.d = f16::ONE;
+        b.dmin = f16::ONE;
+        b.scales = pack_scale_min(&[1; 8], &[2; 8]);
+        b.qs[32 + 7] = 0x9f; // element 64 + 7 = 15, element 96 + 7 = 9
+        let mut y = [0.0; QK_K];
+        b.dequantize(&mut y);
+        assert_eq!(y[71], 13.0);
+        assert_eq!(y[103], 7.0);
+        assert_eq!(y[0], -2.0);
+    }
+}

@@ -1,0 +1,74 @@
+//! Q5_0: 32 five-bit values with an f16 scale (ggml's `block_q5_0`).
+
+use half::f16;
+
+/// Elements per Q5_0 block.
+pub const QK5_0: usize = 32;
+
+/// Q5_0: the low four bits of element `j` are the low nibble of `qs[j]` (of
+/// element `j + 16`, its high nibble) and the fifth bit is bit `j` of the
+/// little-endian `qh`; each element is worth `(q - 16) · d`. 22 bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    /// Scale.
+    pub d: f16,
+    /// Fifth bits, element `j` in bit `j` of the little-endian word.
+    pub qh: [u8; 4],
+    /// Packed low nibbles.
+    pub qs: [u8; QK5_0 / 2],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::align_of::<BlockQ5_0>() == 2);
+
+impl BlockQ5_0 {
+    /// A block whose elements are all zero.
+    pub const ZERO: BlockQ5_0 = BlockQ5_0 {
+        d: f16::ZERO,
+        qh: [0xff; 4],
+        qs: [0; QK5_0 / 2],
+    };
+
+    /// The five-bit value of element `j` (0..32).
+    pub fn q(&self, j: usize) -> u8 {
+        let qh = u32::from_le_bytes(self.qh);
+        let nibble = if j < QK5_0 / 2 {
+            self.qs[j] & 0x0f
+        } else {
+            self.qs[j - QK5_0 / 2] >> 4
+        };
+        nibble | (((qh >> j) & 1) as u8) << 4
+    }
+
+    /// Expands the block into its 32 values, as ggml's `dequantize_row_q5_0`.
+    pub fn dequantize(&self, y: &mut [f32; QK5_0]) {
+        let d = self.d.to_f32();
+        for (j, v) in y.iter_mut().enumerate() {
+            *v = f32::from(i16::from(self.q(j)) - 16) * d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifth_bit_comes_from_qh() {
+        let mut b = BlockQ5_0 {
+            d: f16::ONE,
+            qh: [0; 4],
+            qs: [0; 16],
+        };
+        b.qh = (1u32 << 17 | 1).to_le_bytes();
+        b.qs[1] = 0x50;
+        let mut y = [0.0; QK5_0];
+        b.dequantize(&mut y);
+        assert_eq!(y[0], 0.0); // 16 - 16
+        assert_eq!(y[17], 5.0); // 0x15 - 16
+        assert_eq!(y[1], -16.0);
+        BlockQ5_0::ZERO.dequantize(&mut y);
+        assert!(y.iter().all(|&v| v == 0.0));
+    }
+}
