@@ -53,8 +53,8 @@ fn weights(rows: usize, cols: usize) -> Weights {
     let f16 = f32.iter().map(|&v| f16::from_f32(v * 0.1)).collect();
     let mut q8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
     let mut q4 = vec![BlockQ4_0::ZERO; rows * cols / QK];
-    gptq_core::quant::reference::quantize_row_q8_0(&f32, &mut q8);
-    gptq_core::quant::reference::quantize_row_q4_0(&f32, &mut q4);
+    gptq_core::quant::types::q8_0::quantize_row_q8_0(&f32, &mut q8);
+    gptq_core::quant::types::q4_0::quantize_row_q4_0(&f32, &mut q4);
     Weights { f32, f16, q8, q4 }
 }
 

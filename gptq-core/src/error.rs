@@ -84,6 +84,15 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// Memory for a buffer could not be allocated.
+    #[error("out of memory: cannot allocate {bytes} bytes for the {what}")]
+    OutOfMemory {
+        /// What the buffer was for.
+        what: String,
+        /// Bytes requested.
+        bytes: usize,
+    },
+
     /// The operation was cancelled through a session's cancellation flag.
     #[error("cancelled")]
     Cancelled,

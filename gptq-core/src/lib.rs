@@ -2,9 +2,9 @@
 //!
 //! Quantized CPU inference for GPT-2 over a single GGUF v3 file: a zero-copy
 //! GGUF reader and a streaming writer, ggml-compatible Q8_0 / Q4_0 blocks with
-//! scalar, AVX2 and NEON kernels chosen at run time, the GPT-2 forward pass
-//! over a preallocated KV cache, the GPT-2 byte-level BPE tokenizer and the
-//! samplers.
+//! scalar, AVX2, AVX-512 (VNNI, VBMI/GFNI), AMX and NEON kernels chosen at run
+//! time ([`Kernels`]), the GPT-2 forward pass over a preallocated KV cache, the
+//! GPT-2 byte-level BPE tokenizer and the samplers.
 //!
 //! ## Embedding
 //!

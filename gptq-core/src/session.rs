@@ -88,9 +88,12 @@ impl Session {
             .checked_mul(hp.n_vocab)
             .ok_or_else(|| Error::InvalidArgument("logits buffer size overflows".into()))?;
         let mut logits = Vec::new();
-        logits.try_reserve_exact(n_logits).map_err(|_| {
-            Error::InvalidArgument(format!("cannot allocate {} bytes for logits", n_logits * 4))
-        })?;
+        logits
+            .try_reserve_exact(n_logits)
+            .map_err(|_| Error::OutOfMemory {
+                what: "logits".into(),
+                bytes: n_logits.saturating_mul(4),
+            })?;
         logits.resize(n_logits, 0.0);
         Ok(Session {
             model,

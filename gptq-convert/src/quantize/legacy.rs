@@ -181,7 +181,8 @@ pub fn quantize_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gptq_core::quant::reference;
+    use gptq_core::quant::types::q4_0::quantize_row_q4_0;
+    use gptq_core::quant::types::q8_0::quantize_row_q8_0;
 
     fn ramp(n: usize) -> Vec<f32> {
         (0..n)
@@ -194,11 +195,11 @@ mod tests {
         let x = ramp(256);
         let (mut a, mut b) = (vec![BlockQ4_0::ZERO; 8], vec![BlockQ4_0::ZERO; 8]);
         quantize_q4_0(&x, &mut a, None);
-        reference::quantize_row_q4_0(&x, &mut b);
+        quantize_row_q4_0(&x, &mut b);
         assert_eq!(a, b);
         let (mut a, mut b) = (vec![BlockQ8_0::ZERO; 8], vec![BlockQ8_0::ZERO; 8]);
         quantize_q8_0(&x, &mut a);
-        reference::quantize_row_q8_0(&x, &mut b);
+        quantize_row_q8_0(&x, &mut b);
         assert_eq!(a, b);
     }
 

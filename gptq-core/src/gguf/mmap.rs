@@ -9,11 +9,7 @@ use half::f16;
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::quant::types::{
-    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
-    BlockQ5K, BlockQ6K,
-};
-use crate::quant::{BlockQ4_0, BlockQ8_0};
+use crate::quant::QuantBlock;
 
 /// A file mapped read-only into memory. The model borrows tensor data from
 /// [`MappedFile::bytes`] without copying it.
@@ -90,8 +86,8 @@ mod sealed {
 
 /// Plain old data: types for which every bit pattern is a valid value and
 /// that have no padding, so that bytes can be viewed as them and back. Sealed:
-/// implemented only for `f32`, `f16`, `bf16`, `u8`, `i8`, `u16` and ggml's block
-/// types (each asserts its size, which is the sum of its fields').
+/// implemented only for `f32`, `f16`, `bf16`, `u8`, `i8`, `u16` and every
+/// [`QuantBlock`] (an `unsafe` trait whose implementors promise exactly this).
 pub trait Pod: sealed::Sealed + Copy + 'static {}
 
 macro_rules! pod {
@@ -100,13 +96,11 @@ macro_rules! pod {
         impl Pod for $t {}
     )*};
 }
-pod!(f32, f16, half::bf16, u8, i8, u16, BlockQ8_0, BlockQ4_0);
-pod!(BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockIq4Nl);
-pod!(BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockIq4Xs);
+pod!(f32, f16, half::bf16, u8, i8, u16);
 
-// No padding: each block's size is the sum of its fields' sizes.
-const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 2 + 32);
-const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 2 + 16);
+impl<B: QuantBlock> sealed::Sealed for B {}
+impl<B: QuantBlock> Pod for B {}
+
 const _: () = assert!(std::mem::size_of::<f16>() == 2);
 
 /// Views `bytes` as a slice of `T` without copying; `None` when the length is
@@ -156,6 +150,7 @@ pub fn as_bytes<T: Pod>(values: &[T]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::{BlockQ4_0, BlockQ8_0};
     use std::io::Write;
 
     #[test]

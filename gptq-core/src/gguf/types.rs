@@ -5,8 +5,8 @@ use std::fmt;
 /// A ggml tensor element type, as stored in a GGUF tensor info (`ggml_type`).
 ///
 /// Every type ggml has defined is known here so that files using them can be
-/// listed and validated; [`GgmlType::is_computable`] says which ones this crate
-/// can run.
+/// listed and validated; [`WeightData::is_computable`](crate::quant::WeightData::is_computable)
+/// says which ones this crate can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 #[allow(non_camel_case_types, missing_docs)]
@@ -138,22 +138,15 @@ impl GgmlType {
     }
 
     /// The names of the types this crate computes with, for messages
-    /// (`"F32, F16, Q8_0, Q4_0"`).
+    /// (`"F32, F16, Q8_0, Q4_0"`; see
+    /// [`WeightData::is_computable`](crate::quant::WeightData::is_computable)).
     pub fn computable_names() -> String {
         TABLE
             .iter()
-            .filter(|r| r.0.is_computable())
+            .filter(|r| crate::quant::WeightData::is_computable(r.0))
             .map(|r| r.2)
             .collect::<Vec<_>>()
             .join(", ")
-    }
-
-    /// Whether this crate can compute with tensors of this type.
-    pub fn is_computable(self) -> bool {
-        matches!(
-            self,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0
-        )
     }
 }
 

@@ -14,7 +14,7 @@ use super::weights::VectorLoc;
 use crate::error::{Error, Result};
 use crate::quant::matmul::matmul_on;
 use crate::quant::team::Par;
-use crate::quant::{HeadQueries, Kernels, MatmulScratch};
+use crate::quant::{HeadQueries, MatmulScratch, VerifiedTable};
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,8 +28,8 @@ pub enum KvType {
 }
 
 enum KvStore {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    F16 { k: Vec<f16>, v: Vec<f16> },
 }
 
 /// Keys and values of every layer for every position of one session, laid
@@ -38,8 +38,7 @@ enum KvStore {
 /// (which the hardware prefetchers follow) rather than `head_dim` floats out
 /// of every `n_embd`.
 pub(crate) struct KvCache {
-    k: KvStore,
-    v: KvStore,
+    store: KvStore,
     n_ctx: usize,
     d: usize,
     n_head: usize,
@@ -47,11 +46,9 @@ pub(crate) struct KvCache {
 
 fn try_alloc<T: Clone>(n: usize, zero: T, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "cannot allocate {} bytes for the {what}",
-            n.saturating_mul(std::mem::size_of::<T>())
-        ))
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        what: what.into(),
+        bytes: n.saturating_mul(std::mem::size_of::<T>()),
     })?;
     v.resize(n, zero);
     Ok(v)
@@ -75,15 +72,18 @@ impl KvCache {
             .checked_mul(n_ctx)
             .and_then(|v| v.checked_mul(d))
             .ok_or_else(|| Error::InvalidArgument("KV cache size overflows".into()))?;
-        let store = || -> Result<KvStore> {
-            Ok(match ty {
-                KvType::F32 => KvStore::F32(try_alloc(n, 0.0, "KV cache")?),
-                KvType::F16 => KvStore::F16(try_alloc(n, f16::ZERO, "KV cache")?),
-            })
+        let store = match ty {
+            KvType::F32 => KvStore::F32 {
+                k: try_alloc(n, 0.0, "KV cache")?,
+                v: try_alloc(n, 0.0, "KV cache")?,
+            },
+            KvType::F16 => KvStore::F16 {
+                k: try_alloc(n, f16::ZERO, "KV cache")?,
+                v: try_alloc(n, f16::ZERO, "KV cache")?,
+            },
         };
         Ok(KvCache {
-            k: store()?,
-            v: store()?,
+            store,
             n_ctx,
             d,
             n_head,
@@ -91,11 +91,10 @@ impl KvCache {
     }
 
     pub fn n_bytes(&self) -> usize {
-        let size = |s: &KvStore| match s {
-            KvStore::F32(v) => v.len() * 4,
-            KvStore::F16(v) => v.len() * 2,
-        };
-        size(&self.k) + size(&self.v)
+        match &self.store {
+            KvStore::F32 { k, v } => std::mem::size_of_val(&k[..]) + std::mem::size_of_val(&v[..]),
+            KvStore::F16 { k, v } => std::mem::size_of_val(&k[..]) + std::mem::size_of_val(&v[..]),
+        }
     }
 
     /// Stores the keys and values of `n` tokens (from their fused q|k|v rows)
@@ -109,10 +108,13 @@ impl KvCache {
                 let at = ((layer * self.n_head + h) * n_ctx + pos0 + t) * hd;
                 let dst = at..at + hd;
                 let (k, v) = (&row[d + h * hd..][..hd], &row[2 * d + h * hd..][..hd]);
-                for (store, src) in [(&mut self.k, k), (&mut self.v, v)] {
-                    match store {
-                        KvStore::F32(c) => c[dst.clone()].copy_from_slice(src),
-                        KvStore::F16(c) => {
+                match &mut self.store {
+                    KvStore::F32 { k: kc, v: vc } => {
+                        kc[dst.clone()].copy_from_slice(k);
+                        vc[dst].copy_from_slice(v);
+                    }
+                    KvStore::F16 { k: kc, v: vc } => {
+                        for (c, src) in [(kc, k), (vc, v)] {
                             for (o, &x) in c[dst.clone()].iter_mut().zip(src) {
                                 *o = f16::from_f32(x);
                             }
@@ -122,40 +124,23 @@ impl KvCache {
             }
         }
     }
+
+    /// The keys and values of `layer`.
+    fn layer(&self, layer: usize) -> Layer<'_> {
+        let r = layer * self.n_ctx * self.d..(layer + 1) * self.n_ctx * self.d;
+        match &self.store {
+            KvStore::F32 { k, v } => Layer::F32(&k[r.clone()], &v[r]),
+            KvStore::F16 { k, v } => Layer::F16(&k[r.clone()], &v[r]),
+        }
+    }
 }
 
-/// One layer of a cache store: head `h`'s row for position `p` starts at
-/// `(h·n_ctx + p)·head_dim`.
+/// One layer of the cache, keys then values: head `h`'s row for position
+/// `p` starts at `(h·n_ctx + p)·head_dim` of each.
 #[derive(Clone, Copy)]
-enum Rows<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-}
-
-impl<'a> Rows<'a> {
-    fn of(store: &'a KvStore, layer: usize, n_ctx: usize, d: usize) -> Rows<'a> {
-        let r = layer * n_ctx * d..(layer + 1) * n_ctx * d;
-        match store {
-            KvStore::F32(c) => Rows::F32(&c[r]),
-            KvStore::F16(c) => Rows::F16(&c[r]),
-        }
-    }
-
-    #[inline]
-    fn dot(&self, k: &Kernels, at: usize, q: &[f32]) -> f32 {
-        match self {
-            Rows::F32(c) => (k.table.dot_f32)(&c[at..at + q.len()], q),
-            Rows::F16(c) => (k.table.dot_f16)(&c[at..at + q.len()], q),
-        }
-    }
-
-    #[inline]
-    fn axpy(&self, k: &Kernels, at: usize, alpha: f32, out: &mut [f32]) {
-        match self {
-            Rows::F32(c) => (k.table.axpy_f32)(alpha, &c[at..at + out.len()], out),
-            Rows::F16(c) => (k.table.axpy_f16)(alpha, &c[at..at + out.len()], out),
-        }
-    }
+enum Layer<'a> {
+    F32(&'a [f32], &'a [f32]),
+    F16(&'a [f16], &'a [f16]),
 }
 
 /// Activation buffers for up to `n_batch` tokens, allocated once per session.
@@ -198,7 +183,7 @@ impl Scratch {
             ff: sized(n_batch, hp.n_ff, "activations")?,
             scores: sized(n_lanes, n_ctx, "attention scores")?,
             n_lanes,
-            mm: MatmulScratch::new(rows, d.max(hp.n_ff)),
+            mm: MatmulScratch::for_matrices(rows, model.weights().matrices(model.bytes())),
         })
     }
 
@@ -250,7 +235,7 @@ pub(crate) fn forward_hidden(
     cancel: &AtomicBool,
 ) -> Result<()> {
     let hp = model.hparams();
-    let k = model.kernels();
+    let k = model.kernels().table();
     let t = model.bytes();
     let w = model.weights();
     let n = tokens.len();
@@ -264,14 +249,14 @@ pub(crate) fn forward_hidden(
         let h = &mut s.h[i * d..(i + 1) * d];
         wte.dequantize_row(tok as usize, x);
         wpe.dequantize_row(pos0 + i, h);
-        (k.table.add)(h, x);
+        k.add(h, x);
     }
 
     for (li, lw) in w.layers.iter().enumerate() {
         check_cancel(cancel)?;
         // Attention sub-layer.
         layer_norm_rows(
-            &k,
+            k,
             &s.x,
             &mut s.h,
             n,
@@ -282,18 +267,18 @@ pub(crate) fn forward_hidden(
         );
         matmul_on(
             par,
-            &k,
+            k,
             &lw.attn_qkv_w.view(t),
             &s.h,
             n,
             &mut s.qkv,
             &mut s.mm,
         );
-        add_bias(&k, &mut s.qkv, n, vget(t, &lw.attn_qkv_b));
+        add_bias(k, &mut s.qkv, n, vget(t, &lw.attn_qkv_b));
         kv.store(li, pos0, &s.qkv, n);
         attention(
             par,
-            &k,
+            k,
             kv,
             li,
             &s.qkv,
@@ -307,18 +292,18 @@ pub(crate) fn forward_hidden(
         );
         matmul_on(
             par,
-            &k,
+            k,
             &lw.attn_out_w.view(t),
             &s.att,
             n,
             &mut s.h,
             &mut s.mm,
         );
-        add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
+        add_residual(k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
 
         // MLP sub-layer.
         layer_norm_rows(
-            &k,
+            k,
             &s.x,
             &mut s.h,
             n,
@@ -327,22 +312,22 @@ pub(crate) fn forward_hidden(
             vget(t, &lw.ffn_norm_b),
             hp.ln_eps,
         );
-        matmul_on(par, &k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
-        let (b_up, gelu, add) = (vget(t, &lw.ffn_up_b), k.table.gelu, k.table.add);
+        matmul_on(par, k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
+        let b_up = vget(t, &lw.ffn_up_b);
         for_rows(&mut s.ff, hp.n_ff, n, |_, row| {
-            add(b_up, row);
-            gelu(row);
+            k.add(b_up, row);
+            k.gelu(row);
         });
         matmul_on(
             par,
-            &k,
+            k,
             &lw.ffn_down_w.view(t),
             &s.ff,
             n,
             &mut s.h,
             &mut s.mm,
         );
-        add_residual(&k, &mut s.x, &s.h, n, d, vget(t, &lw.ffn_down_b));
+        add_residual(k, &mut s.x, &s.h, n, d, vget(t, &lw.ffn_down_b));
     }
     Ok(())
 }
@@ -357,14 +342,14 @@ pub(crate) fn logits(
     out: &mut [f32],
 ) {
     let hp = model.hparams();
-    let k = model.kernels();
+    let k = model.kernels().table();
     let t = model.bytes();
     let w = model.weights();
     let d = hp.n_embd;
     let n = rows.len();
     let x = &s.x[rows.start * d..rows.end * d];
     layer_norm_rows(
-        &k,
+        k,
         x,
         &mut s.h,
         n,
@@ -373,12 +358,12 @@ pub(crate) fn logits(
         w.output_norm_b.get(t),
         hp.ln_eps,
     );
-    matmul_on(par, &k, &w.output.view(t), &s.h, n, out, &mut s.mm);
+    matmul_on(par, k, &w.output.view(t), &s.h, n, out, &mut s.mm);
 }
 
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_rows(
-    k: &Kernels,
+    k: VerifiedTable,
     x: &[f32],
     h: &mut [f32],
     n: usize,
@@ -387,21 +372,20 @@ fn layer_norm_rows(
     b: &[f32],
     eps: f32,
 ) {
-    let ln = k.table.layer_norm;
-    for_rows(h, d, n, |i, row| ln(&x[i * d..(i + 1) * d], w, b, eps, row));
+    for_rows(h, d, n, |i, row| {
+        k.layer_norm(&x[i * d..(i + 1) * d], w, b, eps, row)
+    });
 }
 
-fn add_bias(k: &Kernels, y: &mut [f32], n: usize, b: &[f32]) {
-    let add = k.table.add;
-    for_rows(y, b.len(), n, |_, row| add(b, row));
+fn add_bias(k: VerifiedTable, y: &mut [f32], n: usize, b: &[f32]) {
+    for_rows(y, b.len(), n, |_, row| k.add(b, row));
 }
 
 /// `x += y + b`, row by row.
-fn add_residual(k: &Kernels, x: &mut [f32], y: &[f32], n: usize, d: usize, b: &[f32]) {
-    let add = k.table.add;
+fn add_residual(k: VerifiedTable, x: &mut [f32], y: &[f32], n: usize, d: usize, b: &[f32]) {
     for_rows(x, d, n, |i, row| {
-        add(&y[i * d..(i + 1) * d], row);
-        add(b, row);
+        k.add(&y[i * d..(i + 1) * d], row);
+        k.add(b, row);
     });
 }
 
@@ -417,7 +401,7 @@ const HEAD_KERNEL_MIN_QUERIES: usize = 4;
 #[allow(clippy::too_many_arguments)]
 fn attention(
     par: Par<'_>,
-    k: &Kernels,
+    k: VerifiedTable,
     kv: &KvCache,
     layer: usize,
     qkv: &[f32],
@@ -433,12 +417,10 @@ fn attention(
     let hd = d / n_head;
     let scale = 1.0 / (hd as f32).sqrt();
     let n_ctx = kv.n_ctx;
-    let keys = Rows::of(&kv.k, layer, kv.n_ctx, d);
-    let values = Rows::of(&kv.v, layer, kv.n_ctx, d);
-    if let (Some(attend_head), Rows::F32(kc), Rows::F32(vc), true) = (
-        k.table.attend_head_f32,
-        keys,
-        values,
+    let cache = kv.layer(layer);
+    if let (true, Layer::F32(kc, vc), true) = (
+        k.has_attend_head_f32(),
+        cache,
         n >= HEAD_KERNEL_MIN_QUERIES && spare.len() >= n * d,
     ) {
         let heads = &mut spare[..n * d];
@@ -457,7 +439,7 @@ fn attention(
                     hd,
                     scale,
                 };
-                attend_head(&queries, out);
+                k.attend_head_f32(&queries, out);
             });
         for (t, row) in att[..n * d].chunks_exact_mut(d).enumerate() {
             for (h, o) in row.chunks_exact_mut(hd).enumerate() {
@@ -475,25 +457,9 @@ fn attention(
             let q = &qkv[t * 3 * d + h * hd..t * 3 * d + (h + 1) * hd];
             let len = pos0 + t + 1;
             let at = h * n_ctx * hd;
-            match (k.table.attend_f32, k.table.attend_f16, keys, values) {
-                (Some(attend), _, Rows::F32(kc), Rows::F32(vc)) => {
-                    attend(q, &kc[at..], &vc[at..], hd, len, scale, sc, o);
-                    continue;
-                }
-                (_, Some(attend), Rows::F16(kc), Rows::F16(vc)) => {
-                    attend(q, &kc[at..], &vc[at..], hd, len, scale, sc, o);
-                    continue;
-                }
-                _ => {}
-            }
-            let sc = &mut sc[..len];
-            for (pos, s) in sc.iter_mut().enumerate() {
-                *s = keys.dot(k, (h * n_ctx + pos) * hd, q) * scale;
-            }
-            (k.table.softmax)(sc);
-            o.fill(0.0);
-            for (pos, &p) in sc.iter().enumerate() {
-                values.axpy(k, (h * n_ctx + pos) * hd, p, o);
+            match cache {
+                Layer::F32(kc, vc) => k.attend_f32(q, &kc[at..], &vc[at..], hd, len, scale, sc, o),
+                Layer::F16(kc, vc) => k.attend_f16(q, &kc[at..], &vc[at..], hd, len, scale, sc, o),
             }
         }
     };

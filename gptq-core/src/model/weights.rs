@@ -1,12 +1,10 @@
 //! Where each GPT-2 weight lives in the mapped file, checked against the
 //! hyper-parameters before anything is computed.
 
-use half::f16;
-
 use super::hparams::HParams;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo, cast_slice};
-use crate::quant::{BlockQ4_0, BlockQ8_0, Matrix, WeightData};
+use crate::quant::{Matrix, WeightData};
 
 /// A matrix in the mapped file: its type, shape and byte range.
 #[derive(Clone, Debug)]
@@ -23,14 +21,7 @@ impl MatrixLoc {
     /// is outside `bytes`, misaligned for the type, or the wrong size.
     fn try_view<'a>(&self, bytes: &'a [u8]) -> Option<Matrix<'a>> {
         let raw = bytes.get(self.offset..self.offset.checked_add(self.n_bytes)?)?;
-        let data = match self.ty {
-            GgmlType::F32 => WeightData::F32(cast_slice::<f32>(raw)?),
-            GgmlType::F16 => WeightData::F16(cast_slice::<f16>(raw)?),
-            GgmlType::Q8_0 => WeightData::Q8_0(cast_slice::<BlockQ8_0>(raw)?),
-            GgmlType::Q4_0 => WeightData::Q4_0(cast_slice::<BlockQ4_0>(raw)?),
-            _ => return None,
-        };
-        Matrix::new(data, self.rows, self.cols)
+        Matrix::new(WeightData::from_bytes(self.ty, raw)?, self.rows, self.cols)
     }
 
     /// The typed view over `bytes` (the whole mapped file).
@@ -116,7 +107,7 @@ impl Loader<'_> {
     }
 
     fn check_computable(t: &TensorInfo) -> Result<()> {
-        if !t.ty.is_computable() {
+        if !WeightData::is_computable(t.ty) {
             return Err(Error::UnsupportedType {
                 name: t.name.clone(),
                 type_id: t.ty.id(),
@@ -225,6 +216,16 @@ impl Weights {
             output,
             has_output,
         })
+    }
+
+    /// The matrices the forward pass multiplies by: every block's four and
+    /// the LM head.
+    pub fn matrices<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = Matrix<'a>> + 'a {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.attn_qkv_w, &l.attn_out_w, &l.ffn_up_w, &l.ffn_down_w])
+            .chain([&self.output])
+            .map(move |m| m.view(bytes))
     }
 
     /// Bytes of weights streamed to decode one token: every block matrix, the LM

@@ -2,7 +2,7 @@
 //! tile matrix unit multiplies a 16-token × 32-byte activation tile by a
 //! 32 × 16-row weight tile in one `tdpbssd` (8192 exact i8 products summed
 //! into 16 × 16 i32). Decode (fewer than [`MIN_TOKENS`] tokens) and every
-//! other table entry are the AVX-512 VNNI and AVX2 functions.
+//! other table entry are the `avx512+vbmi` table's functions.
 //!
 //! Per kernel call, the weight rows are first repacked into a per-thread
 //! buffer in the tile unit's VNNI order (for each block: 8 lines of 16 rows ×
@@ -14,18 +14,18 @@
 //!
 //! Rust has no stable AMX intrinsics, so the tile instructions are inline
 //! `asm!`. Linux grants a process the tile state only on request
-//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); [`supported`] asks once, and the safe
-//! wrappers are only reachable through the AMX table, which
-//! [`super::Kernels::new`] hands out only after [`super::KernelPath::Amx`]
-//! reported the CPU features and that grant.
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); [`supported`] asks once. The
+//! products are `unsafe fn`s that need that grant beside their CPU
+//! features; the `amx` kernel table, reached only after `dispatch` checked
+//! both, is their only caller.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
 
-use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
 use super::tile::{OutTile, QuantActs};
+use super::types::{BlockQ4_0, BlockQ8_0, QK};
 
 /// Tokens per activation tile, and weight rows per weight tile.
 const TILE: usize = 16;
@@ -352,24 +352,40 @@ unsafe fn strip_product(
     acc
 }
 
-/// Q8_0 weights times Q8_0 activations: the tile unit for prefill, AVX-512
-/// VNNI for fewer than [`MIN_TOKENS`] tokens.
-pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+/// Q8_0 weights times Q8_0 activations: the tile unit for prefill, the
+/// `avx512+vbmi` kernels for fewer than [`MIN_TOKENS`] tokens.
+///
+/// # Safety
+/// AMX must be usable ([`supported`]); the CPU features are those enabled
+/// here.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+pub(in crate::quant) unsafe fn gemm_q8_0(
+    w: &[BlockQ8_0],
+    a: &QuantActs<'_>,
+    out: &mut OutTile<'_>,
+) {
     if a.n_tok < MIN_TOKENS {
-        return super::avx512::gemm_q8_0(w, a, out);
+        return super::avx512::vbmi::gemm_q8_0(w, a, out);
     }
-    // SAFETY: only reachable through the AMX kernel table, which
-    // `Kernels::new` hands out only when the CPU has AMX-INT8 (granted by the
-    // OS), AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+    // SAFETY: AMX is usable (this function's contract); the CPU features
+    // `gemm_impl` needs are enabled here.
     unsafe { gemm_impl(w, a, out) }
 }
 
 /// Q4_0 weights times Q8_0 activations, as [`gemm_q8_0`].
-pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+///
+/// # Safety
+/// As [`gemm_q8_0`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+pub(in crate::quant) unsafe fn gemm_q4_0(
+    w: &[BlockQ4_0],
+    a: &QuantActs<'_>,
+    out: &mut OutTile<'_>,
+) {
     if a.n_tok < MIN_TOKENS {
-        return super::avx512::gemm_q4_0(w, a, out);
+        return super::avx512::vbmi::gemm_q4_0(w, a, out);
     }
-    // SAFETY: as for `gemm_q8_0`.
+    // SAFETY: as in `gemm_q8_0`.
     unsafe { gemm_impl(w, a, out) }
 }
 

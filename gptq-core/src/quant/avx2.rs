@@ -1,9 +1,9 @@
 //! The x86-64 AVX2 + FMA + F16C kernel path.
 //!
-//! Every entry of the kernel table is a safe wrapper around a
-//! `#[target_feature(enable = "avx2,fma,f16c")]` function. The wrappers are only
-//! reachable through the `AVX2` table, which [`super::Kernels::new`] hands out
-//! only after [`super::KernelPath::Avx2`] reported the features present.
+//! Every function the `avx2` kernel table points at is compiled with
+//! `#[target_feature(enable = "avx2,fma,f16c")]` and reached only through that
+//! table (see `quant::table` for why that is safe); the AVX-512 and AMX
+//! kernels call some of them directly, with a superset of the features.
 //!
 //! Quantized products follow ggml: per 32-element block an exact integer dot
 //! (`maddubs` + `madd` into eight i32 lanes), converted to float and scaled by
@@ -15,8 +15,9 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
 use super::tile::{FloatActs, OutTile, QuantActs};
+use super::types::{BlockQ4_0, BlockQ8_0, QK};
+use super::x86::driver::{drive, prefetch_weights};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -25,25 +26,6 @@ const TT: usize = 2;
 
 // ---------------------------------------------------------------------------
 // Small helpers (all inlined into their target_feature callers).
-
-/// How far ahead of the block being read a multi-row tile's weights are
-/// prefetched, in tiles of rows: a tile reads `R` consecutive rows, so the
-/// same block of the rows `PREFETCH_TILES · R` further on lies that many
-/// tile-sizes ahead in memory. (Decode's one-row walk is a single stream and
-/// is hinted by [`super::prefetch::stream`] instead.)
-const PREFETCH_TILES: usize = 2;
-
-/// Prefetches the weight stream of an `R × T` tile at `p`, whose rows are
-/// `row_bytes` long: decode's `1 × 1` walk as one stream
-/// ([`super::prefetch::stream`]), else `PREFETCH_TILES` tiles ahead into L1.
-#[inline(always)]
-pub(super) fn prefetch_weights<B>(p: &B, r: usize, t: usize, row_bytes: usize) {
-    if r == 1 && t == 1 {
-        super::prefetch::stream(p);
-    } else {
-        super::prefetch::ahead_l1(p, PREFETCH_TILES * r * row_bytes);
-    }
-}
 
 /// A Q8_0 block's 32 values.
 #[inline]
@@ -173,15 +155,10 @@ pub(super) fn q4_offset(a: __m256i) -> __m256i {
 // ---------------------------------------------------------------------------
 // Activation quantization.
 
-/// Safe wrapper of [`quantize_acts_impl`].
-pub(super) fn quantize_acts(x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { quantize_acts_impl(x, q, sums) }
-}
-
+/// Quantizes a row of activations to Q8_0 and sums each block: the reference
+/// rounding (ties to even) bit for bit.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn quantize_acts_impl(x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
+pub(in crate::quant) fn quantize_q8_0(x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
     assert_eq!(x.len(), q.len() * QK, "quantize_acts: length mismatch");
     assert_eq!(q.len(), sums.len(), "quantize_acts: sums length mismatch");
     let sign = _mm256_set1_ps(-0.0);
@@ -227,85 +204,17 @@ fn quantize_acts_impl(x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
 
 /// The reference quantization of one block (rare: degenerate scales).
 fn scalar_block(xb: &[f32], qb: &mut BlockQ8_0, s: &mut i16) {
-    super::reference::quantize_acts_q8_0(xb, std::slice::from_mut(qb));
+    super::types::q8_0::quantize_acts_q8_0(xb, std::slice::from_mut(qb));
     *s = qb.qs.iter().map(|&v| i16::from(v)).sum();
 }
 
 // ---------------------------------------------------------------------------
 // Quantized matrix products.
 
-/// Calls `$tile::<R, T>` over the output tile: rows in groups of `$r` (then
-/// one at a time), tokens in groups of `$t` (then one at a time). A single
-/// token (decode) is walked one row at a time instead, so each thread reads
-/// its weights as one sequential stream, which the hardware prefetcher follows
-/// best (measured on Q8_0: 1.5× the decode speed of 4-row tiles, whose four
-/// interleaved streams the prefetcher keeps losing).
-macro_rules! drive {
-    ($tile:ident, $w:expr, $a:expr, $out:expr, $r:expr, $t:expr) => {{
-        use $crate::quant::avx2::put;
-        const R: usize = $r;
-        const T: usize = $t;
-        let rows = $out.rows();
-        let n_tok = $a.n_tok;
-        let mut r = 0;
-        if n_tok > 1 {
-            while r + R <= rows {
-                let mut t = 0;
-                while t + T <= n_tok {
-                    let v = $tile::<R, T>($w, $a, r, t);
-                    put(&mut *$out, r, t, &v);
-                    t += T;
-                }
-                while t < n_tok {
-                    let v = $tile::<R, 1>($w, $a, r, t);
-                    put(&mut *$out, r, t, &v);
-                    t += 1;
-                }
-                r += R;
-            }
-        }
-        while r < rows {
-            let mut t = 0;
-            while t + T <= n_tok {
-                let v = $tile::<1, T>($w, $a, r, t);
-                put(&mut *$out, r, t, &v);
-                t += T;
-            }
-            while t < n_tok {
-                let v = $tile::<1, 1>($w, $a, r, t);
-                put(&mut *$out, r, t, &v);
-                t += 1;
-            }
-            r += 1;
-        }
-    }};
-}
-pub(super) use drive;
-
-/// Writes a `R × T` block of results at tile row `r`, token `t`.
-#[inline]
-pub(super) fn put<const R: usize, const T: usize>(
-    out: &mut OutTile<'_>,
-    r: usize,
-    t: usize,
-    v: &[[f32; T]; R],
-) {
-    for (i, row) in v.iter().enumerate() {
-        for (j, &x) in row.iter().enumerate() {
-            out.set(t + j, r + i, x);
-        }
-    }
-}
-
-/// Safe wrapper of [`gemm_q8_0_impl`].
-pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { gemm_q8_0_impl(w, a, out) }
-}
-
+/// Q8_0 weight rows times quantized activations: decode by [`gemv`], prefill
+/// by register tiles.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
     if a.n_tok == 1 {
         return gemv::gemv_q8_0(w, a, out);
@@ -313,28 +222,9 @@ fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     drive!(tile_q8, w, a, out, TR, TT);
 }
 
-/// Decode products of Q8_0 weights for any number of tokens: each token's row
-/// bitwise the one [`gemm_q8_0`] gives it alone, one weight stream for all.
-pub(super) fn gemv_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    // SAFETY: only reachable through the AVX2 kernel tables (AVX2, FMA, F16C).
-    unsafe { gemv::gemv_q8_0(w, a, out) }
-}
-
-/// [`gemv_q8_0`] for Q4_0 weights.
-pub(super) fn gemv_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    // SAFETY: only reachable through the AVX2 kernel tables (AVX2, FMA, F16C).
-    unsafe { gemv::gemv_q4_0(w, a, out) }
-}
-
-/// Safe wrapper of [`gemm_q4_0_impl`].
-pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { gemm_q4_0_impl(w, a, out) }
-}
-
+/// Q4_0 weight rows times quantized activations, as [`gemm_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
     if a.n_tok == 1 {
         return gemv::gemv_q4_0(w, a, out);
@@ -405,15 +295,9 @@ avx2_tile!(tile_q4, BlockQ4_0, load_q4, q4_offset, dot_q4_lanes);
 // ---------------------------------------------------------------------------
 // Float matrix products and vector routines.
 
-/// Safe wrapper of [`gemm_f32_impl`].
-pub(super) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { gemm_f32_impl(w, x, out) }
-}
-
+/// F32 weight rows times float activations, by register tiles.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_f32_impl(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+pub(in crate::quant) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     assert!(
         w.len() >= out.rows() * x.cols,
         "gemm_f32: weights too short"
@@ -421,15 +305,9 @@ fn gemm_f32_impl(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     drive!(tile_f32, w, x, out, TR, TT);
 }
 
-/// Safe wrapper of [`gemm_f16_impl`].
-pub(super) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { gemm_f16_impl(w, x, out) }
-}
-
+/// F16 weight rows times float activations, by register tiles.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_f16_impl(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+pub(in crate::quant) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     assert!(
         w.len() >= out.rows() * x.cols,
         "gemm_f16: weights too short"
@@ -494,42 +372,6 @@ macro_rules! float_tile {
 float_tile!(tile_f32, f32, ld, |v: f32| v);
 float_tile!(tile_f16, f16, ldh, |v: f16| v.to_f32());
 
-/// Safe wrapper of [`attend_f32_impl`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attend_f32(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    stride: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    // SAFETY: only reachable through the AVX2 kernel table and the AVX-512
-    // head kernel (`avx512::attend_head_f32`), whose tables `Kernels::new` hands
-    // out only when the CPU has AVX2, FMA and F16C.
-    unsafe { attend_f32_impl(q, k, v, stride, n, scale, scores, out) }
-}
-
-/// Safe wrapper of [`attend_f16_impl`].
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attend_f16(
-    q: &[f32],
-    k: &[f16],
-    v: &[f16],
-    stride: usize,
-    n: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    // SAFETY: only reachable through the AVX2 kernel table (and the AVX-512
-    // and AMX tables built on it), which `Kernels::new` hands out only when the
-    // CPU has AVX2, FMA and F16C.
-    unsafe { attend_f16_impl(q, k, v, stride, n, scale, scores, out) }
-}
-
 /// Generates the fused attention over a cache of one element type: `$ld`
 /// widens eight cached values to f32, `$dot` is the query·key product and
 /// `$one` widens a single value.
@@ -542,7 +384,7 @@ macro_rules! attend {
         /// output per position.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
-        fn $name(
+        pub(in crate::quant) fn $name(
             q: &[f32],
             k: &[$t],
             v: &[$t],
@@ -573,7 +415,7 @@ macro_rules! attend {
                 }
                 *s = $dot(&k[p * stride..p * stride + hd], q) * scale;
             }
-            softmax_impl(scores);
+            softmax(scores);
             let mut c = 0;
             while c + 32 <= hd {
                 let mut acc = [_mm256_setzero_ps(); 4];
@@ -608,25 +450,19 @@ macro_rules! attend {
     };
 }
 
-attend!(attend_f32_impl, f32, ld, dot_f32_rev, |x: f32| x);
-attend!(attend_f16_impl, f16, ldh, dot_f16_impl, h2f);
+attend!(attend_f32, f32, ld, dot_f32_rev, |x: f32| x);
+attend!(attend_f16, f16, ldh, dot_f16, h2f);
 
-/// [`dot_f32_impl`] with the key first, as [`dot_f16_impl`] takes it.
+/// [`dot_f32`] with the key first, as [`dot_f16`] takes it.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f32_rev(k: &[f32], q: &[f32]) -> f32 {
-    dot_f32_impl(q, k)
+    dot_f32(q, k)
 }
 
-/// Safe wrapper of [`dot_f32_impl`].
-pub(super) fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { dot_f32_impl(x, y) }
-}
-
+/// Σ x·y of two f32 rows.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
+pub(in crate::quant) fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len(), "dot_f32: length mismatch");
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let xc = x.chunks_exact(16);
@@ -648,15 +484,9 @@ fn dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
     s
 }
 
-/// Safe wrapper of [`dot_f16_impl`].
-pub(super) fn dot_f16(x: &[f16], y: &[f32]) -> f32 {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { dot_f16_impl(x, y) }
-}
-
+/// Σ x·y of an f16 row and an f32 row.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_f16_impl(x: &[f16], y: &[f32]) -> f32 {
+pub(in crate::quant) fn dot_f16(x: &[f16], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len(), "dot_f16: length mismatch");
     let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let xc = x.chunks_exact(16);
@@ -678,57 +508,9 @@ fn dot_f16_impl(x: &[f16], y: &[f32]) -> f32 {
     s
 }
 
-/// Safe wrapper of [`axpy_f32_impl`].
-pub(super) fn axpy_f32(alpha: f32, x: &[f32], y: &mut [f32]) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { axpy_f32_impl(alpha, x, y) }
-}
-
+/// `y += x`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn axpy_f32_impl(alpha: f32, x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len(), "axpy_f32: length mismatch");
-    let av = _mm256_set1_ps(alpha);
-    let mut xc = x.chunks_exact(8);
-    let mut yc = y.chunks_exact_mut(8);
-    for (p, q) in (&mut xc).zip(&mut yc) {
-        st(q, _mm256_fmadd_ps(av, ld(p), ld(q)));
-    }
-    for (p, q) in xc.remainder().iter().zip(yc.into_remainder()) {
-        *q += alpha * p;
-    }
-}
-
-/// Safe wrapper of [`axpy_f16_impl`].
-pub(super) fn axpy_f16(alpha: f32, x: &[f16], y: &mut [f32]) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { axpy_f16_impl(alpha, x, y) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn axpy_f16_impl(alpha: f32, x: &[f16], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len(), "axpy_f16: length mismatch");
-    let av = _mm256_set1_ps(alpha);
-    let mut xc = x.chunks_exact(8);
-    let mut yc = y.chunks_exact_mut(8);
-    for (p, q) in (&mut xc).zip(&mut yc) {
-        st(q, _mm256_fmadd_ps(av, ldh(p), ld(q)));
-    }
-    for (p, q) in xc.remainder().iter().zip(yc.into_remainder()) {
-        *q += alpha * h2f(*p);
-    }
-}
-
-/// Safe wrapper of [`add_impl`].
-pub(super) fn add(x: &[f32], y: &mut [f32]) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { add_impl(x, y) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn add_impl(x: &[f32], y: &mut [f32]) {
+pub(in crate::quant) fn add(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "add: length mismatch");
     let mut xc = x.chunks_exact(8);
     let mut yc = y.chunks_exact_mut(8);
@@ -740,15 +522,9 @@ fn add_impl(x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Safe wrapper of [`layer_norm_impl`].
-pub(super) fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { layer_norm_impl(x, w, b, eps, out) }
-}
-
+/// `out = (x - mean) / sqrt(var + eps) · w + b`.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn layer_norm_impl(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+pub(in crate::quant) fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
     let n = x.len();
     assert!(w.len() == n && b.len() == n && out.len() == n && n > 0);
     let n8 = n - n % 8;
@@ -814,13 +590,6 @@ pub(super) fn exp8(x: __m256) -> __m256 {
     _mm256_mul_ps(e, _mm256_castsi256_ps(pow))
 }
 
-/// Safe wrapper of [`gelu_impl`].
-pub(super) fn gelu(x: &mut [f32]) {
-    // SAFETY: only reachable through the AVX2 kernel table, which `Kernels::new`
-    // hands out only when the CPU has AVX2, FMA and F16C.
-    unsafe { gelu_impl(x) }
-}
-
 /// GELU (tanh approximation) as `u · sigmoid(2z)`, which equals
 /// `0.5·u·(1 + tanh z)` and avoids the cancellation of `1 + tanh z` for
 /// negative `u`.
@@ -836,8 +605,9 @@ fn gelu8(u: __m256) -> __m256 {
     _mm256_div_ps(u, den)
 }
 
+/// GPT-2's GELU in place, eight lanes at a time by [`gelu8`].
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gelu_impl(x: &mut [f32]) {
+pub(in crate::quant) fn gelu(x: &mut [f32]) {
     let mut c = x.chunks_exact_mut(8);
     for v in &mut c {
         let r = gelu8(ld(v));
@@ -854,16 +624,9 @@ fn gelu_impl(x: &mut [f32]) {
     }
 }
 
-/// Safe wrapper of [`softmax_impl`].
-pub(super) fn softmax(x: &mut [f32]) {
-    // SAFETY: only reachable through the AVX2 kernel table and the AVX-512
-    // head kernel (`avx512::attend_head_f32`), whose tables `Kernels::new` hands
-    // out only when the CPU has AVX2, FMA and F16C.
-    unsafe { softmax_impl(x) }
-}
-
+/// A stable softmax in place (the maximum is subtracted first).
 #[target_feature(enable = "avx2,fma,f16c")]
-fn softmax_impl(x: &mut [f32]) {
+pub(in crate::quant) fn softmax(x: &mut [f32]) {
     let n8 = x.len() - x.len() % 8;
     let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
     for c in x[..n8].chunks_exact(8) {
@@ -909,6 +672,6 @@ fn softmax_impl(x: &mut [f32]) {
     }
 }
 
-mod gemv;
+pub(in crate::quant) mod gemv;
 #[cfg(test)]
-pub(super) mod tests;
+mod tests;

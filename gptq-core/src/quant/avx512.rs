@@ -12,20 +12,21 @@
 //! pair serve four tokens in prefill; decode shares each activation load
 //! between four rows.
 //!
-//! The safe wrappers are only reachable through the `AVX512` table, which
-//! [`super::Kernels::new`] hands out only after [`super::KernelPath::Avx512`]
-//! reported every feature present.
+//! The `avx512` kernel table points at these functions; the `avx512+vbmi`
+//! table replaces the products' decode with [`vbmi`]'s. Both are reached only
+//! through their tables (see `quant::table`).
 
 use std::arch::x86_64::*;
 use std::cell::Cell;
 
 use half::f16;
 
-use super::avx2::{drive, load_q8, prefetch_weights};
-use super::blocks::{BlockQ4_0, BlockQ8_0};
-use super::dispatch::HeadQueries;
+use super::avx2::load_q8;
 use super::scratch::with_prepared;
+use super::table::HeadQueries;
 use super::tile::{OutTile, QuantActs};
+use super::types::{BlockQ4_0, BlockQ8_0};
+use super::x86::driver::{drive, prefetch_weights};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -229,63 +230,17 @@ macro_rules! vnni_tile {
 vnni_tile!(tile_q8, BlockQ8_0, w_q8);
 vnni_tile!(tile_q4, BlockQ4_0, w_q4);
 
-/// Safe wrapper of [`gemm_q8_0_impl`], and of [`gemv::gemv_q8_0`] for one
-/// token where the CPU has VBMI and GFNI.
-pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if a.n_tok == 1 && gemv::supported() {
-        // SAFETY: as below, and `supported` found AVX-512 VBMI and GFNI.
-        return unsafe { gemv::gemv_q8_0(w, a, out) };
-    }
-    // SAFETY: only reachable through the AVX512 kernel table, which
-    // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL/VNNI, AVX2,
-    // FMA and F16C.
-    unsafe { gemm_q8_0_impl(w, a, out) }
-}
-
+/// Q8_0 weight rows times quantized activations: register tiles of VNNI
+/// block-pair dots, decode included (one row by one token at a time).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn gemm_q8_0_impl(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
     with_pairs(a, 128, |prep| drive!(tile_q8, w, prep, out, TR, TT));
 }
 
-/// Safe wrapper of [`gemm_q4_0_impl`], and of [`gemv::gemv_q4_0`] for one
-/// token where the CPU has VBMI and GFNI.
-pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if a.n_tok == 1 && gemv::supported() {
-        // SAFETY: as below, and `supported` found AVX-512 VBMI and GFNI.
-        return unsafe { gemv::gemv_q4_0(w, a, out) };
-    }
-    // SAFETY: only reachable through the AVX512 kernel table, which
-    // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL/VNNI, AVX2,
-    // FMA and F16C.
-    unsafe { gemm_q4_0_impl(w, a, out) }
-}
-
-/// Decode products of Q8_0 weights for any number of tokens, each token's
-/// row bitwise the one [`gemm_q8_0`] gives it alone (one pass over the
-/// weights serves them all).
-pub(super) fn gemv_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if gemv::supported() {
-        // SAFETY: as in `gemm_q8_0`.
-        return unsafe { gemv::gemv_q8_0(w, a, out) };
-    }
-    // The tile walk computes every (row, token) alone: one token or many,
-    // the same sums. SAFETY: as in `gemm_q8_0`.
-    unsafe { gemm_q8_0_impl(w, a, out) }
-}
-
-/// [`gemv_q8_0`] for Q4_0 weights.
-pub(super) fn gemv_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if gemv::supported() {
-        // SAFETY: as in `gemm_q4_0`.
-        return unsafe { gemv::gemv_q4_0(w, a, out) };
-    }
-    // SAFETY: as in `gemm_q4_0`.
-    unsafe { gemm_q4_0_impl(w, a, out) }
-}
-
+/// Q4_0 weight rows times quantized activations, as [`gemm_q8_0`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn gemm_q4_0_impl(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
     with_pairs(a, 8, |prep| drive!(tile_q4, w, prep, out, TR, TT));
 }
@@ -300,21 +255,13 @@ thread_local! {
     static ATTEND: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// Safe wrapper of [`attend_head_impl`].
-pub(super) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
-    // SAFETY: only reachable through the AVX512 and AMX kernel tables, which
-    // `Kernels::new` hands out only when the CPU has AVX-512 F/BW/VL, AVX2,
-    // FMA and F16C.
-    unsafe { attend_head_impl(h, out) }
-}
-
 /// All of one head's queries at once. The head's keys are first transposed
 /// (`kt[d][p]`), so that the scores of sixteen positions are one register
 /// summed over `d` with a broadcast query element: no horizontal sums. Groups
 /// of [`QG`] queries share each key and value load. A head dimension that is
 /// not a multiple of 16 takes the AVX2 single-query kernel.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-fn attend_head_impl(h: &HeadQueries<'_>, out: &mut [f32]) {
+pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
     let (hd, n, pos0) = (h.hd, h.n, h.pos0);
     assert!(
         n >= 1 && hd >= 1 && out.len() >= n * hd,
@@ -441,6 +388,6 @@ fn store16(x: &mut [f32], v: __m512) {
     unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
 }
 
-mod gemv;
 #[cfg(test)]
 mod tests;
+pub(in crate::quant) mod vbmi;

@@ -1,16 +1,23 @@
-//! Run-time choice of the kernel path: the best one the CPU supports, or the one
-//! `GPTQ_KERNEL` names.
+//! Run-time choice of the kernels: the kernel paths, the kernel tables of
+//! each (one per variant), the CPU features every table needs, and
+//! [`Kernels`], the chosen table. This is the only place a
+//! [`VerifiedTable`] is made, and only after its table's check passed.
+//!
+//! A path may have several variants, weakest first: the best one the CPU
+//! runs is chosen once, when the kernels are made (AVX-512 takes the decode
+//! kernels built on VBMI and GFNI where the CPU has them, NEON the `sdot`
+//! products where it has dotprod). `GPTQ_KERNEL` names a path (its best
+//! variant) or one variant exactly: `avx512+vbmi`, `neon+dotprod`, or a base
+//! variant without its extension, `avx512-vbmi`, `neon-dotprod`.
 
 use std::fmt;
 
-use half::f16;
-
-use super::blocks::{BlockQ4_0, BlockQ8_0};
 use super::scalar;
-use super::tile::{FloatActs, OutTile, QuantActs};
+use super::table::{KernelTable, VerifiedTable};
+use super::types::{BlockQ4_0, BlockQ8_0};
 use crate::error::{Error, Result};
 
-/// An implementation of the kernels.
+/// A kernel path: an instruction set the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum KernelPath {
@@ -18,12 +25,16 @@ pub enum KernelPath {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86-64 AVX-512 F/BW/VL/VNNI (quantized products; the rest is AVX2).
+    /// x86-64 AVX-512 F/BW/VL/VNNI for the quantized products (the rest is
+    /// AVX2); decode's products use VBMI and GFNI where the CPU has them
+    /// (the `avx512+vbmi` variant).
     Avx512,
     /// x86-64 AMX-INT8 tile products for prefill's quantized products; the
-    /// rest is [`KernelPath::Avx512`].
+    /// rest is the `avx512+vbmi` variant of [`KernelPath::Avx512`] (every CPU
+    /// with AMX has VBMI and GFNI; this path requires them).
     Amx,
-    /// aarch64 NEON with widening multiplies.
+    /// aarch64 NEON; the quantized products use the dot-product instructions
+    /// where the CPU has them (the `neon+dotprod` variant).
     Neon,
 }
 
@@ -56,31 +67,9 @@ impl KernelPath {
             .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
     }
 
-    /// Whether this CPU can run the path.
+    /// Whether this CPU can run the path (at least its base variant).
     pub fn is_supported(self) -> bool {
-        match self {
-            KernelPath::Scalar => true,
-            #[cfg(target_arch = "x86_64")]
-            KernelPath::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("f16c")
-            }
-            #[cfg(target_arch = "x86_64")]
-            KernelPath::Avx512 => {
-                KernelPath::Avx2.is_supported()
-                    && std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                    && std::arch::is_x86_feature_detected!("avx512vnni")
-            }
-            #[cfg(target_arch = "x86_64")]
-            KernelPath::Amx => KernelPath::Avx512.is_supported() && super::amx::supported(),
-            #[cfg(target_arch = "aarch64")]
-            KernelPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
-            #[allow(unreachable_patterns)]
-            _ => false,
-        }
+        self.variants().first().is_some_and(|v| (v.supported)())
     }
 
     /// The paths this CPU supports, best first.
@@ -100,6 +89,15 @@ impl KernelPath {
             .find(|p| p.is_supported())
             .unwrap_or(KernelPath::Scalar)
     }
+
+    /// The path's variants, weakest first (none for a path of another
+    /// architecture).
+    fn variants(self) -> &'static [Variant] {
+        VARIANTS
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map_or(&[][..], |&(_, v)| v)
+    }
 }
 
 impl fmt::Display for KernelPath {
@@ -108,176 +106,310 @@ impl fmt::Display for KernelPath {
     }
 }
 
-/// `layer_norm(x, weight, bias, eps, out)`.
-pub(crate) type LayerNormFn = fn(&[f32], &[f32], &[f32], f32, &mut [f32]);
-
-/// `attend(q, k, v, stride, n, scale, scores, out)`: one query's attention
-/// over `n` cached positions of one head, whose key and value of position `p`
-/// are `k[p·stride ..][..hd]` and `v[p·stride ..][..hd]` (`hd = out.len()`).
-pub(crate) type AttendFn = fn(&[f32], &[f32], &[f32], usize, usize, f32, &mut [f32], &mut [f32]);
-
-/// [`AttendFn`] over an f16 cache.
-pub(crate) type AttendF16Fn = fn(&[f32], &[f16], &[f16], usize, usize, f32, &mut [f32], &mut [f32]);
-
-/// The queries of one head for a run of consecutive positions, and that
-/// head's f32 key and value cache.
-// Only the x86-64 paths have a head kernel that reads these.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) struct HeadQueries<'a> {
-    /// Query `i` is `q[i·q_stride ..][..hd]`.
-    pub q: &'a [f32],
-    pub q_stride: usize,
-    /// The key and value of position `p` are `k[p·kv_stride ..][..hd]` and
-    /// `v[p·kv_stride ..][..hd]`.
-    pub k: &'a [f32],
-    pub v: &'a [f32],
-    pub kv_stride: usize,
-    /// Query `i` sits at position `pos0 + i` and attends to `0..=pos0 + i`.
-    pub pos0: usize,
-    pub n: usize,
-    pub hd: usize,
-    pub scale: f32,
+/// A kernel table and the check of the CPU features its entries are
+/// compiled for. Each row below pairs a table with that check; a table is
+/// verified (made callable) only when its check passes.
+struct Variant {
+    table: &'static KernelTable,
+    /// Whether this CPU has every feature `table`'s entries need.
+    supported: fn() -> bool,
+    /// The `GPTQ_KERNEL` name that selects exactly this variant, where it
+    /// differs from the path's name (which selects the best variant).
+    alias: Option<&'static str>,
 }
 
-/// `attend_head(queries, out)`: every query of `queries`, written to
-/// `out[i·hd ..][..hd]`.
-pub(crate) type AttendHeadFn = fn(&HeadQueries<'_>, &mut [f32]);
-
-pub(crate) struct KernelTable {
-    pub quantize_acts: fn(&[f32], &mut [BlockQ8_0], &mut [i16]),
-    pub gemm_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
-    pub gemm_q4_0: fn(&[BlockQ4_0], &QuantActs<'_>, &mut OutTile<'_>),
-    /// Decode products for any number of tokens (sessions decoding together):
-    /// each token's row is bitwise what `gemm_q8_0` gives it alone, one pass
-    /// over the weights serving all. (Float weights need no twin: every
-    /// path's float products compute each token alone.)
-    pub gemv_q8_0: fn(&[BlockQ8_0], &QuantActs<'_>, &mut OutTile<'_>),
-    /// [`KernelTable::gemv_q8_0`] for Q4_0 weights.
-    pub gemv_q4_0: fn(&[BlockQ4_0], &QuantActs<'_>, &mut OutTile<'_>),
-    pub gemm_f16: fn(&[f16], &FloatActs<'_>, &mut OutTile<'_>),
-    pub gemm_f32: fn(&[f32], &FloatActs<'_>, &mut OutTile<'_>),
-    pub dot_f32: fn(&[f32], &[f32]) -> f32,
-    pub dot_f16: fn(&[f16], &[f32]) -> f32,
-    pub axpy_f32: fn(f32, &[f32], &mut [f32]),
-    pub axpy_f16: fn(f32, &[f16], &mut [f32]),
-    pub layer_norm: LayerNormFn,
-    pub gelu: fn(&mut [f32]),
-    pub add: fn(&[f32], &mut [f32]),
-    pub softmax: fn(&mut [f32]),
-    /// A fused attention over an f32 cache, where a path has one; otherwise
-    /// the forward pass composes `dot_f32`, `softmax` and `axpy_f32`.
-    pub attend_f32: Option<AttendFn>,
-    /// The same over an f16 cache.
-    pub attend_f16: Option<AttendF16Fn>,
-    /// Many queries of one head at once over an f32 cache (prefill), where a
-    /// path has it; otherwise each query is attended alone.
-    pub attend_head_f32: Option<AttendHeadFn>,
+impl Variant {
+    /// The table, when this CPU runs it.
+    fn verify(&self) -> Option<VerifiedTable> {
+        // SAFETY: each row of `VARIANTS` pairs a table with the check of
+        // every feature its entries are compiled for (and the AMX grant), so
+        // when `supported` returns true the table's entries may be called.
+        (self.supported)().then(|| unsafe { VerifiedTable::new(self.table) })
+    }
 }
 
+/// Every path's variants, weakest first.
+static VARIANTS: &[(KernelPath, &[Variant])] = &[
+    (
+        KernelPath::Scalar,
+        &[Variant {
+            table: &SCALAR,
+            supported: || true,
+            alias: None,
+        }],
+    ),
+    #[cfg(target_arch = "x86_64")]
+    (
+        KernelPath::Avx2,
+        &[Variant {
+            table: &x86::AVX2,
+            supported: x86::avx2,
+            alias: None,
+        }],
+    ),
+    #[cfg(target_arch = "x86_64")]
+    (
+        KernelPath::Avx512,
+        &[
+            Variant {
+                table: &x86::AVX512,
+                supported: x86::avx512,
+                alias: Some("avx512-vbmi"),
+            },
+            Variant {
+                table: &x86::AVX512_VBMI,
+                supported: x86::avx512_vbmi,
+                alias: Some("avx512+vbmi"),
+            },
+        ],
+    ),
+    #[cfg(target_arch = "x86_64")]
+    (
+        KernelPath::Amx,
+        &[Variant {
+            table: &x86::AMX,
+            supported: x86::amx,
+            alias: None,
+        }],
+    ),
+    #[cfg(target_arch = "aarch64")]
+    (
+        KernelPath::Neon,
+        &[
+            Variant {
+                table: &arm::NEON,
+                supported: arm::neon,
+                alias: Some("neon-dotprod"),
+            },
+            Variant {
+                table: &arm::NEON_DOTPROD,
+                supported: arm::neon_dotprod,
+                alias: Some("neon+dotprod"),
+            },
+        ],
+    ),
+];
+
+/// The scalar reference: no CPU features. Every other table takes the
+/// entries it has no kernel for from this one.
 static SCALAR: KernelTable = KernelTable {
-    quantize_acts: scalar::quantize_acts,
-    gemm_q8_0: scalar::gemm_q8_0,
-    gemm_q4_0: scalar::gemm_q4_0,
-    gemv_q8_0: scalar::gemm_q8_0,
-    gemv_q4_0: scalar::gemm_q4_0,
+    name: "scalar",
+    quantize_q8_0: scalar::quantize,
+    quantize_q8_k: scalar::quantize,
+    gemm_q8_0: scalar::gemm::<BlockQ8_0>,
+    gemm_q4_0: scalar::gemm::<BlockQ4_0>,
+    gemv_q8_0: scalar::gemm::<BlockQ8_0>,
+    gemv_q4_0: scalar::gemm::<BlockQ4_0>,
     gemm_f16: scalar::gemm_f16,
     gemm_f32: scalar::gemm_f32,
-    dot_f32: scalar::dot_f32,
-    dot_f16: scalar::dot_f16,
-    axpy_f32: scalar::axpy_f32,
-    axpy_f16: scalar::axpy_f16,
     layer_norm: scalar::layer_norm,
     gelu: scalar::gelu,
     add: scalar::add,
-    softmax: scalar::softmax,
-    attend_f32: None,
-    attend_f16: None,
+    attend_f32: scalar::attend_f32,
+    attend_f16: scalar::attend_f16,
     attend_head_f32: None,
 };
 
+/// The x86-64 tables and their feature checks (std caches the CPUID
+/// results; each check runs once per [`Kernels`] made).
 #[cfg(target_arch = "x86_64")]
-static AVX2: KernelTable = KernelTable {
-    quantize_acts: super::avx2::quantize_acts,
-    gemm_q8_0: super::avx2::gemm_q8_0,
-    gemm_q4_0: super::avx2::gemm_q4_0,
-    gemv_q8_0: super::avx2::gemv_q8_0,
-    gemv_q4_0: super::avx2::gemv_q4_0,
-    gemm_f16: super::avx2::gemm_f16,
-    gemm_f32: super::avx2::gemm_f32,
-    dot_f32: super::avx2::dot_f32,
-    dot_f16: super::avx2::dot_f16,
-    axpy_f32: super::avx2::axpy_f32,
-    axpy_f16: super::avx2::axpy_f16,
-    layer_norm: super::avx2::layer_norm,
-    gelu: super::avx2::gelu,
-    add: super::avx2::add,
-    softmax: super::avx2::softmax,
-    attend_f32: Some(super::avx2::attend_f32),
-    attend_f16: Some(super::avx2::attend_f16),
-    attend_head_f32: None,
-};
+mod x86 {
+    use std::arch::is_x86_feature_detected as has;
 
-#[cfg(target_arch = "x86_64")]
-static AVX512: KernelTable = KernelTable {
-    gemm_q8_0: super::avx512::gemm_q8_0,
-    gemm_q4_0: super::avx512::gemm_q4_0,
-    gemv_q8_0: super::avx512::gemv_q8_0,
-    gemv_q4_0: super::avx512::gemv_q4_0,
-    attend_head_f32: Some(super::avx512::attend_head_f32),
-    ..AVX2
-};
+    use super::{KernelTable, SCALAR};
+    use crate::quant::{amx, avx2, avx512};
 
-#[cfg(target_arch = "x86_64")]
-static AMX: KernelTable = KernelTable {
-    gemm_q8_0: super::amx::gemm_q8_0,
-    gemm_q4_0: super::amx::gemm_q4_0,
-    ..AVX512
-};
+    /// `avx2,fma,f16c`: every AVX2 kernel.
+    pub(super) fn avx2() -> bool {
+        has!("avx2") && has!("fma") && has!("f16c")
+    }
 
-/// A chosen kernel path: the functions every computation goes through.
+    /// AVX2 and `avx512f,avx512bw,avx512vl,avx512vnni`: the AVX-512 kernels.
+    pub(super) fn avx512() -> bool {
+        avx2() && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni")
+    }
+
+    /// AVX-512 and `avx512vbmi,gfni`: the decode kernels of `avx512::vbmi`.
+    pub(super) fn avx512_vbmi() -> bool {
+        avx512() && has!("avx512vbmi") && has!("gfni")
+    }
+
+    /// AVX-512 with VBMI and GFNI, AMX-TILE and AMX-INT8, and the OS's grant
+    /// of the tile state to this process.
+    pub(super) fn amx() -> bool {
+        avx512_vbmi() && amx::supported()
+    }
+
+    pub(super) static AVX2: KernelTable = KernelTable {
+        name: "avx2",
+        quantize_q8_0: avx2::quantize_q8_0,
+        gemm_q8_0: avx2::gemm_q8_0,
+        gemm_q4_0: avx2::gemm_q4_0,
+        gemv_q8_0: avx2::gemv::gemv_q8_0,
+        gemv_q4_0: avx2::gemv::gemv_q4_0,
+        gemm_f16: avx2::gemm_f16,
+        gemm_f32: avx2::gemm_f32,
+        layer_norm: avx2::layer_norm,
+        gelu: avx2::gelu,
+        add: avx2::add,
+        attend_f32: avx2::attend_f32,
+        attend_f16: avx2::attend_f16,
+        attend_head_f32: None,
+        ..SCALAR
+    };
+
+    pub(super) static AVX512: KernelTable = KernelTable {
+        name: "avx512",
+        gemm_q8_0: avx512::gemm_q8_0,
+        gemm_q4_0: avx512::gemm_q4_0,
+        // The tile walk computes every (row, token) alone: one token or
+        // many, the same sums.
+        gemv_q8_0: avx512::gemm_q8_0,
+        gemv_q4_0: avx512::gemm_q4_0,
+        attend_head_f32: Some(avx512::attend_head_f32),
+        ..AVX2
+    };
+
+    pub(super) static AVX512_VBMI: KernelTable = KernelTable {
+        name: "avx512+vbmi",
+        gemm_q8_0: avx512::vbmi::gemm_q8_0,
+        gemm_q4_0: avx512::vbmi::gemm_q4_0,
+        gemv_q8_0: avx512::vbmi::gemv_q8_0,
+        gemv_q4_0: avx512::vbmi::gemv_q4_0,
+        ..AVX512
+    };
+
+    pub(super) static AMX: KernelTable = KernelTable {
+        name: "amx",
+        gemm_q8_0: amx::gemm_q8_0,
+        gemm_q4_0: amx::gemm_q4_0,
+        ..AVX512_VBMI
+    };
+}
+
+/// The aarch64 tables and their feature checks.
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::is_aarch64_feature_detected as has;
+
+    use super::{KernelTable, SCALAR};
+    use crate::quant::neon;
+
+    /// NEON: every aarch64 CPU (the target enables it).
+    pub(super) fn neon() -> bool {
+        has!("neon")
+    }
+
+    /// NEON and the dot-product instructions (`sdot`).
+    pub(super) fn neon_dotprod() -> bool {
+        neon() && has!("dotprod")
+    }
+
+    pub(super) static NEON: KernelTable = KernelTable {
+        name: "neon",
+        quantize_q8_0: neon::quant::quantize_q8_0,
+        gemm_q8_0: neon::quant::gemm_q8_0_widen,
+        gemm_q4_0: neon::quant::gemm_q4_0_widen,
+        // The tiles compute every (row, token) alone: any token count gives
+        // each token the sums it gets alone.
+        gemv_q8_0: neon::quant::gemm_q8_0_widen,
+        gemv_q4_0: neon::quant::gemm_q4_0_widen,
+        gemm_f16: neon::float::gemm_f16,
+        gemm_f32: neon::float::gemm_f32,
+        layer_norm: neon::float::layer_norm,
+        gelu: neon::float::gelu,
+        add: neon::float::add,
+        attend_f32: neon::float::attend_f32,
+        attend_f16: neon::float::attend_f16,
+        attend_head_f32: None,
+        ..SCALAR
+    };
+
+    pub(super) static NEON_DOTPROD: KernelTable = KernelTable {
+        name: "neon+dotprod",
+        gemm_q8_0: neon::quant::gemm_q8_0_sdot,
+        gemm_q4_0: neon::quant::gemm_q4_0_sdot,
+        gemv_q8_0: neon::quant::gemm_q8_0_sdot,
+        gemv_q4_0: neon::quant::gemm_q4_0_sdot,
+        ..NEON
+    };
+}
+
+/// A chosen kernel table: the functions every computation goes through.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     path: KernelPath,
-    pub(crate) table: &'static KernelTable,
+    table: VerifiedTable,
 }
 
 impl fmt::Debug for Kernels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Kernels").field("path", &self.path).finish()
+        f.debug_struct("Kernels")
+            .field("path", &self.path)
+            .field("variant", &self.describe())
+            .finish()
     }
 }
 
 impl Kernels {
-    /// The kernels of `path`, when this CPU supports it.
+    /// The best variant of `path` this CPU runs.
     pub fn new(path: KernelPath) -> Result<Kernels> {
-        if !path.is_supported() {
-            return Err(Error::InvalidArgument(format!(
-                "kernel path '{path}' is not supported by this CPU (available: {})",
-                names(&KernelPath::available())
-            )));
+        path.variants()
+            .iter()
+            .rev()
+            .find_map(Variant::verify)
+            .map(|table| Kernels { path, table })
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "kernel path '{path}' is not supported by this CPU (available: {})",
+                    names(&KernelPath::available())
+                ))
+            })
+    }
+
+    /// The kernels `name` selects: a path's name (its best variant on this
+    /// CPU) or a variant's (`avx512+vbmi`, `avx512-vbmi`, `neon+dotprod`,
+    /// `neon-dotprod`). An unknown name, or one this CPU cannot run, is an
+    /// error.
+    pub fn from_name(name: &str) -> Result<Kernels> {
+        let name = name.trim();
+        if let Some(path) = KernelPath::from_name(name) {
+            return Kernels::new(path);
         }
-        let table = match path {
-            #[cfg(target_arch = "aarch64")]
-            KernelPath::Neon => super::neon::best_table(),
-            KernelPath::Scalar => &SCALAR,
-            #[cfg(target_arch = "x86_64")]
-            KernelPath::Avx2 => &AVX2,
-            #[cfg(target_arch = "x86_64")]
-            KernelPath::Avx512 => &AVX512,
-            #[cfg(target_arch = "x86_64")]
-            KernelPath::Amx => &AMX,
-            // Filled in by the SIMD paths; until then they run the reference.
-            _ => &SCALAR,
+        let found = VARIANTS.iter().find_map(|&(path, variants)| {
+            variants
+                .iter()
+                .find(|v| v.alias.is_some_and(|a| a.eq_ignore_ascii_case(name)))
+                .map(|v| (path, v))
+        });
+        let Some((path, v)) = found else {
+            let known: Vec<&str> = KernelPath::ALL
+                .iter()
+                .map(|p| p.name())
+                .chain(
+                    VARIANTS
+                        .iter()
+                        .flat_map(|(_, v)| v.iter().filter_map(|v| v.alias)),
+                )
+                .collect();
+            return Err(Error::InvalidArgument(format!(
+                "unknown kernel path '{name}' (known: {})",
+                known.join(", ")
+            )));
         };
-        Ok(Kernels { path, table })
+        v.verify()
+            .map(|table| Kernels { path, table })
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "kernel variant '{name}' is not supported by this CPU (available: {})",
+                    names(&KernelPath::available())
+                ))
+            })
     }
 
     /// The scalar reference kernels.
     pub fn scalar() -> Kernels {
-        Kernels {
-            path: KernelPath::Scalar,
-            table: &SCALAR,
-        }
+        Kernels::new(KernelPath::Scalar).expect("the scalar path needs no CPU feature")
     }
 
     /// The best kernels for this CPU.
@@ -285,19 +417,16 @@ impl Kernels {
         Kernels::new(KernelPath::best()).unwrap_or_else(|_| Kernels::scalar())
     }
 
-    /// The path named by the environment variable `GPTQ_KERNEL`, or the best one
-    /// when it is unset or empty. An unknown or unsupported name is an error.
+    /// The kernels named by the environment variable `GPTQ_KERNEL` (see
+    /// [`Kernels::from_name`]), or the best ones when it is unset or empty.
     pub fn from_env() -> Result<Kernels> {
         match std::env::var("GPTQ_KERNEL") {
-            Ok(name) if !name.trim().is_empty() => {
-                let path = KernelPath::from_name(&name).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "GPTQ_KERNEL={name}: unknown kernel path (known: {})",
-                        names(KernelPath::ALL)
-                    ))
-                })?;
-                Kernels::new(path)
-            }
+            Ok(name) if !name.trim().is_empty() => Kernels::from_name(&name).map_err(|e| match e {
+                Error::InvalidArgument(msg) => {
+                    Error::InvalidArgument(format!("GPTQ_KERNEL: {msg}"))
+                }
+                e => e,
+            }),
             _ => Ok(Kernels::best()),
         }
     }
@@ -309,7 +438,7 @@ impl Kernels {
     /// # Panics
     /// When `q` and `sums` do not hold `x.len() / 32` entries each.
     pub fn quantize_acts(&self, x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
-        (self.table.quantize_acts)(x, q, sums)
+        self.table.quantize(x, q, sums)
     }
 
     /// The path these kernels belong to.
@@ -317,15 +446,37 @@ impl Kernels {
         self.path
     }
 
-    /// The variant that runs, for tools to print: the path's name, refined
-    /// where a path has several tables (`neon+dotprod` or `neon`).
+    /// The variant that runs, for tools to print: the path's name, or the
+    /// variant's where a path has several (`avx512+vbmi`, `neon+dotprod`).
     pub fn describe(&self) -> &'static str {
-        #[cfg(target_arch = "aarch64")]
-        if let Some(v) = super::neon::variant(self.table) {
-            return v;
-        }
-        self.path.name()
+        self.table.name()
     }
+
+    /// The table to call the kernels through.
+    pub(crate) fn table(&self) -> VerifiedTable {
+        self.table
+    }
+}
+
+/// Every table compiled for this architecture, by its exact name, with
+/// whether this CPU runs it: for the kernel tests, which test every table
+/// and say which they skip.
+#[cfg(test)]
+pub(crate) fn table_by_name(name: &str) -> Option<Option<VerifiedTable>> {
+    VARIANTS
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .find(|v| v.table.name == name)
+        .map(Variant::verify)
+}
+
+/// The exact names of the tables compiled for this architecture.
+#[cfg(test)]
+pub(crate) fn table_names() -> Vec<&'static str> {
+    VARIANTS
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|v| v.table.name))
+        .collect()
 }
 
 fn names(paths: &[KernelPath]) -> String {
@@ -334,4 +485,37 @@ fn names(paths: &[KernelPath]) -> String {
         .map(|p| p.name())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Table names are distinct, every alias selects its own table, and
+    /// every path's best variant is the one chosen.
+    #[test]
+    fn names_and_aliases_select_their_tables() {
+        let names = table_names();
+        for (i, n) in names.iter().enumerate() {
+            assert!(!names[..i].contains(n), "duplicate table name {n}");
+        }
+        for &(path, variants) in VARIANTS {
+            for v in variants {
+                if let (Some(alias), Some(table)) = (v.alias, v.verify()) {
+                    let k = Kernels::from_name(alias).unwrap();
+                    assert!(k.table().same(table), "{alias}");
+                    assert_eq!(k.path(), path);
+                }
+            }
+            let best = variants.iter().rev().find_map(Variant::verify);
+            match (Kernels::new(path), best) {
+                (Ok(k), Some(t)) => assert!(k.table().same(t), "{path}"),
+                (Err(_), None) => {}
+                (k, t) => panic!("{path}: {k:?} vs {:?}", t.map(|t| t.name())),
+            }
+        }
+        assert!(Kernels::from_name("avx9").is_err());
+        assert_eq!(Kernels::scalar().describe(), "scalar");
+        assert_eq!(Kernels::from_name(" Scalar ").unwrap().describe(), "scalar");
+    }
 }

@@ -1,17 +1,19 @@
 //! Matrix products `y = x · Wᵀ` over stored weights: activations are quantized
-//! once per call (for quantized weights), then the output rows are split into
-//! coarse ranges that run on the rayon pool, each handed to the kernel path's
-//! tile function. One code path serves decode (one token: a matrix-vector
+//! once per call (for quantized weights, to the weight type's activation
+//! partner), then the output rows are split into coarse ranges that run in
+//! parallel (on the rayon pool, or on a decode step's team), each handed to
+//! the kernel table's product for the weight type. One code path serves decode (one token: a matrix-vector
 //! product) and prefill (many tokens: the kernel reuses each weight block for
 //! several tokens).
 
 use rayon::prelude::*;
 
-use super::blocks::{BlockQ8_0, QK};
 use super::dispatch::Kernels;
-use super::matrix::{Matrix, WeightData};
+use super::matrix::{Matrix, match_weights};
+use super::table::{FloatGemm, Gemm, Quantize, VerifiedTable};
 use super::team::Par;
 use super::tile::{FloatActs, OutTile, QuantActs, RowSplit};
+use super::types::{ActBlock, BlockQ8_0, BlockQ8K, VecDot};
 
 /// Row ranges are multiples of this, so that kernels that compute several rows
 /// at once rarely see a ragged range.
@@ -33,26 +35,80 @@ const TEAM_TASKS_PER_THREAD: usize = 1;
 /// on a [`Team`](super::team::Team) keeps rayon's pool out of its loops).
 const QUANTIZE_SERIAL_MAX: usize = 16;
 
-/// Space for the quantized activations of one product, allocated once.
+/// Space for the quantized activations of one product, for every
+/// activation partner the weights need, allocated once.
 #[derive(Clone, Debug, Default)]
 pub struct MatmulScratch {
-    blocks: Vec<BlockQ8_0>,
+    q8_0: Vec<BlockQ8_0>,
     sums: Vec<i16>,
+    q8_k: Vec<BlockQ8K>,
 }
 
 impl MatmulScratch {
-    /// Scratch for products of up to `max_tokens` rows of up to `max_cols` columns.
+    /// Scratch for products of up to `max_tokens` rows of up to `max_cols`
+    /// columns, with weights of any type.
     pub fn new(max_tokens: usize, max_cols: usize) -> MatmulScratch {
-        let n = max_tokens * max_cols.div_ceil(QK);
-        MatmulScratch {
-            blocks: vec![BlockQ8_0::ZERO; n],
-            sums: vec![0; n],
+        let mut s = MatmulScratch::default();
+        s.reserve::<BlockQ8_0>(max_tokens, max_cols);
+        s.reserve::<BlockQ8K>(max_tokens, max_cols);
+        s
+    }
+
+    /// Scratch for products of up to `max_tokens` rows with the matrices
+    /// `weights`: only the activation types they need, each sized for the
+    /// widest matrix that needs it.
+    pub fn for_matrices<'a>(
+        max_tokens: usize,
+        weights: impl IntoIterator<Item = Matrix<'a>>,
+    ) -> MatmulScratch {
+        fn need<W: VecDot>(s: &mut MatmulScratch, _: &[W], max_tokens: usize, cols: usize)
+        where
+            W::Partner: Staged,
+        {
+            s.reserve::<W::Partner>(max_tokens, cols);
+        }
+        let mut s = MatmulScratch::default();
+        for m in weights {
+            match_weights!(m.data(), d => float: { let _ = d; }, quant: need(&mut s, d, max_tokens, m.cols()));
+        }
+        s
+    }
+
+    /// Grows the space for `A` to `max_tokens` rows of `max_cols` columns.
+    fn reserve<A: Staged>(&mut self, max_tokens: usize, max_cols: usize) {
+        let n = max_tokens * (max_cols / A::ELEMS);
+        let (blocks, sums) = A::buffers(self);
+        if blocks.len() < n {
+            blocks.resize(n, A::ZERO);
+            if A::SUMS {
+                sums.resize(n, 0);
+            }
         }
     }
 
     /// Bytes held.
     pub fn n_bytes(&self) -> usize {
-        std::mem::size_of_val(self.blocks.as_slice()) + std::mem::size_of_val(self.sums.as_slice())
+        std::mem::size_of_val(self.q8_0.as_slice())
+            + std::mem::size_of_val(self.sums.as_slice())
+            + std::mem::size_of_val(self.q8_k.as_slice())
+    }
+}
+
+/// An activation type the scratch holds, and where.
+trait Staged: ActBlock + Quantize {
+    /// The blocks and block sums of this type.
+    fn buffers(s: &mut MatmulScratch) -> (&mut Vec<Self>, &mut Vec<i16>);
+}
+
+impl Staged for BlockQ8_0 {
+    fn buffers(s: &mut MatmulScratch) -> (&mut Vec<Self>, &mut Vec<i16>) {
+        (&mut s.q8_0, &mut s.sums)
+    }
+}
+
+impl Staged for BlockQ8K {
+    fn buffers(s: &mut MatmulScratch) -> (&mut Vec<Self>, &mut Vec<i16>) {
+        (&mut s.q8_k, &mut s.sums)
     }
 }
 
@@ -71,16 +127,17 @@ pub fn matmul(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) {
-    matmul_on(Par::Pool, k, w, x, n_tok, y, scratch);
+    matmul_on(Par::Pool, k.table(), w, x, n_tok, y, scratch);
 }
 
-/// [`matmul`] with its row ranges run by `par`.
+/// [`matmul`] with its row ranges run by `par` (the rayon pool, or a decode
+/// step's team).
 ///
 /// # Panics
 /// As [`matmul`].
-pub fn matmul_on(
+pub(crate) fn matmul_on(
     par: Par<'_>,
-    k: &Kernels,
+    k: VerifiedTable,
     w: &Matrix<'_>,
     x: &[f32],
     n_tok: usize,
@@ -98,9 +155,9 @@ pub fn matmul_on(
 ///
 /// # Panics
 /// As [`matmul`].
-pub fn matmul_decode_on(
+pub(crate) fn matmul_decode_on(
     par: Par<'_>,
-    k: &Kernels,
+    k: VerifiedTable,
     w: &Matrix<'_>,
     x: &[f32],
     n_tok: usize,
@@ -113,7 +170,7 @@ pub fn matmul_decode_on(
 #[allow(clippy::too_many_arguments)]
 fn product(
     par: Par<'_>,
-    k: &Kernels,
+    k: VerifiedTable,
     w: &Matrix<'_>,
     x: &[f32],
     n_tok: usize,
@@ -126,86 +183,108 @@ fn product(
     assert!(y.len() >= n_tok * rows, "matmul: y too short");
     let x = &x[..n_tok * cols];
     let y = &mut y[..n_tok * rows];
-    match w.data() {
-        WeightData::Q8_0(d) => {
-            let acts = quantize(k, x, n_tok, cols, scratch);
-            let nb = acts.nb;
-            let f = if decode {
-                k.table.gemv_q8_0
-            } else {
-                k.table.gemm_q8_0
-            };
-            for_row_tiles(par, rows, n_tok, y, |tile| {
-                let r0 = tile.r0();
-                f(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
-            });
-        }
-        WeightData::Q4_0(d) => {
-            let acts = quantize(k, x, n_tok, cols, scratch);
-            let nb = acts.nb;
-            let f = if decode {
-                k.table.gemv_q4_0
-            } else {
-                k.table.gemm_q4_0
-            };
-            for_row_tiles(par, rows, n_tok, y, |tile| {
-                let r0 = tile.r0();
-                f(&d[r0 * nb..(r0 + tile.rows()) * nb], &acts, tile)
-            });
-        }
-        WeightData::F16(d) => {
-            let acts = FloatActs { x, n_tok, cols };
-            for_row_tiles(par, rows, n_tok, y, |tile| {
-                let r0 = tile.r0();
-                (k.table.gemm_f16)(&d[r0 * cols..(r0 + tile.rows()) * cols], &acts, tile)
-            });
-        }
-        WeightData::F32(d) => {
-            let acts = FloatActs { x, n_tok, cols };
-            for_row_tiles(par, rows, n_tok, y, |tile| {
-                let r0 = tile.r0();
-                (k.table.gemm_f32)(&d[r0 * cols..(r0 + tile.rows()) * cols], &acts, tile)
-            });
-        }
-    }
+    let p = Product {
+        par,
+        k,
+        x,
+        n_tok,
+        rows,
+        cols,
+        decode,
+    };
+    match_weights!(
+        w.data(),
+        d => float: p.float(d, y),
+        quant: p.quantized(d, y, scratch),
+    );
 }
 
-fn quantize<'s>(
-    k: &Kernels,
-    x: &[f32],
+/// One product's arguments, shared by the weight types.
+struct Product<'x, 'p> {
+    par: Par<'p>,
+    k: VerifiedTable,
+    x: &'x [f32],
     n_tok: usize,
+    rows: usize,
     cols: usize,
-    scratch: &'s mut MatmulScratch,
-) -> QuantActs<'s> {
-    assert!(
-        cols.is_multiple_of(QK),
-        "matmul: quantized rows must be whole blocks"
-    );
-    let nb = cols / QK;
-    let n = n_tok * nb;
-    assert!(scratch.blocks.len() >= n, "matmul: scratch too small");
-    let blocks = &mut scratch.blocks[..n];
-    let sums = &mut scratch.sums[..n];
-    let quantize_acts = k.table.quantize_acts;
-    if n_tok > QUANTIZE_SERIAL_MAX {
-        x.par_chunks(cols)
-            .zip(blocks.par_chunks_mut(nb))
-            .zip(sums.par_chunks_mut(nb))
-            .for_each(|((xr, br), sr)| quantize_acts(xr, br, sr));
-    } else {
-        for ((xr, br), sr) in x
-            .chunks(cols)
-            .zip(blocks.chunks_mut(nb))
-            .zip(sums.chunks_mut(nb))
-        {
-            quantize_acts(xr, br, sr);
-        }
+    /// Whether the tokens are independent decode tokens (see
+    /// [`matmul_decode_on`]).
+    decode: bool,
+}
+
+impl Product<'_, '_> {
+    /// Float weights times the activations as they are.
+    fn float<W: FloatGemm>(&self, w: &[W], y: &mut [f32]) {
+        let (k, cols) = (self.k, self.cols);
+        let acts = FloatActs {
+            x: self.x,
+            n_tok: self.n_tok,
+            cols,
+        };
+        for_row_tiles(self.par, self.rows, self.n_tok, y, |tile| {
+            let r0 = tile.r0();
+            k.gemm_float(&w[r0 * cols..(r0 + tile.rows()) * cols], &acts, tile)
+        });
     }
-    QuantActs {
-        blocks: &scratch.blocks[..n],
-        sums: &scratch.sums[..n],
-        n_tok,
-        nb,
+
+    /// Quantized weights times the activations quantized to their partner.
+    fn quantized<W: Gemm>(&self, w: &[W], y: &mut [f32], scratch: &mut MatmulScratch)
+    where
+        W::Partner: Staged,
+    {
+        let (k, decode) = (self.k, self.decode);
+        let acts = self.quantize::<W::Partner>(scratch);
+        let nb = acts.nb;
+        for_row_tiles(self.par, self.rows, self.n_tok, y, |tile| {
+            let r0 = tile.r0();
+            let w = &w[r0 * nb..(r0 + tile.rows()) * nb];
+            if decode {
+                k.gemv(w, &acts, tile)
+            } else {
+                k.gemm(w, &acts, tile)
+            }
+        });
+    }
+
+    /// The activations quantized to `A` in `scratch`: a few tokens on this
+    /// thread, more in parallel.
+    fn quantize<'s, A: Staged>(&self, scratch: &'s mut MatmulScratch) -> QuantActs<'s, A> {
+        let (k, x, n_tok, cols) = (self.k, self.x, self.n_tok, self.cols);
+        assert!(
+            cols.is_multiple_of(A::ELEMS),
+            "matmul: quantized rows must be whole blocks"
+        );
+        let nb = cols / A::ELEMS;
+        let n = n_tok * nb;
+        let ns = if A::SUMS { n } else { 0 };
+        let (blocks, sums) = A::buffers(scratch);
+        assert!(
+            blocks.len() >= n && sums.len() >= ns,
+            "matmul: scratch too small"
+        );
+        let (blocks, sums) = (&mut blocks[..n], &mut sums[..ns]);
+        if n_tok <= QUANTIZE_SERIAL_MAX {
+            let ns = if A::SUMS { nb } else { 0 };
+            for (t, xr) in x.chunks(cols).enumerate() {
+                let sr = &mut sums[t * ns..(t + 1) * ns];
+                k.quantize(xr, &mut blocks[t * nb..(t + 1) * nb], sr);
+            }
+        } else if A::SUMS {
+            x.par_chunks(cols)
+                .zip(blocks.par_chunks_mut(nb))
+                .zip(sums.par_chunks_mut(nb))
+                .for_each(|((xr, br), sr)| k.quantize(xr, br, sr));
+        } else {
+            x.par_chunks(cols)
+                .zip(blocks.par_chunks_mut(nb))
+                .for_each(|(xr, br)| k.quantize(xr, br, &mut []));
+        }
+        QuantActs {
+            blocks,
+            sums,
+            n_tok,
+            nb,
+        }
     }
 }
 
@@ -245,7 +324,12 @@ fn for_row_tiles(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::reference;
+    use crate::quant::matrix::WeightData;
+    use crate::quant::types::float::{vec_dot_f16_f32, vec_dot_f32};
+    use crate::quant::types::q4_0::{quantize_row_q4_0, vec_dot_q4_0_q8_0};
+    use crate::quant::types::q8_0::{quantize_acts_q8_0, quantize_row_q8_0, vec_dot_q8_0_q8_0};
+    use crate::quant::types::q8_k::quantize_row_q8_k;
+    use crate::quant::types::{BlockQ4_0, QK, QK_K};
     use half::f16;
 
     fn lcg(seed: &mut u64) -> f32 {
@@ -265,55 +349,40 @@ mod tests {
         let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut s)).collect();
         let x: Vec<f32> = (0..n_tok * cols).map(|_| lcg(&mut s)).collect();
         let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
-        let mut w4 = vec![crate::quant::BlockQ4_0::ZERO; rows * cols / QK];
-        reference::quantize_row_q8_0(&wf, &mut w8);
-        reference::quantize_row_q4_0(&wf, &mut w4);
+        let mut w4 = vec![BlockQ4_0::ZERO; rows * cols / QK];
+        quantize_row_q8_0(&wf, &mut w8);
+        quantize_row_q4_0(&wf, &mut w4);
         let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
         let k = Kernels::scalar();
         let mut scratch = MatmulScratch::new(n_tok, cols);
         let nb = cols / QK;
         let mut xq = vec![BlockQ8_0::ZERO; n_tok * nb];
         for t in 0..n_tok {
-            reference::quantize_acts_q8_0(
-                &x[t * cols..(t + 1) * cols],
-                &mut xq[t * nb..(t + 1) * nb],
-            );
+            quantize_acts_q8_0(&x[t * cols..(t + 1) * cols], &mut xq[t * nb..(t + 1) * nb]);
         }
         let cases: Vec<(WeightData<'_>, Want<'_>)> = vec![
             (
                 WeightData::F32(&wf),
                 Box::new(|r, t| {
-                    reference::vec_dot_f32(
-                        &wf[r * cols..(r + 1) * cols],
-                        &x[t * cols..(t + 1) * cols],
-                    )
+                    vec_dot_f32(&wf[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])
                 }),
             ),
             (
                 WeightData::F16(&wh),
                 Box::new(|r, t| {
-                    reference::vec_dot_f16_f32(
-                        &wh[r * cols..(r + 1) * cols],
-                        &x[t * cols..(t + 1) * cols],
-                    )
+                    vec_dot_f16_f32(&wh[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols])
                 }),
             ),
             (
                 WeightData::Q8_0(&w8),
                 Box::new(|r, t| {
-                    reference::vec_dot_q8_0_q8_0(
-                        &w8[r * nb..(r + 1) * nb],
-                        &xq[t * nb..(t + 1) * nb],
-                    )
+                    vec_dot_q8_0_q8_0(&w8[r * nb..(r + 1) * nb], &xq[t * nb..(t + 1) * nb])
                 }),
             ),
             (
                 WeightData::Q4_0(&w4),
                 Box::new(|r, t| {
-                    reference::vec_dot_q4_0_q8_0(
-                        &w4[r * nb..(r + 1) * nb],
-                        &xq[t * nb..(t + 1) * nb],
-                    )
+                    vec_dot_q4_0_q8_0(&w4[r * nb..(r + 1) * nb], &xq[t * nb..(t + 1) * nb])
                 }),
             ),
         ];
@@ -329,59 +398,44 @@ mod tests {
         }
     }
 
-    /// Each row of a decode product over several tokens is bitwise the
-    /// single-token product's, on every path this CPU runs, every weight
-    /// type, ragged shapes and token counts across the kernels' register
-    /// and stack groups; and the scalar path agrees with the reference.
     #[test]
-    fn decode_products_equal_single_token_products_bitwise() {
-        let mut s = 11u64;
-        for path in crate::quant::KernelPath::available() {
-            let k = Kernels::new(path).unwrap();
-            for (rows, cols) in [(67, 96), (33, 160), (48, 768), (20, 3072), (5, 8192)] {
-                let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut s)).collect();
-                let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
-                let mut w4 = vec![crate::quant::BlockQ4_0::ZERO; rows * cols / QK];
-                reference::quantize_row_q8_0(&wf, &mut w8);
-                reference::quantize_row_q4_0(&wf, &mut w4);
-                let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
-                let max_tok = 23;
-                let x: Vec<f32> = (0..max_tok * cols).map(|_| 3.0 * lcg(&mut s)).collect();
-                let mut scratch = MatmulScratch::new(max_tok, cols);
-                for data in [
-                    WeightData::F32(&wf),
-                    WeightData::F16(&wh),
-                    WeightData::Q8_0(&w8),
-                    WeightData::Q4_0(&w4),
-                ] {
-                    let m = Matrix::new(data, rows, cols).unwrap();
-                    let mut alone = vec![f32::NAN; max_tok * rows];
-                    for t in 0..max_tok {
-                        matmul_on(
-                            Par::Pool,
-                            &k,
-                            &m,
-                            &x[t * cols..(t + 1) * cols],
-                            1,
-                            &mut alone[t * rows..(t + 1) * rows],
-                            &mut scratch,
-                        );
-                    }
-                    for n_tok in [1, 2, 3, 4, 5, 8, 11, max_tok] {
-                        let mut y = vec![f32::NAN; n_tok * rows];
-                        matmul_decode_on(Par::Pool, &k, &m, &x, n_tok, &mut y, &mut scratch);
-                        for (i, (a, b)) in y.iter().zip(&alone).enumerate() {
-                            assert_eq!(
-                                a.to_bits(),
-                                b.to_bits(),
-                                "{path} {data:?} {rows}x{cols}, {n_tok} tokens: token {} row {}",
-                                i / rows,
-                                i % rows
-                            );
-                        }
-                    }
-                }
-            }
+    fn scratch_is_sized_by_the_matrices() {
+        let f = vec![0.0f32; 4 * 512];
+        let q = vec![BlockQ8_0::ZERO; 4 * 512 / 32];
+        let mf = Matrix::new(WeightData::F32(&f), 4, 512).unwrap();
+        let mq = Matrix::new(WeightData::Q8_0(&q), 4, 512).unwrap();
+        assert_eq!(MatmulScratch::for_matrices(8, [mf]).n_bytes(), 0);
+        let s = MatmulScratch::for_matrices(8, [mf, mq]);
+        assert_eq!(s.q8_0.len(), 8 * 16);
+        assert_eq!(s.sums.len(), 8 * 16);
+        assert!(s.q8_k.is_empty());
+        let s = MatmulScratch::new(3, 512);
+        assert_eq!((s.q8_0.len(), s.q8_k.len()), (3 * 16, 3 * 2));
+    }
+
+    /// The Q8_K partner through the scratch and the table: every path's
+    /// quantizer (for now the scalar twin everywhere) equals the reference.
+    #[test]
+    fn q8_k_activations_through_the_scratch() {
+        let x: Vec<f32> = (0..3 * 2 * QK_K)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .collect();
+        let mut want = vec![crate::quant::types::BlockQ8K::ZERO; 3 * 2];
+        quantize_row_q8_k(&x, &mut want);
+        for k in [Kernels::scalar(), Kernels::best()] {
+            let mut scratch = MatmulScratch::new(3, 2 * QK_K);
+            let p = Product {
+                par: Par::Pool,
+                k: k.table(),
+                x: &x,
+                n_tok: 3,
+                rows: 1,
+                cols: 2 * QK_K,
+                decode: false,
+            };
+            let acts = p.quantize::<BlockQ8K>(&mut scratch);
+            assert_eq!((acts.nb, acts.n_tok, acts.sums.len()), (2, 3, 0));
+            assert_eq!(acts.blocks, &want[..], "{}", k.describe());
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use half::f16;
 
-use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
-use super::reference;
+use super::types::float::dequantize_row_f16;
+use super::types::{BlockQ4_0, BlockQ8_0, QuantBlock};
+use crate::gguf::{GgmlType, cast_slice};
 
 /// The elements of a weight matrix in their stored form, row after row.
 #[derive(Clone, Copy, Debug)]
@@ -19,6 +20,89 @@ pub enum WeightData<'a> {
     Q4_0(&'a [BlockQ4_0]),
 }
 
+/// The one match over the weight types: evaluates `$float` or `$quant` with
+/// `$d` bound to the stored slice. Each arm is type-checked on its own, so
+/// the expressions may be generic over the element type (`Element` for
+/// both, [`QuantBlock`] for the quantized side).
+macro_rules! match_weights {
+    ($data:expr, $d:ident => float: $float:expr, quant: $quant:expr $(,)?) => {
+        match $data {
+            $crate::quant::WeightData::F32($d) => $float,
+            $crate::quant::WeightData::F16($d) => $float,
+            $crate::quant::WeightData::Q8_0($d) => $quant,
+            $crate::quant::WeightData::Q4_0($d) => $quant,
+        }
+    };
+    ($data:expr, $d:ident => $any:expr) => {
+        match_weights!($data, $d => float: $any, quant: $any)
+    };
+}
+pub(crate) use match_weights;
+
+impl<'a> WeightData<'a> {
+    /// `bytes` (a tensor's data as a file stores it) viewed as elements of
+    /// type `ty`; `None` when this crate cannot compute with `ty`, or the
+    /// bytes are not a whole number of elements or misaligned for them.
+    pub fn from_bytes(ty: GgmlType, bytes: &'a [u8]) -> Option<WeightData<'a>> {
+        Some(match ty {
+            GgmlType::F32 => WeightData::F32(cast_slice(bytes)?),
+            GgmlType::F16 => WeightData::F16(cast_slice(bytes)?),
+            GgmlType::Q8_0 => WeightData::Q8_0(cast_slice(bytes)?),
+            GgmlType::Q4_0 => WeightData::Q4_0(cast_slice(bytes)?),
+            _ => return None,
+        })
+    }
+
+    /// Whether this crate can compute with tensors of type `ty`.
+    pub fn is_computable(ty: GgmlType) -> bool {
+        WeightData::from_bytes(ty, &[]).is_some()
+    }
+
+    /// The ggml type of the elements.
+    pub fn ty(&self) -> GgmlType {
+        match_weights!(*self, d => elem_type(d))
+    }
+}
+
+/// An element type of stored weights: a float, or a block of quantized
+/// values.
+pub(crate) trait Element: Copy {
+    /// The ggml type.
+    const TYPE: GgmlType;
+    /// Values per element (1 for floats).
+    const ELEMS: usize;
+    /// Expands elements into `y` (`ELEMS` values each).
+    fn dequantize(x: &[Self], y: &mut [f32]);
+}
+
+impl Element for f32 {
+    const TYPE: GgmlType = GgmlType::F32;
+    const ELEMS: usize = 1;
+    fn dequantize(x: &[f32], y: &mut [f32]) {
+        y.copy_from_slice(x)
+    }
+}
+
+impl Element for f16 {
+    const TYPE: GgmlType = GgmlType::F16;
+    const ELEMS: usize = 1;
+    fn dequantize(x: &[f16], y: &mut [f32]) {
+        dequantize_row_f16(x, y)
+    }
+}
+
+impl<B: QuantBlock> Element for B {
+    const TYPE: GgmlType = <B as QuantBlock>::TYPE;
+    const ELEMS: usize = <B as QuantBlock>::ELEMS;
+    fn dequantize(x: &[B], y: &mut [f32]) {
+        <B as QuantBlock>::dequantize(x, y)
+    }
+}
+
+fn elem_type<E: Element>(_: &[E]) -> GgmlType {
+    E::TYPE
+}
+
 /// A `rows × cols` matrix whose row `r` holds output feature `r` (ggml order:
 /// `cols` is `ne[0]`).
 #[derive(Clone, Copy, Debug)]
@@ -32,14 +116,13 @@ impl<'a> Matrix<'a> {
     /// A view of `data` as `rows × cols`; `None` when the sizes disagree or a
     /// quantized row is not a whole number of blocks.
     pub fn new(data: WeightData<'a>, rows: usize, cols: usize) -> Option<Matrix<'a>> {
-        let n = rows.checked_mul(cols)?;
-        let ok = match data {
-            WeightData::F32(d) => d.len() == n,
-            WeightData::F16(d) => d.len() == n,
-            WeightData::Q8_0(d) => cols.is_multiple_of(QK) && d.len() == n / QK,
-            WeightData::Q4_0(d) => cols.is_multiple_of(QK) && d.len() == n / QK,
-        };
-        ok.then_some(Matrix { data, rows, cols })
+        fn fits<E: Element>(d: &[E], rows: usize, cols: usize) -> bool {
+            cols.is_multiple_of(E::ELEMS)
+                && rows
+                    .checked_mul(cols / E::ELEMS)
+                    .is_some_and(|n| d.len() == n)
+        }
+        match_weights!(data, d => fits(d, rows, cols)).then_some(Matrix { data, rows, cols })
     }
 
     /// The stored elements.
@@ -59,12 +142,7 @@ impl<'a> Matrix<'a> {
 
     /// Bytes the matrix occupies in its stored form.
     pub fn n_bytes(&self) -> usize {
-        match self.data {
-            WeightData::F32(d) => std::mem::size_of_val(d),
-            WeightData::F16(d) => std::mem::size_of_val(d),
-            WeightData::Q8_0(d) => std::mem::size_of_val(d),
-            WeightData::Q4_0(d) => std::mem::size_of_val(d),
-        }
+        match_weights!(self.data, d => std::mem::size_of_val(d))
     }
 
     /// Expands row `r` into `out` (`cols` values). Used for embedding lookups.
@@ -72,19 +150,42 @@ impl<'a> Matrix<'a> {
     /// # Panics
     /// When `r >= rows` or `out.len() != cols`.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        assert!(r < self.rows && out.len() == self.cols);
-        let c = self.cols;
-        match self.data {
-            WeightData::F32(d) => out.copy_from_slice(&d[r * c..(r + 1) * c]),
-            WeightData::F16(d) => reference::dequantize_row_f16(&d[r * c..(r + 1) * c], out),
-            WeightData::Q8_0(d) => {
-                let nb = c / QK;
-                reference::dequantize_row_q8_0(&d[r * nb..(r + 1) * nb], out)
-            }
-            WeightData::Q4_0(d) => {
-                let nb = c / QK;
-                reference::dequantize_row_q4_0(&d[r * nb..(r + 1) * nb], out)
-            }
+        fn row<E: Element>(d: &[E], r: usize, out: &mut [f32]) {
+            let n = out.len() / E::ELEMS;
+            E::dequantize(&d[r * n..(r + 1) * n], out)
         }
+        assert!(r < self.rows && out.len() == self.cols);
+        match_weights!(self.data, d => row(d, r, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::as_bytes;
+
+    #[test]
+    fn views_check_shapes_and_types() {
+        let blocks = [BlockQ8_0::ZERO; 6];
+        let bytes = as_bytes(&blocks);
+        let d = WeightData::from_bytes(GgmlType::Q8_0, bytes).unwrap();
+        assert_eq!(d.ty(), GgmlType::Q8_0);
+        assert!(Matrix::new(d, 2, 96).is_some());
+        assert!(Matrix::new(d, 3, 64).is_some());
+        assert!(Matrix::new(d, 2, 64).is_none());
+        assert!(Matrix::new(d, 1, 190).is_none());
+        assert_eq!(Matrix::new(d, 2, 96).unwrap().n_bytes(), 6 * 34);
+        assert!(WeightData::from_bytes(GgmlType::Q8_0, &bytes[..33]).is_none());
+        assert!(WeightData::from_bytes(GgmlType::Q4_K, &[]).is_none());
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0] {
+            assert!(WeightData::is_computable(ty), "{ty}");
+        }
+        assert!(!WeightData::is_computable(GgmlType::Q8_K));
+        let f = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let m = Matrix::new(WeightData::F32(&f), 3, 2).unwrap();
+        let mut row = [0.0; 2];
+        m.dequantize_row(2, &mut row);
+        assert_eq!(row, [5.0, 6.0]);
+        assert!(Matrix::new(WeightData::F32(&f), usize::MAX, 2).is_none());
     }
 }

@@ -1,14 +1,14 @@
 //! Quantized block formats and the kernels that compute with them.
 //!
-//! - [`blocks`]: ggml's Q8_0 and Q4_0 block layouts.
-//! - [`types`]: the other block types (Q4_1..Q6_K, IQ4_NL, IQ4_XS, BF16) and their
-//!   scalar dequantization.
-//! - [`reference`]: scalar definitions of quantization and dot products.
+//! - [`types`]: ggml's block types, one file each, with their scalar
+//!   reference (and how to add a type).
 //! - [`matrix`]: typed views of stored weight matrices.
-//! - [`matmul`]: matrix products split across the rayon pool.
+//! - [`matmul`]: matrix products, split across threads.
 //! - [`pack`]: f32 rows into stored tensor bytes (for converters).
-//! - `scalar`, `avx2`, `avx512`, `amx`, `neon`: the kernel paths, chosen at run time by
-//!   [`Kernels`] (`GPTQ_KERNEL` overrides the choice).
+//! - `table`: the kernel table, the one way to call a kernel; `dispatch`:
+//!   the tables of every path and the choice among them ([`Kernels`],
+//!   `GPTQ_KERNEL` overrides it).
+//! - `scalar`, `avx2`, `avx512`, `amx`, `neon`: the kernel paths.
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -16,24 +16,27 @@ mod amx;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-pub mod blocks;
 mod dispatch;
+#[cfg(test)]
+mod harness;
 pub mod matmul;
 pub mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod pack;
-pub mod prefetch;
-pub mod reference;
+pub(crate) mod prefetch;
 mod scalar;
 mod scratch;
-pub mod team;
-pub mod tile;
+mod table;
+pub(crate) mod team;
+pub(crate) mod tile;
 pub mod types;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
-pub use blocks::{BlockQ4_0, BlockQ8_0, QK};
-pub(crate) use dispatch::HeadQueries;
 pub use dispatch::{KernelPath, Kernels};
 pub use matmul::{MatmulScratch, matmul};
 pub use matrix::{Matrix, WeightData};
 pub use pack::pack_rows;
+pub(crate) use table::{HeadQueries, VerifiedTable};
+pub use types::{ActBlock, BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K, QuantBlock, VecDot};

@@ -4,10 +4,11 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::blocks::{BlockQ4_0, BlockQ8_0, QK};
-use super::reference;
+use super::types::QuantBlock;
+use super::types::q4_0::quantize_row_q4_0;
+use super::types::q8_0::quantize_row_q8_0;
 use crate::error::{Error, Result};
-use crate::gguf::GgmlType;
+use crate::gguf::{GgmlType, as_bytes};
 
 /// The types [`pack_rows`] can produce.
 pub const PACKABLE: &[GgmlType] = &[GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0];
@@ -56,31 +57,27 @@ fn pack_row(ty: GgmlType, row: &[f32], dst: &mut [u8]) {
                 d.copy_from_slice(&f16::from_f32(*v).to_le_bytes());
             }
         }
-        GgmlType::Q8_0 => {
-            for (d, x) in dst.chunks_exact_mut(34).zip(row.chunks_exact(QK)) {
-                let mut b = [BlockQ8_0::ZERO];
-                reference::quantize_row_q8_0(x, &mut b);
-                d[..2].copy_from_slice(&b[0].d.to_le_bytes());
-                for (o, q) in d[2..].iter_mut().zip(b[0].qs) {
-                    *o = q as u8;
-                }
-            }
-        }
-        GgmlType::Q4_0 => {
-            for (d, x) in dst.chunks_exact_mut(18).zip(row.chunks_exact(QK)) {
-                let mut b = [BlockQ4_0::ZERO];
-                reference::quantize_row_q4_0(x, &mut b);
-                d[..2].copy_from_slice(&b[0].d.to_le_bytes());
-                d[2..].copy_from_slice(&b[0].qs);
-            }
-        }
+        GgmlType::Q8_0 => pack_blocks(row, dst, quantize_row_q8_0),
+        GgmlType::Q4_0 => pack_blocks(row, dst, quantize_row_q4_0),
         _ => unreachable!("checked by pack_rows"),
+    }
+}
+
+/// Quantizes `row` block by block with `quantize` into `dst`, the blocks'
+/// bytes (their in-memory layout is the file's, little-endian).
+fn pack_blocks<B: QuantBlock>(row: &[f32], dst: &mut [u8], quantize: fn(&[f32], &mut [B])) {
+    let size = std::mem::size_of::<B>();
+    for (d, x) in dst.chunks_exact_mut(size).zip(row.chunks_exact(B::ELEMS)) {
+        let mut b = [B::ZERO];
+        quantize(x, &mut b);
+        d.copy_from_slice(as_bytes(&b));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::types::BlockQ8_0;
 
     #[test]
     fn packs_every_type_with_the_block_layout() {
@@ -93,7 +90,7 @@ mod tests {
         let q8 = pack_rows(GgmlType::Q8_0, &x, 64).unwrap();
         assert_eq!(q8.len(), 68);
         let mut b = [BlockQ8_0::ZERO; 2];
-        reference::quantize_row_q8_0(&x, &mut b);
+        quantize_row_q8_0(&x, &mut b);
         assert_eq!(q8[..2], b[0].d.to_le_bytes());
         assert_eq!(q8[2] as i8, b[0].qs[0]);
         assert_eq!(q8[34 + 2 + 31] as i8, b[1].qs[31]);

@@ -23,6 +23,7 @@ pub fn stream<B>(p: &B) {
 
 /// Hints the line `ahead` bytes past `p` into L1.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn ahead_l1<B>(p: &B, ahead: usize) {
     hint::<B, 0>(p, ahead);
 }

@@ -3,27 +3,22 @@
 
 use half::f16;
 
-use super::blocks::{BlockQ4_0, BlockQ8_0};
-use super::reference;
 use super::tile::{FloatActs, OutTile, QuantActs};
+use super::types::float::{vec_dot_f16_f32, vec_dot_f32};
+use super::types::{ActBlock, VecDot};
 
-pub(super) fn quantize_acts(x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
-    reference::quantize_acts_q8_0(x, q);
-    reference::block_sums(q, sums);
+/// Quantizes a row of activations with the partner type's reference
+/// quantizer.
+pub(super) fn quantize<A: ActBlock>(x: &[f32], q: &mut [A], sums: &mut [i16]) {
+    A::quantize(x, q, sums)
 }
 
-pub(super) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+/// Weight rows of any block type times quantized activations: the type's
+/// reference dot, row by row and token by token.
+pub(super) fn gemm<W: VecDot>(w: &[W], a: &QuantActs<'_, W::Partner>, out: &mut OutTile<'_>) {
     for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
         for t in 0..a.n_tok {
-            out.set(t, i, reference::vec_dot_q8_0_q8_0(wr, a.row(t)));
-        }
-    }
-}
-
-pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
-        for t in 0..a.n_tok {
-            out.set(t, i, reference::vec_dot_q4_0_q8_0(wr, a.row(t)));
+            out.set(t, i, W::dot(wr, a.row(t)));
         }
     }
 }
@@ -31,7 +26,7 @@ pub(super) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_
 pub(super) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     for (i, wr) in w.chunks_exact(x.cols).take(out.rows()).enumerate() {
         for t in 0..x.n_tok {
-            out.set(t, i, reference::vec_dot_f16_f32(wr, x.row(t)));
+            out.set(t, i, vec_dot_f16_f32(wr, x.row(t)));
         }
     }
 }
@@ -39,17 +34,17 @@ pub(super) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
 pub(super) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     for (i, wr) in w.chunks_exact(x.cols).take(out.rows()).enumerate() {
         for t in 0..x.n_tok {
-            out.set(t, i, reference::vec_dot_f32(wr, x.row(t)));
+            out.set(t, i, vec_dot_f32(wr, x.row(t)));
         }
     }
 }
 
 pub(super) fn dot_f32(x: &[f32], y: &[f32]) -> f32 {
-    reference::vec_dot_f32(x, y)
+    vec_dot_f32(x, y)
 }
 
 pub(super) fn dot_f16(x: &[f16], y: &[f32]) -> f32 {
-    reference::vec_dot_f16_f32(x, y)
+    vec_dot_f16_f32(x, y)
 }
 
 /// `y += alpha · x`
@@ -110,3 +105,66 @@ pub(super) fn softmax(x: &mut [f32]) {
         *v *= inv;
     }
 }
+
+/// One query's attention over an f32 cache: the scores by [`dot_f32`], the
+/// [`softmax`], then the values summed by [`axpy_f32`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend(q, k, v, stride, n, scale, scores, out, dot_f32, axpy_f32)
+}
+
+/// [`attend_f32`] over an f16 cache.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    attend(q, k, v, stride, n, scale, scores, out, dot_f16, axpy_f16)
+}
+
+/// One query's attention over `n` positions whose keys and values are
+/// `k[p·stride ..][..hd]` and `v[p·stride ..][..hd]`, composed of a dot
+/// product per position, the softmax and an axpy per position.
+#[allow(clippy::too_many_arguments)]
+fn attend<T>(
+    q: &[f32],
+    k: &[T],
+    v: &[T],
+    stride: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+    dot: fn(&[T], &[f32]) -> f32,
+    axpy: fn(f32, &[T], &mut [f32]),
+) {
+    let hd = out.len();
+    assert!(q.len() == hd && scores.len() >= n, "attend: sizes");
+    let scores = &mut scores[..n];
+    for (p, s) in scores.iter_mut().enumerate() {
+        *s = dot(&k[p * stride..p * stride + hd], q) * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (p, &w) in scores.iter().enumerate() {
+        axpy(w, &v[p * stride..p * stride + hd], out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

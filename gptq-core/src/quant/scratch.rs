@@ -12,6 +12,7 @@ use std::thread::LocalKey;
 /// Runs `f` on the `n` values `make(0), make(1), …`, built in a stack array of
 /// `N` when `n <= N`, else in `heap`'s per-thread buffer (taken for the call,
 /// then put back with its capacity).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn with_prepared<T: Copy, R, const N: usize>(
     n: usize,
     heap: &'static LocalKey<Cell<Vec<T>>>,

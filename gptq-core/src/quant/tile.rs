@@ -3,15 +3,20 @@
 
 use std::marker::PhantomData;
 
-use super::blocks::BlockQ8_0;
+use super::types::BlockQ8_0;
 
-/// Activations quantized to Q8_0: `n_tok` rows of `nb` blocks, with the sum of
-/// each block's quantized values (for kernels that offset weights to unsigned).
+/// Activations quantized to the weights' activation partner `A` (Q8_0 for
+/// the 32-element types): `n_tok` rows of `nb` blocks, with the sum of each
+/// block's quantized values where `A` has them beside its blocks (for
+/// kernels that offset weights to unsigned).
 #[derive(Clone, Copy, Debug)]
-pub struct QuantActs<'a> {
+pub struct QuantActs<'a, A = BlockQ8_0> {
     /// `n_tok · nb` blocks, token-major.
-    pub blocks: &'a [BlockQ8_0],
-    /// `n_tok · nb` block sums, token-major.
+    pub blocks: &'a [A],
+    /// `n_tok · nb` block sums, token-major, for a partner with
+    /// [`ActBlock::SUMS`](super::types::ActBlock::SUMS); empty otherwise.
+    // Only the x86-64 kernels read the sums so far.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub sums: &'a [i16],
     /// Number of tokens (rows of activations).
     pub n_tok: usize,
@@ -19,15 +24,16 @@ pub struct QuantActs<'a> {
     pub nb: usize,
 }
 
-impl<'a> QuantActs<'a> {
+impl<'a, A> QuantActs<'a, A> {
     /// The blocks of token `t`.
     #[inline]
-    pub fn row(&self, t: usize) -> &'a [BlockQ8_0] {
+    pub fn row(&self, t: usize) -> &'a [A] {
         &self.blocks[t * self.nb..(t + 1) * self.nb]
     }
 
     /// The block sums of token `t`.
     #[inline]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn row_sums(&self, t: usize) -> &'a [i16] {
         &self.sums[t * self.nb..(t + 1) * self.nb]
     }
@@ -74,6 +80,7 @@ unsafe impl Send for OutTile<'_> {}
 
 impl<'a> OutTile<'a> {
     /// A tile covering all of `y` (`n_tok` rows of `ldy`, rows `0..ldy`).
+    #[cfg(test)]
     pub fn whole(y: &'a mut [f32], n_tok: usize, ldy: usize) -> OutTile<'a> {
         assert!(y.len() >= n_tok * ldy);
         OutTile {
@@ -99,12 +106,6 @@ impl<'a> OutTile<'a> {
         self.rows
     }
 
-    /// Tokens (output rows of `y`).
-    #[inline]
-    pub fn n_tok(&self) -> usize {
-        self.n_tok
-    }
-
     /// Writes `y[t][r0 + i] = v`.
     ///
     /// # Panics
@@ -124,6 +125,7 @@ impl<'a> OutTile<'a> {
     /// # Panics
     /// When `t >= n_tok` or `i + v.len() > rows`.
     #[inline]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn set_run(&mut self, t: usize, i: usize, v: &[f32]) {
         assert!(
             t < self.n_tok && i + v.len() <= self.rows,

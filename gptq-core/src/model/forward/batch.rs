@@ -15,7 +15,7 @@
 use super::{Scratch, attention, vget};
 use crate::model::Model;
 use crate::model::weights::MatrixLoc;
-use crate::quant::Kernels;
+use crate::quant::VerifiedTable;
 use crate::quant::matmul::{matmul_decode_on, matmul_on};
 use crate::quant::team::Par;
 use crate::session::Session;
@@ -42,7 +42,7 @@ fn rows_on(
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_rows(
     par: Par<'_>,
-    k: &Kernels,
+    k: VerifiedTable,
     x: &[f32],
     h: &mut [f32],
     n: usize,
@@ -51,26 +51,24 @@ fn layer_norm_rows(
     b: &[f32],
     eps: f32,
 ) {
-    let ln = k.table.layer_norm;
     rows_on(par, h, d, n, |i, row| {
-        ln(&x[i * d..(i + 1) * d], w, b, eps, row)
+        k.layer_norm(&x[i * d..(i + 1) * d], w, b, eps, row)
     });
 }
 
 /// `x += y + b`, row by row (as the single-session pass: `y` first).
 fn add_residual(
     par: Par<'_>,
-    k: &Kernels,
+    k: VerifiedTable,
     x: &mut [f32],
     y: &[f32],
     n: usize,
     d: usize,
     b: &[f32],
 ) {
-    let add = k.table.add;
     rows_on(par, x, d, n, |i, row| {
-        add(&y[i * d..(i + 1) * d], row);
-        add(b, row);
+        k.add(&y[i * d..(i + 1) * d], row);
+        k.add(b, row);
     });
 }
 
@@ -96,16 +94,16 @@ fn product(
     y: &mut [f32],
     s_mm: &mut crate::quant::MatmulScratch,
 ) {
-    let k = model.kernels();
+    let k = model.kernels().table();
     let m = w.view(model.bytes());
     let (cols, out) = (m.cols(), m.rows());
     if rows.n_decode > 0 {
-        matmul_decode_on(par, &k, &m, x, rows.n_decode, y, s_mm);
+        matmul_decode_on(par, k, &m, x, rows.n_decode, y, s_mm);
     }
     for i in rows.n_decode..rows.order.len() {
         let r0 = rows.first[i];
         let n = rows.first.get(i + 1).copied().unwrap_or(rows.n_rows) - r0;
-        matmul_on(par, &k, &m, &x[r0 * cols..], n, &mut y[r0 * out..], s_mm);
+        matmul_on(par, k, &m, &x[r0 * cols..], n, &mut y[r0 * out..], s_mm);
     }
 }
 
@@ -123,7 +121,7 @@ pub(crate) fn forward_batch(
     logits: &mut [f32],
 ) {
     let hp = model.hparams();
-    let k = model.kernels();
+    let k = model.kernels().table();
     let t = model.bytes();
     let w = model.weights();
     let d = hp.n_embd;
@@ -141,7 +139,7 @@ pub(crate) fn forward_batch(
             let h = &mut s.h[r * d..(r + 1) * d];
             wte.dequantize_row(tok as usize, x);
             wpe.dequantize_row(pos0 + j, h);
-            (k.table.add)(h, x);
+            k.add(h, x);
         }
     }
 
@@ -149,7 +147,7 @@ pub(crate) fn forward_batch(
         // Attention sub-layer.
         layer_norm_rows(
             par,
-            &k,
+            k,
             &s.x,
             &mut s.h,
             n,
@@ -167,8 +165,8 @@ pub(crate) fn forward_batch(
             &mut s.qkv,
             &mut s.mm,
         );
-        let (b_qkv, add) = (vget(t, &lw.attn_qkv_b), k.table.add);
-        rows_on(par, &mut s.qkv, 3 * d, n, |_, row| add(b_qkv, row));
+        let b_qkv = vget(t, &lw.attn_qkv_b);
+        rows_on(par, &mut s.qkv, 3 * d, n, |_, row| k.add(b_qkv, row));
         for (i, &item) in rows.order.iter().enumerate() {
             let (session, tokens) = &mut items[item];
             let (r0, m, pos0) = (rows.first[i], tokens.len(), session.len());
@@ -176,7 +174,7 @@ pub(crate) fn forward_batch(
             kv.store(li, pos0, &s.qkv[r0 * 3 * d..], m);
             attention(
                 par,
-                &k,
+                k,
                 kv,
                 li,
                 &s.qkv[r0 * 3 * d..],
@@ -198,12 +196,12 @@ pub(crate) fn forward_batch(
             &mut s.h,
             &mut s.mm,
         );
-        add_residual(par, &k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
+        add_residual(par, k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
 
         // MLP sub-layer.
         layer_norm_rows(
             par,
-            &k,
+            k,
             &s.x,
             &mut s.h,
             n,
@@ -213,13 +211,13 @@ pub(crate) fn forward_batch(
             hp.ln_eps,
         );
         product(par, model, &lw.ffn_up_w, rows, &s.h, &mut s.ff, &mut s.mm);
-        let (b_up, gelu, add) = (vget(t, &lw.ffn_up_b), k.table.gelu, k.table.add);
+        let b_up = vget(t, &lw.ffn_up_b);
         rows_on(par, &mut s.ff, hp.n_ff, n, |_, row| {
-            add(b_up, row);
-            gelu(row);
+            k.add(b_up, row);
+            k.gelu(row);
         });
         product(par, model, &lw.ffn_down_w, rows, &s.ff, &mut s.h, &mut s.mm);
-        add_residual(par, &k, &mut s.x, &s.h, n, d, vget(t, &lw.ffn_down_b));
+        add_residual(par, k, &mut s.x, &s.h, n, d, vget(t, &lw.ffn_down_b));
     }
 
     // Each session's last row: the final LayerNorm into row `i` of `h`, then
@@ -229,7 +227,7 @@ pub(crate) fn forward_batch(
         let last = rows.first[i] + items[item].1.len() - 1;
         layer_norm_rows(
             par,
-            &k,
+            k,
             &s.x[last * d..(last + 1) * d],
             &mut s.h[i * d..(i + 1) * d],
             1,
@@ -240,5 +238,5 @@ pub(crate) fn forward_batch(
         );
     }
     let head = w.output.view(t);
-    matmul_decode_on(par, &k, &head, &s.h, n_seq, logits, &mut s.mm);
+    matmul_decode_on(par, k, &head, &s.h, n_seq, logits, &mut s.mm);
 }

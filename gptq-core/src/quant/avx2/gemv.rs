@@ -13,10 +13,10 @@
 use std::arch::x86_64::*;
 use std::cell::Cell;
 
-use super::super::blocks::{BlockQ4_0, BlockQ8_0};
 use super::super::prefetch;
 use super::super::scratch::with_prepared;
 use super::super::tile::{OutTile, QuantActs};
+use super::super::types::{BlockQ4_0, BlockQ8_0};
 use super::{dot_q4_lanes, dot_q8_lanes, h2f, hsum, load_q8, q4_offset, q8_abs};
 
 /// One activation block, prepared: its values, the per-block operand the
@@ -65,7 +65,7 @@ macro_rules! gemv {
         /// activations: each weight block is loaded once for up to [`TG`]
         /// tokens, and each token's sum is bitwise the one it gets alone.
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub(super) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
             /// `T` tokens' sums of one row from their prepared blocks (`nb`
             /// per token, token-major).
             #[inline]

@@ -5,13 +5,11 @@ use half::f16;
 
 use super::bf16::bf16;
 use super::{
-    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
-    BlockQ5K, BlockQ6K,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, QuantBlock,
 };
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Pod, as_bytes, cast_slice};
-use crate::quant::blocks::{BlockQ4_0, BlockQ8_0};
-use crate::quant::reference;
 
 /// The types [`dequantize_row`] expands.
 pub const DEQUANTIZABLE: &[GgmlType] = &[
@@ -63,22 +61,18 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], y: &mut [f32]) -> Result<()> {
                 .collect();
             super::bf16::dequantize_row(&x, y);
         }
-        GgmlType::Q4_0 => {
-            reference::dequantize_row_q4_0(&blocks::<BlockQ4_0>(bytes), y);
-        }
-        GgmlType::Q8_0 => {
-            reference::dequantize_row_q8_0(&blocks::<BlockQ8_0>(bytes), y);
-        }
-        GgmlType::Q4_1 => each::<BlockQ4_1, 32>(bytes, y, BlockQ4_1::dequantize),
-        GgmlType::Q5_0 => each::<BlockQ5_0, 32>(bytes, y, BlockQ5_0::dequantize),
-        GgmlType::Q5_1 => each::<BlockQ5_1, 32>(bytes, y, BlockQ5_1::dequantize),
-        GgmlType::Q2_K => each::<BlockQ2K, 256>(bytes, y, BlockQ2K::dequantize),
-        GgmlType::Q3_K => each::<BlockQ3K, 256>(bytes, y, BlockQ3K::dequantize),
-        GgmlType::Q4_K => each::<BlockQ4K, 256>(bytes, y, BlockQ4K::dequantize),
-        GgmlType::Q5_K => each::<BlockQ5K, 256>(bytes, y, BlockQ5K::dequantize),
-        GgmlType::Q6_K => each::<BlockQ6K, 256>(bytes, y, BlockQ6K::dequantize),
-        GgmlType::IQ4_NL => each::<BlockIq4Nl, 32>(bytes, y, BlockIq4Nl::dequantize),
-        GgmlType::IQ4_XS => each::<BlockIq4Xs, 256>(bytes, y, BlockIq4Xs::dequantize),
+        GgmlType::Q4_0 => each::<BlockQ4_0>(bytes, y),
+        GgmlType::Q8_0 => each::<BlockQ8_0>(bytes, y),
+        GgmlType::Q4_1 => each::<BlockQ4_1>(bytes, y),
+        GgmlType::Q5_0 => each::<BlockQ5_0>(bytes, y),
+        GgmlType::Q5_1 => each::<BlockQ5_1>(bytes, y),
+        GgmlType::Q2_K => each::<BlockQ2K>(bytes, y),
+        GgmlType::Q3_K => each::<BlockQ3K>(bytes, y),
+        GgmlType::Q4_K => each::<BlockQ4K>(bytes, y),
+        GgmlType::Q5_K => each::<BlockQ5K>(bytes, y),
+        GgmlType::Q6_K => each::<BlockQ6K>(bytes, y),
+        GgmlType::IQ4_NL => each::<BlockIq4Nl>(bytes, y),
+        GgmlType::IQ4_XS => each::<BlockIq4Xs>(bytes, y),
         other => {
             return Err(Error::InvalidArgument(format!(
                 "cannot dequantize tensors of type {other}"
@@ -88,14 +82,9 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], y: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Dequantizes every block of `bytes` with `f`.
-fn each<B: Pod, const N: usize>(bytes: &[u8], y: &mut [f32], f: fn(&B, &mut [f32; N])) {
-    for (b, out) in blocks::<B>(bytes).iter().zip(y.chunks_exact_mut(N)) {
-        // `chunks_exact_mut(N)` yields slices of exactly N values.
-        if let Ok(out) = <&mut [f32; N]>::try_from(out) {
-            f(b, out);
-        }
-    }
+/// Dequantizes every block of `bytes` with the type's scalar reference.
+fn each<B: QuantBlock>(bytes: &[u8], y: &mut [f32]) {
+    B::dequantize(&blocks::<B>(bytes), y);
 }
 
 /// The blocks stored in `bytes` (a whole number of them): a view when the bytes

@@ -3,6 +3,9 @@
 
 use half::f16;
 
+use super::{QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
+
 /// Elements per IQ4_NL block.
 pub const QK4_NL: usize = 32;
 
@@ -40,6 +43,18 @@ impl BlockIq4Nl {
             y[j] = d * f32::from(KVALUES[usize::from(q & 0x0f)]);
             y[j + QK4_NL / 2] = d * f32::from(KVALUES[usize::from(q >> 4)]);
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of an f16 scale and 16 bytes, 18 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid f16 and u8.
+unsafe impl QuantBlock for BlockIq4Nl {
+    const TYPE: GgmlType = GgmlType::IQ4_NL;
+    const ELEMS: usize = QK4_NL;
+    const ZERO: Self = BlockIq4Nl::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockIq4Nl, out| b.dequantize(out))
     }
 }
 

@@ -4,8 +4,9 @@
 
 use half::f16;
 
-use super::QK_K;
 use super::iq4_nl::KVALUES;
+use super::{QK_K, QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
 
 /// IQ4_XS. Sub-block `s` has the 6-bit scale `ls = low | high << 4` (low: nibble
 /// `s % 2` of `scales_l[s / 2]`, high: bits `2s` of `scales_h`) and element values
@@ -58,6 +59,18 @@ impl BlockIq4Xs {
                 *v = dl * f32::from(KVALUES[usize::from(self.q(32 * s + l))]);
             }
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of an f16, a u16 and 4 + 128 bytes, 136 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid f16, u16 and u8.
+unsafe impl QuantBlock for BlockIq4Xs {
+    const TYPE: GgmlType = GgmlType::IQ4_XS;
+    const ELEMS: usize = QK_K;
+    const ZERO: Self = BlockIq4Xs::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockIq4Xs, out| b.dequantize(out))
     }
 }
 

@@ -3,7 +3,8 @@
 
 use half::f16;
 
-use super::QK_K;
+use super::{QK_K, QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
 
 /// Q2_K. Sub-block `s` (elements `16s..16s+16`) has scale `d · (scales[s] & 15)`
 /// and minimum `dmin · (scales[s] >> 4)`; element values are `scale · q - min`
@@ -52,6 +53,18 @@ impl BlockQ2K {
                 *v = dl * f32::from(self.q(16 * s + l)) - ml;
             }
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of 16 + 64 bytes and two f16, 84 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid u8 and f16.
+unsafe impl QuantBlock for BlockQ2K {
+    const TYPE: GgmlType = GgmlType::Q2_K;
+    const ELEMS: usize = QK_K;
+    const ZERO: Self = BlockQ2K::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ2K, out| b.dequantize(out))
     }
 }
 

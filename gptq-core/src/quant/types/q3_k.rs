@@ -3,7 +3,8 @@
 
 use half::f16;
 
-use super::QK_K;
+use super::{QK_K, QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
 
 /// Q3_K. Element `i`'s low two bits are packed as in Q2_K (`qs`), its high bit
 /// is bit `i / 32` of `hmask[i % 32]`; a set high bit means `q = low`, a clear
@@ -91,6 +92,18 @@ impl BlockQ3K {
                 *v = dl * f32::from(self.q(16 * s + l));
             }
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of 32 + 64 + 12 bytes and an f16, 110 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid u8 and f16.
+unsafe impl QuantBlock for BlockQ3K {
+    const TYPE: GgmlType = GgmlType::Q3_K;
+    const ELEMS: usize = QK_K;
+    const ZERO: Self = BlockQ3K::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ3K, out| b.dequantize(out))
     }
 }
 

@@ -2,6 +2,9 @@
 
 use half::f16;
 
+use super::{QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
+
 /// Elements per Q4_1 block.
 pub const QK4_1: usize = 32;
 
@@ -36,6 +39,18 @@ impl BlockQ4_1 {
             y[j] = f32::from(q & 0x0f) * d + m;
             y[j + QK4_1 / 2] = f32::from(q >> 4) * d + m;
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of an f16 scale, an f16 minimum and 16 bytes, 20 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid f16 and u8.
+unsafe impl QuantBlock for BlockQ4_1 {
+    const TYPE: GgmlType = GgmlType::Q4_1;
+    const ELEMS: usize = QK4_1;
+    const ZERO: Self = BlockQ4_1::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ4_1, out| b.dequantize(out))
     }
 }
 

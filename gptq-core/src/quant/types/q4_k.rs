@@ -3,7 +3,8 @@
 
 use half::f16;
 
-use super::QK_K;
+use super::{QK_K, QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
 
 /// Q4_K. Sub-block `s` (elements `32s..32s+32`) has scale `d · sc[s]` and minimum
 /// `dmin · m[s]` (see [`scale_min`] for the packing); element values are
@@ -83,6 +84,18 @@ impl BlockQ4K {
                 *v = d1 * f32::from(self.q(32 * s + l)) - m1;
             }
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of two f16 and 12 + 128 bytes, 144 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid f16 and u8.
+unsafe impl QuantBlock for BlockQ4K {
+    const TYPE: GgmlType = GgmlType::Q4_K;
+    const ELEMS: usize = QK_K;
+    const ZERO: Self = BlockQ4K::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ4K, out| b.dequantize(out))
     }
 }
 

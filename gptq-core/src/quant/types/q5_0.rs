@@ -2,6 +2,9 @@
 
 use half::f16;
 
+use super::{QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
+
 /// Elements per Q5_0 block.
 pub const QK5_0: usize = 32;
 
@@ -47,6 +50,18 @@ impl BlockQ5_0 {
         for (j, v) in y.iter_mut().enumerate() {
             *v = f32::from(i16::from(self.q(j)) - 16) * d;
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of an f16 scale and 4 + 16 bytes, 22 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid f16 and u8.
+unsafe impl QuantBlock for BlockQ5_0 {
+    const TYPE: GgmlType = GgmlType::Q5_0;
+    const ELEMS: usize = QK5_0;
+    const ZERO: Self = BlockQ5_0::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ5_0, out| b.dequantize(out))
     }
 }
 

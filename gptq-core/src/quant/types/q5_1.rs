@@ -2,6 +2,9 @@
 
 use half::f16;
 
+use super::{QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
+
 /// Elements per Q5_1 block.
 pub const QK5_1: usize = 32;
 
@@ -49,6 +52,18 @@ impl BlockQ5_1 {
         for (j, v) in y.iter_mut().enumerate() {
             *v = f32::from(self.q(j)) * d + m;
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of two f16 and 4 + 16 bytes, 24 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid f16 and u8.
+unsafe impl QuantBlock for BlockQ5_1 {
+    const TYPE: GgmlType = GgmlType::Q5_1;
+    const ELEMS: usize = QK5_1;
+    const ZERO: Self = BlockQ5_1::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ5_1, out| b.dequantize(out))
     }
 }
 

@@ -3,8 +3,9 @@
 
 use half::f16;
 
-use super::QK_K;
 use super::q4_k::scale_min;
+use super::{QK_K, QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
 
 /// Q5_K. Scales, minimums and low nibbles are laid out as in
 /// [`super::q4_k::BlockQ4K`]; the fifth bit of element `i` is bit `i / 32` of
@@ -56,6 +57,18 @@ impl BlockQ5K {
                 *v = d1 * f32::from(self.q(32 * s + l)) - m1;
             }
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of two f16 and 12 + 32 + 128 bytes, 176 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid f16 and u8.
+unsafe impl QuantBlock for BlockQ5K {
+    const TYPE: GgmlType = GgmlType::Q5_K;
+    const ELEMS: usize = QK_K;
+    const ZERO: Self = BlockQ5K::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ5K, out| b.dequantize(out))
     }
 }
 

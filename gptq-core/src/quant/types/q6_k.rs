@@ -3,7 +3,8 @@
 
 use half::f16;
 
-use super::QK_K;
+use super::{QK_K, QuantBlock, dequantize_blocks};
+use crate::gguf::GgmlType;
 
 /// Q6_K. In each half of 128 elements (64 bytes of `ql`, 32 of `qh`), element
 /// `l + 32k` (`l` < 32, `k` < 4) has its low four bits in the low (k = 0, 1) or
@@ -52,6 +53,18 @@ impl BlockQ6K {
                 *v = dl * f32::from(self.q(16 * s + l));
             }
         }
+    }
+}
+
+// SAFETY: `#[repr(C)]` of 128 + 64 bytes, 16 i8 and an f16, 210 bytes in all (asserted above): no padding, and every
+// bit pattern is a valid u8, i8 and f16.
+unsafe impl QuantBlock for BlockQ6K {
+    const TYPE: GgmlType = GgmlType::Q6_K;
+    const ELEMS: usize = QK_K;
+    const ZERO: Self = BlockQ6K::ZERO;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        dequantize_blocks(x, y, |b: &BlockQ6K, out| b.dequantize(out))
     }
 }
 

@@ -21,22 +21,41 @@
 //!
 //! About eleven vector µops per step for Q4_0's 72 bytes and thirteen for Q8_0's
 //! 136, half and two thirds of the generic path's count per byte.
+//!
+//! These are the decode products of the `avx512+vbmi` kernel table (any
+//! number of tokens, each token's sums the ones it gets alone); its prefill
+//! products are the generic AVX-512 kernels.
 
 use std::arch::x86_64::*;
 use std::cell::Cell;
 
-use super::super::blocks::{BlockQ4_0, BlockQ8_0};
 use super::super::prefetch;
 use super::super::scratch::with_prepared;
 use super::super::tile::{OutTile, QuantActs};
+use super::super::types::{BlockQ4_0, BlockQ8_0};
 
 /// Blocks per step.
 const QB: usize = 4;
 
-/// Whether this CPU runs [`gemv_q8_0`] and [`gemv_q4_0`] (checked once by std,
-/// then cached).
-pub(super) fn supported() -> bool {
-    is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("gfni")
+/// Q8_0 weight rows times quantized activations: [`gemv_q8_0`] for one
+/// token, the generic AVX-512 kernel for more.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok == 1 {
+        gemv_q8_0(w, a, out)
+    } else {
+        super::gemm_q8_0(w, a, out)
+    }
+}
+
+/// Q4_0 weight rows times quantized activations, as [`gemm_q8_0`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok == 1 {
+        gemv_q4_0(w, a, out)
+    } else {
+        super::gemm_q4_0(w, a, out)
+    }
 }
 
 /// One token's activations for four blocks, in the order the weights unpack
@@ -203,12 +222,11 @@ macro_rules! gemv {
         /// quad once and accumulates it into every token's sum (up to [`TG`]
         /// tokens in registers per pass over the row, which stays in L1 for
         /// the next group). Each token's result is bitwise the one it gets
-        /// alone. Callers check [`supported`] and the AVX-512 path's own
-        /// features first.
+        /// alone.
         #[target_feature(
             enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
         )]
-        pub(super) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
             /// `T` tokens' sums of one row, from their prepared quads
             /// (`nq` per token, token-major).
             #[inline]

@@ -1,0 +1,294 @@
+//! The `neon` and `neon+dotprod` tables against the scalar twins (through
+//! the kernel harness), and what only this path has: its integer block dots
+//! (exact, `sdot` and widening), its dot/axpy/softmax helpers, its f16
+//! conversion (exact for every half), its quantizer on non-finite input.
+
+use std::array::from_fn;
+
+use half::f16;
+
+use super::float::{FloatElem, axpy_vec, dot_vec, softmax_vec};
+use super::quant::{QBlock, Sdot, Widen, block_dots};
+use super::{h2f, load_f16x8};
+use crate::quant::harness::{self, GemmSuite, Rng, bits, vector_lengths};
+use crate::quant::scalar;
+use crate::quant::table::VerifiedTable;
+use crate::quant::types::{BlockQ4_0, BlockQ8_0, QK};
+
+/// The widening table: every aarch64 CPU runs it.
+fn base() -> Option<VerifiedTable> {
+    harness::table("neon")
+}
+
+/// The `sdot` table.
+fn dotprod() -> Option<VerifiedTable> {
+    harness::table("neon+dotprod")
+}
+
+/// Decode and four-token tiles, GPT-2's shapes and the LM head.
+const SUITE: GemmSuite = GemmSuite {
+    tokens: &[1, 6],
+    gpt2: &[(19, 3), (67, 1)],
+    extremes: (6, 5),
+    ..GemmSuite::DEFAULT
+};
+
+#[test]
+fn quantize_q8_0_is_bit_identical() {
+    if let Some(t) = base() {
+        harness::check_quantize::<BlockQ8_0>(t);
+    }
+}
+
+/// Non-finite input: NaNs are skipped by the maximum and quantize to 0,
+/// infinities give an infinite scale; the same as the reference.
+#[test]
+fn quantize_q8_0_non_finite_like_the_reference() {
+    let Some(t) = base() else { return };
+    let blocks: [[f32; QK]; 4] = [
+        from_fn(|j| if j % 3 == 0 { f32::NAN } else { j as f32 }),
+        [f32::NAN; QK],
+        from_fn(|j| if j == 9 { f32::INFINITY } else { 1.0 }),
+        from_fn(|j| if j == 9 { f32::NEG_INFINITY } else { f32::NAN }),
+    ];
+    let x = blocks.concat();
+    let (want, want_s) = harness::quantize_ref::<BlockQ8_0>(&x, 1);
+    let (mut got, mut got_s) = (vec![BlockQ8_0::ZERO; 4], vec![0i16; 4]);
+    t.quantize(&x, &mut got, &mut got_s);
+    let b = |v: &[BlockQ8_0]| v.iter().map(|b| (b.d.to_bits(), b.qs)).collect::<Vec<_>>();
+    assert_eq!(b(&got), b(&want));
+    assert_eq!(got_s, want_s);
+}
+
+#[test]
+fn q8_0_products() {
+    for (t, seed) in [(base(), 4), (dotprod(), 5)] {
+        if let Some(t) = t {
+            SUITE.run::<BlockQ8_0>(t, seed);
+        }
+    }
+}
+
+#[test]
+fn q4_0_products() {
+    for (t, seed) in [(base(), 6), (dotprod(), 7)] {
+        if let Some(t) = t {
+            SUITE.run::<BlockQ4_0>(t, seed);
+        }
+    }
+}
+
+#[test]
+fn float_products() {
+    if let Some(t) = base() {
+        harness::check_float_gemm::<f32>(t, 9);
+        harness::check_float_gemm::<f16>(t, 10);
+    }
+}
+
+#[test]
+fn vector_kernels() {
+    if let Some(t) = base() {
+        harness::check_add(t);
+        harness::check_layer_norm(t);
+        harness::check_gelu(t);
+    }
+}
+
+#[test]
+fn attention() {
+    if let Some(t) = base() {
+        harness::check_attend(t);
+    }
+}
+
+#[test]
+fn through_matmul() {
+    for t in [base(), dotprod()].into_iter().flatten() {
+        harness::check_matmul(t);
+    }
+}
+
+/// `block_dots` with `sdot`, compiled with dotprod enabled.
+///
+/// # Safety
+/// The CPU must have dotprod.
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn block_dots_sdot<W: QBlock>(w: &[W], a: &[BlockQ8_0], out: &mut [i32]) {
+    // SAFETY: this function runs with dotprod (caller contract).
+    unsafe { block_dots::<Sdot, W>(w, a, out) }
+}
+
+fn check_block_dots(w8: &[BlockQ8_0], w4: &[BlockQ4_0], a: &[BlockQ8_0]) {
+    let want8: Vec<i32> = w8
+        .iter()
+        .zip(a)
+        .map(|(w, a)| harness::int_dot_q8_0(w, a))
+        .collect();
+    let want4: Vec<i32> = w4
+        .iter()
+        .zip(a)
+        .map(|(w, a)| harness::int_dot_q4_0(w, a))
+        .collect();
+    let mut got = vec![0i32; a.len()];
+    // SAFETY: `Widen` uses base NEON only.
+    unsafe { block_dots::<Widen, _>(w8, a, &mut got) };
+    assert_eq!(got, want8, "widen q8_0");
+    // SAFETY: as above.
+    unsafe { block_dots::<Widen, _>(w4, a, &mut got) };
+    assert_eq!(got, want4, "widen q4_0");
+    if dotprod().is_some() {
+        // SAFETY: the CPU has dotprod (the `neon+dotprod` table runs).
+        unsafe { block_dots_sdot(w8, a, &mut got) };
+        assert_eq!(got, want8, "sdot q8_0");
+        // SAFETY: as above.
+        unsafe { block_dots_sdot(w4, a, &mut got) };
+        assert_eq!(got, want4, "sdot q4_0");
+    }
+}
+
+/// Both integer dots equal the definition, over the whole i8 range
+/// (weights may hold -128 here) and at every product's extremes.
+#[test]
+fn integer_block_dots_exact() {
+    let mut rng = Rng::new(3);
+    let n = 4096;
+    let q8 = |rng: &mut Rng| BlockQ8_0 {
+        d: f16::ONE,
+        qs: from_fn(|_| rng.byte() as i8),
+    };
+    let w8: Vec<BlockQ8_0> = (0..n).map(|_| q8(&mut rng)).collect();
+    let a: Vec<BlockQ8_0> = (0..n).map(|_| q8(&mut rng)).collect();
+    let w4: Vec<BlockQ4_0> = rng.blocks(n);
+    check_block_dots(&w8, &w4, &a);
+    let q8 = |v: [i8; QK]| BlockQ8_0 { d: f16::ONE, qs: v };
+    let q4 = |v: [u8; QK / 2]| BlockQ4_0 { d: f16::ONE, qs: v };
+    let pairs = [
+        ([127i8; QK], 0x00u8, [127i8; QK]),
+        ([-128; QK], 0x00, [-128; QK]),
+        ([-128; QK], 0xff, [127; QK]),
+        ([127; QK], 0xf0, [-128; QK]),
+        ([0; QK], 0x88, [127; QK]),
+        (
+            from_fn(|j| if j % 2 == 0 { -128 } else { 127 }),
+            0x0f,
+            from_fn(|j| if j % 2 == 0 { -127 } else { 127 }),
+        ),
+    ];
+    let w8: Vec<_> = pairs.iter().map(|p| q8(p.0)).collect();
+    let w4: Vec<_> = pairs.iter().map(|p| q4([p.1; QK / 2])).collect();
+    let a: Vec<_> = pairs.iter().map(|p| q8(p.2)).collect();
+    check_block_dots(&w8, &w4, &a);
+}
+
+/// Tolerance of a float reduction of `n` terms whose magnitudes sum to
+/// `abs`: both sides keep chains of at most n/8 + 16 additions.
+fn float_tol(n: usize, abs: f64) -> f64 {
+    (n / 8 + 16) as f64 * f64::from(f32::EPSILON) * abs + 1e-40
+}
+
+fn check_dot<W: FloatElem>(x: &[W], y: &[f32], want: f32) {
+    let abs: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (f64::from(a.get()) * f64::from(*b)).abs())
+        .sum();
+    let g = dot_vec(x, y);
+    assert!(
+        f64::from(g - want).abs() <= float_tol(x.len(), abs),
+        "dot, {} values: {g} vs {want}",
+        x.len()
+    );
+}
+
+/// The dot, axpy and softmax helpers the attention is composed of, against
+/// the scalar ones: random values on every length, and specials (zeros,
+/// subnormals, f16's limits, large magnitudes). axpy is a multiply then an
+/// add, as in the scalar code: equal bits.
+#[test]
+fn helpers_match_scalar() {
+    let mut rng = Rng::new(10);
+    let specials = [
+        0.0,
+        -0.0,
+        f32::from_bits(1),
+        -f32::from_bits(0x007f_ffff),
+        f32::MIN_POSITIVE,
+        1e15,
+        -1e15,
+        65504.0,
+        -65504.0,
+        6.0e-8,
+        1e-30,
+    ];
+    let mut cases: Vec<(Vec<f32>, Vec<f32>)> = vector_lengths()
+        .map(|n| (rng.acts(n), rng.acts(n)))
+        .collect();
+    for n in [1, 3, 4, 7, 8, 15, 16, 17, 33, 100, 1000] {
+        let mut pick = || {
+            (0..n)
+                .map(|_| specials[rng.below(specials.len())])
+                .collect()
+        };
+        cases.push((pick(), pick()));
+    }
+    for (x, y) in &cases {
+        let n = x.len();
+        // Finite halves only (1e15 would become an infinity).
+        let xh: Vec<f16> = x
+            .iter()
+            .map(|&v| f16::from_f32(v.clamp(-65504.0, 65504.0)))
+            .collect();
+        check_dot(x, y, scalar::dot_f32(x, y));
+        check_dot(&xh, y, scalar::dot_f16(&xh, y));
+        for alpha in [rng.f() * 3.0, 0.0, -1.0, 1e-20, 3e10] {
+            let (mut g, mut e) = (y.clone(), y.clone());
+            axpy_vec(alpha, &x[..], &mut g);
+            scalar::axpy_f32(alpha, x, &mut e);
+            assert_eq!(bits(&g), bits(&e), "axpy_f32 {n}");
+            let (mut g, mut e) = (y.clone(), y.clone());
+            axpy_vec(alpha, &xh[..], &mut g);
+            scalar::axpy_f16(alpha, &xh, &mut e);
+            assert_eq!(bits(&g), bits(&e), "axpy_f16 {n}");
+        }
+    }
+    for n in vector_lengths() {
+        for spread in [1.0f32, 30.0, 200.0] {
+            let x: Vec<f32> = rng.uniform(n).iter().map(|v| v * spread + 1000.0).collect();
+            let (mut g, mut e) = (x.clone(), x);
+            softmax_vec(&mut g);
+            scalar::softmax(&mut e);
+            for i in 0..n {
+                assert!(
+                    f64::from(g[i] - e[i]).abs() <= 1e-5 * f64::from(e[i]) + 1e-30,
+                    "softmax {n} spread {spread} i {i}: {} vs {}",
+                    g[i],
+                    e[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_conversion_exact_for_every_half() {
+    // All 65536 bit patterns through the vector conversion (NaNs compared
+    // as NaNs).
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    for chunk in all.chunks_exact(8) {
+        // SAFETY: eight values in the chunk.
+        let v = unsafe { load_f16x8(chunk.as_ptr()) };
+        let mut got = [0.0f32; 8];
+        // SAFETY: two 4-lane stores into an 8-element array.
+        unsafe {
+            std::arch::aarch64::vst1q_f32(got.as_mut_ptr(), v[0]);
+            std::arch::aarch64::vst1q_f32(got.as_mut_ptr().add(4), v[1]);
+        }
+        for (g, h) in got.iter().zip(chunk) {
+            let e = h.to_f32();
+            assert!(g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan()));
+            let s = h2f(*h);
+            assert!(s.to_bits() == e.to_bits() || (s.is_nan() && e.is_nan()));
+        }
+    }
+}

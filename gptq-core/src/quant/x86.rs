@@ -1,0 +1,3 @@
+//! What the x86-64 kernel paths (AVX2, AVX-512, AMX) share.
+
+pub(in crate::quant) mod driver;
