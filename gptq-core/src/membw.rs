@@ -9,7 +9,7 @@ use rayon::prelude::*;
 /// with eight independent accumulators, so the loop is limited by memory
 /// loads rather than by the dependency chain of one sum. Each 64 bytes read
 /// get the same software prefetch hints as decode's weight stream
-/// ([`crate::quant::prefetch::stream`]), so the two are measured alike.
+/// (`quant::prefetch::stream`), so the two are measured alike.
 pub fn stream_read(buf: &[u64]) -> u64 {
     let chunk = buf.len().div_ceil(rayon::current_num_threads() * 8).max(8);
     buf.par_chunks(chunk)

@@ -432,7 +432,7 @@ impl Kernels {
     }
 
     /// Quantizes one row of activations (a whole number of 32-element blocks)
-    /// to Q8_0 with the sums of each block, as [`super::matmul`] does before a
+    /// to Q8_0 with the sums of each block, as [`matmul`](super::matmul::matmul) does before a
     /// quantized product. Exposed for benchmarks.
     ///
     /// # Panics

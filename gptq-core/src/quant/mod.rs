@@ -3,7 +3,7 @@
 //! - [`types`]: ggml's block types, one file each, with their scalar
 //!   reference (and how to add a type).
 //! - [`matrix`]: typed views of stored weight matrices.
-//! - [`matmul`]: matrix products, split across threads.
+//! - [`matmul`](mod@matmul): matrix products, split across threads.
 //! - [`pack`]: f32 rows into stored tensor bytes (for converters).
 //! - `table`: the kernel table, the one way to call a kernel; `dispatch`:
 //!   the tables of every path and the choice among them ([`Kernels`],
