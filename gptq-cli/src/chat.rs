@@ -242,11 +242,12 @@ impl Chat {
             if !self.sync()? {
                 return Ok(TurnEnd::Cancelled);
             }
-            let mut opts =
-                GenerateOptions::max_tokens(budget).stop_at_eos(!self.settings.ignore_eos);
-            opts.stop = self.settings.reverse.clone();
+            let opts = self.settings.reverse.iter().fold(
+                GenerateOptions::max_tokens(budget).stop_at_eos(!self.settings.ignore_eos),
+                |opts, r| opts.stop(r.as_str()),
+            );
             let t = Instant::now();
-            let mut pieces = self.session.generate(&mut self.sampler, opts);
+            let mut pieces = self.session.generate(&mut self.sampler, opts.clone());
             let mut result: Result<()> = Ok(());
             for piece in pieces.by_ref() {
                 match piece {
@@ -275,7 +276,7 @@ impl Chat {
             budget = budget.saturating_sub(n);
             match reason {
                 Some(FinishReason::Stop(i)) => {
-                    let r = self.settings.reverse[i].clone();
+                    let r = opts.stop_strings()[i].clone();
                     self.text.push_str(&r);
                     return Ok(TurnEnd::Reverse(r));
                 }
