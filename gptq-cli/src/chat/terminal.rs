@@ -36,6 +36,7 @@ pub fn run(chat: &mut Chat, editor: &mut LineEditor, initial: Option<String>) ->
     loop {
         out.line_start()?;
         let prompt = prefix.clone().unwrap_or_else(|| "> ".to_string());
+        interrupt::before_prompt();
         let input = editor.read(&prompt)?;
         let enter = Instant::now();
         out.at_line_start = true;

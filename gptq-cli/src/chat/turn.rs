@@ -10,13 +10,11 @@
 //! would, and usually only the new text is evaluated.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Result;
 use gptq_core::{Error as CoreError, FinishReason, GenerateOptions};
 
-use super::interrupt;
 use super::state::{Chat, TurnStats};
 
 /// How a turn ended.
@@ -113,9 +111,6 @@ impl Chat {
     /// Continues the running text, streaming what the model writes to `out`.
     pub fn respond(&mut self, out: &mut dyn Write, enter: Instant) -> Result<TurnEnd> {
         self.stats = TurnStats::default();
-        // From here until the turn ends, Ctrl-C stops the turn, not the program.
-        self.session.cancel_flag().store(false, Ordering::Relaxed);
-        let _generating = interrupt::Generating::start();
         let mut budget = self.settings.n_predict.unwrap_or(usize::MAX);
         loop {
             if !self.sync()? {
