@@ -1,4 +1,5 @@
-//! Command-line flags shared by the subcommands (llama.cpp's names).
+//! Command-line flags shared by the subcommands (llama.cpp's names), in groups
+//! that each subcommand flattens into its own flags.
 
 use std::path::PathBuf;
 
@@ -154,4 +155,76 @@ impl PromptArgs {
         }
         Ok(None)
     }
+}
+
+/// How much a completion (or a turn of a session) generates.
+#[derive(Debug, Clone, Args)]
+pub struct GenerationArgs {
+    /// Tokens to generate, per turn in an interactive session (-1 = until end
+    /// of text or the context is full).
+    #[arg(short = 'n', long = "n-predict", value_name = "N", default_value_t = -1, allow_hyphen_values = true)]
+    pub n_predict: i64,
+    /// Keep generating past <|endoftext|>.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+/// Flags of an interactive session (`gptq chat`, `gptq complete -i`); they do
+/// nothing elsewhere, so the other modes refuse them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct InteractiveArgs {
+    /// Stop generating when the text reaches this string and hand it back to
+    /// you as the next line's prefix (may be repeated).
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
+    pub reverse_prompt: Vec<String>,
+    /// When to colour the prompt [default: auto: when stdout is a terminal
+    /// and NO_COLOR is not set].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub color: Option<ColorWhen>,
+    /// File of the line-editing history (default: gptq/history in the user's
+    /// data folder).
+    #[arg(long, value_name = "FILE")]
+    pub history_file: Option<PathBuf>,
+    /// Do not end each input with a newline (the model then continues your
+    /// line).
+    #[arg(long)]
+    pub no_newline: bool,
+}
+
+impl InteractiveArgs {
+    /// The flags given that need a person at a terminal (the line editor's).
+    pub fn terminal_flags_given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.color.is_some() {
+            given.push("--color");
+        }
+        if self.history_file.is_some() {
+            given.push("--history-file");
+        }
+        if self.no_newline {
+            given.push("--no-newline");
+        }
+        given
+    }
+
+    /// Every flag of this group that was given.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if !self.reverse_prompt.is_empty() {
+            given.push("-r/--reverse-prompt");
+        }
+        given.extend(self.terminal_flags_given());
+        given
+    }
+}
+
+/// When to use colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }

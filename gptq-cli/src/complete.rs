@@ -8,7 +8,7 @@ use clap::Args;
 use gptq_core::sample::Sampler;
 use gptq_core::tokenizer::DecodeStream;
 
-use crate::args::{ModelArgs, PromptArgs, SamplingArgs};
+use crate::args::{GenerationArgs, InteractiveArgs, ModelArgs, PromptArgs, SamplingArgs};
 use crate::load;
 use crate::timing::{Phase, print_summary};
 
@@ -21,12 +21,8 @@ pub struct CompleteArgs {
     pub prompt: PromptArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Tokens to generate (-1 = until end of text or the context is full).
-    #[arg(short = 'n', long = "n-predict", value_name = "N", default_value_t = -1, allow_hyphen_values = true)]
-    pub n_predict: i64,
-    /// Keep generating past <|endoftext|>.
-    #[arg(long)]
-    pub ignore_eos: bool,
+    #[command(flatten)]
+    pub generation: GenerationArgs,
     /// After the text, print one line with the generated token ids, comma-separated.
     #[arg(long)]
     pub print_ids: bool,
@@ -37,39 +33,27 @@ pub struct CompleteArgs {
     /// the model continues it, the KV cache is kept between turns.
     #[arg(short = 'i', long = "interactive")]
     pub interactive: bool,
-    /// Stop generating when the text reaches this string and hand it back to
-    /// you as the next line's prefix (may be repeated).
-    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
-    pub reverse_prompt: Vec<String>,
-    /// When to colour the interactive prompt.
-    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
-    pub color: ColorWhen,
-    /// Interactive: file of the line-editing history (default: gptq/history
-    /// in the user's data folder).
-    #[arg(long, value_name = "FILE")]
-    pub history_file: Option<std::path::PathBuf>,
-    /// Interactive: do not end each input with a newline (the model then
-    /// continues your line).
-    #[arg(long)]
-    pub no_newline: bool,
+    #[command(flatten, next_help_heading = "Interactive session (-i)")]
+    pub session: InteractiveArgs,
 }
 
-/// When to use colours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ColorWhen {
-    /// When stdout is a terminal and NO_COLOR is not set.
-    Auto,
-    /// Always.
-    Always,
-    /// Never.
-    Never,
+impl CompleteArgs {
+    /// The flags given that only a one-shot completion uses.
+    pub fn completion_flags_given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.print_ids {
+            given.push("--print-ids");
+        }
+        if self.display_prompt {
+            given.push("--display-prompt");
+        }
+        given
+    }
 }
 
 /// Runs `gptq complete`.
 pub fn run(args: &CompleteArgs) -> Result<()> {
-    if args.interactive {
-        return crate::chat::run(args);
-    }
+    debug_assert!(!args.interactive, "main routes -i to the chat");
     let t0 = Instant::now();
     let loaded = load::load(&args.model)?;
     let model = &loaded.model;
@@ -95,7 +79,7 @@ pub fn run(args: &CompleteArgs) -> Result<()> {
             model.hparams().n_ctx
         );
     }
-    let n_predict = match args.n_predict {
+    let n_predict = match args.generation.n_predict {
         n if n < 0 => usize::MAX,
         n => n as usize,
     };
@@ -124,7 +108,7 @@ pub fn run(args: &CompleteArgs) -> Result<()> {
         let id = sampler.sample(logits, session.tokens())?;
         sample.time += t.elapsed();
         sample.n += 1;
-        if Some(id) == eos && !args.ignore_eos {
+        if Some(id) == eos && !args.generation.ignore_eos {
             break;
         }
         generated.push(id);

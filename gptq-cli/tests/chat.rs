@@ -1,117 +1,21 @@
 //! `gptq chat` driven through a real pseudo-terminal, and through a pipe.
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use expectrl::process::unix::WaitStatus;
-use expectrl::{ControlCode, Expect};
+use common::{BIN, Pty, T, model, spawn_chat};
 
-const BIN: &str = env!("CARGO_BIN_EXE_gptq");
-
-fn model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/trained-small-q8_0.gguf")
-}
-
-/// A pseudo-terminal session and what it showed that no wait consumed yet.
-struct Pty {
-    p: expectrl::session::OsSession,
-    seen: String,
-}
-
-impl Pty {
-    fn send(&mut self, s: impl AsRef<[u8]>) {
-        self.p.send(s).unwrap();
-    }
-
-    fn get_process(&self) -> &expectrl::process::unix::UnixProcess {
-        self.p.get_process()
-    }
-}
-
-/// Starts `gptq chat` on a pseudo-terminal with its history in `dir`.
+/// Starts `gptq chat` on the default model, 2 threads.
 fn spawn(dir: &Path, extra: &[&str]) -> Pty {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("chat")
-        .arg("-m")
-        .arg(model())
-        .args(["--color", "never", "-t", "2", "--history-file"])
-        .arg(dir.join("history"))
-        .args(extra)
-        .env("NO_COLOR", "1")
-        .env("HOME", dir);
-    let mut p = expectrl::session::Session::spawn(cmd).expect("spawn gptq chat on a pty");
-    p.get_process_mut()
-        .set_window_size(200, 50)
-        .expect("window size");
-    Pty {
-        p,
-        seen: String::new(),
-    }
+    spawn_chat(dir, &model(), &[&["-t", "2"], extra].concat())
 }
-
-/// Everything the terminal showed up to and including `needle` (carriage
-/// returns removed), polling gently so that the model keeps the CPU.
-fn wait_for(p: &mut Pty, needle: &str, timeout: Duration) -> String {
-    let start = Instant::now();
-    let mut raw = Vec::new();
-    loop {
-        if let Some(at) = p.seen.find(needle) {
-            let rest = p.seen.split_off(at + needle.len());
-            return std::mem::replace(&mut p.seen, rest);
-        }
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out waiting for {needle:?}; the terminal showed:\n{}",
-                p.seen
-            );
-        }
-        let mut buf = [0u8; 4096];
-        match p.p.try_read(&mut buf) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(20)),
-            Ok(n) => {
-                raw.extend_from_slice(&buf[..n]);
-                // Keep an incomplete UTF-8 character for the next read.
-                let valid = match std::str::from_utf8(&raw) {
-                    Ok(_) => raw.len(),
-                    Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                    Err(_) => raw.len(),
-                };
-                let text = String::from_utf8_lossy(&raw[..valid]).replace('\r', "");
-                p.seen.push_str(&text);
-                raw.drain(..valid);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("reading the pty: {e}; seen so far: {:?}", p.seen),
-        }
-    }
-}
-
-const T: Duration = Duration::from_secs(60);
 
 /// The prompt after a turn: the per-turn timing line, then "> ".
 const TURN_END: &str = "generation:";
-
-fn send_line(p: &mut Pty, line: &str) {
-    // Enter on a terminal is a carriage return.
-    p.send(line);
-    p.send("\r");
-}
-
-fn exit_code(p: &Pty) -> i32 {
-    let deadline = Instant::now() + T;
-    loop {
-        match p.get_process().status().expect("process status") {
-            WaitStatus::Exited(_, code) => return code,
-            WaitStatus::Signaled(_, sig, _) => panic!("killed by {sig:?}"),
-            _ if Instant::now() > deadline => panic!("gptq chat did not exit"),
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
 
 fn complete(prompt: &str, n: usize) -> String {
     let out = Command::new(BIN)
@@ -138,57 +42,57 @@ fn saved_text(path: &Path) -> String {
 fn interactive_session_on_a_pty() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = spawn(dir.path(), &["--temp", "0", "-n", "12"]);
-    wait_for(&mut p, "/help", T);
-    wait_for(&mut p, "> ", T);
+    p.wait_for("/help", T);
+    p.wait_for("> ", T);
 
     // A first turn streams the greedy continuation of the typed line.
     let expected = complete("The old man walked\n", 12);
-    send_line(&mut p, "The old man walked");
-    let shown = wait_for(&mut p, TURN_END, T);
+    p.send_line("The old man walked");
+    let shown = p.wait_for(TURN_END, T);
     assert!(
         shown.contains(expected.trim()),
         "expected {expected:?} in {shown:?}"
     );
-    wait_for(&mut p, "> ", T);
+    p.wait_for("> ", T);
 
     // /stats reports the time to the first token.
-    send_line(&mut p, "/stats");
-    let stats = wait_for(&mut p, "after Enter", T);
+    p.send_line("/stats");
+    let stats = p.wait_for("after Enter", T);
     eprintln!("/stats after a 12-token turn: {stats}");
-    wait_for(&mut p, "> ", T);
+    p.wait_for("> ", T);
 
     // /regen redoes the answer: greedy, so the same text again.
     let saved = dir.path().join("s.json");
-    send_line(&mut p, &format!("/save {}", saved.display()));
-    wait_for(&mut p, "saved to", T);
+    p.send_line(&format!("/save {}", saved.display()));
+    p.wait_for("saved to", T);
     let before = saved_text(&saved);
-    send_line(&mut p, "/regen");
-    wait_for(&mut p, TURN_END, T);
-    wait_for(&mut p, "> ", T);
-    send_line(&mut p, &format!("/save {}", saved.display()));
-    wait_for(&mut p, "saved to", T);
+    p.send_line("/regen");
+    p.wait_for(TURN_END, T);
+    p.wait_for("> ", T);
+    p.send_line(&format!("/save {}", saved.display()));
+    p.wait_for("saved to", T);
     assert_eq!(saved_text(&saved), before);
 
     // Ctrl-C in the middle of a long generation stops it and gives the prompt
     // back; the session goes on.
-    send_line(&mut p, "/set n 100000");
-    wait_for(&mut p, "n = 100000", T);
-    send_line(&mut p, "/set ignore-eos on");
-    wait_for(&mut p, "ignore-eos = on", T);
-    send_line(&mut p, "Once upon a time");
+    p.send_line("/set n 100000");
+    p.wait_for("n = 100000", T);
+    p.send_line("/set ignore-eos on");
+    p.wait_for("ignore-eos = on", T);
+    p.send_line("Once upon a time");
     // Text streams while the turn is still going: two lines of it appear
     // long before 100000 tokens are done.
-    wait_for(&mut p, "Once upon a time", T);
-    wait_for(&mut p, "\n", T);
-    let streamed = wait_for(&mut p, "\n", T);
+    p.wait_for("Once upon a time", T);
+    p.wait_for("\n", T);
+    let streamed = p.wait_for("\n", T);
     assert!(!streamed.trim().is_empty());
     assert!(!streamed.contains(TURN_END));
-    p.send(ControlCode::EndOfText);
-    wait_for(&mut p, "stopped (Ctrl-C)", T);
-    wait_for(&mut p, "> ", T);
-    assert!(p.get_process().is_alive().unwrap());
-    send_line(&mut p, "/show");
-    let show = wait_for(&mut p, "tokens used", T);
+    p.ctrl_c();
+    p.wait_for("stopped (Ctrl-C)", T);
+    p.wait_for("> ", T);
+    assert!(p.is_alive());
+    p.send_line("/show");
+    let show = p.wait_for("tokens used", T);
     let used: usize = show
         .rsplit("context: ")
         .next()
@@ -198,60 +102,60 @@ fn interactive_session_on_a_pty() {
     assert!(used > 20, "the session kept its tokens: {show}");
 
     // /set, then another turn on the kept session.
-    send_line(&mut p, "/set n 5");
-    wait_for(&mut p, "n = 5", T);
-    send_line(&mut p, "/set temp 0.7");
-    wait_for(&mut p, "temp = 0.7", T);
-    send_line(&mut p, "/show");
-    wait_for(&mut p, "temp 0.7", T);
-    send_line(&mut p, "The end.");
-    wait_for(&mut p, TURN_END, T);
-    wait_for(&mut p, "> ", T);
+    p.send_line("/set n 5");
+    p.wait_for("n = 5", T);
+    p.send_line("/set temp 0.7");
+    p.wait_for("temp = 0.7", T);
+    p.send_line("/show");
+    p.wait_for("temp 0.7", T);
+    p.send_line("The end.");
+    p.wait_for(TURN_END, T);
+    p.wait_for("> ", T);
 
     // /reset clears the text and the cache.
-    send_line(&mut p, "/reset");
-    wait_for(&mut p, "cleared", T);
-    send_line(&mut p, "/show");
-    wait_for(&mut p, "context: 0 of", T);
+    p.send_line("/reset");
+    p.wait_for("cleared", T);
+    p.send_line("/show");
+    p.wait_for("context: 0 of", T);
 
     // """ multi-line input.
-    send_line(&mut p, "\"\"\"First line");
-    wait_for(&mut p, "... ", T);
-    send_line(&mut p, "second line\"\"\"");
-    wait_for(&mut p, TURN_END, T);
-    wait_for(&mut p, "> ", T);
-    send_line(&mut p, &format!("/save {}", saved.display()));
-    wait_for(&mut p, "saved to", T);
+    p.send_line("\"\"\"First line");
+    p.wait_for("... ", T);
+    p.send_line("second line\"\"\"");
+    p.wait_for(TURN_END, T);
+    p.wait_for("> ", T);
+    p.send_line(&format!("/save {}", saved.display()));
+    p.wait_for("saved to", T);
     assert!(saved_text(&saved).starts_with("First line\nsecond line\n"));
 
     // A trailing backslash continues the line.
-    send_line(&mut p, "/reset");
-    wait_for(&mut p, "cleared", T);
-    send_line(&mut p, "one\\");
-    wait_for(&mut p, "... ", T);
-    send_line(&mut p, "two");
-    wait_for(&mut p, TURN_END, T);
-    send_line(&mut p, &format!("/save {}", saved.display()));
-    wait_for(&mut p, "saved to", T);
+    p.send_line("/reset");
+    p.wait_for("cleared", T);
+    p.send_line("one\\");
+    p.wait_for("... ", T);
+    p.send_line("two");
+    p.wait_for(TURN_END, T);
+    p.send_line(&format!("/save {}", saved.display()));
+    p.wait_for("saved to", T);
     assert!(saved_text(&saved).starts_with("one\ntwo\n"));
 
     // A bracketed paste of several lines is one input.
-    send_line(&mut p, "/reset");
-    wait_for(&mut p, "cleared", T);
+    p.send_line("/reset");
+    p.wait_for("cleared", T);
     p.send("\x1b[200~pasted one\npasted two\x1b[201~");
     p.send("\r");
-    wait_for(&mut p, TURN_END, T);
-    send_line(&mut p, &format!("/save {}", saved.display()));
-    wait_for(&mut p, "saved to", T);
+    p.wait_for(TURN_END, T);
+    p.send_line(&format!("/save {}", saved.display()));
+    p.wait_for("saved to", T);
     assert!(saved_text(&saved).starts_with("pasted one\npasted two\n"));
 
     // Ctrl-C at the prompt tells how to quit; /exit quits with 0.
     std::thread::sleep(Duration::from_millis(1100));
-    p.send(ControlCode::EndOfText);
-    wait_for(&mut p, "to quit", T);
+    p.ctrl_c();
+    p.wait_for("to quit", T);
     std::thread::sleep(Duration::from_millis(1100));
-    send_line(&mut p, "/exit");
-    assert_eq!(exit_code(&p), 0);
+    p.send_line("/exit");
+    assert_eq!(p.exit_code(), 0);
 
     // The history file kept the lines.
     let history = std::fs::read_to_string(dir.path().join("history")).unwrap();
@@ -262,16 +166,16 @@ fn interactive_session_on_a_pty() {
 fn ctrl_d_quits_with_0_and_double_ctrl_c_with_130() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = spawn(dir.path(), &[]);
-    wait_for(&mut p, "> ", T);
-    p.send(ControlCode::EndOfTransmission);
-    assert_eq!(exit_code(&p), 0);
+    p.wait_for("> ", T);
+    p.send("\x04");
+    assert_eq!(p.exit_code(), 0);
 
     let mut p = spawn(dir.path(), &[]);
-    wait_for(&mut p, "> ", T);
-    p.send(ControlCode::EndOfText);
-    wait_for(&mut p, "to quit", T);
-    p.send(ControlCode::EndOfText);
-    assert_eq!(exit_code(&p), 130);
+    p.wait_for("> ", T);
+    p.ctrl_c();
+    p.wait_for("to quit", T);
+    p.ctrl_c();
+    assert_eq!(p.exit_code(), 130);
 }
 
 /// The second turn's greedy answer equals what a fresh process gives for the
@@ -281,21 +185,21 @@ fn ctrl_d_quits_with_0_and_double_ctrl_c_with_130() {
 fn second_turn_equals_a_fresh_session() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = spawn(dir.path(), &["--temp", "0", "-n", "20"]);
-    wait_for(&mut p, "> ", T);
-    send_line(&mut p, "The old man walked");
-    wait_for(&mut p, TURN_END, T);
-    wait_for(&mut p, "> ", T);
-    send_line(&mut p, "Then he said");
-    wait_for(&mut p, TURN_END, T);
-    wait_for(&mut p, "> ", T);
-    send_line(&mut p, "/stats");
-    let stats = wait_for(&mut p, "after Enter", T);
+    p.wait_for("> ", T);
+    p.send_line("The old man walked");
+    p.wait_for(TURN_END, T);
+    p.wait_for("> ", T);
+    p.send_line("Then he said");
+    p.wait_for(TURN_END, T);
+    p.wait_for("> ", T);
+    p.send_line("/stats");
+    let stats = p.wait_for("after Enter", T);
     eprintln!("/stats after a 20-token turn: {stats}");
     let saved = dir.path().join("s.json");
-    send_line(&mut p, &format!("/save {}", saved.display()));
-    wait_for(&mut p, "saved to", T);
-    send_line(&mut p, "/exit");
-    assert_eq!(exit_code(&p), 0);
+    p.send_line(&format!("/save {}", saved.display()));
+    p.wait_for("saved to", T);
+    p.send_line("/exit");
+    assert_eq!(p.exit_code(), 0);
 
     let text = saved_text(&saved);
     let at = text
@@ -379,19 +283,19 @@ fn reverse_prompt_is_handed_back() {
         .to_string();
     let dir = tempfile::tempdir().unwrap();
     let mut p = spawn(dir.path(), &["--temp", "0", "-n", "12", "-r", &stop]);
-    wait_for(&mut p, "> ", T);
-    send_line(&mut p, "The old man walked");
-    wait_for(&mut p, TURN_END, T);
+    p.wait_for("> ", T);
+    p.send_line("The old man walked");
+    p.wait_for(TURN_END, T);
     // The next prompt is the reverse prompt itself.
-    wait_for(&mut p, "t/s ]", T);
-    wait_for(&mut p, &stop, T);
-    send_line(&mut p, " and so on");
-    wait_for(&mut p, TURN_END, T);
+    p.wait_for("t/s ]", T);
+    p.wait_for(&stop, T);
+    p.send_line(" and so on");
+    p.wait_for(TURN_END, T);
     let saved = dir.path().join("s.json");
-    send_line(&mut p, &format!("/save {}", saved.display()));
-    wait_for(&mut p, "saved to", T);
-    p.send(ControlCode::EndOfTransmission);
-    assert_eq!(exit_code(&p), 0);
+    p.send_line(&format!("/save {}", saved.display()));
+    p.wait_for("saved to", T);
+    p.send("\x04");
+    assert_eq!(p.exit_code(), 0);
     let at = free.find(&stop).unwrap() + stop.len();
     let expected = format!("The old man walked\n{} and so on\n", &free[..at]);
     let text = saved_text(&saved);

@@ -200,3 +200,96 @@ fn a_closed_pipe_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+/// A usage error (status 2, clap's "error:" line and usage) that says `want`.
+fn assert_usage_error(args: &[&str], want: &[&str]) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    for w in want {
+        assert!(err.contains(w), "{args:?}: '{w}' missing from: {err}");
+    }
+}
+
+#[test]
+fn interactive_flags_are_refused_outside_a_session() {
+    for (flags, name) in [
+        (&["-r", "User:"][..], "-r/--reverse-prompt"),
+        (&["--reverse-prompt=User:"], "-r/--reverse-prompt"),
+        (&["--color", "never"], "--color"),
+        (&["--history-file", "h.txt"], "--history-file"),
+        (&["--no-newline"], "--no-newline"),
+    ] {
+        for sub in [&["complete"][..], &[]] {
+            let args = [sub, &["-p", "x"], flags].concat();
+            assert_usage_error(&args, &[name, "interactive session", "-i"]);
+        }
+    }
+}
+
+#[test]
+fn completion_flags_are_refused_in_a_session() {
+    for flag in ["--print-ids", "--display-prompt"] {
+        assert_usage_error(&["complete", "-i", flag], &[flag, "one-shot completion"]);
+        assert_usage_error(&["-i", flag], &[flag, "one-shot completion"]);
+        assert_usage_error(&["chat", flag], &[flag]);
+    }
+    assert_usage_error(&["chat", "-i"], &["-i"]);
+    assert_usage_error(&["chat", "--interactive"], &["--interactive"]);
+}
+
+#[test]
+fn line_editor_flags_are_refused_without_a_terminal() {
+    // stdin is /dev/null here: the session reads it as one prompt.
+    for (flags, name) in [
+        (&["--color", "always"][..], "--color"),
+        (&["--history-file", "h.txt"], "--history-file"),
+        (&["--no-newline"], "--no-newline"),
+    ] {
+        for sub in [&["chat"][..], &["complete", "-i"]] {
+            let args = [sub, flags].concat();
+            assert_usage_error(&args, &[name, "stdin is not a terminal"]);
+        }
+    }
+    // A reverse prompt still stops a piped completion: accepted.
+    let out = run(&["chat", "-n", "2", "--temp", "0", "-r", "zzz"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every subcommand that opens a file names it once and says the OS error
+/// once.
+#[test]
+fn a_missing_file_is_reported_once() {
+    let text = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/text/heldout-books.txt")
+        .display()
+        .to_string();
+    let (model, prompt) = ("/nonexistent/m.gguf", "/nonexistent/p.txt");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["-m", model, "-p", "x"], model),
+        (vec!["complete", "-m", model, "-p", "x"], model),
+        (vec!["complete", "-f", prompt], prompt),
+        (vec!["chat", "-m", model], model),
+        (vec!["chat", "-f", prompt], prompt),
+        (vec!["perplexity", "-m", model, "-f", &text], model),
+        (vec!["perplexity", "-f", prompt], prompt),
+        (vec!["bench", "-m", model], model),
+        (vec!["info", model], model),
+        (vec!["info", "-m", model], model),
+        (vec!["tokenize", "-m", model, "-p", "x"], model),
+        (vec!["tokenize", "-f", prompt], prompt),
+    ];
+    for (args, file) in cases {
+        let out = run(&args);
+        assert_one_error_line(&out, &[file]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches(file).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("(os error 2)").count(), 1, "{args:?}: {err}");
+    }
+}

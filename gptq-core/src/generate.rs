@@ -14,21 +14,16 @@ use crate::sample::Sampler;
 use crate::session::Session;
 use crate::tokenizer::DecodeStream;
 
-/// What [`Session::generate`] does and when it stops.
+/// What [`Session::generate`] does and when it stops, built with the methods
+/// below: `GenerateOptions::max_tokens(64).stop_at_eos(false).stop("\n\n")`.
+///
+/// The default generates until the end-of-text token (or a full context), with
+/// no stop string.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct GenerateOptions {
-    /// Most tokens to generate (`usize::MAX`: until another condition stops it).
-    pub max_tokens: usize,
-    /// Stop at the end-of-text token (`<|endoftext|>`), which is neither
-    /// yielded nor evaluated. When false it is generated like any other token.
-    pub stop_at_eos: bool,
-    /// Stop strings (llama.cpp's reverse prompts): generation stops right
-    /// after the text contains one. Text that could be the start of a stop
-    /// string is held back until it is certain it is not; the stop string
-    /// itself is not yielded (its tokens are evaluated, so the session holds
-    /// them).
-    pub stop: Vec<String>,
+    max_tokens: usize,
+    stop_at_eos: bool,
+    stop: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -42,7 +37,8 @@ impl Default for GenerateOptions {
 }
 
 impl GenerateOptions {
-    /// Options that stop after `max_tokens` tokens (and at end of text).
+    /// Options that stop after `max_tokens` tokens (and at end of text);
+    /// `usize::MAX` leaves only the other conditions.
     pub fn max_tokens(max_tokens: usize) -> GenerateOptions {
         GenerateOptions {
             max_tokens,
@@ -50,19 +46,31 @@ impl GenerateOptions {
         }
     }
 
-    /// Sets whether to stop at the end-of-text token.
+    /// Sets whether to stop at the end-of-text token (`<|endoftext|>`), which
+    /// is then neither yielded nor evaluated (the default). When false it is
+    /// generated like any other token.
     pub fn stop_at_eos(mut self, stop: bool) -> Self {
         self.stop_at_eos = stop;
         self
     }
 
-    /// Adds a stop string (empty strings are ignored).
+    /// Adds a stop string (llama.cpp's reverse prompt; empty strings are
+    /// ignored): generation stops right after the text contains one. Text
+    /// that could be the start of a stop string is held back until it is
+    /// certain it is not; the stop string itself is not yielded (its tokens
+    /// are evaluated, so the session holds them).
     pub fn stop(mut self, s: impl Into<String>) -> Self {
         let s = s.into();
         if !s.is_empty() {
             self.stop.push(s);
         }
         self
+    }
+
+    /// The stop strings, in the order they were added:
+    /// [`FinishReason::Stop`] holds an index into this.
+    pub fn stop_strings(&self) -> &[String] {
+        &self.stop
     }
 }
 
@@ -75,7 +83,7 @@ pub enum FinishReason {
     /// The model produced the end-of-text token.
     EndOfText,
     /// The text reached the stop string with this index in
-    /// [`GenerateOptions::stop`].
+    /// [`GenerateOptions::stop_strings`].
     Stop(usize),
     /// Every position of the session is used: nothing more can be evaluated.
     ContextFull,

@@ -6,7 +6,7 @@
 //! elements of one tensor are materialised (as f32) only when asked for, so
 //! converting a model never needs memory near the size of its checkpoint.
 
-mod convert;
+mod elements;
 mod mmap;
 mod pickle;
 mod pytorch;

@@ -17,9 +17,9 @@ use anyhow::{Context, anyhow, bail};
 use memmap2::Mmap;
 use zip::{CompressionMethod, ZipArchive};
 
-use super::convert::{Endian, strided_to_f32};
+use super::elements::{Endian, strided_to_f32};
 use super::mmap::map_file;
-use super::pickle::{Object, Pickle, TensorRef};
+use super::pickle::{Pickle, TensorRef, state_dict_tensors};
 use super::pytorch_legacy;
 use super::{Checkpoint, DType, TensorMeta};
 
@@ -384,37 +384,6 @@ fn inflate(archive: &Archive, index: usize, size: usize, origin: &str) -> anyhow
             "{origin}: decompressed to {} bytes, expected {size}",
             out.len()
         );
-    }
-    Ok(out)
-}
-
-/// The `(name, tensor)` entries of the pickled state dict, in insertion order
-/// (a repeated key keeps its first position and its last value, as in Python).
-/// Entries whose value is not a tensor (counters, `None`, nested objects) are skipped.
-pub(super) fn state_dict_tensors(pickle: &Pickle) -> anyhow::Result<Vec<(String, TensorRef)>> {
-    let root = pickle.get(pickle.root());
-    let Some(Object::Dict(entries)) = root else {
-        bail!(
-            "the pickled object is a {}, not a state dict",
-            root.map_or("nothing", Object::kind)
-        );
-    };
-    let mut out: Vec<(String, TensorRef)> = Vec::new();
-    let mut position = HashMap::new();
-    for &(key, value) in entries {
-        let Some(Object::Str(name)) = pickle.get(key) else {
-            continue;
-        };
-        let Some(Object::Tensor(tensor)) = pickle.get(value) else {
-            continue;
-        };
-        match position.get(name) {
-            Some(&i) => out[i] = (name.clone(), tensor.clone()),
-            None => {
-                position.insert(name.clone(), out.len());
-                out.push((name.clone(), tensor.clone()));
-            }
-        }
     }
     Ok(out)
 }

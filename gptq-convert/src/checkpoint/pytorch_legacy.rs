@@ -15,9 +15,8 @@ use std::path::Path;
 use anyhow::{Context, anyhow, bail};
 
 use super::DType;
-use super::convert::Endian;
-use super::pickle::{Object, Pickle, TensorRef};
-use super::pytorch::state_dict_tensors;
+use super::elements::Endian;
+use super::pickle::{Object, Pickle, TensorRef, state_dict_tensors};
 
 /// The first pickle of a legacy file.
 const MAGIC: i128 = 0x1950a86a20f9469cfc6c;

@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use super::convert::{Endian, contiguous_to_f32};
+use super::elements::{Endian, contiguous_to_f32};
 use super::mmap::{map_file, release};
 use super::{Checkpoint, DType, TensorMeta};
 

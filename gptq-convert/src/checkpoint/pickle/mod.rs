@@ -15,7 +15,7 @@ mod torch;
 use std::collections::HashMap;
 
 use self::torch::resolve_global;
-pub(crate) use self::torch::{Global, StorageRef, TensorRef};
+pub(crate) use self::torch::{Global, StorageRef, TensorRef, state_dict_tensors};
 
 /// Index of an object in a [`Pickle`]'s arena.
 pub(crate) type Id = usize;

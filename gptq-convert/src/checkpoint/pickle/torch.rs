@@ -1,7 +1,11 @@
 //! The torch side of the unpickler: the whitelist of globals, what calling them
 //! builds (dicts, tensor views), and torch's persistent ids for storages.
 
-use super::{Id, Machine, Object, Step};
+use std::collections::HashMap;
+
+use anyhow::bail;
+
+use super::{Id, Machine, Object, Pickle, Step};
 use crate::checkpoint::DType;
 
 /// A storage named by a persistent id `('storage', storage_type, key, location, numel[, view])`.
@@ -279,6 +283,37 @@ fn storage_dtype(class: &str) -> Option<DType> {
         "BoolStorage" => DType::Bool,
         _ => return None,
     })
+}
+
+/// The `(name, tensor)` entries of the pickled state dict, in insertion order
+/// (a repeated key keeps its first position and its last value, as in Python).
+/// Entries whose value is not a tensor (counters, `None`, nested objects) are skipped.
+pub(crate) fn state_dict_tensors(pickle: &Pickle) -> anyhow::Result<Vec<(String, TensorRef)>> {
+    let root = pickle.get(pickle.root());
+    let Some(Object::Dict(entries)) = root else {
+        bail!(
+            "the pickled object is a {}, not a state dict",
+            root.map_or("nothing", Object::kind)
+        );
+    };
+    let mut out: Vec<(String, TensorRef)> = Vec::new();
+    let mut position = HashMap::new();
+    for &(key, value) in entries {
+        let Some(Object::Str(name)) = pickle.get(key) else {
+            continue;
+        };
+        let Some(Object::Tensor(tensor)) = pickle.get(value) else {
+            continue;
+        };
+        match position.get(name) {
+            Some(&i) => out[i] = (name.clone(), tensor.clone()),
+            None => {
+                position.insert(name.clone(), out.len());
+                out.push((name.clone(), tensor.clone()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The element type of a dtype object (`torch.float32` → F32).

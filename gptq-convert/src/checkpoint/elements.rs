@@ -1,5 +1,5 @@
-//! Conversion of stored elements (F32/F16/BF16/F64, either byte order) to f32,
-//! for contiguous runs and for strided views.
+//! Element decoding: stored elements (F32/F16/BF16/F64, either byte order) read
+//! as f32, for contiguous runs and for strided views.
 
 use half::{bf16, f16};
 
@@ -70,7 +70,7 @@ fn element_fn(dtype: DType, endian: Endian) -> Option<(ElementFn, usize)> {
 
 /// Why a conversion could not be done.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ConvertError {
+pub(crate) enum ElementError {
     /// The dtype is not a float type.
     NotFloat,
     /// An element lies outside the bytes given (the caller's validation missed it).
@@ -80,14 +80,14 @@ pub(crate) enum ConvertError {
     },
 }
 
-impl ConvertError {
+impl ElementError {
     /// A message for the error, naming the tensor and its dtype.
     pub(crate) fn describe(&self, name: &str, dtype: DType) -> String {
         match self {
-            ConvertError::NotFloat => format!(
+            ElementError::NotFloat => format!(
                 "tensor '{name}' has dtype {dtype}; only F32, F16, BF16 and F64 can be read as f32"
             ),
-            ConvertError::OutOfBounds { element } => {
+            ElementError::OutOfBounds { element } => {
                 format!("tensor '{name}': element {element} lies outside its storage")
             }
         }
@@ -99,10 +99,10 @@ pub(crate) fn contiguous_to_f32(
     bytes: &[u8],
     dtype: DType,
     endian: Endian,
-) -> Result<Vec<f32>, ConvertError> {
-    let (f, size) = element_fn(dtype, endian).ok_or(ConvertError::NotFloat)?;
+) -> Result<Vec<f32>, ElementError> {
+    let (f, size) = element_fn(dtype, endian).ok_or(ElementError::NotFloat)?;
     if !bytes.len().is_multiple_of(size) {
-        return Err(ConvertError::OutOfBounds {
+        return Err(ElementError::OutOfBounds {
             element: bytes.len() / size,
         });
     }
@@ -121,21 +121,21 @@ pub(crate) fn strided_to_f32(
     offset: usize,
     shape: &[usize],
     stride: &[usize],
-) -> Result<Vec<f32>, ConvertError> {
-    let (f, size) = element_fn(dtype, endian).ok_or(ConvertError::NotFloat)?;
-    let element = |index: usize| -> Result<f32, ConvertError> {
+) -> Result<Vec<f32>, ElementError> {
+    let (f, size) = element_fn(dtype, endian).ok_or(ElementError::NotFloat)?;
+    let element = |index: usize| -> Result<f32, ElementError> {
         let start = index.checked_mul(size);
         let bytes = start.and_then(|s| storage.get(s..s.checked_add(size)?));
         bytes
             .map(f)
-            .ok_or(ConvertError::OutOfBounds { element: index })
+            .ok_or(ElementError::OutOfBounds { element: index })
     };
-    let run = |out: &mut Vec<f32>, first: usize, count: usize| -> Result<(), ConvertError> {
+    let run = |out: &mut Vec<f32>, first: usize, count: usize| -> Result<(), ElementError> {
         let bytes = first
             .checked_mul(size)
             .and_then(|s| Some((s, count.checked_mul(size)?)))
             .and_then(|(s, n)| storage.get(s..s.checked_add(n)?))
-            .ok_or(ConvertError::OutOfBounds {
+            .ok_or(ElementError::OutOfBounds {
                 element: first.saturating_add(count),
             })?;
         out.extend(bytes.chunks_exact(size).map(f));
@@ -145,7 +145,7 @@ pub(crate) fn strided_to_f32(
     let numel = shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or(ConvertError::OutOfBounds {
+        .ok_or(ElementError::OutOfBounds {
             element: usize::MAX,
         })?;
     let mut out = Vec::with_capacity(numel);
@@ -168,7 +168,7 @@ pub(crate) fn strided_to_f32(
                 let at = k
                     .checked_mul(inner_stride)
                     .and_then(|o| o.checked_add(base))
-                    .ok_or(ConvertError::OutOfBounds {
+                    .ok_or(ElementError::OutOfBounds {
                         element: usize::MAX,
                     })?;
                 out.push(element(at)?);
@@ -232,7 +232,7 @@ mod tests {
         );
         assert_eq!(
             contiguous_to_f32(&[0; 8], DType::I64, Endian::Little),
-            Err(ConvertError::NotFloat)
+            Err(ElementError::NotFloat)
         );
         assert!(contiguous_to_f32(&[0; 5], DType::F32, Endian::Little).is_err());
     }
@@ -270,8 +270,8 @@ mod tests {
     fn out_of_bounds_is_an_error() {
         let storage = f32_bytes(&[0.0, 1.0]);
         let got = strided_to_f32(&storage, DType::F32, Endian::Little, 1, &[2], &[1]);
-        assert!(matches!(got, Err(ConvertError::OutOfBounds { .. })));
+        assert!(matches!(got, Err(ElementError::OutOfBounds { .. })));
         let got = strided_to_f32(&storage, DType::F32, Endian::Little, 0, &[2], &[5]);
-        assert!(matches!(got, Err(ConvertError::OutOfBounds { .. })));
+        assert!(matches!(got, Err(ElementError::OutOfBounds { .. })));
     }
 }
