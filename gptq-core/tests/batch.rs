@@ -103,7 +103,9 @@ fn check_against_solo(prompts: &[Vec<u32>], joins: &[usize], n_gen: &[usize]) {
                     Arc::clone(&model),
                     BatchParams {
                         max_seqs: n_seq,
-                        max_tokens: 16 + n_seq,
+                        // Sessions may join in the same step, each with a
+                        // prompt chunk.
+                        max_tokens: 16 * n_seq,
                         n_ctx: 0,
                     },
                 )
