@@ -51,14 +51,39 @@ fn alone(
 /// match its solo run's at every step.
 #[test]
 fn batched_sessions_match_their_solo_runs_bitwise() {
-    let dir = tempfile::tempdir().unwrap();
-    let prompts: [Vec<u32>; 3] = [
+    let prompts = vec![
         vec![5, 17, 42],
         vec![7],
         (0..23).map(|i| (i * 13 + 1) % 300).collect(),
     ];
-    let joins = [0usize, 2, 4];
-    let n_gen = [7usize, 10, 8];
+    check_against_solo(&prompts, &[0, 2, 4], &[7, 10, 8]);
+}
+
+/// Eleven sessions, so that decode steps hold more tokens than the kernels'
+/// register groups (eight on AVX-512, four on AVX2) and their products split
+/// into several tasks per thread: sessions join one or two per step and leave
+/// at different times, so every count from 1 to 11 decodes together.
+#[test]
+fn many_batched_sessions_match_their_solo_runs_bitwise() {
+    let n = 11;
+    let prompts: Vec<Vec<u32>> = (0..n)
+        .map(|i| {
+            (0..1 + (i * 5) % 19)
+                .map(|j| ((i * 31 + j * 7 + 3) % 300) as u32)
+                .collect()
+        })
+        .collect();
+    let joins: Vec<usize> = (0..n).map(|i| i / 2).collect();
+    let n_gen: Vec<usize> = (0..n).map(|i| 4 + (i * 3) % 7).collect();
+    check_against_solo(&prompts, &joins, &n_gen);
+}
+
+/// Session `i` reads `prompts[i]` from step `joins[i]` on (in chunks of 16)
+/// and then generates `n_gen[i]` greedy tokens; at every step, on every kernel
+/// path, weight type and cache type, its logits equal its solo run's bitwise.
+fn check_against_solo(prompts: &[Vec<u32>], joins: &[usize], n_gen: &[usize]) {
+    let dir = tempfile::tempdir().unwrap();
+    let n_seq = prompts.len();
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0] {
         let path = dir.path().join(format!("{ty}.gguf"));
         write_synthetic(&path, &SyntheticSpec::new(hparams(), ty)).unwrap();
@@ -71,29 +96,31 @@ fn batched_sessions_match_their_solo_runs_bitwise() {
                     kv_type: kv,
                     ..SessionParams::default()
                 };
-                let solo: Vec<_> = (0..3)
+                let solo: Vec<_> = (0..n_seq)
                     .map(|i| alone(&model, &params, &prompts[i], n_gen[i]))
                     .collect();
                 let mut batch = Batch::new(
                     Arc::clone(&model),
                     BatchParams {
-                        max_seqs: 3,
-                        max_tokens: 16 + 3,
+                        max_seqs: n_seq,
+                        // Sessions may join in the same step, each with a
+                        // prompt chunk.
+                        max_tokens: 16 * n_seq,
                         n_ctx: 0,
                     },
                 )
                 .unwrap();
-                let mut sessions: Vec<Session> = (0..3)
+                let mut sessions: Vec<Session> = (0..n_seq)
                     .map(|_| Session::new(Arc::clone(&model), params.clone()).unwrap())
                     .collect();
                 // Per session: prompt tokens fed, tokens generated, next token.
-                let mut fed = [0usize; 3];
-                let mut got: [Vec<u32>; 3] = Default::default();
-                let mut next = [None::<u32>; 3];
+                let mut fed = vec![0usize; n_seq];
+                let mut got: Vec<Vec<u32>> = vec![Vec::new(); n_seq];
+                let mut next = vec![None::<u32>; n_seq];
                 let what = format!("{kp} kernels, {ty} weights, {kv:?} cache");
                 for step in 0.. {
                     let mut plan: Vec<(usize, Vec<u32>)> = Vec::new();
-                    for i in 0..3 {
+                    for i in 0..n_seq {
                         if step < joins[i] || got[i].len() >= n_gen[i] {
                             continue;
                         }
@@ -139,7 +166,7 @@ fn batched_sessions_match_their_solo_runs_bitwise() {
                         next[i] = Some(t);
                     }
                 }
-                for i in 0..3 {
+                for i in 0..n_seq {
                     assert_eq!(got[i], solo[i].1, "{what}: session {i}'s tokens");
                 }
             }

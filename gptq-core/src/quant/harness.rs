@@ -862,7 +862,7 @@ fn check_decode_matmul(t: VerifiedTable) {
             for (xt, yt) in x.chunks(cols).zip(alone.chunks_mut(rows)) {
                 matmul_on(Par::Pool, t, &m, xt, 1, yt, &mut scratch);
             }
-            for n_tok in [1, 2, 3, 4, 5, 8, 11, max_tok] {
+            for n_tok in [1, 2, 3, 4, 5, 7, 8, 9, 11, 16, 17, max_tok] {
                 let mut y = vec![f32::NAN; n_tok * rows];
                 matmul_decode_on(Par::Pool, t, &m, &x, n_tok, &mut y, &mut scratch);
                 for (i, (a, b)) in y.iter().zip(&alone).enumerate() {

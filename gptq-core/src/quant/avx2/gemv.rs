@@ -35,8 +35,11 @@ struct Prep {
 /// 768 columns, 8 of 3072) go through one pass over the weights together.
 const STACK_BLOCKS: usize = 768;
 
-/// Tokens whose sums one pass over a row keeps in registers.
-const TG: usize = 4;
+/// Tokens whose sums one pass over a row keeps in registers: eight
+/// accumulators, the weight block and its scale, and the temporaries of one
+/// dot fit the sixteen vector registers (the prepared activations are memory
+/// operands), so up to eight sessions share each unpack.
+const TG: usize = 8;
 
 thread_local! {
     /// Each thread's prepared blocks for wider products, taken by a call and
@@ -117,6 +120,10 @@ macro_rules! gemv {
                                     1 => put(out, t, r, &row::<1>(wr, p, nb)),
                                     2 => put(out, t, r, &row::<2>(wr, p, nb)),
                                     3 => put(out, t, r, &row::<3>(wr, p, nb)),
+                                    4 => put(out, t, r, &row::<4>(wr, p, nb)),
+                                    5 => put(out, t, r, &row::<5>(wr, p, nb)),
+                                    6 => put(out, t, r, &row::<6>(wr, p, nb)),
+                                    7 => put(out, t, r, &row::<7>(wr, p, nb)),
                                     _ => put(out, t, r, &row::<TG>(wr, p, nb)),
                                 }
                                 s += m;

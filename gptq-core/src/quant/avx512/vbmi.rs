@@ -78,8 +78,11 @@ struct Quad {
 /// columns, 10 of 3072) go through one pass over the weights together.
 const STACK_QUADS: usize = 256;
 
-/// Tokens whose sums one pass over a row keeps in registers.
-const TG: usize = 4;
+/// Tokens whose sums one pass over a row keeps in registers: eight
+/// accumulators, the unpacked quad (three registers) and the temporaries of
+/// [`dot_acc`] fit AVX-512's 32 vector registers, so up to eight sessions
+/// share each unpack (the activations are memory operands).
+const TG: usize = 8;
 
 thread_local! {
     /// Each thread's quads for wider products, taken by a call and put back
@@ -282,6 +285,10 @@ macro_rules! gemv {
                                     1 => put(out, t, r, &row::<1>(wr, q, nq)),
                                     2 => put(out, t, r, &row::<2>(wr, q, nq)),
                                     3 => put(out, t, r, &row::<3>(wr, q, nq)),
+                                    4 => put(out, t, r, &row::<4>(wr, q, nq)),
+                                    5 => put(out, t, r, &row::<5>(wr, q, nq)),
+                                    6 => put(out, t, r, &row::<6>(wr, q, nq)),
+                                    7 => put(out, t, r, &row::<7>(wr, q, nq)),
                                     _ => put(out, t, r, &row::<TG>(wr, q, nq)),
                                 }
                                 s += m;
