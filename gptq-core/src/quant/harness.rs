@@ -24,7 +24,7 @@ use super::table::{FloatGemm, Gemm, HeadQueries, Quantize, VerifiedTable};
 use super::team::Par;
 use super::tile::{FloatActs, OutTile, QuantActs};
 use super::types::q4_0::quantize_row_q4_0;
-use super::types::q8_0::quantize_row_q8_0;
+use super::types::q8_0::{dequantize_row_q8_0, quantize_acts_q8_0, quantize_row_q8_0};
 use super::types::{ActBlock, BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QuantBlock, VecDot};
 
 /// The environment variable listing the tables this machine must test.
@@ -878,6 +878,31 @@ fn check_decode_matmul(t: VerifiedTable) {
             }
         }
     }
+}
+
+/// A weight type's scalar dot with Q8_0 activations against the f64 product
+/// of the two dequantized rows, on fixed smooth inputs (256 values): the
+/// per-type reference tests share it. `quantize` is the type's row quantizer.
+pub(crate) fn check_dot_matches_dequantized<W: VecDot<Partner = BlockQ8_0> + Clone>(
+    quantize: fn(&[f32], &mut [W]),
+) {
+    let n = 256;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 201) as f32 / 50.0 - 2.0)
+        .collect();
+    let w: Vec<f32> = (0..n)
+        .map(|i| ((i * 104729) % 97) as f32 / 25.0 - 1.9)
+        .collect();
+    let mut xq = vec![BlockQ8_0::ZERO; n / QK];
+    let mut wq = vec![W::ZERO; n / W::ELEMS];
+    quantize_acts_q8_0(&x, &mut xq);
+    quantize(&w, &mut wq);
+    let (mut xd, mut wd) = (vec![0.0; n], vec![0.0; n]);
+    dequantize_row_q8_0(&xq, &mut xd);
+    W::dequantize(&wq, &mut wd);
+    let exact: f64 = xd.iter().zip(&wd).map(|(a, b)| f64::from(a * b)).sum();
+    let d = W::dot(&wq, &xq);
+    assert!((f64::from(d) - exact).abs() < 1e-3 * exact.abs().max(1.0));
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ mod tests {
     use super::super::ggml_vectors::{
         GGML_Q4_0, bytes_of, ggml_error, ggml_test_data, ggml_vector_input, hex,
     };
-    use super::super::q8_0::{amax, dequantize_row_q8_0, quantize_acts_q8_0};
+    use super::super::q8_0::{amax, quantize_acts_q8_0};
     use super::*;
 
     #[test]
@@ -188,23 +188,7 @@ mod tests {
 
     #[test]
     fn dot_matches_dequantized_product() {
-        let n = 256;
-        let x: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 201) as f32 / 50.0 - 2.0)
-            .collect();
-        let w: Vec<f32> = (0..n)
-            .map(|i| ((i * 104729) % 97) as f32 / 25.0 - 1.9)
-            .collect();
-        let mut xq = vec![BlockQ8_0::ZERO; n / QK];
-        let mut w4 = vec![BlockQ4_0::ZERO; n / QK];
-        quantize_acts_q8_0(&x, &mut xq);
-        quantize_row_q4_0(&w, &mut w4);
-        let (mut xd, mut wd) = (vec![0.0; n], vec![0.0; n]);
-        dequantize_row_q8_0(&xq, &mut xd);
-        BlockQ4_0::dequantize(&w4, &mut wd);
-        let exact: f64 = xd.iter().zip(&wd).map(|(a, b)| f64::from(a * b)).sum();
-        let d = BlockQ4_0::dot(&w4, &xq);
-        assert!((f64::from(d) - exact).abs() < 1e-3 * exact.abs().max(1.0));
+        crate::quant::harness::check_dot_matches_dequantized(quantize_row_q4_0);
     }
 
     #[test]

@@ -225,23 +225,7 @@ mod tests {
 
     #[test]
     fn dot_matches_dequantized_product() {
-        let n = 256;
-        let x: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919) % 201) as f32 / 50.0 - 2.0)
-            .collect();
-        let w: Vec<f32> = (0..n)
-            .map(|i| ((i * 104729) % 97) as f32 / 25.0 - 1.9)
-            .collect();
-        let mut xq = vec![BlockQ8_0::ZERO; n / QK];
-        let mut w8 = vec![BlockQ8_0::ZERO; n / QK];
-        quantize_acts_q8_0(&x, &mut xq);
-        quantize_row_q8_0(&w, &mut w8);
-        let (mut xd, mut wd) = (vec![0.0; n], vec![0.0; n]);
-        dequantize_row_q8_0(&xq, &mut xd);
-        <BlockQ8_0 as QuantBlock>::dequantize(&w8, &mut wd);
-        let exact: f64 = xd.iter().zip(&wd).map(|(a, b)| f64::from(a * b)).sum();
-        let d = <BlockQ8_0 as VecDot>::dot(&w8, &xq);
-        assert!((f64::from(d) - exact).abs() < 1e-3 * exact.abs().max(1.0));
+        crate::quant::harness::check_dot_matches_dequantized(quantize_row_q8_0);
     }
 
     #[test]
