@@ -928,14 +928,33 @@ mod tests {
         }
         for &path in KernelPath::ALL {
             let Ok(k) = Kernels::new(path) else { continue };
-            let mut ours = names
+            // The path's tables, weakest first: the chosen one is the
+            // strongest this CPU runs, so never weaker than a required one
+            // (a requirement list may name less than the CPU has).
+            let ours: Vec<&str> = names
                 .iter()
-                .filter(|n| Kernels::from_name(n).is_ok_and(|j| j.path() == path));
-            let last_required = ours.clone().rfind(|n| required.iter().any(|r| r == *n));
-            if let Some(want) = last_required {
-                assert_eq!(k.describe(), *want, "{path}: the chosen table");
+                .copied()
+                .filter(|n| Kernels::from_name(n).is_ok_and(|j| j.path() == path))
+                .collect();
+            let chosen = ours.iter().position(|n| *n == k.describe());
+            let chosen =
+                chosen.unwrap_or_else(|| panic!("{path}: {} is not its table", k.describe()));
+            let strongest = ours
+                .iter()
+                .rposition(|n| table_by_name(n).flatten().is_some());
+            assert_eq!(
+                Some(chosen),
+                strongest,
+                "{path}: the chosen table is the strongest here"
+            );
+            if let Some(want) = ours.iter().rposition(|n| required.iter().any(|r| r == *n)) {
+                assert!(
+                    chosen >= want,
+                    "{path}: chose {} below the required {}",
+                    ours[chosen],
+                    ours[want]
+                );
             }
-            assert!(ours.any(|n| *n == k.describe()), "{path}");
         }
     }
 
