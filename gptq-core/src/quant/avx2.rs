@@ -672,6 +672,7 @@ pub(in crate::quant) fn softmax(x: &mut [f32]) {
     }
 }
 
+pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod gemv;
 #[cfg(test)]
 mod tests;

@@ -388,6 +388,7 @@ fn store16(x: &mut [f32], v: __m512) {
     unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
 }
 
+pub(in crate::quant) mod blocks;
 #[cfg(test)]
 mod tests;
 pub(in crate::quant) mod vbmi;

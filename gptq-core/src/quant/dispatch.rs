@@ -14,7 +14,10 @@ use std::fmt;
 
 use super::scalar;
 use super::table::{KernelTable, VerifiedTable};
-use super::types::{BlockQ4_0, BlockQ8_0};
+use super::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
+};
 use crate::error::{Error, Result};
 
 /// A kernel path: an instruction set the kernels are written for.
@@ -200,6 +203,17 @@ static SCALAR: KernelTable = KernelTable {
     gemm_q4_0: scalar::gemm::<BlockQ4_0>,
     gemv_q8_0: scalar::gemm::<BlockQ8_0>,
     gemv_q4_0: scalar::gemm::<BlockQ4_0>,
+    gemm_q4_1: scalar::gemm::<BlockQ4_1>,
+    gemm_q5_0: scalar::gemm::<BlockQ5_0>,
+    gemm_q5_1: scalar::gemm::<BlockQ5_1>,
+    gemm_iq4_nl: scalar::gemm::<BlockIq4Nl>,
+    gemm_q2_k: scalar::gemm::<BlockQ2K>,
+    gemm_q3_k: scalar::gemm::<BlockQ3K>,
+    gemm_q4_k: scalar::gemm::<BlockQ4K>,
+    gemm_q5_k: scalar::gemm::<BlockQ5K>,
+    gemm_q6_k: scalar::gemm::<BlockQ6K>,
+    gemm_iq4_xs: scalar::gemm::<BlockIq4Xs>,
+    gemm_bf16: scalar::gemm_bf16,
     gemm_f16: scalar::gemm_f16,
     gemm_f32: scalar::gemm_f32,
     layer_norm: scalar::layer_norm,
@@ -255,6 +269,17 @@ mod x86 {
         attend_f32: avx2::attend_f32,
         attend_f16: avx2::attend_f16,
         attend_head_f32: None,
+        gemm_q4_1: avx2::blocks::gemm_q4_1,
+        gemm_q5_0: avx2::blocks::gemm_q5_0,
+        gemm_q5_1: avx2::blocks::gemm_q5_1,
+        gemm_iq4_nl: avx2::blocks::gemm_iq4_nl,
+        gemm_q2_k: avx2::blocks::gemm_q2_k,
+        gemm_q3_k: avx2::blocks::gemm_q3_k,
+        gemm_q4_k: avx2::blocks::gemm_q4_k,
+        gemm_q5_k: avx2::blocks::gemm_q5_k,
+        gemm_q6_k: avx2::blocks::gemm_q6_k,
+        gemm_iq4_xs: avx2::blocks::gemm_iq4_xs,
+        gemm_bf16: avx2::blocks::gemm_bf16,
         ..SCALAR
     };
 
@@ -267,6 +292,11 @@ mod x86 {
         gemv_q8_0: avx512::gemm_q8_0,
         gemv_q4_0: avx512::gemm_q4_0,
         attend_head_f32: Some(avx512::attend_head_f32),
+        gemm_q2_k: avx512::blocks::gemm_q2_k,
+        gemm_q3_k: avx512::blocks::gemm_q3_k,
+        gemm_q4_k: avx512::blocks::gemm_q4_k,
+        gemm_q5_k: avx512::blocks::gemm_q5_k,
+        gemm_q6_k: avx512::blocks::gemm_q6_k,
         ..AVX2
     };
 

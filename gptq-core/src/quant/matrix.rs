@@ -1,23 +1,49 @@
 //! Typed, zero-copy views of weight matrices.
 
-use half::f16;
+use half::{bf16, f16};
 
 use super::types::float::dequantize_row_f16;
-use super::types::{BlockQ4_0, BlockQ8_0, QuantBlock};
+use super::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, QuantBlock,
+};
 use crate::gguf::{GgmlType, cast_slice};
 
 /// The elements of a weight matrix in their stored form, row after row.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
+#[allow(non_camel_case_types)]
 pub enum WeightData<'a> {
     /// 32-bit floats.
     F32(&'a [f32]),
     /// IEEE half floats.
     F16(&'a [f16]),
+    /// bfloat16 values.
+    BF16(&'a [bf16]),
     /// ggml Q8_0 blocks.
     Q8_0(&'a [BlockQ8_0]),
     /// ggml Q4_0 blocks.
     Q4_0(&'a [BlockQ4_0]),
+    /// ggml Q4_1 blocks.
+    Q4_1(&'a [BlockQ4_1]),
+    /// ggml Q5_0 blocks.
+    Q5_0(&'a [BlockQ5_0]),
+    /// ggml Q5_1 blocks.
+    Q5_1(&'a [BlockQ5_1]),
+    /// ggml IQ4_NL blocks.
+    IQ4_NL(&'a [BlockIq4Nl]),
+    /// ggml Q2_K super-blocks.
+    Q2_K(&'a [BlockQ2K]),
+    /// ggml Q3_K super-blocks.
+    Q3_K(&'a [BlockQ3K]),
+    /// ggml Q4_K super-blocks.
+    Q4_K(&'a [BlockQ4K]),
+    /// ggml Q5_K super-blocks.
+    Q5_K(&'a [BlockQ5K]),
+    /// ggml Q6_K super-blocks.
+    Q6_K(&'a [BlockQ6K]),
+    /// ggml IQ4_XS super-blocks.
+    IQ4_XS(&'a [BlockIq4Xs]),
 }
 
 /// The one match over the weight types: evaluates `$float` or `$quant` with
@@ -29,8 +55,19 @@ macro_rules! match_weights {
         match $data {
             $crate::quant::WeightData::F32($d) => $float,
             $crate::quant::WeightData::F16($d) => $float,
+            $crate::quant::WeightData::BF16($d) => $float,
             $crate::quant::WeightData::Q8_0($d) => $quant,
             $crate::quant::WeightData::Q4_0($d) => $quant,
+            $crate::quant::WeightData::Q4_1($d) => $quant,
+            $crate::quant::WeightData::Q5_0($d) => $quant,
+            $crate::quant::WeightData::Q5_1($d) => $quant,
+            $crate::quant::WeightData::IQ4_NL($d) => $quant,
+            $crate::quant::WeightData::Q2_K($d) => $quant,
+            $crate::quant::WeightData::Q3_K($d) => $quant,
+            $crate::quant::WeightData::Q4_K($d) => $quant,
+            $crate::quant::WeightData::Q5_K($d) => $quant,
+            $crate::quant::WeightData::Q6_K($d) => $quant,
+            $crate::quant::WeightData::IQ4_XS($d) => $quant,
         }
     };
     ($data:expr, $d:ident => $any:expr) => {
@@ -49,6 +86,17 @@ impl<'a> WeightData<'a> {
             GgmlType::F16 => WeightData::F16(cast_slice(bytes)?),
             GgmlType::Q8_0 => WeightData::Q8_0(cast_slice(bytes)?),
             GgmlType::Q4_0 => WeightData::Q4_0(cast_slice(bytes)?),
+            GgmlType::BF16 => WeightData::BF16(cast_slice(bytes)?),
+            GgmlType::Q4_1 => WeightData::Q4_1(cast_slice(bytes)?),
+            GgmlType::Q5_0 => WeightData::Q5_0(cast_slice(bytes)?),
+            GgmlType::Q5_1 => WeightData::Q5_1(cast_slice(bytes)?),
+            GgmlType::IQ4_NL => WeightData::IQ4_NL(cast_slice(bytes)?),
+            GgmlType::Q2_K => WeightData::Q2_K(cast_slice(bytes)?),
+            GgmlType::Q3_K => WeightData::Q3_K(cast_slice(bytes)?),
+            GgmlType::Q4_K => WeightData::Q4_K(cast_slice(bytes)?),
+            GgmlType::Q5_K => WeightData::Q5_K(cast_slice(bytes)?),
+            GgmlType::Q6_K => WeightData::Q6_K(cast_slice(bytes)?),
+            GgmlType::IQ4_XS => WeightData::IQ4_XS(cast_slice(bytes)?),
             _ => return None,
         })
     }
@@ -88,6 +136,14 @@ impl Element for f16 {
     const ELEMS: usize = 1;
     fn dequantize(x: &[f16], y: &mut [f32]) {
         dequantize_row_f16(x, y)
+    }
+}
+
+impl Element for bf16 {
+    const TYPE: GgmlType = GgmlType::BF16;
+    const ELEMS: usize = 1;
+    fn dequantize(x: &[bf16], y: &mut [f32]) {
+        super::types::bf16::dequantize_row(x, y)
     }
 }
 

@@ -30,6 +30,8 @@ mod scratch;
 mod table;
 pub(crate) mod team;
 pub(crate) mod tile;
+#[cfg(test)]
+mod twins;
 pub mod types;
 #[cfg(target_arch = "x86_64")]
 mod x86;

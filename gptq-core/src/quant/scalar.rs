@@ -1,9 +1,10 @@
 //! The scalar kernel path: plain loops over the reference routines. Always
 //! available; `GPTQ_KERNEL=scalar` forces it.
 
-use half::f16;
+use half::{bf16, f16};
 
 use super::tile::{FloatActs, OutTile, QuantActs};
+use super::types::bf16::vec_dot_bf16_f32;
 use super::types::float::{vec_dot_f16_f32, vec_dot_f32};
 use super::types::{ActBlock, VecDot};
 
@@ -27,6 +28,14 @@ pub(super) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     for (i, wr) in w.chunks_exact(x.cols).take(out.rows()).enumerate() {
         for t in 0..x.n_tok {
             out.set(t, i, vec_dot_f16_f32(wr, x.row(t)));
+        }
+    }
+}
+
+pub(super) fn gemm_bf16(w: &[bf16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+    for (i, wr) in w.chunks_exact(x.cols).take(out.rows()).enumerate() {
+        for t in 0..x.n_tok {
+            out.set(t, i, vec_dot_bf16_f32(wr, x.row(t)));
         }
     }
 }

@@ -22,10 +22,13 @@
 //! entry's precondition; that is the argument every `unsafe` call below
 //! relies on, stated once here.
 
-use half::f16;
+use half::{bf16, f16};
 
 use super::tile::{FloatActs, OutTile, QuantActs};
-use super::types::{ActBlock, BlockQ4_0, BlockQ8_0, BlockQ8K, VecDot};
+use super::types::{
+    ActBlock, BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K,
+    BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, VecDot,
+};
 
 /// `quantize(x, q, sums)`: one row of activations (whole blocks) into
 /// activation blocks `q` of type `A` and, where `A` keeps them beside its
@@ -107,6 +110,21 @@ pub(crate) struct KernelTable {
     /// [`gemv_q8_0`](Self::gemv_q8_0) for Q4_0 weights.
     pub(in crate::quant) gemv_q4_0: GemmFn<BlockQ4_0>,
     /// F16 weights times f32 activations.
+    /// Products of the other block types: one entry each serves decode
+    /// and prefill (every token's sums are the same whatever the number of
+    /// tokens in the call).
+    pub(in crate::quant) gemm_q4_1: GemmFn<BlockQ4_1>,
+    pub(in crate::quant) gemm_q5_0: GemmFn<BlockQ5_0>,
+    pub(in crate::quant) gemm_q5_1: GemmFn<BlockQ5_1>,
+    pub(in crate::quant) gemm_iq4_nl: GemmFn<BlockIq4Nl>,
+    pub(in crate::quant) gemm_q2_k: GemmFn<BlockQ2K>,
+    pub(in crate::quant) gemm_q3_k: GemmFn<BlockQ3K>,
+    pub(in crate::quant) gemm_q4_k: GemmFn<BlockQ4K>,
+    pub(in crate::quant) gemm_q5_k: GemmFn<BlockQ5K>,
+    pub(in crate::quant) gemm_q6_k: GemmFn<BlockQ6K>,
+    pub(in crate::quant) gemm_iq4_xs: GemmFn<BlockIq4Xs>,
+    /// BF16 weights times f32 activations.
+    pub(in crate::quant) gemm_bf16: FloatGemmFn<bf16>,
     pub(in crate::quant) gemm_f16: FloatGemmFn<f16>,
     /// F32 weights times f32 activations.
     pub(in crate::quant) gemm_f32: FloatGemmFn<f32>,
@@ -305,6 +323,33 @@ impl Gemm for BlockQ8_0 {
     }
 }
 
+/// The block types with one entry for decode and prefill.
+macro_rules! gemm_one_entry {
+    ($($blk:ty => $field:ident),* $(,)?) => {$(
+        impl Gemm for $blk {
+            fn entry(table: &KernelTable) -> GemmFn<Self> {
+                table.$field
+            }
+            fn gemv_entry(table: &KernelTable) -> GemmFn<Self> {
+                table.$field
+            }
+        }
+    )*};
+}
+
+gemm_one_entry!(
+    BlockQ4_1 => gemm_q4_1,
+    BlockQ5_0 => gemm_q5_0,
+    BlockQ5_1 => gemm_q5_1,
+    BlockIq4Nl => gemm_iq4_nl,
+    BlockQ2K => gemm_q2_k,
+    BlockQ3K => gemm_q3_k,
+    BlockQ4K => gemm_q4_k,
+    BlockQ5K => gemm_q5_k,
+    BlockQ6K => gemm_q6_k,
+    BlockIq4Xs => gemm_iq4_xs,
+);
+
 impl Gemm for BlockQ4_0 {
     fn entry(table: &KernelTable) -> GemmFn<Self> {
         table.gemm_q4_0
@@ -323,6 +368,12 @@ pub(crate) trait FloatGemm: Copy + Sync {
 impl FloatGemm for f32 {
     fn entry(table: &KernelTable) -> FloatGemmFn<Self> {
         table.gemm_f32
+    }
+}
+
+impl FloatGemm for bf16 {
+    fn entry(table: &KernelTable) -> FloatGemmFn<Self> {
+        table.gemm_bf16
     }
 }
 

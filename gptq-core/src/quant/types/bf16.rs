@@ -25,6 +25,34 @@ pub fn from_f32(x: f32) -> bf16 {
     bf16::from_bits(((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16)
 }
 
+/// Σ x·y of a BF16 row (weights) and an f32 row (activations), in f32 with
+/// eight partial sums combined pairwise (the order of the F16 reference).
+pub fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_bf16_f32: length mismatch");
+    const LANES: usize = 8;
+    let mut acc = [0.0f32; LANES];
+    let xc = x.chunks_exact(LANES);
+    let yc = y.chunks_exact(LANES);
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    let wide = |v: bf16| f32::from_bits(u32::from(v.to_bits()) << 16);
+    for (a, b) in xc.zip(yc) {
+        for l in 0..LANES {
+            acc[l] += wide(a[l]) * b[l];
+        }
+    }
+    let a = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    let mut sum = (a[0] + a[2]) + (a[1] + a[3]);
+    for (&a, &b) in xr.iter().zip(yr) {
+        sum += wide(a) * b;
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +72,17 @@ mod tests {
         dequantize_row(&[bf16::from_bits(0x4049), bf16::from_bits(0x8000)], &mut y);
         assert_eq!(y[0].to_bits(), 0x4049_0000);
         assert_eq!(y[1].to_bits(), 0x8000_0000);
+    }
+
+    #[test]
+    fn dot_is_the_f32_dot_of_the_expanded_values() {
+        let x: Vec<bf16> = (0..19).map(|i| from_f32(i as f32 * 0.37 - 3.0)).collect();
+        let y: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.11).collect();
+        let want: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| f64::from(f32::from(*a)) * f64::from(*b))
+            .sum();
+        assert!((f64::from(vec_dot_bf16_f32(&x, &y)) - want).abs() < 1e-5);
     }
 }

@@ -58,6 +58,30 @@ unsafe impl QuantBlock for BlockIq4Nl {
     }
 }
 
+/// Σ x·y of IQ4_NL weights and Q8_0 activations: the exact integer dot of the
+/// table values with the activations, times both scales.
+pub fn vec_dot_iq4_nl_q8_0(x: &[BlockIq4Nl], y: &[super::BlockQ8_0]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_iq4_nl_q8_0: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let mut sumi = 0i32;
+        for j in 0..QK4_NL / 2 {
+            sumi += i32::from(KVALUES[usize::from(a.qs[j] & 0x0f)]) * i32::from(b.qs[j])
+                + i32::from(KVALUES[usize::from(a.qs[j] >> 4)]) * i32::from(b.qs[j + QK4_NL / 2]);
+        }
+        sum += sumi as f32 * (a.d.to_f32() * b.d.to_f32());
+    }
+    sum
+}
+
+impl super::VecDot for BlockIq4Nl {
+    type Partner = super::BlockQ8_0;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8_0]) -> f32 {
+        vec_dot_iq4_nl_q8_0(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +96,13 @@ mod tests {
         assert_eq!(y[2], -63.5);
         assert_eq!(y[18], 56.5);
         assert_eq!(y[0], 0.5);
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_0(
+            crate::gguf::GgmlType::IQ4_NL,
+            vec_dot_iq4_nl_q8_0,
+        );
     }
 }

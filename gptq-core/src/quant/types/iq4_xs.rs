@@ -74,6 +74,32 @@ unsafe impl QuantBlock for BlockIq4Xs {
     }
 }
 
+/// Σ x·y of IQ4_XS weights and Q8_K activations: per super-block the exact
+/// integer `Σ sc·Σ KVALUES[q]·a`, times `d·d_a`.
+pub fn vec_dot_iq4_xs_q8_k(x: &[BlockIq4Xs], y: &[super::BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_iq4_xs_q8_k: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let mut isum = 0i32;
+        for s in 0..QK_K / 32 {
+            let dot: i32 = (32 * s..32 * s + 32)
+                .map(|i| i32::from(KVALUES[usize::from(a.q(i))]) * i32::from(b.qs[i]))
+                .sum();
+            isum += i32::from(a.scale(s)) * dot;
+        }
+        sum += (b.d * a.d.to_f32()) * isum as f32;
+    }
+    sum
+}
+
+impl super::VecDot for BlockIq4Xs {
+    type Partner = super::BlockQ8K;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8K]) -> f32 {
+        vec_dot_iq4_xs_q8_k(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +117,13 @@ mod tests {
         assert_eq!(y[97], 5.0);
         assert_eq!(y[113], 5.0 * 113.0);
         assert_eq!(b.scale(0), -32);
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_k(
+            crate::gguf::GgmlType::IQ4_XS,
+            vec_dot_iq4_xs_q8_k,
+        );
     }
 }

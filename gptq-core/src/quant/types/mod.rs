@@ -77,6 +77,8 @@ pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
 pub mod q8_k;
+#[cfg(test)]
+pub(crate) mod testkit;
 mod validate;
 
 pub use dequant::{DEQUANTIZABLE, dequantize_row};

@@ -68,6 +68,34 @@ unsafe impl QuantBlock for BlockQ2K {
     }
 }
 
+/// Σ x·y of Q2_K weights and Q8_K activations, as ggml's
+/// `ggml_vec_dot_q2_K_q8_K`: per super-block the exact integer sums
+/// `Σ sc·Σ q·a` and `Σ m·bsum`, times `d·d_a` and `dmin·d_a`.
+pub fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[super::BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q2_k_q8_k: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for s in 0..QK_K / 16 {
+            let dot: i32 = (16 * s..16 * s + 16)
+                .map(|i| i32::from(a.q(i)) * i32::from(b.qs[i]))
+                .sum();
+            isum += i32::from(a.scales[s] & 0x0f) * dot;
+            imin += i32::from(a.scales[s] >> 4) * i32::from(b.bsums[s]);
+        }
+        sum += (b.d * a.d.to_f32()) * isum as f32 - (b.d * a.dmin.to_f32()) * imin as f32;
+    }
+    sum
+}
+
+impl super::VecDot for BlockQ2K {
+    type Partner = super::BlockQ8K;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8K]) -> f32 {
+        vec_dot_q2_k_q8_k(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +116,13 @@ mod tests {
         assert_eq!(y[0], -1.0);
         assert_eq!(b.q(37), 3);
         assert_eq!(b.q(5), 0);
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_k(
+            crate::gguf::GgmlType::Q2_K,
+            vec_dot_q2_k_q8_k,
+        );
     }
 }

@@ -54,6 +54,33 @@ unsafe impl QuantBlock for BlockQ4_1 {
     }
 }
 
+/// Σ x·y of Q4_1 weights and Q8_0 activations: per block the exact integer
+/// dot times both scales, plus the minimum times the activations' sum
+/// (`d_a · Σ q_a`, ggml's Q8_1 `s`, computed here without its f16 rounding).
+pub fn vec_dot_q4_1_q8_0(x: &[BlockQ4_1], y: &[super::BlockQ8_0]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q4_1_q8_0: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let (mut sumi, mut sa) = (0i32, 0i32);
+        for j in 0..QK4_1 / 2 {
+            let (lo, hi) = (i32::from(b.qs[j]), i32::from(b.qs[j + QK4_1 / 2]));
+            sumi += i32::from(a.qs[j] & 0x0f) * lo + i32::from(a.qs[j] >> 4) * hi;
+            sa += lo + hi;
+        }
+        let db = b.d.to_f32();
+        sum += sumi as f32 * (a.d.to_f32() * db) + a.m.to_f32() * (db * sa as f32);
+    }
+    sum
+}
+
+impl super::VecDot for BlockQ4_1 {
+    type Partner = super::BlockQ8_0;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8_0]) -> f32 {
+        vec_dot_q4_1_q8_0(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +96,13 @@ mod tests {
         assert_eq!(y[0], 0.5);
         assert_eq!(y[16], 6.5);
         assert_eq!(y[1], -1.0);
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_0(
+            crate::gguf::GgmlType::Q4_1,
+            vec_dot_q4_1_q8_0,
+        );
     }
 }

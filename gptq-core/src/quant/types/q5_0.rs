@@ -65,6 +65,28 @@ unsafe impl QuantBlock for BlockQ5_0 {
     }
 }
 
+/// Σ x·y of Q5_0 weights and Q8_0 activations: the exact integer dot of each
+/// block times both scales.
+pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[super::BlockQ8_0]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q5_0_q8_0: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let sumi: i32 = (0..QK5_0)
+            .map(|j| (i32::from(a.q(j)) - 16) * i32::from(b.qs[j]))
+            .sum();
+        sum += sumi as f32 * (a.d.to_f32() * b.d.to_f32());
+    }
+    sum
+}
+
+impl super::VecDot for BlockQ5_0 {
+    type Partner = super::BlockQ8_0;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8_0]) -> f32 {
+        vec_dot_q5_0_q8_0(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +107,13 @@ mod tests {
         assert_eq!(y[1], -16.0);
         BlockQ5_0::ZERO.dequantize(&mut y);
         assert!(y.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_0(
+            crate::gguf::GgmlType::Q5_0,
+            vec_dot_q5_0_q8_0,
+        );
     }
 }

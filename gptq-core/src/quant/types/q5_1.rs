@@ -67,6 +67,31 @@ unsafe impl QuantBlock for BlockQ5_1 {
     }
 }
 
+/// Σ x·y of Q5_1 weights and Q8_0 activations, as Q4_1's
+/// ([`super::q4_1::vec_dot_q4_1_q8_0`]).
+pub fn vec_dot_q5_1_q8_0(x: &[BlockQ5_1], y: &[super::BlockQ8_0]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q5_1_q8_0: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let (mut sumi, mut sa) = (0i32, 0i32);
+        for (j, &q) in b.qs.iter().enumerate() {
+            sumi += i32::from(a.q(j)) * i32::from(q);
+            sa += i32::from(q);
+        }
+        let db = b.d.to_f32();
+        sum += sumi as f32 * (a.d.to_f32() * db) + a.m.to_f32() * (db * sa as f32);
+    }
+    sum
+}
+
+impl super::VecDot for BlockQ5_1 {
+    type Partner = super::BlockQ8_0;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8_0]) -> f32 {
+        vec_dot_q5_1_q8_0(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +107,13 @@ mod tests {
         b.dequantize(&mut y);
         assert_eq!(y[31], 31.0 * 0.25 + 2.0);
         assert_eq!(y[15], 2.0);
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_0(
+            crate::gguf::GgmlType::Q5_1,
+            vec_dot_q5_1_q8_0,
+        );
     }
 }

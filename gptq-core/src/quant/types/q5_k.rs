@@ -72,6 +72,34 @@ unsafe impl QuantBlock for BlockQ5K {
     }
 }
 
+/// Σ x·y of Q5_K weights and Q8_K activations, as Q4_K's
+/// ([`super::q4_k::vec_dot_q4_k_q8_k`]).
+pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[super::BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q5_k_q8_k: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for s in 0..QK_K / 32 {
+            let (sc, m) = scale_min(s, &a.scales);
+            let dot: i32 = (32 * s..32 * s + 32)
+                .map(|i| i32::from(a.q(i)) * i32::from(b.qs[i]))
+                .sum();
+            isum += i32::from(sc) * dot;
+            imin += i32::from(m) * (i32::from(b.bsums[2 * s]) + i32::from(b.bsums[2 * s + 1]));
+        }
+        sum += (b.d * a.d.to_f32()) * isum as f32 - (b.d * a.dmin.to_f32()) * imin as f32;
+    }
+    sum
+}
+
+impl super::VecDot for BlockQ5K {
+    type Partner = super::BlockQ8K;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8K]) -> f32 {
+        vec_dot_q5_k_q8_k(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::q4_k::pack_scale_min;
@@ -88,5 +116,13 @@ mod tests {
         b.dequantize(&mut y);
         assert_eq!(y[169], 19.0);
         assert_eq!(b.q(137), 0);
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_k(
+            crate::gguf::GgmlType::Q5_K,
+            vec_dot_q5_k_q8_k,
+        );
     }
 }

@@ -68,6 +68,32 @@ unsafe impl QuantBlock for BlockQ6K {
     }
 }
 
+/// Σ x·y of Q6_K weights and Q8_K activations: per super-block the exact
+/// integer `Σ sc·Σ q·a`, times `d·d_a`.
+pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[super::BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q6_k_q8_k: length mismatch");
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let mut isum = 0i32;
+        for (s, &scale) in a.scales.iter().enumerate() {
+            let dot: i32 = (16 * s..16 * s + 16)
+                .map(|i| i32::from(a.q(i)) * i32::from(b.qs[i]))
+                .sum();
+            isum += i32::from(scale) * dot;
+        }
+        sum += (b.d * a.d.to_f32()) * isum as f32;
+    }
+    sum
+}
+
+impl super::VecDot for BlockQ6K {
+    type Partner = super::BlockQ8K;
+
+    fn dot(x: &[Self], y: &[super::BlockQ8K]) -> f32 {
+        vec_dot_q6_k_q8_k(x, y)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +110,13 @@ mod tests {
         b.dequantize(&mut y);
         assert_eq!(y[197], f32::from(0x3a_i8 - 32));
         assert_eq!(y[0], -32.0);
+    }
+
+    #[test]
+    fn dot_matches_the_dequantized_values() {
+        crate::quant::types::testkit::check_dot_q8_k(
+            crate::gguf::GgmlType::Q6_K,
+            vec_dot_q6_k_q8_k,
+        );
     }
 }

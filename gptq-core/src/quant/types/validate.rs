@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 
 /// Byte offsets of the f16 scale fields in a block of each type.
-fn scale_offsets(ty: GgmlType) -> Option<&'static [usize]> {
+pub(super) fn scale_offsets(ty: GgmlType) -> Option<&'static [usize]> {
     Some(match ty {
         GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL => &[0],
         GgmlType::IQ4_XS => &[0],

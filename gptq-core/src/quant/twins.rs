@@ -1,0 +1,193 @@
+//! The kernel tables' products of the block types beyond Q8_0 and Q4_0
+//! (the K-quants, IQ4_XS, Q4_1, Q5_0, Q5_1, IQ4_NL, BF16) against the scalar
+//! twins, through the kernel harness: random, ragged and extreme data on
+//! every table this CPU runs (a table it cannot run is named as skipped), and
+//! each token's result bitwise the same alone or with others (decode batches).
+
+use half::{bf16, f16};
+
+use super::dispatch::table_names;
+use super::harness::{self, GemmSuite, Gen, Rng, TestActs};
+use super::table::{Gemm, VerifiedTable};
+use super::tile::{OutTile, QuantActs};
+use super::types::testkit::{blocks_from_bytes, scale_ranges};
+use super::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
+    BlockQ5K, BlockQ6K, QuantBlock,
+};
+use crate::gguf::as_bytes;
+
+/// A block of type `B` from `fill` bytes, its f16 scales set to `scale`.
+fn block<B: QuantBlock>(fill: impl FnMut() -> u8, scale: f16) -> B {
+    let mut fill = fill;
+    let mut bytes: Vec<u8> = (0..std::mem::size_of::<B>()).map(|_| fill()).collect();
+    for r in scale_ranges(B::TYPE) {
+        bytes[r].copy_from_slice(&scale.to_le_bytes());
+    }
+    blocks_from_bytes::<B>(&bytes)[0]
+}
+
+macro_rules! test_data {
+    ($($blk:ty),* $(,)?) => {$(
+        impl Gen for $blk {
+            fn random(rng: &mut Rng) -> Self {
+                let d = f16::from_f32(rng.f() * 0.05);
+                block(|| rng.byte(), d)
+            }
+
+            fn extremes() -> Vec<Self> {
+                let mut out = Vec::new();
+                for d in [
+                    f16::ONE,
+                    f16::from_f32(-1000.0),
+                    f16::from_bits(0x8000 | 0x3ff),
+                    f16::from_bits(1),
+                    f16::ZERO,
+                ] {
+                    for fill in [0x00u8, 0xff, 0xaa, 0x5a] {
+                        out.push(block::<$blk>(|| fill, d));
+                    }
+                }
+                out
+            }
+        }
+    )*};
+}
+
+test_data!(
+    BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockIq4Nl, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K,
+    BlockIq4Xs
+);
+
+/// Every table's product of `W` against the scalar twin, and each token's
+/// result alone equal bitwise to its result among 9.
+fn check<W: Gemm + Gen>(seed: u64)
+where
+    W::Partner: TestActs,
+{
+    for name in table_names() {
+        let Some(t) = harness::table(name) else {
+            continue;
+        };
+        GemmSuite::DEFAULT.run::<W>(t, seed);
+        decode_alone_equals_batched::<W>(t, seed);
+    }
+}
+
+fn decode_alone_equals_batched<W: Gemm + Gen>(t: VerifiedTable, seed: u64)
+where
+    W::Partner: TestActs,
+{
+    let mut rng = Rng::new(seed);
+    let (rows, nb, n_tok) = (5, 3, 9);
+    let w: Vec<W> = rng.blocks(rows * nb);
+    let x = rng.acts(n_tok * nb * W::ELEMS);
+    let (q, s) = harness::quantize_ref::<W::Partner>(&x, n_tok);
+    let acts = QuantActs {
+        blocks: &q,
+        sums: &s,
+        n_tok,
+        nb,
+    };
+    let mut all = vec![f32::NAN; n_tok * rows];
+    t.gemv(&w, &acts, &mut OutTile::whole(&mut all, n_tok, rows));
+    for tok in 0..n_tok {
+        let sums = if s.is_empty() {
+            &s[..]
+        } else {
+            acts.row_sums(tok)
+        };
+        let one = QuantActs {
+            blocks: acts.row(tok),
+            sums,
+            n_tok: 1,
+            nb,
+        };
+        let mut y = vec![f32::NAN; rows];
+        t.gemv(&w, &one, &mut OutTile::whole(&mut y, 1, rows));
+        for (r, v) in y.iter().enumerate() {
+            assert_eq!(
+                v.to_bits(),
+                all[tok * rows + r].to_bits(),
+                "{} {:?}: token {tok} row {r}",
+                t.name(),
+                W::TYPE
+            );
+        }
+    }
+}
+
+#[test]
+fn q4_1() {
+    check::<BlockQ4_1>(41);
+}
+
+#[test]
+fn q5_0() {
+    check::<BlockQ5_0>(50);
+}
+
+#[test]
+fn q5_1() {
+    check::<BlockQ5_1>(51);
+}
+
+#[test]
+fn iq4_nl() {
+    check::<BlockIq4Nl>(44);
+}
+
+#[test]
+fn q2_k() {
+    check::<BlockQ2K>(2);
+}
+
+#[test]
+fn q3_k() {
+    check::<BlockQ3K>(3);
+}
+
+#[test]
+fn q4_k() {
+    check::<BlockQ4K>(4);
+}
+
+#[test]
+fn q5_k() {
+    check::<BlockQ5K>(5);
+}
+
+#[test]
+fn q6_k() {
+    check::<BlockQ6K>(6);
+}
+
+#[test]
+fn iq4_xs() {
+    check::<BlockIq4Xs>(48);
+}
+
+#[test]
+fn bf16_products() {
+    for name in table_names() {
+        if let Some(t) = harness::table(name) {
+            harness::check_float_gemm::<bf16>(t, 16);
+        }
+    }
+}
+
+impl harness::Float for bf16 {
+    fn round(v: f32) -> bf16 {
+        super::types::bf16::from_f32(v)
+    }
+    fn get(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+}
+
+#[test]
+fn random_blocks_round_trip_their_bytes() {
+    let mut rng = Rng::new(1);
+    let b = BlockQ6K::random(&mut rng);
+    assert_eq!(as_bytes(&[b]).len(), 210);
+}
