@@ -167,3 +167,109 @@ fn gptq_files_load_score_and_are_deterministic() {
         assert!(p < base * 1.10, "{name}: {p} vs F32 {base}");
     }
 }
+
+/// GPTQ with importance weights on llama-quantize's Q4_K_M mix (K-quants,
+/// Q5_K and Q6_K matrices, a Q6_K token embedding the calibration pass
+/// expands): the file has the round-to-nearest mix's types and size, every
+/// value is finite, and each matrix stays near its float weights.
+#[test]
+fn gptq_on_the_q4_k_m_mix_with_an_importance_matrix() {
+    use gptq_core::gguf::{FileType, GgufFile, MappedFile};
+    use gptq_core::quant::types::dequantize_row;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let imatrix = read_importance(&testdata().join("llama-quantize/trained-small.imatrix"));
+    let mix = OutType::Mix(FileType::from_name("Q4_K_M").unwrap());
+    let write = |name: &str, calibration: Option<Calibration>| {
+        let out = tmp.path().join(name);
+        let opts = ConvertOptions {
+            out_type: mix,
+            imatrix: Some(imatrix.clone()),
+            calibration,
+            progress: false,
+            ..ConvertOptions::default()
+        };
+        convert(&checkpoint("trained-small"), &out, &opts).unwrap();
+        out
+    };
+    let rtn = write("rtn.gguf", None);
+    let gptq = write(
+        "gptq.gguf",
+        Some(Calibration {
+            text: testdata().join("text").join("calibration-small.txt"),
+            options: CalibOptions {
+                tokens: 1024,
+                ..CalibOptions::default()
+            },
+        }),
+    );
+    let f32_path = tmp.path().join("f32.gguf");
+    convert(
+        &checkpoint("trained-small"),
+        &f32_path,
+        &ConvertOptions {
+            out_type: GgmlType::F32.into(),
+            progress: false,
+            ..ConvertOptions::default()
+        },
+    )
+    .unwrap();
+    let (a, b, f) = (
+        MappedFile::open(&rtn).unwrap(),
+        MappedFile::open(&gptq).unwrap(),
+        MappedFile::open(&f32_path).unwrap(),
+    );
+    let (ga, gb, gf) = (
+        GgufFile::parse(a.bytes()).unwrap(),
+        GgufFile::parse(b.bytes()).unwrap(),
+        GgufFile::parse(f.bytes()).unwrap(),
+    );
+    assert_eq!(a.bytes().len(), b.bytes().len(), "file sizes");
+    let mut k_types = 0;
+    for t in ga.tensors() {
+        let u = gb.tensor(&t.name).unwrap();
+        assert_eq!(t.ty, u.ty, "{}: type", t.name);
+        if !t.name.starts_with("blk.") || t.ty == GgmlType::F32 {
+            continue;
+        }
+        k_types += usize::from(t.ty.block_size() == 256);
+        let want: &[f32] =
+            gptq_core::gguf::cast_slice(gf.tensor_data(f.bytes(), gf.tensor(&t.name).unwrap()))
+                .unwrap();
+        let expand = |g: &GgufFile, bytes: &[u8]| {
+            let mut v = vec![0.0f32; want.len()];
+            dequantize_row(
+                t.ty,
+                g.tensor_data(bytes, g.tensor(&t.name).unwrap()),
+                &mut v,
+            )
+            .unwrap();
+            v
+        };
+        let err = |v: &[f32]| -> f64 {
+            assert!(v.iter().all(|x| x.is_finite()), "{}: non-finite", t.name);
+            v.iter()
+                .zip(want)
+                .map(|(x, y)| f64::from(x - y).powi(2))
+                .sum::<f64>()
+        };
+        let norm: f64 = want.iter().map(|y| f64::from(*y).powi(2)).sum();
+        let (e_rtn, e_gptq) = (err(&expand(&ga, a.bytes())), err(&expand(&gb, b.bytes())));
+        // GPTQ trades weight error for output error; it stays of RTN's order.
+        assert!(
+            e_gptq < 4.0 * e_rtn && e_gptq < 0.05 * norm,
+            "{}: GPTQ weight error {e_gptq}, RTN {e_rtn}, |W|² {norm}",
+            t.name
+        );
+    }
+    assert!(k_types >= 8, "the mix has K-quant matrices");
+}
+
+/// llama-imatrix's file as llama-quantize reads it (sums ÷ calls).
+fn read_importance(path: &Path) -> gptq_convert::Importance {
+    let m = gptq_core::imatrix::Imatrix::read(path).unwrap();
+    m.entries
+        .iter()
+        .map(|e| (e.name.clone(), e.importance()))
+        .collect()
+}
