@@ -226,7 +226,7 @@ fn gptq_on_the_q4_k_m_mix_with_an_importance_matrix() {
     );
     assert_eq!(a.bytes().len(), b.bytes().len(), "file sizes");
     let mut k_types = 0;
-    for t in ga.tensors() {
+    for t in &ga.tensors {
         let u = gb.tensor(&t.name).unwrap();
         assert_eq!(t.ty, u.ty, "{}: type", t.name);
         if !t.name.starts_with("blk.") || t.ty == GgmlType::F32 {
