@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod chat;
 mod complete;
+mod imatrix;
 mod info;
 mod load;
 mod model_path;
@@ -43,6 +44,9 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Perplexity of a text file (llama-perplexity's method).
     Perplexity(perplexity::PerplexityArgs),
+    /// Importance matrix of the model over a text (llama-imatrix's method and
+    /// file format).
+    Imatrix(imatrix::ImatrixArgs),
     /// Prompt-processing and generation speed (llama-bench's pp and tg).
     Bench(bench::BenchArgs),
     /// OpenAI-compatible HTTP server with continuous batching (llama-server's
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Some(Command::Complete(a)) => run_complete(a, Some("complete")),
         Some(Command::Chat(a)) => run_chat(a, Some("chat")),
         Some(Command::Perplexity(a)) => perplexity::run(&a),
+        Some(Command::Imatrix(a)) => imatrix::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Serve(a)) => serve::run(&a),
         Some(Command::Info(a)) => info::run(&a),

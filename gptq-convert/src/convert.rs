@@ -10,10 +10,12 @@ use anyhow::{Context, Result, bail};
 use gptq_core::gguf::{FileType, GgmlType, GgufWriter, MetaValue};
 use gptq_core::model::layout::{self, TensorSpec};
 use gptq_core::quant::types::validate_row;
+use gptq_core::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{Checkpoint, open_checkpoint};
 use crate::config::GptConfig;
+use crate::gptq::layerwise::{CalibOptions, Calibrator, LAYER_TENSORS, LayerF32};
 use crate::names::{Mapping, map_name};
 use crate::quantize::mix::{self, TensorSite};
 use crate::quantize::{QUANTIZABLE, quantize_rows};
@@ -84,6 +86,12 @@ pub struct ConvertOptions {
     /// Importance weights for the scale searches (what llama-quantize's
     /// `--imatrix` does); `None` quantizes as llama-quantize does without one.
     pub imatrix: Option<Importance>,
+    /// Where the importance matrix came from, recorded in the file's
+    /// metadata as llama-quantize records it (`quantize.imatrix.*`).
+    pub imatrix_source: Option<ImatrixSource>,
+    /// Calibrated quantization of the block matrices (GPTQ and/or
+    /// activation-aware scaling) on a calibration text.
+    pub calibration: Option<Calibration>,
     /// `general.name`; by default the checkpoint folder's name.
     pub name: Option<String>,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
@@ -95,12 +103,36 @@ pub struct ConvertOptions {
     pub output_weight: bool,
 }
 
+/// A calibration text and what to do with it.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    /// The text's file.
+    pub text: PathBuf,
+    /// Methods and sizes.
+    pub options: CalibOptions,
+}
+
+/// What llama-quantize records of the importance matrix it used.
+#[derive(Clone, Debug)]
+pub struct ImatrixSource {
+    /// The file's path.
+    pub file: String,
+    /// The calibration text's name the file records (may be empty).
+    pub dataset: String,
+    /// Entries in the file.
+    pub entries: usize,
+    /// Chunks of text the file was computed on.
+    pub chunks: i32,
+}
+
 impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
             out_type: OutType::Pure(GgmlType::F16),
             token_embd_type: None,
             imatrix: None,
+            imatrix_source: None,
+            calibration: None,
             name: None,
             progress: true,
             output_weight: false,
@@ -171,6 +203,53 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
         };
         writer.add_metadata(&k, v)?;
     }
+    if let Some(src) = &opts.imatrix_source {
+        writer.add_metadata("quantize.imatrix.file", MetaValue::String(src.file.clone()))?;
+        if !src.dataset.is_empty() {
+            writer.add_metadata(
+                "quantize.imatrix.dataset",
+                MetaValue::String(src.dataset.clone()),
+            )?;
+        }
+        writer.add_metadata(
+            "quantize.imatrix.entries_count",
+            MetaValue::I32(i32::try_from(src.entries).unwrap_or(i32::MAX)),
+        )?;
+        writer.add_metadata("quantize.imatrix.chunks_count", MetaValue::I32(src.chunks))?;
+    }
+    let mut calibrator = match &opts.calibration {
+        Some(c) => {
+            let text = std::fs::read(&c.text).with_context(|| {
+                format!("cannot read the calibration text {}", c.text.display())
+            })?;
+            let tok = Tokenizer::new(
+                &vocab.tokens,
+                &vocab.merges,
+                Some(&vocab.types),
+                Some(vocab.bos),
+                Some(vocab.eos),
+            )?;
+            let cal = Calibrator::new(
+                &config.hparams(),
+                &tok,
+                &String::from_utf8_lossy(&text),
+                c.options.clone(),
+                opts.imatrix.clone(),
+            )?;
+            if opts.progress {
+                eprintln!(
+                    "calibrating on {} tokens of {}",
+                    cal.n_tokens(),
+                    c.text.display()
+                );
+            }
+            Some(cal)
+        }
+        None => None,
+    };
+    let types: HashMap<String, GgmlType> =
+        plans.iter().map(|p| (p.spec.name.clone(), p.ty)).collect();
+    let mut pending: HashMap<String, Vec<u8>> = HashMap::new();
     for p in &plans {
         writer.add_tensor(&p.spec.name, &p.spec.dims(), p.ty)?;
     }
@@ -189,19 +268,62 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
         .sum();
     let bar = progress_bar(opts.progress, total);
     let mut data = writer.begin(BufWriter::with_capacity(1 << 20, tmp.as_file()))?;
+    let read = |p: &Plan| -> Result<Vec<f32>> {
+        let values = ckpt.read_f32(&p.source)?;
+        // Conv1D weights are stored [in = cols][out = rows].
+        Ok(if p.transpose {
+            transpose(&values, p.spec.cols, p.spec.rows)
+        } else {
+            values
+        })
+    };
     for p in &plans {
         let (name, rows, cols) = (&p.spec.name, p.spec.rows, p.spec.cols);
         bar.set_message(name.clone());
-        let values = ckpt.read_f32(&p.source)?;
-        // Conv1D weights are stored [in = cols][out = rows].
-        let values = if p.transpose {
-            transpose(&values, cols, rows)
-        } else {
-            values
+        let layer = name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, _)| l.parse::<usize>().ok());
+        let bytes = match (&mut calibrator, layer) {
+            // A calibrated block: all its tensors at once, when its first
+            // tensor comes up; the others wait in `pending`.
+            (Some(cal), Some(layer)) => {
+                if !pending.contains_key(name) {
+                    let mut t = HashMap::new();
+                    for suffix in LAYER_TENSORS {
+                        let full = format!("blk.{layer}.{suffix}");
+                        let plan = plans
+                            .iter()
+                            .find(|q| q.spec.name == full)
+                            .with_context(|| format!("missing {full}"))?;
+                        t.insert(suffix, read(plan)?);
+                    }
+                    bar.set_message(format!("calibrating blk.{layer}"));
+                    let ty = |suffix: &str| types[&format!("blk.{layer}.{suffix}")];
+                    let out = cal
+                        .layer(layer, LayerF32 { t }, &ty)
+                        .with_context(|| format!("block {layer}"))?;
+                    for (suffix, bytes) in out {
+                        pending.insert(format!("blk.{layer}.{suffix}"), bytes);
+                    }
+                }
+                pending.remove(name).expect("the block was just processed")
+            }
+            _ => {
+                let values = read(p)?;
+                let imatrix = importance(opts.imatrix.as_ref(), name, cols)?;
+                let bytes = quantize_rows(p.ty, &values, cols, imatrix)
+                    .with_context(|| format!("tensor {name}"))?;
+                if let Some(cal) = &mut calibrator {
+                    match name.as_str() {
+                        "token_embd.weight" => cal.set_token_embd(p.ty, &bytes),
+                        "position_embd.weight" => cal.set_position_embd(&values),
+                        _ => {}
+                    }
+                }
+                bytes
+            }
         };
-        let imatrix = importance(opts.imatrix.as_ref(), name, cols)?;
-        let bytes = quantize_rows(p.ty, &values, cols, imatrix)
-            .with_context(|| format!("tensor {name}"))?;
         // As llama-quantize: never write a NaN or infinite scale or value.
         validate_row(p.ty, &bytes).with_context(|| {
             format!("tensor {name}: the checkpoint holds non-finite or out-of-range weights")
@@ -255,7 +377,7 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({eta} left) {msg}",
     ) {
         bar.set_style(style);
     }
@@ -375,7 +497,7 @@ fn matrix_type(
 /// The importance weights for tensor `name`, as llama-quantize picks them: none
 /// when the matrix has no entry; an error when the entry's length is not the
 /// row length, except for the token embedding (llama-imatrix never sees it).
-fn importance<'a>(
+pub(crate) fn importance<'a>(
     imatrix: Option<&'a Importance>,
     name: &str,
     cols: usize,

@@ -3,9 +3,21 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
-use gptq_convert::{ConvertOptions, OutType, convert};
+use gptq_convert::gptq::layerwise::CalibOptions;
+use gptq_convert::{Calibration, ConvertOptions, ImatrixSource, Importance, OutType, convert};
 use gptq_core::gguf::{FileType, GgmlType};
+use gptq_core::imatrix::Imatrix;
+
+/// How the block matrices are quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Method {
+    /// Round to nearest (llama-quantize's quantizers).
+    Rtn,
+    /// GPTQ error compensation on a calibration text (--calib).
+    Gptq,
+}
 
 /// The names `--type` accepts: ggml's tensor types, and llama-quantize's mixes
 /// whose names are not also a type.
@@ -105,6 +117,12 @@ impl TypeName {
 /// llama-quantize does. `--mix` asks for llama-quantize's mix of a type name
 /// (`--type q2_k --mix`, `--type q6_k --mix`, `--type q4_0 --mix`, ...): the
 /// same file llama-quantize makes from an F32 file with that type argument.
+///
+/// Quality: `--imatrix FILE` (llama-imatrix's .dat or `gptq imatrix`'s)
+/// weights the quantizers' scale searches as `llama-quantize --imatrix` does;
+/// `--method gptq --calib TEXT` compensates rounding errors (GPTQ) and
+/// `--awq --calib TEXT` folds activation-aware scales into the LayerNorms.
+/// They combine; the files stay standard ggml blocks of the same types.
 #[derive(Debug, Parser)]
 #[command(name = "gptq-convert", version)]
 struct Args {
@@ -137,6 +155,106 @@ struct Args {
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+    /// Quantization method of the block matrices.
+    #[arg(long, value_enum, default_value = "rtn")]
+    method: Method,
+    /// Calibration text (for --method gptq and --awq). Never evaluate on it.
+    #[arg(long, value_name = "TEXT")]
+    calib: Option<PathBuf>,
+    /// Calibration tokens to use (whole sequences of up to 256 positions).
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    calib_tokens: usize,
+    /// GPTQ: quantize input features by decreasing activation (act-order).
+    #[arg(long)]
+    act_order: bool,
+    /// GPTQ: damping, a fraction of the Hessian's mean diagonal.
+    #[arg(long, value_name = "F", default_value_t = 0.01)]
+    damp: f64,
+    /// Activation-aware scaling folded into the preceding LayerNorm and
+    /// value projection before quantizing (needs --calib).
+    #[arg(long)]
+    awq: bool,
+    /// Importance matrix (llama-imatrix's .dat, or `gptq imatrix`'s) for the
+    /// quantizers' scale searches, as llama-quantize's --imatrix.
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
+}
+
+/// Types whose quantizers take no importance weights (as in ggml).
+const UNWEIGHTED: [GgmlType; 4] = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0];
+
+impl Args {
+    /// The calibration and importance options, with flags that would do
+    /// nothing refused.
+    fn methods(
+        &self,
+        out_type: OutType,
+    ) -> Result<(
+        Option<Calibration>,
+        Option<Importance>,
+        Option<ImatrixSource>,
+    )> {
+        let quantized = !matches!(
+            out_type,
+            OutType::Pure(GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+        );
+        let gptq = self.method == Method::Gptq;
+        if (gptq || self.awq) && !quantized {
+            bail!(
+                "--method gptq and --awq quantize: choose a quantized --type (q4_0, q4_k_m, q8_0, ...)"
+            );
+        }
+        if self.act_order && !gptq {
+            bail!("--act-order is a GPTQ option: add --method gptq");
+        }
+        if !(self.damp > 0.0 && self.damp < 10.0) {
+            bail!(
+                "--damp {}: use a small positive fraction such as 0.01",
+                self.damp
+            );
+        }
+        let calibrated = gptq || self.awq;
+        let calibration = match (&self.calib, calibrated) {
+            (Some(text), true) => Some(Calibration {
+                text: text.clone(),
+                options: CalibOptions {
+                    gptq,
+                    awq: self.awq,
+                    act_order: self.act_order,
+                    damp: self.damp,
+                    tokens: self.calib_tokens,
+                    ..CalibOptions::default()
+                },
+            }),
+            (None, true) => bail!("--method gptq and --awq need a calibration text: --calib FILE"),
+            (Some(_), false) => bail!("--calib is used by --method gptq or --awq; add one of them"),
+            (None, false) => None,
+        };
+        let Some(path) = &self.imatrix else {
+            return Ok((calibration, None, None));
+        };
+        if let OutType::Pure(t) = out_type
+            && UNWEIGHTED.contains(&t)
+        {
+            bail!(
+                "--imatrix: {} takes no importance weights (neither in llama-quantize); drop --imatrix",
+                t.name().to_ascii_lowercase()
+            );
+        }
+        let m = Imatrix::read(path).with_context(|| format!("--imatrix {}", path.display()))?;
+        let importance: Importance = m
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.importance()))
+            .collect();
+        let source = ImatrixSource {
+            file: path.display().to_string(),
+            dataset: m.dataset.clone(),
+            entries: m.entries.len(),
+            chunks: m.chunks,
+        };
+        Ok((calibration, Some(importance), Some(source)))
+    }
 }
 
 fn main() -> ExitCode {
@@ -155,9 +273,16 @@ fn main() -> ExitCode {
             ));
         }
     };
+    let (calibration, imatrix, imatrix_source) = match args.methods(out_type) {
+        Ok(m) => m,
+        Err(e) => return fail(&format!("{e:#}")),
+    };
     let opts = ConvertOptions {
         out_type,
         token_embd_type,
+        imatrix,
+        imatrix_source,
+        calibration,
         name: args.name,
         progress: !args.quiet,
         output_weight: args.output_weight,

@@ -135,3 +135,59 @@ fn mixes_and_the_mix_flag() {
     assert_one_error_line(&run("q4_k_m", true), "already");
     assert_eq!(files_in(tmp.path()), Vec::<String>::new());
 }
+
+/// The quality flags: refused where they would do nothing, and a bad
+/// importance matrix named; no output file in any case.
+#[test]
+fn quality_flags_refused_where_they_do_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("m.gguf");
+    let calib = fixture("text").join("calibration-small.txt");
+    let imatrix = fixture("llama-quantize").join("tiny-scaled.imatrix");
+    let dir = fixture("tiny-scaled");
+    let bad = tmp.path().join("bad.imatrix");
+    std::fs::write(&bad, [3u8, 0, 0, 0, 9]).unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--type", "q4_0", "--method", "gptq"],
+            "need a calibration text",
+        ),
+        (
+            &["--type", "q4_0", "--act-order"],
+            "--act-order is a GPTQ option",
+        ),
+        (
+            &["--type", "q4_0", "--calib", "CALIB"],
+            "--calib is used by",
+        ),
+        (
+            &["--type", "f16", "--awq", "--calib", "CALIB"],
+            "choose a quantized --type",
+        ),
+        (
+            &["--type", "q8_0", "--imatrix", "IMATRIX"],
+            "q8_0 takes no importance weights",
+        ),
+        (&["--type", "q4_0", "--imatrix", "BAD"], "bad.imatrix"),
+        (
+            &[
+                "--type", "q4_0", "--method", "gptq", "--calib", "CALIB", "--damp", "0",
+            ],
+            "--damp 0",
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut args: Vec<&std::ffi::OsStr> = vec![dir.as_os_str(), "-o".as_ref(), out.as_os_str()];
+        for f in flags {
+            args.push(match *f {
+                "CALIB" => calib.as_os_str(),
+                "IMATRIX" => imatrix.as_os_str(),
+                "BAD" => bad.as_os_str(),
+                f => f.as_ref(),
+            });
+        }
+        let o = convert(&args);
+        assert_one_error_line(&o, want);
+        assert!(!out.exists(), "{flags:?}: an output file was written");
+    }
+}

@@ -26,6 +26,18 @@ pub enum Error {
         msg: String,
     },
 
+    /// A file other than a GGUF (a llama-perplexity logits file, an importance
+    /// matrix) does not follow its format.
+    #[error("{kind}, byte {offset}: {msg}")]
+    FileFormat {
+        /// What kind of file it should be.
+        kind: &'static str,
+        /// Byte offset in the file where the problem was found.
+        offset: u64,
+        /// What is wrong.
+        msg: String,
+    },
+
     /// A metadata key is missing or holds a value of the wrong type or range.
     #[error("metadata key '{key}': {msg}")]
     Metadata {
@@ -104,6 +116,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn format(offset: u64, msg: impl Into<String>) -> Self {
         Error::Format {
+            offset,
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn file_format(kind: &'static str, offset: u64, msg: impl Into<String>) -> Self {
+        Error::FileFormat {
+            kind,
             offset,
             msg: msg.into(),
         }

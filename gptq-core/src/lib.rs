@@ -68,9 +68,11 @@ compile_error!(
 );
 
 pub mod batch;
+pub mod calibrate;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod imatrix;
 pub mod membw;
 pub mod model;
 pub mod perplexity;

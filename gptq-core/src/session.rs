@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
+use crate::model::block::{ActivationObserver, reborrow};
 use crate::model::forward::{self, KvCache, Scratch};
 use crate::model::{KvType, Model};
 use crate::quant::team::{Par, Team};
@@ -235,7 +236,7 @@ impl Session {
         // team instead of rayon's jobs (see `quant::team`).
         let mut run = |par: Par<'_>| -> Result<()> {
             for batch in tokens.chunks(self.n_batch) {
-                self.eval(par, batch)?;
+                self.eval(par, batch, None)?;
             }
             forward::logits(
                 par,
@@ -269,14 +270,37 @@ impl Session {
         &mut self,
         tokens: &[u32],
         outputs: std::ops::Range<usize>,
+        on_logits: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        self.feed_logits_inner(tokens, outputs, on_logits, None)
+    }
+
+    /// [`feed_logits`](Session::feed_logits), with `observer` shown the input
+    /// of every block matrix product (for importance matrices and
+    /// quantization calibration).
+    pub fn feed_observed(
+        &mut self,
+        tokens: &[u32],
+        outputs: std::ops::Range<usize>,
+        on_logits: impl FnMut(usize, &[f32]),
+        observer: &mut dyn ActivationObserver,
+    ) -> Result<()> {
+        self.feed_logits_inner(tokens, outputs, on_logits, Some(observer))
+    }
+
+    fn feed_logits_inner(
+        &mut self,
+        tokens: &[u32],
+        outputs: std::ops::Range<usize>,
         mut on_logits: impl FnMut(usize, &[f32]),
+        mut observer: Option<&mut dyn ActivationObserver>,
     ) -> Result<()> {
         self.check(tokens)?;
         self.has_logits = false;
         let vocab = self.model.hparams().n_vocab;
         let mut last_row = None;
         for (b, batch) in tokens.chunks(self.n_batch).enumerate() {
-            self.eval(Par::Pool, batch)?;
+            self.eval(Par::Pool, batch, reborrow(&mut observer))?;
             let b0 = b * self.n_batch;
             let lo = outputs.start.clamp(b0, b0 + batch.len()) - b0;
             let hi = outputs.end.clamp(b0, b0 + batch.len()) - b0;
@@ -304,7 +328,12 @@ impl Session {
         Ok(())
     }
 
-    fn eval(&mut self, par: Par<'_>, batch: &[u32]) -> Result<()> {
+    fn eval(
+        &mut self,
+        par: Par<'_>,
+        batch: &[u32],
+        observer: Option<&mut dyn ActivationObserver>,
+    ) -> Result<()> {
         let pos0 = self.tokens.len();
         forward::forward_hidden(
             par,
@@ -314,6 +343,7 @@ impl Session {
             batch,
             pos0,
             &self.cancel,
+            observer,
         )?;
         self.tokens.extend_from_slice(batch);
         Ok(())

@@ -10,6 +10,8 @@ use rayon::prelude::*;
 pub(crate) mod batch;
 
 use super::Model;
+use super::block::{ActivationObserver, BlockWeights, Site, reborrow};
+use super::hparams::HParams;
 use super::weights::VectorLoc;
 use crate::error::{Error, Result};
 use crate::quant::matmul::matmul_on;
@@ -164,7 +166,31 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     pub fn new(model: &Model, n_ctx: usize, n_batch: usize, n_outputs: usize) -> Result<Scratch> {
-        let hp = model.hparams();
+        let rows = n_batch.max(n_outputs);
+        let mm = MatmulScratch::for_matrices(rows, model.weights().matrices(model.bytes()));
+        Scratch::with_matmul(model.hparams(), n_ctx, n_batch, n_outputs, mm)
+    }
+
+    /// Scratch for a model of shape `hp` whose matrices are not known yet
+    /// (the calibration's block runner): products with any block type.
+    pub fn for_hparams(
+        hp: &HParams,
+        n_ctx: usize,
+        n_batch: usize,
+        n_outputs: usize,
+    ) -> Result<Scratch> {
+        let rows = n_batch.max(n_outputs);
+        let mm = MatmulScratch::new(rows, hp.n_embd.max(hp.n_ff));
+        Scratch::with_matmul(hp, n_ctx, n_batch, n_outputs, mm)
+    }
+
+    fn with_matmul(
+        hp: &HParams,
+        n_ctx: usize,
+        n_batch: usize,
+        n_outputs: usize,
+        mm: MatmulScratch,
+    ) -> Result<Scratch> {
         let d = hp.n_embd;
         let rows = n_batch.max(n_outputs);
         let n_lanes = n_batch.max(hp.n_head);
@@ -183,8 +209,13 @@ impl Scratch {
             ff: sized(n_batch, hp.n_ff, "activations")?,
             scores: sized(n_lanes, n_ctx, "attention scores")?,
             n_lanes,
-            mm: MatmulScratch::for_matrices(rows, model.weights().matrices(model.bytes())),
+            mm,
         })
+    }
+
+    /// The residual stream buffer, `[n_batch][n_embd]`.
+    pub fn x_mut(&mut self) -> &mut [f32] {
+        &mut self.x
     }
 
     pub fn n_bytes(&self) -> usize {
@@ -225,6 +256,7 @@ fn check_cancel(cancel: &AtomicBool) -> Result<()> {
 /// Runs tokens `tokens` at positions `pos0..` through every block, writing their
 /// keys and values into `kv`; afterwards `s.x` holds their residual streams.
 /// The caller has checked the ids and that the positions fit the cache.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_hidden(
     par: Par<'_>,
     model: &Model,
@@ -233,6 +265,7 @@ pub(crate) fn forward_hidden(
     tokens: &[u32],
     pos0: usize,
     cancel: &AtomicBool,
+    mut observer: Option<&mut dyn ActivationObserver>,
 ) -> Result<()> {
     let hp = model.hparams();
     let k = model.kernels().table();
@@ -252,84 +285,90 @@ pub(crate) fn forward_hidden(
         k.add(h, x);
     }
 
-    for (li, lw) in w.layers.iter().enumerate() {
+    for li in 0..w.layers.len() {
         check_cancel(cancel)?;
-        // Attention sub-layer.
-        layer_norm_rows(
-            k,
-            &s.x,
-            &mut s.h,
-            n,
-            d,
-            vget(t, &lw.attn_norm_w),
-            vget(t, &lw.attn_norm_b),
-            hp.ln_eps,
-        );
-        matmul_on(
-            par,
-            k,
-            &lw.attn_qkv_w.view(t),
-            &s.h,
-            n,
-            &mut s.qkv,
-            &mut s.mm,
-        );
-        add_bias(k, &mut s.qkv, n, vget(t, &lw.attn_qkv_b));
-        kv.store(li, pos0, &s.qkv, n);
-        attention(
-            par,
-            k,
-            kv,
-            li,
-            &s.qkv,
-            n,
-            pos0,
-            hp.n_head,
-            &mut s.att,
-            &mut s.scores,
-            s.n_lanes,
-            &mut s.ff,
-        );
-        matmul_on(
-            par,
-            k,
-            &lw.attn_out_w.view(t),
-            &s.att,
-            n,
-            &mut s.h,
-            &mut s.mm,
-        );
-        add_residual(k, &mut s.x, &s.h, n, d, vget(t, &lw.attn_out_b));
-
-        // MLP sub-layer.
-        layer_norm_rows(
-            k,
-            &s.x,
-            &mut s.h,
-            n,
-            d,
-            vget(t, &lw.ffn_norm_w),
-            vget(t, &lw.ffn_norm_b),
-            hp.ln_eps,
-        );
-        matmul_on(par, k, &lw.ffn_up_w.view(t), &s.h, n, &mut s.ff, &mut s.mm);
-        let b_up = vget(t, &lw.ffn_up_b);
-        for_rows(&mut s.ff, hp.n_ff, n, |_, row| {
-            k.add(b_up, row);
-            k.gelu(row);
-        });
-        matmul_on(
-            par,
-            k,
-            &lw.ffn_down_w.view(t),
-            &s.ff,
-            n,
-            &mut s.h,
-            &mut s.mm,
-        );
-        add_residual(k, &mut s.x, &s.h, n, d, vget(t, &lw.ffn_down_b));
+        let bw = model.block(li);
+        forward_block(par, k, hp, &bw, kv, li, s, n, pos0, reborrow(&mut observer));
     }
     Ok(())
+}
+
+/// Runs the `n` residual rows in `s.x` (positions `pos0..pos0 + n`) through
+/// one block with weights `w`, storing keys and values as layer `li` of `kv`.
+/// `observer` sees the input of each matrix product.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_block(
+    par: Par<'_>,
+    k: VerifiedTable,
+    hp: &HParams,
+    w: &BlockWeights<'_>,
+    kv: &mut KvCache,
+    li: usize,
+    s: &mut Scratch,
+    n: usize,
+    pos0: usize,
+    mut observer: Option<&mut dyn ActivationObserver>,
+) {
+    let d = hp.n_embd;
+    let mut observe = |site: Site, rows: &[f32], width: usize| {
+        if let Some(o) = reborrow(&mut observer) {
+            o.observe(li, site, &rows[..n * width], n);
+        }
+    };
+    // Attention sub-layer.
+    layer_norm_rows(
+        k,
+        &s.x,
+        &mut s.h,
+        n,
+        d,
+        w.attn_norm_w,
+        w.attn_norm_b,
+        hp.ln_eps,
+    );
+    observe(Site::AttnQkv, &s.h, d);
+    matmul_on(par, k, &w.attn_qkv_w, &s.h, n, &mut s.qkv, &mut s.mm);
+    add_bias(k, &mut s.qkv, n, w.attn_qkv_b);
+    kv.store(li, pos0, &s.qkv, n);
+    attention(
+        par,
+        k,
+        kv,
+        li,
+        &s.qkv,
+        n,
+        pos0,
+        hp.n_head,
+        &mut s.att,
+        &mut s.scores,
+        s.n_lanes,
+        &mut s.ff,
+    );
+    observe(Site::AttnOut, &s.att, d);
+    matmul_on(par, k, &w.attn_out_w, &s.att, n, &mut s.h, &mut s.mm);
+    add_residual(k, &mut s.x, &s.h, n, d, w.attn_out_b);
+
+    // MLP sub-layer.
+    layer_norm_rows(
+        k,
+        &s.x,
+        &mut s.h,
+        n,
+        d,
+        w.ffn_norm_w,
+        w.ffn_norm_b,
+        hp.ln_eps,
+    );
+    observe(Site::FfnUp, &s.h, d);
+    matmul_on(par, k, &w.ffn_up_w, &s.h, n, &mut s.ff, &mut s.mm);
+    let b_up = w.ffn_up_b;
+    for_rows(&mut s.ff, hp.n_ff, n, |_, row| {
+        k.add(b_up, row);
+        k.gelu(row);
+    });
+    observe(Site::FfnDown, &s.ff, hp.n_ff);
+    matmul_on(par, k, &w.ffn_down_w, &s.ff, n, &mut s.h, &mut s.mm);
+    add_residual(k, &mut s.x, &s.h, n, d, w.ffn_down_b);
 }
 
 /// Logits of residual rows `rows` of the last [`forward_hidden`]: the final

@@ -1,6 +1,7 @@
 //! A GPT-2 model mapped from a GGUF file: hyper-parameters, weight views,
 //! tokenizer and the kernels that run it.
 
+pub mod block;
 pub(crate) mod forward;
 pub mod hparams;
 pub mod layout;
@@ -8,6 +9,7 @@ pub(crate) mod weights;
 
 use std::path::Path;
 
+pub use block::{ActivationObserver, BlockWeights, Site};
 pub use forward::KvType;
 pub use hparams::HParams;
 use weights::Weights;
@@ -104,6 +106,59 @@ impl Model {
     /// token embedding.
     pub fn has_output_weight(&self) -> bool {
         self.weights.has_output
+    }
+
+    /// The weights of block `layer`, read in place.
+    ///
+    /// # Panics
+    /// When `layer >= n_layer`.
+    pub fn block(&self, layer: usize) -> BlockWeights<'_> {
+        let (t, lw) = (self.bytes(), &self.weights.layers[layer]);
+        BlockWeights {
+            attn_norm_w: lw.attn_norm_w.get(t),
+            attn_norm_b: lw.attn_norm_b.get(t),
+            attn_qkv_w: lw.attn_qkv_w.view(t),
+            attn_qkv_b: lw.attn_qkv_b.get(t),
+            attn_out_w: lw.attn_out_w.view(t),
+            attn_out_b: lw.attn_out_b.get(t),
+            ffn_norm_w: lw.ffn_norm_w.get(t),
+            ffn_norm_b: lw.ffn_norm_b.get(t),
+            ffn_up_w: lw.ffn_up_w.view(t),
+            ffn_up_b: lw.ffn_up_b.get(t),
+            ffn_down_w: lw.ffn_down_w.view(t),
+            ffn_down_b: lw.ffn_down_b.get(t),
+        }
+    }
+
+    /// The token and position embeddings, added: the residual stream at the
+    /// first block's input for `tokens` at positions `0..`, `n·n_embd` values.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (d, hp) = (self.hparams.n_embd, &self.hparams);
+        if tokens.len() > hp.n_ctx {
+            return Err(Error::ContextOverflow {
+                needed: tokens.len(),
+                capacity: hp.n_ctx,
+            });
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= hp.n_vocab) {
+            return Err(Error::InvalidToken {
+                id,
+                vocab: hp.n_vocab,
+            });
+        }
+        let t = self.bytes();
+        let (wte, wpe) = (
+            self.weights.token_embd.view(t),
+            self.weights.position_embd.view(t),
+        );
+        let mut x = vec![0.0f32; tokens.len() * d];
+        let mut p = vec![0.0f32; d];
+        for (i, (&tok, row)) in tokens.iter().zip(x.chunks_exact_mut(d)).enumerate() {
+            wte.dequantize_row(tok as usize, row);
+            wpe.dequantize_row(i, &mut p);
+            self.kernels.table().add(&p, row);
+        }
+        Ok(x)
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {

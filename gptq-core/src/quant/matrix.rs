@@ -181,6 +181,18 @@ impl<'a> Matrix<'a> {
         match_weights!(data, d => fits(d, rows, cols)).then_some(Matrix { data, rows, cols })
     }
 
+    /// A view of a tensor's stored bytes (as in a GGUF file) of type `ty` as
+    /// `rows × cols`; `None` for a type the kernels do not compute with, a
+    /// size that disagrees, or bytes misaligned for the type's elements.
+    pub fn from_bytes(
+        ty: GgmlType,
+        bytes: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Option<Matrix<'a>> {
+        Matrix::new(WeightData::from_bytes(ty, bytes)?, rows, cols)
+    }
+
     /// The stored elements.
     pub fn data(&self) -> WeightData<'a> {
         self.data
