@@ -7,6 +7,7 @@ pub mod config;
 pub mod convert;
 pub mod names;
 pub mod quantize;
+mod output;
 pub mod vocab;
 
 pub use convert::{ConvertOptions, ConvertReport, Importance, OutType, convert};
