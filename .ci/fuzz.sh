@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# CI: every fuzz target briefly from its committed seeds (regressions and
+# shallow bugs), and the Miri tests. Needs the nightly toolchain (with miri and
+# rust-src) and cargo-fuzz; installs them when missing.
+#   FUZZ_SECONDS (default 30): time per target; the targets run two at a time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${FUZZ_SECONDS:-30}
+start=$SECONDS
+note() { echo "-- $* ($((SECONDS - start)) s)"; }
+
+rustup toolchain install nightly --profile minimal --component miri,rust-src >/dev/null
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo +nightly install cargo-fuzz --version 0.13.2 --locked
+fi
+note "toolchain: $(rustc +nightly --version), $(cargo +nightly fuzz --version)"
+
+cd fuzz
+cargo +nightly fuzz build
+note "fuzz targets built"
+targets=$(cargo +nightly fuzz list)
+failed=()
+run_pair() {
+    local pids=() names=()
+    for t in "$@"; do
+        ./run.sh "$t" "$seconds" >"target/$t.log" 2>&1 &
+        pids+=($!)
+        names+=("$t")
+    done
+    for i in "${!pids[@]}"; do
+        local t=${names[$i]}
+        if wait "${pids[$i]}"; then
+            echo "$t: $(grep -E '^#[0-9]+.*(DONE|pulse)' "target/$t.log" | tail -1)"
+        else
+            echo "$t: FAILED"; tail -40 "target/$t.log"; failed+=("$t")
+        fi
+    done
+}
+set -- $targets
+while [ $# -gt 0 ]; do
+    if [ $# -ge 2 ]; then run_pair "$1" "$2"; shift 2; else run_pair "$1"; shift; fi
+done
+note "fuzz targets ran ${seconds} s each"
+cd ..
+
+# Miri: the GGUF reader (and its mmap/in-memory file), the scalar reference
+# kernels and block packing, the sampler and the BPE merge loop.
+MIRIFLAGS="-Zmiri-disable-isolation" cargo +nightly miri test -p gptq-core --lib -- \
+    gguf:: quant::reference quant::pack quant::scratch sample:: tokenizer::bpe tokenizer::stream
+note "miri"
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzz targets that found a crash: ${failed[*]} (inputs in fuzz/artifacts/)"
+    exit 1
+fi
