@@ -839,6 +839,29 @@ mod tests {
         }
     }
 
+    /// `torch.Size(t)` on one memoised tuple of 4096 ints, called 4096
+    /// times: 6 bytes of pickle per call, and each call copied the tuple
+    /// (128 MiB in all from a 33 KiB pickle). The budget stops it.
+    #[test]
+    fn references_cannot_multiply_memory() {
+        let mut bytes = b"\x80\x02ctorch\nSize\nq\x00(".to_vec();
+        bytes.extend([b'K', 1].repeat(4096));
+        bytes.extend(b"tq\x010(");
+        for _ in 0..4096 {
+            bytes.extend(b"h\x00h\x01\x85R0");
+        }
+        bytes.extend(b"1N.");
+        let e = format!("{:#}", parse(&bytes).unwrap_err());
+        assert!(e.contains("expands without bound"), "{e}");
+        // The same with a few calls is an ordinary pickle.
+        let mut bytes = b"\x80\x02ctorch\nSize\nq\x00(K\x01K\x02tq\x010(".to_vec();
+        for _ in 0..8 {
+            bytes.extend(b"h\x00h\x01\x85R0");
+        }
+        bytes.extend(b"1N.");
+        assert_eq!(root(&parse(&bytes).unwrap()), &Object::None);
+    }
+
     #[test]
     fn pop_below_mark_is_an_error() {
         // K1 MARK TUPLE1: TUPLE1 may not take the item below the mark.
