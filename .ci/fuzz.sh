@@ -2,10 +2,10 @@
 # CI: every fuzz target briefly from its committed seeds (regressions and
 # shallow bugs), and the Miri tests. Needs the nightly toolchain (with miri and
 # rust-src) and cargo-fuzz; installs them when missing.
-#   FUZZ_SECONDS (default 30): time per target; the targets run two at a time.
+#   FUZZ_SECONDS (default 20): time per target; the targets run two at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-20}
 start=$SECONDS
 note() { echo "-- $* ($((SECONDS - start)) s)"; }
 

@@ -15,9 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::checkpoint::{Checkpoint, open_checkpoint};
 use crate::config::GptConfig;
 use crate::names::{Mapping, map_name};
+use crate::output::create_temp;
 use crate::quantize::mix::{self, TensorSite};
 use crate::quantize::{QUANTIZABLE, quantize_rows};
-use crate::output::create_temp;
 use crate::vocab::read_vocab;
 
 /// Alignment of the tensor data in files we write: GGUF's default (32), so the

@@ -6,8 +6,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod names;
-pub mod quantize;
 mod output;
+pub mod quantize;
 pub mod vocab;
 
 pub use convert::{ConvertOptions, ConvertReport, Importance, OutType, convert};

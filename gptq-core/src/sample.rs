@@ -409,6 +409,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of draws: minutes under Miri; the draw itself is covered by the other tests"
+    )]
     fn top_k_one_is_greedy_and_seed_reproduces() {
         let logits: Vec<f32> = (0..1000)
             .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
@@ -462,6 +466,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of draws: minutes under Miri; the draw itself is covered by the other tests"
+    )]
     fn frequencies_follow_the_temperature() {
         let logits = [1.0f32, 0.0];
         let mut s = SamplerParams::default()
