@@ -44,16 +44,16 @@ note "fuzz targets ran ${seconds} s each"
 cd ..
 
 # Miri: the GGUF reader and writer (and the in-memory file Miri reads instead
-# of a mapping), the scalar reference kernels, the scalar kernel table through
-# the tiled matrix product (OutTile/RowSplit), block packing, the sampler, the
+# of a mapping), the Q8_0 and Q4_0 scalar references (quantize, dequantize, dot),
+# dequantization of every type, block packing, the sampler, the
 # BPE merge loop and the streaming decoder. Tree Borrows: under Stacked Borrows
 # every test that runs rayon's pool stops inside crossbeam's deque (a retag
 # error in the dependency, not in this code); rayon's threads outlive main, so
 # leaks are ignored.
 MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-tree-borrows -Zmiri-ignore-leaks" \
     cargo +nightly miri test -p gptq-core --lib -- \
-    gguf:: quant::reference quant::pack quant::scratch quant::matmul sample:: \
-    tokenizer::bpe tokenizer::stream
+    gguf:: quant::types::q8_0 quant::types::q4_0 quant::types::dequant quant::pack \
+    quant::scratch sample:: tokenizer::bpe tokenizer::stream
 note "miri"
 
 if [ ${#failed[@]} -gt 0 ]; then
