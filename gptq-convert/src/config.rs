@@ -77,17 +77,25 @@ impl GptConfig {
             Some(n) => n,
             None => opt_usize(v, "n_ctx")?.context("missing key 'n_positions' (or 'n_ctx')")?,
         };
-        let n_ff = opt_usize(v, "n_inner")?.unwrap_or(4 * n_embd);
+        let n_ff = match opt_usize(v, "n_inner")? {
+            Some(n) => n,
+            None => n_embd
+                .checked_mul(4)
+                .with_context(|| format!("n_embd = {n_embd} is too large"))?,
+        };
         if n_embd % n_head != 0 {
             bail!("n_head = {n_head} does not divide n_embd = {n_embd}");
         }
         let ln_eps = match v.get("layer_norm_epsilon") {
             None | Some(Value::Null) => 1e-5,
+            // Checked as the f32 it becomes: 1e-300 would round to 0, 1e300 to inf.
             Some(x) => x
                 .as_f64()
+                .map(|e| e as f32)
                 .filter(|e| e.is_finite() && *e > 0.0)
-                .context("'layer_norm_epsilon' must be a positive number")?
-                as f32,
+                .with_context(|| {
+                    format!("'layer_norm_epsilon' must be a positive number within f32's range, found {x}")
+                })?,
         };
         match v.get("activation_function").and_then(Value::as_str) {
             None | Some("gelu_new") | Some("gelu_pytorch_tanh") | Some("gelu_fast") => {}
@@ -212,5 +220,28 @@ mod tests {
         let mut v = base();
         v["activation_function"] = json!("relu");
         assert!(GptConfig::from_json(&v).is_err());
+    }
+
+    /// A `layer_norm_epsilon` that is positive as an f64 but rounds to 0 (or
+    /// inf) as the f32 the file stores would write a file no loader accepts.
+    #[test]
+    fn epsilon_is_checked_as_f32() {
+        for eps in [1e-300, 1e300] {
+            let mut v = base();
+            v["layer_norm_epsilon"] = json!(eps);
+            let e = GptConfig::from_json(&v).unwrap_err().to_string();
+            assert!(e.contains("layer_norm_epsilon"), "{e}");
+        }
+    }
+
+    /// Found by the `hf_config` fuzz target: `n_inner` defaults to `4 * n_embd`,
+    /// which overflowed (a panic) for a huge `n_embd`.
+    #[test]
+    fn huge_n_embd_is_an_error_not_an_overflow() {
+        let mut v = base();
+        v["n_embd"] = json!(u64::MAX / 2);
+        v["n_head"] = json!(1);
+        let e = GptConfig::from_json(&v).unwrap_err().to_string();
+        assert!(e.contains("n_embd"), "{e}");
     }
 }

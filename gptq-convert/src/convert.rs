@@ -17,6 +17,7 @@ use crate::checkpoint::{Checkpoint, open_checkpoint};
 use crate::config::GptConfig;
 use crate::gptq::layerwise::{CalibOptions, Calibrator, LAYER_TENSORS, LayerF32};
 use crate::names::{Mapping, map_name};
+use crate::output::create_temp;
 use crate::quantize::mix::{self, TensorSite};
 use crate::quantize::{QUANTIZABLE, quantize_rows};
 use crate::vocab::read_vocab;
@@ -186,8 +187,11 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
 
     let config = GptConfig::read(dir)?;
     let ckpt = open_checkpoint(dir)?;
-    let vocab = read_vocab(dir, config.n_vocab, config.bos, config.eos)?;
+    // The plan checks config.json's sizes against the checkpoint's tensors, so
+    // nothing below is sized from an unchecked number (the vocabulary's padding
+    // is sized from `vocab_size`).
     let plans = plan(&config, ckpt.as_ref(), opts)?;
+    let vocab = read_vocab(dir, config.n_vocab, config.bos, config.eos)?;
 
     let mut writer = GgufWriter::new(ALIGNMENT)?;
     let name = opts.name.clone().unwrap_or_else(|| folder_name(dir));
@@ -254,14 +258,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<ConvertR
         writer.add_tensor(&p.spec.name, &p.spec.dims(), p.ty)?;
     }
 
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(
-            ".{}.",
-            out.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-        ))
-        .suffix(".tmp")
-        .tempfile_in(&parent)
-        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    let tmp = create_temp(out, &parent)?;
     let total: u64 = plans
         .iter()
         .map(|p| p.spec.rows as u64 * p.spec.cols as u64 * 4)
@@ -387,6 +384,7 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
 /// Matches the checkpoint's tensors to the GGUF layout and picks each type.
 fn plan(c: &GptConfig, ckpt: &dyn Checkpoint, opts: &ConvertOptions) -> Result<Vec<Plan>> {
     let src = ckpt.source().display().to_string();
+    check_sizes(c, ckpt, &src)?;
     let mut found: HashMap<String, (String, bool, Vec<usize>)> = HashMap::new();
     for t in ckpt.tensors() {
         let (gguf, transpose) = match map_name(&t.name) {
@@ -515,6 +513,35 @@ pub(crate) fn importance<'a>(
         "the importance matrix has {} values for tensor {name}, whose rows have {cols}",
         w.len()
     )
+}
+
+/// Bounds config.json's sizes by the checkpoint before the layout is built
+/// from them: no dimension exceeds the largest tensor's element count and no
+/// more blocks than tensors, so a hostile `n_layer` or `n_embd` cannot make
+/// the tensor list (12 entries per block) huge or its shapes (`3 · n_embd`)
+/// overflow. The exact shapes are checked tensor by tensor afterwards.
+fn check_sizes(c: &GptConfig, ckpt: &dyn Checkpoint, src: &str) -> Result<()> {
+    let largest = ckpt.tensors().iter().map(|t| t.numel()).max().unwrap_or(0);
+    for (key, v) in [
+        ("vocab_size", c.n_vocab),
+        ("n_positions", c.n_ctx),
+        ("n_embd", c.n_embd),
+        ("n_inner", c.n_ff),
+    ] {
+        if v > largest {
+            bail!(
+                "config.json: {key} = {v} is larger than any tensor of {src} ({largest} elements)"
+            );
+        }
+    }
+    let n_tensors = ckpt.tensors().len();
+    if c.n_layer > n_tensors {
+        bail!(
+            "config.json: n_layer = {} blocks, but {src} holds only {n_tensors} tensors",
+            c.n_layer
+        );
+    }
+    Ok(())
 }
 
 /// A `rows × cols` matrix → its `cols × rows` transpose.

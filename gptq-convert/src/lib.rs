@@ -8,6 +8,7 @@ pub mod config;
 pub mod convert;
 pub mod gptq;
 pub mod names;
+mod output;
 pub mod quantize;
 pub mod vocab;
 

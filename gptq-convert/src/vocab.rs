@@ -28,22 +28,59 @@ pub fn read_vocab(dir: &Path, n_vocab: usize, bos: u32, eos: u32) -> Result<Voca
         dir.join("merges.txt"),
         dir.join("tokenizer.json"),
     );
-    let (map, merges, added) = if vj.is_file() && mt.is_file() {
-        let map =
-            read_json(&vj).and_then(|v| vocab_map(&v).with_context(|| vj.display().to_string()))?;
-        let text = std::fs::read_to_string(&mt)
-            .with_context(|| format!("cannot read {}", mt.display()))?;
-        (map, merges_txt(&text), Vec::new())
+    if vj.is_file() && mt.is_file() {
+        let vocab = read_text(&vj)?;
+        let merges = read_text(&mt)?;
+        vocab_from_files(&vocab, &merges, n_vocab, bos, eos)
+            .with_context(|| format!("{} + {}", vj.display(), mt.display()))
     } else if tj.is_file() {
-        let v = read_json(&tj)?;
-        tokenizer_json(&v).with_context(|| tj.display().to_string())?
+        let text = read_text(&tj)?;
+        vocab_from_tokenizer_json(&text, n_vocab, bos, eos)
+            .with_context(|| tj.display().to_string())
     } else {
         bail!(
             "{}: no tokenizer found (looked for vocab.json + merges.txt, and tokenizer.json)",
             dir.display()
         );
-    };
-    let (tokens, types, merges) = build(map, merges, &added, n_vocab, &[bos, eos])?;
+    }
+}
+
+/// The vocabulary from the texts of `vocab.json` and `merges.txt` (see
+/// [`read_vocab`] for `n_vocab`, `bos` and `eos`).
+pub fn vocab_from_files(
+    vocab_json: &str,
+    merges: &str,
+    n_vocab: usize,
+    bos: u32,
+    eos: u32,
+) -> Result<VocabData> {
+    let v: Value = serde_json::from_str(vocab_json).context("vocab.json: not valid JSON")?;
+    let map = vocab_map(&v).context("vocab.json")?;
+    finish(map, merges_txt(merges), &[], n_vocab, bos, eos)
+}
+
+/// The vocabulary from the text of `tokenizer.json` (see [`read_vocab`] for
+/// `n_vocab`, `bos` and `eos`).
+pub fn vocab_from_tokenizer_json(
+    text: &str,
+    n_vocab: usize,
+    bos: u32,
+    eos: u32,
+) -> Result<VocabData> {
+    let v: Value = serde_json::from_str(text).context("not valid JSON")?;
+    let (map, merges, added) = tokenizer_json(&v)?;
+    finish(map, merges, &added, n_vocab, bos, eos)
+}
+
+fn finish(
+    map: VocabMap,
+    merges: Vec<String>,
+    added: &[(String, u32, bool)],
+    n_vocab: usize,
+    bos: u32,
+    eos: u32,
+) -> Result<VocabData> {
+    let (tokens, types, merges) = build(map, merges, added, n_vocab, &[bos, eos])?;
     Ok(VocabData {
         tokens,
         types,
@@ -53,10 +90,8 @@ pub fn read_vocab(dir: &Path, n_vocab: usize, bos: u32, eos: u32) -> Result<Voca
     })
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn vocab_map(v: &Value) -> Result<Vec<(String, u32)>> {
@@ -139,6 +174,12 @@ fn build(
     n_vocab: usize,
     special_ids: &[u32],
 ) -> Result<Built> {
+    // Ids are u32: a larger vocabulary could not be numbered (and the padding
+    // below is sized from `n_vocab`, which the caller has checked against the
+    // token embedding's rows).
+    if u32::try_from(n_vocab).is_err() {
+        bail!("a vocabulary of {n_vocab} tokens does not fit 32-bit token ids");
+    }
     let mut by_id: HashMap<u32, (String, i32)> = HashMap::with_capacity(map.len());
     for (tok, id) in map {
         if let Some((prev, _)) = by_id.insert(id, (tok.clone(), TOKEN_NORMAL)) {

@@ -259,6 +259,45 @@ fn shapes_that_disagree_with_the_config_are_refused() {
     no_output(tmp.path());
 }
 
+/// Sizes in config.json far beyond the checkpoint: the tensor list (12 per
+/// block), `3 · n_embd` and the vocabulary's padding were sized from them
+/// before any tensor was compared (a trillion blocks or tokens asked for
+/// terabytes; a huge n_embd overflowed). Now each is refused first.
+#[test]
+fn sizes_far_beyond_the_checkpoint_are_refused_before_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("n_layer", serde_json::json!(1_000_000_000_000u64)),
+        ("vocab_size", serde_json::json!(1_000_000_000_000u64)),
+        ("n_positions", serde_json::json!(1_000_000_000_000u64)),
+        ("n_inner", serde_json::json!(1_000_000_000_000u64)),
+    ] {
+        let mut c = config_of("tiny-scaled");
+        c[key] = value;
+        let dir = folder(
+            tmp.path(),
+            "tiny-scaled",
+            &["model.safetensors", "vocab.json", "merges.txt"],
+            Some(c),
+        );
+        let e = err_of(&dir, &tmp.path().join("out.gguf"));
+        assert!(e.contains(key) && e.contains("config.json"), "{key}: {e}");
+    }
+    let mut c = config_of("tiny-scaled");
+    c["n_embd"] = serde_json::json!(u64::MAX / 2);
+    c["n_head"] = serde_json::json!(1);
+    c["n_inner"] = serde_json::json!(64);
+    let dir = folder(
+        tmp.path(),
+        "tiny-scaled",
+        &["model.safetensors", "vocab.json", "merges.txt"],
+        Some(c),
+    );
+    let e = err_of(&dir, &tmp.path().join("out.gguf"));
+    assert!(e.contains("n_embd"), "{e}");
+    no_output(tmp.path());
+}
+
 #[test]
 fn missing_files_are_named() {
     let tmp = tempfile::tempdir().unwrap();

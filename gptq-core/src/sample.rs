@@ -300,30 +300,40 @@ impl Sampler {
             self.cand.truncate(keep.max(1));
         }
         // Temperature on the surviving probabilities: p^(1/T), renormalised,
-        // which equals softmax(logit / T) over the survivors.
-        let inv_t = 1.0 / p.temperature;
+        // which equals softmax(logit / T) over the survivors. Each weight is
+        // taken relative to the most likely candidate's (`(p / p0)^(1/T)`,
+        // so the first is exactly 1 and a tiny temperature cannot underflow
+        // them all), and the draw subtracts exactly the f32 weights it summed.
+        let inv_t = 1.0 / f64::from(p.temperature);
+        let p0 = f64::from(self.cand[0].0);
         let mut sum = 0.0f64;
         for c in self.cand.iter_mut() {
-            let w = if c.0 > 0.0 {
-                f64::from(c.0).powf(f64::from(inv_t))
+            let w = if c.0 > 0.0 && p0 > 0.0 {
+                (f64::from(c.0) / p0).powf(inv_t) as f32
             } else {
                 0.0
             };
-            c.0 = w as f32;
-            sum += w;
+            c.0 = w;
+            sum += f64::from(w);
         }
         if !(sum > 0.0 && sum.is_finite()) {
-            // Underflow at a tiny temperature: the most likely token.
+            // No usable weights (NaN probabilities from +inf logits): the
+            // first candidate, which is the largest logit.
             return Ok(self.cand[0].1);
         }
         let mut r = self.rng.next_f64() * sum;
+        let mut last = self.cand[0].1;
         for c in &self.cand {
-            r -= f64::from(c.0);
-            if r < 0.0 {
-                return Ok(c.1);
+            if c.0 > 0.0 {
+                last = c.1;
+                r -= f64::from(c.0);
+                if r < 0.0 {
+                    return Ok(c.1);
+                }
             }
         }
-        Ok(self.cand[self.cand.len() - 1].1)
+        // Rounding left `r` just above zero: the last candidate with a weight.
+        Ok(last)
     }
 }
 
@@ -399,6 +409,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of draws: minutes under Miri; the draw itself is covered by the other tests"
+    )]
     fn top_k_one_is_greedy_and_seed_reproduces() {
         let logits: Vec<f32> = (0..1000)
             .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
@@ -452,6 +466,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "thousands of draws: minutes under Miri; the draw itself is covered by the other tests"
+    )]
     fn frequencies_follow_the_temperature() {
         let logits = [1.0f32, 0.0];
         let mut s = SamplerParams::default()
@@ -485,6 +503,38 @@ mod tests {
         assert_eq!(b.rng, Rng::new(6));
         assert!(b.set_params(p.top_p(2.0)).is_err());
         assert_eq!(b.params().seed, 6, "a rejected change changes nothing");
+    }
+
+    /// At a tiny temperature every `p^(1/T)` underflowed to 0 as an f32 while
+    /// their f64 sum stayed positive, so the draw fell through to the last
+    /// candidate: the least likely token (here the -inf one) instead of the
+    /// most likely. Found by the `sampler` fuzz target's "no -inf token"
+    /// check.
+    #[test]
+    fn tiny_temperature_takes_the_most_likely_token() {
+        let logits = [0.5f32, 1.0, f32::NEG_INFINITY];
+        for t in [1e-3f32, 1e-6, 1e-30] {
+            let mut s = SamplerParams::default()
+                .temperature(t)
+                .top_k(0)
+                .top_p(1.0)
+                .min_p(0.0)
+                .build()
+                .unwrap();
+            for _ in 0..20 {
+                assert_eq!(s.sample(&logits, &[]).unwrap(), 1, "T = {t}");
+            }
+        }
+    }
+
+    /// +inf logits give NaN probabilities; the token is then the +inf one.
+    #[test]
+    fn infinite_logits_give_a_defined_token() {
+        let mut s = SamplerParams::default().top_k(0).build().unwrap();
+        let logits = [0.0f32, f32::INFINITY, 1.0, f32::NEG_INFINITY];
+        for _ in 0..20 {
+            assert_eq!(s.sample(&logits, &[]).unwrap(), 1);
+        }
     }
 
     #[test]

@@ -14,18 +14,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
-use memmap2::Mmap;
 use zip::{CompressionMethod, ZipArchive};
 
 use super::elements::{Endian, strided_to_f32};
-use super::mmap::map_file;
+use super::mmap::{FileBytes, map_file};
 use super::pickle::{Pickle, TensorRef, state_dict_tensors};
 use super::pytorch_legacy;
 use super::{Checkpoint, DType, TensorMeta};
 
-/// The mapping, shared between the reader and the zip archive that reads through it.
+/// The file's bytes, shared between the reader and the zip archive that reads through them.
 #[derive(Clone)]
-struct SharedMap(Arc<Mmap>);
+struct SharedMap(Arc<FileBytes>);
 
 impl AsRef<[u8]> for SharedMap {
     fn as_ref(&self) -> &[u8] {
@@ -90,7 +89,17 @@ impl PytorchFile {
     /// Every tensor's view is checked against its storage here, so an opened file
     /// can read every float tensor it lists.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let map = SharedMap(Arc::new(map_file(path)?));
+        Self::from_file_bytes(path, map_file(path)?)
+    }
+
+    /// Parses a checkpoint held in memory (zip or legacy format); `path` names
+    /// it in messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> anyhow::Result<Self> {
+        Self::from_file_bytes(path, FileBytes::Owned(bytes))
+    }
+
+    fn from_file_bytes(path: &Path, bytes: FileBytes) -> anyhow::Result<Self> {
+        let map = SharedMap(Arc::new(bytes));
         let bytes: &[u8] = map.as_ref();
         if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
             open_zip(path, map)

@@ -5,17 +5,16 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use super::elements::{Endian, contiguous_to_f32};
-use super::mmap::{map_file, release};
+use super::mmap::{FileBytes, map_file, release};
 use super::{Checkpoint, DType, TensorMeta};
 
 /// One mapped safetensors file.
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: Mmap,
+    map: FileBytes,
     tensors: Vec<TensorMeta>,
     /// Byte range of each tensor's data in the mapping, parallel to `tensors`.
     ranges: Vec<Range<usize>>,
@@ -26,7 +25,15 @@ impl SafetensorsFile {
     /// Maps the file and parses its header (the `safetensors` crate checks that
     /// every tensor's byte range matches its shape and lies within the file).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let map = map_file(path)?;
+        Self::from_file_bytes(path, map_file(path)?)
+    }
+
+    /// Parses a safetensors file held in memory; `path` names it in messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> anyhow::Result<Self> {
+        Self::from_file_bytes(path, FileBytes::Owned(bytes))
+    }
+
+    fn from_file_bytes(path: &Path, map: FileBytes) -> anyhow::Result<Self> {
         let (header_len, metadata) = SafeTensors::read_metadata(&map)
             .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
         // The data section starts after the 8-byte length and the JSON header.

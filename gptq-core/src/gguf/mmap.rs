@@ -1,11 +1,18 @@
 //! The read-only file mapping and the zero-copy views of its bytes as typed
 //! slices. This is the only place in `gguf` with `unsafe` code.
+//!
+//! A [`MappedFile`] is normally a memory mapping; it can also hold an owned
+//! copy of bytes that came from elsewhere ([`MappedFile::from_bytes`], for
+//! models embedded in a program or received over a network, and for the
+//! fuzzers). Under Miri, which cannot map files, [`MappedFile::open`] reads the
+//! file into such a copy instead.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use half::f16;
+#[cfg(not(miri))]
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
@@ -19,9 +26,56 @@ use crate::quant::QuantBlock;
 /// under the program's feet.
 #[derive(Debug)]
 pub struct MappedFile {
-    map: Mmap,
+    bytes: Storage,
     path: PathBuf,
 }
+
+/// Where a [`MappedFile`]'s bytes live.
+#[derive(Debug)]
+enum Storage {
+    /// A read-only mapping of the file.
+    #[cfg(not(miri))]
+    Mapped(Mmap),
+    /// An owned copy, aligned like a mapping's start for the typed views.
+    Owned(AlignedBytes),
+}
+
+/// One 64-byte-aligned chunk of an [`AlignedBytes`] buffer.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Chunk([u8; 64]);
+
+/// Bytes whose start is 64-byte aligned, so that a GGUF file's tensor data
+/// (at multiples of its alignment from the start) can be viewed as `f32`,
+/// `f16` or blocks exactly as in a page-aligned mapping.
+#[derive(Debug)]
+struct AlignedBytes {
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn copy_of(bytes: &[u8]) -> AlignedBytes {
+        let mut chunks = vec![Chunk([0; 64]); bytes.len().div_ceil(64)];
+        for (chunk, src) in chunks.iter_mut().zip(bytes.chunks(64)) {
+            chunk.0[..src.len()].copy_from_slice(src);
+        }
+        AlignedBytes {
+            chunks,
+            len: bytes.len(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `Chunk` is `repr(C)` around `[u8; 64]` with no padding (its
+        // size is 64 and its alignment divides it), so the vector's buffer is
+        // `64 * chunks.len()` initialised bytes; `len <= 64 * chunks.len()` by
+        // construction, and the slice borrows `self`.
+        unsafe { std::slice::from_raw_parts(self.chunks.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Chunk>() == 64);
 
 impl MappedFile {
     /// Maps the file at `path`. A missing path, a directory or any other
@@ -51,27 +105,57 @@ impl MappedFile {
                 format!("{} is empty, not a GGUF file", path.display()),
             ));
         }
-        // SAFETY: the mapping is read-only and owned by the returned value, so
-        // it outlives every slice borrowed from `bytes()`. Mapping a file is
-        // only sound while no one modifies or truncates it; that is a
-        // documented requirement of `MappedFile` (as of every mmap loader), and
-        // this process never writes to the files it maps.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         Ok(MappedFile {
-            map,
+            bytes: map_or_read(file, path)?,
             path: path.to_owned(),
         })
     }
 
+    /// An owned, aligned copy of `bytes` that behaves like a mapped file
+    /// named `name` (which only appears in messages). For models that do not
+    /// come from a file: embedded, downloaded into memory, or made by a fuzzer.
+    pub fn from_bytes(bytes: &[u8], name: impl Into<PathBuf>) -> MappedFile {
+        MappedFile {
+            bytes: Storage::Owned(AlignedBytes::copy_of(bytes)),
+            path: name.into(),
+        }
+    }
+
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        match &self.bytes {
+            #[cfg(not(miri))]
+            Storage::Mapped(map) => map,
+            Storage::Owned(owned) => owned.bytes(),
+        }
     }
 
     /// The path the file was opened with.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Maps `file` read-only.
+#[cfg(not(miri))]
+fn map_or_read(file: File, path: &Path) -> Result<Storage> {
+    // SAFETY: the mapping is read-only and owned by the returned value, so
+    // it outlives every slice borrowed from `bytes()`. Mapping a file is
+    // only sound while no one modifies or truncates it; that is a
+    // documented requirement of `MappedFile` (as of every mmap loader), and
+    // this process never writes to the files it maps.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    Ok(Storage::Mapped(map))
+}
+
+/// Miri cannot map files: read the whole file into an aligned buffer instead.
+#[cfg(miri)]
+fn map_or_read(mut file: File, path: &Path) -> Result<Storage> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(Storage::Owned(AlignedBytes::copy_of(&bytes)))
 }
 
 const _: () = {
@@ -211,6 +295,17 @@ mod tests {
         assert_eq!(m.path(), tmp.path());
         // The mapping is page aligned, so typed views of aligned offsets work.
         assert!(cast_slice::<f32>(&m.bytes()[..8]).is_some());
+    }
+
+    #[test]
+    fn from_bytes_is_an_aligned_copy() {
+        for len in [0usize, 1, 63, 64, 65, 200] {
+            let src: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let m = MappedFile::from_bytes(&src, "mem.gguf");
+            assert_eq!(m.bytes(), &src[..]);
+            assert_eq!(m.path(), Path::new("mem.gguf"));
+            assert!(m.bytes().as_ptr().cast::<Chunk>().is_aligned());
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod hparams;
 pub mod layout;
 pub(crate) mod weights;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use block::{ActivationObserver, BlockWeights, Site};
 pub use forward::KvType;
@@ -51,7 +51,17 @@ impl Model {
 
     /// Maps and validates a GGUF file and runs it with `kernels`.
     pub fn load_with_kernels(path: impl AsRef<Path>, kernels: Kernels) -> Result<Model> {
-        let file = MappedFile::open(path.as_ref())?;
+        Model::from_file(MappedFile::open(path.as_ref())?, kernels)
+    }
+
+    /// Validates a GGUF file held in memory (copied once into an aligned
+    /// buffer) and runs it with `kernels`; `name` stands for the file's path in
+    /// [`Model::path`] and messages. The same checks as [`Model::load`].
+    pub fn from_bytes(bytes: &[u8], name: impl Into<PathBuf>, kernels: Kernels) -> Result<Model> {
+        Model::from_file(MappedFile::from_bytes(bytes, name), kernels)
+    }
+
+    fn from_file(file: MappedFile, kernels: Kernels) -> Result<Model> {
         let gguf = GgufFile::parse(file.bytes())?;
         let hparams = HParams::from_gguf(&gguf)?;
         let weights = Weights::from_gguf(&gguf, file.bytes(), &hparams)?;

@@ -7,8 +7,12 @@
 //! caller resolves those against the storages in the file.
 //!
 //! Objects live in an arena and the stack, the memo and containers hold indices
-//! into it, so `BINGET` shares an object rather than copying it (as Python does):
-//! the work and memory of a parse are bounded by the length of the pickle.
+//! into it, so `BINGET` shares an object rather than copying it (as Python does).
+//! What is copied (the items of a call's argument tuple, a storage's key, a
+//! tensor's shape) is charged to a budget that grows with the bytes read: after
+//! `n` bytes of a pickle, its objects and copies may take at most
+//! [`BUDGET_PER_BYTE`]` · n + `[`BUDGET_BASE`] bytes, so neither memory nor work
+//! can grow faster than linearly in the pickle's length, whatever it references.
 
 mod torch;
 
@@ -19,6 +23,13 @@ pub(crate) use self::torch::{Global, StorageRef, TensorRef, state_dict_tensors};
 
 /// Index of an object in a [`Pickle`]'s arena.
 pub(crate) type Id = usize;
+
+/// Bytes of objects (and copies) a pickle may build per byte read. torch's
+/// pickles build about 35 (one object of ~130 bytes every 3–4 bytes).
+pub(crate) const BUDGET_PER_BYTE: usize = 256;
+
+/// Bytes of objects a pickle may build regardless of its length.
+pub(crate) const BUDGET_BASE: usize = 1 << 20;
 
 /// A value built by the unpickler.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,6 +78,25 @@ impl Object {
             Object::Tensor(_) => "tensor",
         }
     }
+
+    /// Bytes the object takes: its own size and what it owns on the heap.
+    pub(crate) fn footprint(&self) -> usize {
+        let id = std::mem::size_of::<Id>();
+        std::mem::size_of::<Object>()
+            + match self {
+                Object::Str(s) => s.len(),
+                Object::Bytes(b) => b.len(),
+                Object::Tuple(items) | Object::List(items) => items.len() * id,
+                Object::Dict(entries) => entries.len() * 2 * id,
+                Object::Storage(storage) => storage.heap_bytes(),
+                Object::Tensor(tensor) => tensor.heap_bytes(),
+                Object::None
+                | Object::Bool(_)
+                | Object::Int(_)
+                | Object::Float(_)
+                | Object::Global(_) => 0,
+            }
+    }
 }
 
 /// A parsed pickle: the object arena and the root object.
@@ -90,6 +120,7 @@ impl Pickle {
             marks: Vec::new(),
             memo: HashMap::new(),
             storages: Vec::new(),
+            spent: 0,
         };
         loop {
             let at = machine.pos;
@@ -138,6 +169,14 @@ impl Pickle {
     pub(crate) fn storages(&self) -> &[StorageRef] {
         &self.storages
     }
+
+    /// Bytes that readers of this pickle may build from it (copies of its
+    /// objects included): the unpickler's own budget for the pickle's length.
+    pub(crate) fn budget(&self) -> usize {
+        self.end
+            .saturating_mul(BUDGET_PER_BYTE)
+            .saturating_add(BUDGET_BASE)
+    }
 }
 
 /// The pickle virtual machine's state. Errors are plain messages; `Pickle::parse`
@@ -151,6 +190,8 @@ struct Machine<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Id>,
     storages: Vec<StorageRef>,
+    /// Bytes charged so far (see [`Machine::charge`]).
+    spent: usize,
 }
 
 type Step<T> = Result<T, String>;
@@ -185,90 +226,90 @@ impl Machine<'_> {
                 let top = self.top()?;
                 self.stack.push(top);
             }
-            b'N' => self.push(Object::None),
-            0x88 => self.push(Object::Bool(true)),
-            0x89 => self.push(Object::Bool(false)),
+            b'N' => self.push(Object::None)?,
+            0x88 => self.push(Object::Bool(true))?,
+            0x89 => self.push(Object::Bool(false))?,
             b'J' => {
                 let v = i32::from_le_bytes(self.array()?);
-                self.push(Object::Int(v.into()));
+                self.push(Object::Int(v.into()))?;
             }
             b'K' => {
                 let v = self.u8()?;
-                self.push(Object::Int(v.into()));
+                self.push(Object::Int(v.into()))?;
             }
             b'M' => {
                 let v = u16::from_le_bytes(self.array()?);
-                self.push(Object::Int(v.into()));
+                self.push(Object::Int(v.into()))?;
             }
             0x8a => {
                 let n = usize::from(self.u8()?);
                 let v = self.long(n)?;
-                self.push(Object::Int(v));
+                self.push(Object::Int(v))?;
             }
             0x8b => {
                 let n = self.length_i32()?;
                 let v = self.long(n)?;
-                self.push(Object::Int(v));
+                self.push(Object::Int(v))?;
             }
             b'G' => {
                 let v = f64::from_be_bytes(self.array()?);
-                self.push(Object::Float(v));
+                self.push(Object::Float(v))?;
             }
             b'X' => {
                 let n = u32::from_le_bytes(self.array()?) as usize;
                 let s = self.utf8(n)?;
-                self.push(Object::Str(s));
+                self.push(Object::Str(s))?;
             }
             0x8c => {
                 let n = usize::from(self.u8()?);
                 let s = self.utf8(n)?;
-                self.push(Object::Str(s));
+                self.push(Object::Str(s))?;
             }
             0x8d => {
                 let n = self.length_u64()?;
                 let s = self.utf8(n)?;
-                self.push(Object::Str(s));
+                self.push(Object::Str(s))?;
             }
             b'T' => {
                 let n = self.length_i32()?;
                 let s = self.utf8(n)?;
-                self.push(Object::Str(s));
+                self.push(Object::Str(s))?;
             }
             b'U' => {
                 let n = usize::from(self.u8()?);
                 let s = self.utf8(n)?;
-                self.push(Object::Str(s));
+                self.push(Object::Str(s))?;
             }
             b'B' => {
                 let n = u32::from_le_bytes(self.array()?) as usize;
                 let b = self.take(n)?.to_vec();
-                self.push(Object::Bytes(b));
+                self.push(Object::Bytes(b))?;
             }
             b'C' => {
                 let n = usize::from(self.u8()?);
                 let b = self.take(n)?.to_vec();
-                self.push(Object::Bytes(b));
+                self.push(Object::Bytes(b))?;
             }
             0x8e | 0x96 => {
                 let n = self.length_u64()?;
                 let b = self.take(n)?.to_vec();
-                self.push(Object::Bytes(b));
+                self.push(Object::Bytes(b))?;
             }
-            b'}' => self.push(Object::Dict(Vec::new())),
-            b']' | 0x8f => self.push(Object::List(Vec::new())),
-            b')' => self.push(Object::Tuple(Vec::new())),
+            b'}' => self.push(Object::Dict(Vec::new()))?,
+            b']' | 0x8f => self.push(Object::List(Vec::new()))?,
+            b')' => self.push(Object::Tuple(Vec::new()))?,
             b'd' => {
                 let items = self.pop_mark()?;
                 let pairs = pairs(&items)?;
-                self.push(Object::Dict(pairs));
+                self.push(Object::Dict(pairs))?;
             }
             b'l' | 0x91 => {
                 let items = self.pop_mark()?;
-                self.push(Object::List(items));
+                self.push(Object::List(items))?;
             }
             b't' => {
                 let items = self.pop_mark()?;
-                self.push(Object::Tuple(items));
+                self.push(Object::Tuple(items))?;
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -277,7 +318,7 @@ impl Machine<'_> {
                     return Err(format!("needs {n} items on the stack"));
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.push(Object::Tuple(items));
+                self.push(Object::Tuple(items))?;
             }
             b'q' => {
                 let i = self.u8()?;
@@ -303,19 +344,19 @@ impl Machine<'_> {
                 let module = self.line()?;
                 let name = self.line()?;
                 let global = resolve_global(&module, &name)?;
-                self.push(Object::Global(global));
+                self.push(Object::Global(global))?;
             }
             0x93 => {
                 let name = self.pop_str("STACK_GLOBAL name")?;
                 let module = self.pop_str("STACK_GLOBAL module")?;
                 let global = resolve_global(&module, &name)?;
-                self.push(Object::Global(global));
+                self.push(Object::Global(global))?;
             }
             b'R' | 0x81 => {
                 let args = self.pop()?;
                 let callable = self.pop()?;
                 let result = self.call(callable, args)?;
-                self.push(result);
+                self.push(result)?;
             }
             0x92 => {
                 let kwargs = self.pop()?;
@@ -331,7 +372,7 @@ impl Machine<'_> {
                     }
                 }
                 let result = self.call(class, args)?;
-                self.push(result);
+                self.push(result)?;
             }
             // BUILD sets an object's state (`__setstate__` or `__dict__`); the state
             // of dicts (`_metadata`) and tensors carries nothing a reader needs.
@@ -342,8 +383,9 @@ impl Machine<'_> {
             b'Q' => {
                 let pid = self.pop()?;
                 let storage = self.persistent_load(pid)?;
+                self.charge(std::mem::size_of::<StorageRef>() + storage.heap_bytes())?;
                 self.storages.push(storage.clone());
-                self.push(Object::Storage(storage));
+                self.push(Object::Storage(storage))?;
             }
             b's' => {
                 let value = self.pop()?;
@@ -369,6 +411,26 @@ impl Machine<'_> {
             _ => return Err("opcode not supported".to_string()),
         }
         Ok(None)
+    }
+
+    // ---- budget ----
+
+    /// Charges `bytes` of objects or copies to the budget, which allows
+    /// [`BUDGET_PER_BYTE`] per byte read so far plus [`BUDGET_BASE`].
+    fn charge(&mut self, bytes: usize) -> Step<()> {
+        self.spent = self.spent.saturating_add(bytes);
+        let allowed = self
+            .pos
+            .saturating_mul(BUDGET_PER_BYTE)
+            .saturating_add(BUDGET_BASE);
+        if self.spent > allowed {
+            return Err(format!(
+                "the pickle builds more than {allowed} bytes of objects from its first {} bytes \
+                 (at most {BUDGET_PER_BYTE} per byte): refusing a pickle that expands without bound",
+                self.pos
+            ));
+        }
+        Ok(())
     }
 
     // ---- input ----
@@ -444,9 +506,11 @@ impl Machine<'_> {
         self.marks.last().copied().unwrap_or(0)
     }
 
-    fn push(&mut self, object: Object) {
+    fn push(&mut self, object: Object) -> Step<()> {
+        self.charge(object.footprint())?;
         self.objects.push(object);
         self.stack.push(self.objects.len() - 1);
+        Ok(())
     }
 
     fn pop(&mut self) -> Step<Id> {
@@ -773,6 +837,29 @@ mod tests {
         for (i, case) in cases.iter().enumerate() {
             assert!(parse(case).is_err(), "case {i} parsed");
         }
+    }
+
+    /// `torch.Size(t)` on one memoised tuple of 4096 ints, called 4096
+    /// times: 6 bytes of pickle per call, and each call copied the tuple
+    /// (128 MiB in all from a 33 KiB pickle). The budget stops it.
+    #[test]
+    fn references_cannot_multiply_memory() {
+        let mut bytes = b"\x80\x02ctorch\nSize\nq\x00(".to_vec();
+        bytes.extend([b'K', 1].repeat(4096));
+        bytes.extend(b"tq\x010(");
+        for _ in 0..4096 {
+            bytes.extend(b"h\x00h\x01\x85R0");
+        }
+        bytes.extend(b"1N.");
+        let e = format!("{:#}", parse(&bytes).unwrap_err());
+        assert!(e.contains("expands without bound"), "{e}");
+        // The same with a few calls is an ordinary pickle.
+        let mut bytes = b"\x80\x02ctorch\nSize\nq\x00(K\x01K\x02tq\x010(".to_vec();
+        for _ in 0..8 {
+            bytes.extend(b"h\x00h\x01\x85R0");
+        }
+        bytes.extend(b"1N.");
+        assert_eq!(root(&parse(&bytes).unwrap()), &Object::None);
     }
 
     #[test]

@@ -24,6 +24,13 @@ pub(crate) struct StorageRef {
     pub view: Option<StorageView>,
 }
 
+impl StorageRef {
+    /// Heap bytes the storage reference owns (its key and location).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.key.len() + self.location.len()
+    }
+}
+
 /// A slice of a legacy root storage: `root[offset .. offset + numel]` in elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct StorageView {
@@ -46,6 +53,15 @@ pub(crate) struct TensorRef {
     pub shape: Vec<usize>,
     /// Step in elements for each dimension.
     pub stride: Vec<usize>,
+}
+
+impl TensorRef {
+    /// Heap bytes the tensor reference owns (its storage's strings, its shape
+    /// and strides).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.storage.heap_bytes()
+            + (self.shape.len() + self.stride.len()) * std::mem::size_of::<usize>()
+    }
 }
 
 /// A whitelisted global (class or function) a pickle may name.
@@ -75,6 +91,8 @@ impl Machine<'_> {
         let Object::Global(global) = *self.object(callable)? else {
             return Err(format!("cannot call a {}", self.object(callable)?.kind()));
         };
+        let copied = std::mem::size_of_val(self.items(args, "the argument list")?);
+        self.charge(copied)?;
         let args = self.items(args, "the argument list")?.to_vec();
         match global {
             Global::OrderedDict => match args.as_slice() {
@@ -298,6 +316,11 @@ pub(crate) fn state_dict_tensors(pickle: &Pickle) -> anyhow::Result<Vec<(String,
     };
     let mut out: Vec<(String, TensorRef)> = Vec::new();
     let mut position = HashMap::new();
+    // Entries may share one tensor object (tied weights do); each copy is
+    // charged, so that a dict of many names for one tensor with a huge shape
+    // cannot copy it without bound.
+    let budget = pickle.budget();
+    let mut spent = 0usize;
     for &(key, value) in entries {
         let Some(Object::Str(name)) = pickle.get(key) else {
             continue;
@@ -305,6 +328,14 @@ pub(crate) fn state_dict_tensors(pickle: &Pickle) -> anyhow::Result<Vec<(String,
         let Some(Object::Tensor(tensor)) = pickle.get(value) else {
             continue;
         };
+        spent = spent.saturating_add(name.len() + tensor.heap_bytes());
+        if spent > budget {
+            bail!(
+                "the state dict's tensors take more than {budget} bytes to list (the budget for a \
+                 pickle of {} bytes): refusing a pickle that expands without bound",
+                pickle.end()
+            );
+        }
         match position.get(name) {
             Some(&i) => out[i] = (name.clone(), tensor.clone()),
             None => {
