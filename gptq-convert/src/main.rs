@@ -286,7 +286,6 @@ fn main() -> ExitCode {
         name: args.name,
         progress: !args.quiet,
         output_weight: args.output_weight,
-        ..ConvertOptions::default()
     };
     match convert(&args.hf_dir, &args.output, &opts) {
         Ok(r) => {
