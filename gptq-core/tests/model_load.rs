@@ -213,17 +213,17 @@ fn shape_not_matching_the_hyper_parameters_is_named() {
 #[test]
 fn unsupported_tensor_type_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let p = custom(dir.path(), "q6k", |_, t| {
+    let p = custom(dir.path(), "iq2xxs", |_, t| {
         let e = t
             .iter_mut()
             .find(|(s, ..)| s.name == "blk.0.ffn_down.weight")
             .unwrap();
-        e.1 = GgmlType::Q6_K;
+        e.1 = GgmlType::IQ2_XXS;
         e.2 = vec![256, 64];
     });
     let e = load_err(&p);
     assert!(
-        e.contains("blk.0.ffn_down.weight") && e.contains("Q6_K"),
+        e.contains("blk.0.ffn_down.weight") && e.contains("IQ2_XXS") && e.contains("gptq runs"),
         "{e}"
     );
 }
