@@ -352,6 +352,17 @@ mod arm {
         attend_f32: neon::float::attend_f32,
         attend_f16: neon::float::attend_f16,
         attend_head_f32: None,
+        gemm_q4_1: neon::blocks::gemm_q4_1_widen,
+        gemm_q5_0: neon::blocks::gemm_q5_0_widen,
+        gemm_q5_1: neon::blocks::gemm_q5_1_widen,
+        gemm_iq4_nl: neon::blocks::gemm_iq4_nl_widen,
+        gemm_q2_k: neon::blocks::gemm_q2_k_widen,
+        gemm_q3_k: neon::blocks::gemm_q3_k_widen,
+        gemm_q4_k: neon::blocks::gemm_q4_k_widen,
+        gemm_q5_k: neon::blocks::gemm_q5_k_widen,
+        gemm_q6_k: neon::blocks::gemm_q6_k_widen,
+        gemm_iq4_xs: neon::blocks::gemm_iq4_xs_widen,
+        gemm_bf16: neon::blocks::gemm_bf16,
         ..SCALAR
     };
 
@@ -361,6 +372,16 @@ mod arm {
         gemm_q4_0: neon::quant::gemm_q4_0_sdot,
         gemv_q8_0: neon::quant::gemm_q8_0_sdot,
         gemv_q4_0: neon::quant::gemm_q4_0_sdot,
+        gemm_q4_1: neon::blocks::gemm_q4_1_sdot,
+        gemm_q5_0: neon::blocks::gemm_q5_0_sdot,
+        gemm_q5_1: neon::blocks::gemm_q5_1_sdot,
+        gemm_iq4_nl: neon::blocks::gemm_iq4_nl_sdot,
+        gemm_q2_k: neon::blocks::gemm_q2_k_sdot,
+        gemm_q3_k: neon::blocks::gemm_q3_k_sdot,
+        gemm_q4_k: neon::blocks::gemm_q4_k_sdot,
+        gemm_q5_k: neon::blocks::gemm_q5_k_sdot,
+        gemm_q6_k: neon::blocks::gemm_q6_k_sdot,
+        gemm_iq4_xs: neon::blocks::gemm_iq4_xs_sdot,
         ..NEON
     };
 }

@@ -16,6 +16,8 @@
 //! go through the scalar code.
 //!
 //! - [`quant`]: activation quantization and the quantized products;
+//! - [`blocks`]: the products of the other block types (K-quants, IQ4,
+//!   Q4_1, Q5_0, Q5_1, BF16);
 //! - [`float`]: the float products, LayerNorm, GELU and the attention;
 //! - here: the f16 conversions both use.
 
@@ -24,6 +26,7 @@ use std::arch::asm;
 
 use half::f16;
 
+pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod float;
 pub(in crate::quant) mod quant;
 #[cfg(test)]

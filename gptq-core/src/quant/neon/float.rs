@@ -107,8 +107,10 @@ fn rows_f<W: FloatElem, const R: usize>(
     }
 }
 
+/// Every output of a float product: four rows at a time for one token,
+/// two rows by four tokens otherwise; ragged edges one by one.
 #[inline(always)]
-fn gemm_f<W: FloatElem>(w: &[W], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+pub(super) fn gemm_f<W: FloatElem>(w: &[W], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     let rows = out.rows();
     assert!(
         w.len() >= rows * x.cols,

@@ -1,7 +1,9 @@
 //! The `neon` and `neon+dotprod` tables against the scalar twins (through
 //! the kernel harness), and what only this path has: its integer block dots
 //! (exact, `sdot` and widening), its dot/axpy/softmax helpers, its f16
-//! conversion (exact for every half), its quantizer on non-finite input.
+//! conversion (exact for every half), its quantizer on non-finite input,
+//! and of the other block types' products: the K-quants' bit for bit equal to
+//! the scalar twins, the 32-element types' integer dots exact.
 
 use std::array::from_fn;
 
@@ -10,10 +12,14 @@ use half::f16;
 use super::float::{FloatElem, axpy_vec, dot_vec, softmax_vec};
 use super::quant::{QBlock, Sdot, Widen, block_dots};
 use super::{h2f, load_f16x8};
-use crate::quant::harness::{self, GemmSuite, Rng, bits, vector_lengths};
+use crate::quant::harness::{self, GemmSuite, Gen, Rng, bits, vector_lengths};
 use crate::quant::scalar;
-use crate::quant::table::VerifiedTable;
-use crate::quant::types::{BlockQ4_0, BlockQ8_0, QK};
+use crate::quant::table::{Gemm, VerifiedTable};
+use crate::quant::tile::{OutTile, QuantActs};
+use crate::quant::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, QK, QuantBlock,
+};
 
 /// The widening table: every aarch64 CPU runs it.
 fn base() -> Option<VerifiedTable> {
@@ -295,4 +301,140 @@ fn f16_conversion_exact_for_every_half() {
             assert!(s.to_bits() == e.to_bits() || (s.is_nan() && e.is_nan()));
         }
     }
+}
+
+// The products of the other block types (`blocks.rs`). The twin tests of
+// every table (`quant/twins.rs`) compare them with the scalar reference
+// within a float tolerance; these check what only this path promises.
+
+/// The K-quant and IQ4_XS products on weights `w` (`rows` rows) and random
+/// activations of `n_tok` tokens equal the scalar twin bit for bit: the
+/// integer sums are exact and the float scaling per super-block is the
+/// reference's own.
+fn check_k_bitwise<W: Gemm>(t: VerifiedTable, w: &[W], rows: usize, n_tok: usize, rng: &mut Rng)
+where
+    W::Partner: harness::TestActs,
+{
+    let nb = w.len() / rows;
+    let x = rng.acts(n_tok * nb * W::ELEMS);
+    let (q, s) = harness::quantize_ref::<W::Partner>(&x, n_tok);
+    let acts = QuantActs {
+        blocks: &q,
+        sums: &s,
+        n_tok,
+        nb,
+    };
+    let run = |table: VerifiedTable| {
+        let mut y = vec![f32::NAN; n_tok * rows];
+        table.gemm(w, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
+        y
+    };
+    let (got, want) = (run(t), run(harness::scalar()));
+    for (k, (g, e)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g.to_bits() == e.to_bits() || (g.is_nan() && e.is_nan()),
+            "{} {:?}: {rows} rows of {nb} blocks, {n_tok} tokens, output {k}: {g} vs {e}",
+            t.name(),
+            W::TYPE
+        );
+    }
+}
+
+/// [`check_k_bitwise`] on random blocks (every token count through the
+/// four-token groups and the rest) and on the type's extreme blocks.
+fn k_bitwise<W: Gemm + Gen>(seed: u64)
+where
+    W::Partner: harness::TestActs,
+{
+    for t in [base(), dotprod()].into_iter().flatten() {
+        let mut rng = Rng::new(seed);
+        for (rows, nb, n_tok) in [(3, 1, 1), (2, 3, 4), (5, 2, 9), (1, 6, 7)] {
+            let w: Vec<W> = rng.blocks(rows * nb);
+            check_k_bitwise(t, &w, rows, n_tok, &mut rng);
+        }
+        let ext = W::extremes();
+        let w: Vec<W> = ext.iter().copied().cycle().take(ext.len() * 3).collect();
+        check_k_bitwise(t, &w, 3, 5, &mut rng);
+    }
+}
+
+#[test]
+fn k_quant_products_bitwise_equal_the_twins() {
+    k_bitwise::<BlockQ4K>(40);
+    k_bitwise::<BlockQ5K>(50);
+    k_bitwise::<BlockQ6K>(60);
+    k_bitwise::<BlockQ3K>(30);
+    k_bitwise::<BlockQ2K>(20);
+    k_bitwise::<BlockIq4Xs>(48);
+}
+
+/// The signed values of a 32-element block whose scale is 1 (and minimum
+/// 0): its dequantization, as integers.
+fn int_values<W: QuantBlock>(b: &W) -> [i32; QK] {
+    let mut y = [0.0f32; QK];
+    W::dequantize(std::slice::from_ref(b), &mut y);
+    y.map(|v| {
+        assert_eq!(v, v.round(), "{:?}: not an integer", W::TYPE);
+        v as i32
+    })
+}
+
+/// The integer block dots of the 32-element types (their unpacking to signed
+/// bytes, by `sdot` and by widening) equal the dot of the dequantized
+/// values, on random bytes and at the extremes of the activations.
+fn int_dots_exact<W: QBlock + Gen>(unit: impl Fn(&mut W)) {
+    let mut rng = Rng::new(77);
+    let n = 2048;
+    let mut w: Vec<W> = rng.blocks(n);
+    for fill in [0x00u8, 0xff, 0x0f, 0xf0, 0x5a] {
+        let bytes = vec![fill; std::mem::size_of::<W>()];
+        w.push(crate::quant::types::testkit::blocks_from_bytes::<W>(&bytes)[0]);
+    }
+    w.iter_mut().for_each(&unit);
+    let mut a: Vec<BlockQ8_0> = (0..n)
+        .map(|_| BlockQ8_0 {
+            d: f16::ONE,
+            qs: from_fn(|_| (rng.byte() as i8).max(-127)),
+        })
+        .collect();
+    for (k, v) in [127i8, -127, 127, -127, 1].into_iter().enumerate() {
+        a.push(BlockQ8_0 {
+            d: f16::ONE,
+            qs: from_fn(|j| if (j + k) % 3 == 0 { -v } else { v }),
+        });
+    }
+    let want: Vec<i32> = w
+        .iter()
+        .zip(&a)
+        .map(|(wb, ab)| {
+            int_values(wb)
+                .iter()
+                .zip(&ab.qs)
+                .map(|(p, q)| p * i32::from(*q))
+                .sum()
+        })
+        .collect();
+    let mut got = vec![0i32; w.len()];
+    // SAFETY: `Widen` uses base NEON only.
+    unsafe { block_dots::<Widen, _>(&w, &a, &mut got) };
+    assert_eq!(got, want, "widen {:?}", W::TYPE);
+    if dotprod().is_some() {
+        // SAFETY: the CPU has dotprod (the `neon+dotprod` table runs).
+        unsafe { block_dots_sdot(&w, &a, &mut got) };
+        assert_eq!(got, want, "sdot {:?}", W::TYPE);
+    }
+}
+
+#[test]
+fn block_32_integer_dots_exact() {
+    int_dots_exact::<BlockQ4_1>(|b| {
+        b.d = f16::ONE;
+        b.m = f16::ZERO;
+    });
+    int_dots_exact::<BlockQ5_1>(|b| {
+        b.d = f16::ONE;
+        b.m = f16::ZERO;
+    });
+    int_dots_exact::<BlockQ5_0>(|b| b.d = f16::ONE);
+    int_dots_exact::<BlockIq4Nl>(|b| b.d = f16::ONE);
 }
