@@ -45,7 +45,12 @@ fn f32_heldout_books_c256() {
     check("heldout-books.txt", GgmlType::F32, 1e-4);
 }
 
+/// WikiText-2's test set (1.3 MB, 1100 chunks): 5-6 minutes of CI's two
+/// cores for the code path `f32_heldout_books_c256` already checks on 150 KB,
+/// so it runs on request: `cargo test -p gptq-convert --test perplexity --
+/// --ignored`.
 #[test]
+#[ignore = "5-6 minutes on two cores; the same path as f32_heldout_books_c256"]
 fn f32_wiki_c256() {
     check("wiki.test.raw", GgmlType::F32, 1e-4);
 }
