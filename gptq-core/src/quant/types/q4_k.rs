@@ -104,18 +104,31 @@ unsafe impl QuantBlock for BlockQ4K {
 /// `Σ sc·Σ q·a` and `Σ m·bsum`, times `d·d_a` and `dmin·d_a`.
 pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[super::BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q4_k_q8_k: length mismatch");
+    dot_scale_min_blocks(x, y, |a| (a.scales, a.d, a.dmin), BlockQ4K::q)
+}
+
+/// The scalar dot shared by Q4_K and Q5_K, whose blocks differ only in how
+/// a value is stored: `parts` gives a block's packed scales and minimums,
+/// `d` and `dmin`; `q` its value `i` (0..QK_K). Lengths are the caller's check.
+pub(super) fn dot_scale_min_blocks<B>(
+    x: &[B],
+    y: &[super::BlockQ8K],
+    parts: impl Fn(&B) -> ([u8; 12], f16, f16),
+    q: impl Fn(&B, usize) -> u8,
+) -> f32 {
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        let (scales, d, dmin) = parts(a);
         let (mut isum, mut imin) = (0i32, 0i32);
         for s in 0..QK_K / 32 {
-            let (sc, m) = scale_min(s, &a.scales);
+            let (sc, m) = scale_min(s, &scales);
             let dot: i32 = (32 * s..32 * s + 32)
-                .map(|i| i32::from(a.q(i)) * i32::from(b.qs[i]))
+                .map(|i| i32::from(q(a, i)) * i32::from(b.qs[i]))
                 .sum();
             isum += i32::from(sc) * dot;
             imin += i32::from(m) * (i32::from(b.bsums[2 * s]) + i32::from(b.bsums[2 * s + 1]));
         }
-        sum += (b.d * a.d.to_f32()) * isum as f32 - (b.d * a.dmin.to_f32()) * imin as f32;
+        sum += (b.d * d.to_f32()) * isum as f32 - (b.d * dmin.to_f32()) * imin as f32;
     }
     sum
 }

@@ -76,20 +76,7 @@ unsafe impl QuantBlock for BlockQ5K {
 /// ([`super::q4_k::vec_dot_q4_k_q8_k`]).
 pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[super::BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q5_k_q8_k: length mismatch");
-    let mut sum = 0.0f32;
-    for (a, b) in x.iter().zip(y) {
-        let (mut isum, mut imin) = (0i32, 0i32);
-        for s in 0..QK_K / 32 {
-            let (sc, m) = scale_min(s, &a.scales);
-            let dot: i32 = (32 * s..32 * s + 32)
-                .map(|i| i32::from(a.q(i)) * i32::from(b.qs[i]))
-                .sum();
-            isum += i32::from(sc) * dot;
-            imin += i32::from(m) * (i32::from(b.bsums[2 * s]) + i32::from(b.bsums[2 * s + 1]));
-        }
-        sum += (b.d * a.d.to_f32()) * isum as f32 - (b.d * a.dmin.to_f32()) * imin as f32;
-    }
-    sum
+    super::q4_k::dot_scale_min_blocks(x, y, |a| (a.scales, a.d, a.dmin), BlockQ5K::q)
 }
 
 impl super::VecDot for BlockQ5K {
