@@ -2,9 +2,9 @@
 //! every block matrix over a calibration text, which importance-weighted
 //! quantizers use to spend precision where activations are large.
 //!
-//! - [`file`]: llama-imatrix's `.dat` layout, read and written.
+//! - [`file`](mod@file): llama-imatrix's `.dat` layout, read and written.
 //! - [`Collector`]: an [`ActivationObserver`] that gathers the sums while a
-//!   [`Session`](crate::Session) evaluates text, as `llama-imatrix` does (it
+//!   [`Session`] evaluates text, as `llama-imatrix` does (it
 //!   ignores products of fewer than 16 tokens, and counts one call per
 //!   product).
 
