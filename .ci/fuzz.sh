@@ -4,6 +4,7 @@
 # rust-src) and cargo-fuzz; installs them when missing.
 #   FUZZ_SECONDS (default 10): time per target; the targets run two at a time.
 set -euo pipefail
+exec </dev/null  # see .ci/run: no step reads stdin
 cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-10}
 start=$SECONDS

@@ -6,6 +6,7 @@
 # Installs what it needs (apt packages, the rustup target); safe to rerun.
 # Exits non-zero when anything fails. Called by .ci/run; runs on its own too.
 set -euo pipefail
+exec </dev/null  # see .ci/run: no step reads stdin
 cd "$(dirname "$0")/.."
 
 TARGET=aarch64-unknown-linux-gnu
