@@ -261,6 +261,20 @@ macro_rules! gemv {
                 acc.map(|v| _mm512_reduce_add_ps(v))
             }
 
+            /// One token's sums of every row, as its own function (see the
+            /// AVX2 decode product's `one`: inlined among the multi-token
+            /// loops, the one-token loop streamed slower).
+            #[inline(never)]
+            #[target_feature(
+                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
+            )]
+            fn one(w: &[$blk], quads: &[Quad], nb: usize, out: &mut OutTile<'_>, t: usize) {
+                let nq = nb.div_ceil(QB);
+                for r in 0..out.rows() {
+                    put(out, t, r, &row::<1>(&w[r * nb..(r + 1) * nb], quads, nq));
+                }
+            }
+
             let (nb, n_tok) = (a.nb, a.n_tok);
             assert!(w.len() >= out.rows() * nb, "gemv: weights too short");
             let nq = nb.div_ceil(QB);
@@ -274,6 +288,9 @@ macro_rules! gemv {
                     &QUADS,
                     |i| quad(a, $off, t0 + i / nq, i % nq),
                     |quads| {
+                        if g == 1 {
+                            return one(w, quads, nb, out, t0);
+                        }
                         for r in 0..out.rows() {
                             let wr = &w[r * nb..(r + 1) * nb];
                             let mut s = 0;
