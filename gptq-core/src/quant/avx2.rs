@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::tile::{FloatActs, OutTile, QuantActs};
-use super::types::{BlockQ4_0, BlockQ8_0, QK};
+use super::types::{BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K};
 use super::x86::driver::{drive, prefetch_weights};
 
 /// Weight rows per register tile.
@@ -206,6 +206,61 @@ pub(in crate::quant) fn quantize_q8_0(x: &[f32], q: &mut [BlockQ8_0], sums: &mut
 fn scalar_block(xb: &[f32], qb: &mut BlockQ8_0, s: &mut i16) {
     super::types::q8_0::quantize_acts_q8_0(xb, std::slice::from_mut(qb));
     *s = qb.qs.iter().map(|&v| i16::from(v)).sum();
+}
+
+/// Quantizes a row of activations to Q8_K: the reference
+/// ([`quantize_row_q8_k`](super::types::q8_k::quantize_row_q8_k)) bit for
+/// bit. The first value of the largest magnitude sets the scale (with its
+/// sign), values round ties to even. Blocks holding a NaN or an infinity, or
+/// whose scale overflows, take the reference itself (its saturating
+/// conversions differ from the vector ones there). Q8_K has no block sums
+/// beside its blocks (`_sums` is empty).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut [i16]) {
+    use super::types::q8_k::quantize_row_q8_k;
+    assert_eq!(x.len(), q.len() * QK_K, "quantize_q8_k: length mismatch");
+    let sign = _mm256_set1_ps(-0.0);
+    for (xb, qb) in x.chunks_exact(QK_K).zip(q.iter_mut()) {
+        let (mut m, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for c in xb.chunks_exact(8) {
+            let v = ld(c);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, v), m);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        }
+        let amax = hmax(m);
+        if amax == 0.0 && _mm256_movemask_ps(nan) == 0 {
+            *qb = BlockQ8K::ZERO;
+            continue;
+        }
+        // The reference keeps the first value whose magnitude beats all before.
+        let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+        let iscale = -127.0 / max;
+        if _mm256_movemask_ps(nan) != 0 || !amax.is_finite() || !iscale.is_finite() {
+            quantize_row_q8_k(xb, std::slice::from_mut(qb));
+            continue;
+        }
+        let s = _mm256_set1_ps(iscale);
+        let top = _mm256_set1_epi32(127);
+        for (c, o) in xb.chunks_exact(32).zip(qb.qs.chunks_exact_mut(32)) {
+            // |v·iscale| <= 127 up to one rounding: no conversion saturates
+            // and the packs below are exact.
+            let i: [__m256i; 4] = std::array::from_fn(|k| {
+                _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(ld(&c[8 * k..]), s)), top)
+            });
+            let p = _mm256_packs_epi16(
+                _mm256_packs_epi32(i[0], i[1]),
+                _mm256_packs_epi32(i[2], i[3]),
+            );
+            // packs work within 128-bit lanes (see quantize_q8_0).
+            let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            // SAFETY: `o` is 32 writable bytes; the store is unaligned.
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), p) }
+        }
+        for (s, q) in qb.bsums.iter_mut().zip(qb.qs.chunks_exact(16)) {
+            *s = q.iter().map(|&v| i16::from(v)).sum();
+        }
+        qb.d = 1.0 / iscale;
+    }
 }
 
 // ---------------------------------------------------------------------------

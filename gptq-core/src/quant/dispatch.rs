@@ -257,6 +257,7 @@ mod x86 {
     pub(super) static AVX2: KernelTable = KernelTable {
         name: "avx2",
         quantize_q8_0: avx2::quantize_q8_0,
+        quantize_q8_k: avx2::quantize_q8_k,
         gemm_q8_0: avx2::gemm_q8_0,
         gemm_q4_0: avx2::gemm_q4_0,
         gemv_q8_0: avx2::gemv::gemv_q8_0,

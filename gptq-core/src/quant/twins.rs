@@ -78,8 +78,23 @@ fn decode_alone_equals_batched<W: Gemm + Gen>(t: VerifiedTable, seed: u64)
 where
     W::Partner: TestActs,
 {
+    // The second shape's tokens split into L1 chunks of grouped kernels
+    // (`each_row_grouped`: four tokens of twelve Q8_K blocks per chunk).
+    for (rows, nb, n_tok) in [(5, 3, 9), (3, 12, 11)] {
+        alone_equals_batched::<W>(t, seed, rows, nb, n_tok);
+    }
+}
+
+fn alone_equals_batched<W: Gemm + Gen>(
+    t: VerifiedTable,
+    seed: u64,
+    rows: usize,
+    nb: usize,
+    n_tok: usize,
+) where
+    W::Partner: TestActs,
+{
     let mut rng = Rng::new(seed);
-    let (rows, nb, n_tok) = (5, 3, 9);
     let w: Vec<W> = rng.blocks(rows * nb);
     let x = rng.acts(n_tok * nb * W::ELEMS);
     let (q, s) = harness::quantize_ref::<W::Partner>(&x, n_tok);

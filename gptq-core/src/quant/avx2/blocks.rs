@@ -3,8 +3,11 @@
 //! activations (and their exact block sums), BF16 with f32 activations.
 //!
 //! Each weight row is dotted with each token alone (one row's blocks stay in
-//! L1 for the next token), so a token's result does not depend on how many
-//! tokens share the call: one entry serves decode and batched decode. The
+//! L1 for the next token), or, for Q4_K, Q5_K and Q6_K, with four tokens at a
+//! time that share each block's unpacking; either way a token's sums are the
+//! same instructions in the same order, so its result does not depend on how
+//! many tokens share the call: one entry serves prefill, decode and batched
+//! decode. The
 //! integer part of every dot is exact, as in the scalar reference
 //! (`types/`): the weights are made unsigned bytes (an offset the activation
 //! sums take back out), `maddubs` multiplies them with the signed
@@ -20,7 +23,7 @@ use half::bf16;
 use crate::gguf::{Pod, as_bytes};
 
 use super::super::prefetch;
-use super::super::tile::{FloatActs, OutTile, QuantActs};
+use super::super::tile::{FloatActs, OutTile, QuantActs, each_row_grouped};
 use super::super::types::iq4_nl::KVALUES;
 use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
@@ -160,16 +163,21 @@ pub(in crate::quant) fn k3_scales(p: &[u8; 12]) -> [u32; 4] {
 // The K-quants and IQ4_XS (Q8_K activations).
 
 /// Q6_K: `u = ql | qh << 4` (0..64) times the activations, minus 32·Σ sc·bsum.
+/// `T` tokens share each block's unpacking; every token's sums are the same
+/// instructions in the same order whatever `T` is.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+fn dot_q6_k<const T: usize>(x: &[BlockQ6K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
     let m4 = _mm256_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in x.iter().zip(y) {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (i, b) in x.iter().enumerate() {
         hint_block(b);
         let sc = ld128(&b.scales);
-        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), ld(&a.bsums));
-        let mut isum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(corr));
+        let sc16 = _mm256_cvtepi8_epi16(sc);
+        let mut isum: [__m256i; T] = std::array::from_fn(|t| {
+            let corr = _mm256_madd_epi16(sc16, ld(&ys[t][i].bsums));
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(corr))
+        });
         for h in 0..2 {
             let ql0 = ld(&b.ql[64 * h..]);
             let ql1 = ld(&b.ql[64 * h + 32..]);
@@ -193,54 +201,71 @@ fn dot_q6_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                 ),
             ];
             for (k, &qk) in q.iter().enumerate() {
-                let p = _mm256_maddubs_epi16(qk, ld(&a.qs[128 * h + 32 * k..]));
                 let s = pair_scales(sc, 8 * h + 2 * k);
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
+                for (isum, y) in isum.iter_mut().zip(ys) {
+                    let p = _mm256_maddubs_epi16(qk, ld(&y[i].qs[128 * h + 32 * k..]));
+                    *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(p, s));
+                }
             }
         }
-        let d = a.d * h2f(b.d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+        let d = h2f(b.d);
+        for ((acc, isum), y) in acc.iter_mut().zip(isum).zip(ys) {
+            let d = y[i].d * d;
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), *acc);
+        }
     }
-    hsum(acc)
+    acc.map(|v| hsum(v))
 }
 
-/// Q4_K and Q5_K share everything but the fifth bit: `$high` adds it.
+/// Q4_K and Q5_K share everything but the fifth bit: `$high` adds it. `T`
+/// tokens share each block's unpacking (nibbles, fifth bits, scales and
+/// minimums); every token's sums are the same instructions in the same order
+/// whatever `T` is.
 macro_rules! dot_k4 {
     ($name:ident, $blk:ty, $high:expr) => {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        fn $name(x: &[$blk], y: &[BlockQ8K]) -> f32 {
+        fn $name<const T: usize>(x: &[$blk], ys: [&[BlockQ8K]; T]) -> [f32; T] {
             let m4 = _mm256_set1_epi8(0x0f);
-            let mut acc = _mm256_setzero_ps();
-            let mut accm = _mm256_setzero_ps();
+            let mut acc = [_mm256_setzero_ps(); T];
+            let mut accm = [_mm256_setzero_ps(); T];
             // Each minimum twice: bsums are per 16 values, minimums per 32.
             let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-            for (b, a) in x.iter().zip(y) {
+            for (i, b) in x.iter().enumerate() {
                 hint_block(b);
                 let (sc, m) = k4_scales(&b.scales);
                 let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(ld64(&m.to_le_bytes()), dup));
-                let prod = _mm256_madd_epi16(mins, ld(&a.bsums));
                 let sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(ld64(&sc.to_le_bytes())));
-                let mut isum = _mm256_setzero_si256();
+                let mut isum = [_mm256_setzero_si256(); T];
                 for j in 0..4 {
                     let q = ld(&b.qs[32 * j..]);
                     let lo = _mm256_and_si256(q, m4);
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
                     #[allow(clippy::redundant_closure_call)]
                     let (lo, hi) = ($high)(b, j, lo, hi);
-                    let plo = _mm256_maddubs_epi16(lo, ld(&a.qs[64 * j..]));
-                    let phi = _mm256_maddubs_epi16(hi, ld(&a.qs[64 * j + 32..]));
                     let slo = _mm256_shuffle_epi8(sc16, word_bcast(2 * j));
                     let shi = _mm256_shuffle_epi8(sc16, word_bcast(2 * j + 1));
-                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, slo));
-                    isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, shi));
+                    for (isum, y) in isum.iter_mut().zip(ys) {
+                        let a = &y[i];
+                        let plo = _mm256_maddubs_epi16(lo, ld(&a.qs[64 * j..]));
+                        let phi = _mm256_maddubs_epi16(hi, ld(&a.qs[64 * j + 32..]));
+                        *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(plo, slo));
+                        *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(phi, shi));
+                    }
                 }
-                let d = a.d * h2f(b.d);
-                let dmin = a.d * h2f(b.dmin);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
-                accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), accm);
+                let (d, dmin) = (h2f(b.d), h2f(b.dmin));
+                for (((acc, accm), isum), y) in acc.iter_mut().zip(&mut accm).zip(isum).zip(ys) {
+                    let a = &y[i];
+                    let prod = _mm256_madd_epi16(mins, ld(&a.bsums));
+                    *acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d * d), _mm256_cvtepi32_ps(isum), *acc);
+                    *accm = _mm256_fmadd_ps(
+                        _mm256_set1_ps(a.d * dmin),
+                        _mm256_cvtepi32_ps(prod),
+                        *accm,
+                    );
+                }
             }
-            hsum(acc) - hsum(accm)
+            std::array::from_fn(|t| hsum(acc[t]) - hsum(accm[t]))
         }
     };
 }
@@ -525,9 +550,33 @@ macro_rules! entry_k {
     };
 }
 
-entry_k!(gemm_q6_k, rows_q6_k, BlockQ6K, dot_q6_k);
-entry_k!(gemm_q5_k, rows_q5_k, BlockQ5K, dot_q5_k);
-entry_k!(gemm_q4_k, rows_q4_k, BlockQ4K, dot_q4_k);
+/// Tokens that share each weight block's unpacking in the K-quants' dots
+/// that take several: four tokens' i32 sums beside the unpacked weights and
+/// their scales fill the sixteen registers.
+const TG: usize = 4;
+
+macro_rules! entry_multi {
+    ($name:ident, $rows:ident, $blk:ty, $dot:ident) => {
+        #[doc = concat!("AVX2 product of ", stringify!($blk), " weights and Q8_K activations.")]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(in crate::quant) fn $name(
+            w: &[$blk],
+            a: &QuantActs<'_, BlockQ8K>,
+            out: &mut OutTile<'_>,
+        ) {
+            $rows(w, a, out)
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn $rows(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
+            each_row_grouped::<_, _, TG>(w, a, out, |wr, ys| $dot(wr, ys), |wr, ys| $dot(wr, ys))
+        }
+    };
+}
+
+entry_multi!(gemm_q6_k, rows_q6_k, BlockQ6K, dot_q6_k);
+entry_multi!(gemm_q5_k, rows_q5_k, BlockQ5K, dot_q5_k);
+entry_multi!(gemm_q4_k, rows_q4_k, BlockQ4K, dot_q4_k);
 entry_k!(gemm_q3_k, rows_q3_k, BlockQ3K, dot_q3_k);
 entry_k!(gemm_q2_k, rows_q2_k, BlockQ2K, dot_q2_k);
 entry_k!(gemm_iq4_xs, rows_iq4_xs, BlockIq4Xs, dot_iq4_xs);

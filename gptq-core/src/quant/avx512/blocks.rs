@@ -4,13 +4,16 @@
 //! byte of the AVX2 kernels: a decode product stays bound by memory, not by
 //! the unpacking.
 //!
-//! Each weight row is dotted with each token alone, so a token's result does
-//! not depend on how many tokens share the call.
+//! Q4_K, Q5_K and Q6_K dot each weight row with four tokens at a time that
+//! share each block's unpacking ([`each_row_grouped`]), Q2_K and Q3_K with
+//! each token alone; either way a token's sums are the same instructions in
+//! the same order, so its result does not depend on how many tokens share
+//! the call.
 
 use std::arch::x86_64::*;
 
 use super::super::avx2::blocks::hint_block;
-use super::super::tile::{OutTile, QuantActs};
+use super::super::tile::{OutTile, QuantActs, each_row_grouped};
 use super::super::types::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
 /// 64 bytes from the start of `b` (at least 64 long).
@@ -389,22 +392,7 @@ macro_rules! entry_multi {
 
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         fn $rows(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-            assert!(w.len() >= out.rows() * a.nb, "weights too short");
-            for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
-                let mut t = 0;
-                while t + TG <= a.n_tok {
-                    let r = $dot::<TG>(wr, std::array::from_fn(|j| a.row(t + j)));
-                    for (j, v) in r.into_iter().enumerate() {
-                        out.set(t + j, i, v);
-                    }
-                    t += TG;
-                }
-                while t < a.n_tok {
-                    let [r] = $dot::<1>(wr, [a.row(t)]);
-                    out.set(t, i, r);
-                    t += 1;
-                }
-            }
+            each_row_grouped::<_, _, TG>(w, a, out, |wr, ys| $dot(wr, ys), |wr, ys| $dot(wr, ys))
         }
     };
 }
