@@ -230,7 +230,7 @@ static SCALAR: KernelTable = KernelTable {
 mod x86 {
     use std::arch::is_x86_feature_detected as has;
 
-    use super::{KernelTable, SCALAR};
+    use super::KernelTable;
     use crate::quant::{amx, avx2, avx512};
 
     /// `avx2,fma,f16c`: every AVX2 kernel.
@@ -281,7 +281,6 @@ mod x86 {
         gemm_q6_k: avx2::blocks::gemm_q6_k,
         gemm_iq4_xs: avx2::blocks::gemm_iq4_xs,
         gemm_bf16: avx2::blocks::gemm_bf16,
-        ..SCALAR
     };
 
     pub(super) static AVX512: KernelTable = KernelTable {
