@@ -3,8 +3,8 @@
 //! activations (and their exact block sums), BF16 with f32 activations.
 //!
 //! Each weight row is dotted with each token alone (one row's blocks stay in
-//! L1 for the next token), or, for Q4_K, Q5_K and Q6_K, with four tokens at a
-//! time that share each block's unpacking; either way a token's sums are the
+//! L1 for the next token), or, for the K-quants and IQ4_XS, with four tokens
+//! at a time that share each block's unpacking; either way a token's sums are the
 //! same instructions in the same order, so its result does not depend on how
 //! many tokens share the call: one entry serves prefill, decode and batched
 //! decode. The
@@ -65,22 +65,6 @@ pub(in crate::quant) fn hint_block<B: Pod>(b: &B) {
     let bytes = as_bytes(std::slice::from_ref(b));
     for off in (0..bytes.len()).step_by(64) {
         prefetch::stream(&bytes[off]);
-    }
-}
-
-/// Every output of the tile: `dot(weight row i, token t)`.
-#[inline(always)]
-fn each_row<W, A>(
-    w: &[W],
-    a: &QuantActs<'_, A>,
-    out: &mut OutTile<'_>,
-    dot: impl Fn(&[W], &[A]) -> f32,
-) {
-    assert!(w.len() >= out.rows() * a.nb, "weights too short");
-    for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
-        for t in 0..a.n_tok {
-            out.set(t, i, dot(wr, a.row(t)));
-        }
     }
 }
 
@@ -296,22 +280,26 @@ dot_k4!(
 );
 
 /// Q3_K: `u = low2 | hbit << 2` (0..8) times the activations, minus
-/// 4·Σ sc·bsum.
+/// 4·Σ sc·bsum. `T` tokens share each block's unpacking; every token's sums
+/// are the same instructions in the same order whatever `T` is.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+fn dot_q3_k<const T: usize>(x: &[BlockQ3K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
     let m3 = _mm256_set1_epi8(3);
     let four = _mm256_set1_epi8(4);
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in x.iter().zip(y) {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (i, b) in x.iter().enumerate() {
         hint_block(b);
         let s = k3_scales(&b.scales);
         let sc = _mm_sub_epi8(
             _mm_setr_epi32(s[0] as i32, s[1] as i32, s[2] as i32, s[3] as i32),
             _mm_set1_epi8(32),
         );
-        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), ld(&a.bsums));
-        let mut isum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<2>(corr));
+        let sc16 = _mm256_cvtepi8_epi16(sc);
+        let mut isum: [__m256i; T] = std::array::from_fn(|t| {
+            let corr = _mm256_madd_epi16(sc16, ld(&ys[t][i].bsums));
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<2>(corr))
+        });
         let hm = ld(&b.hmask);
         for h in 0..2 {
             let q = ld(&b.qs[32 * h..]);
@@ -325,32 +313,38 @@ fn dot_q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
                 let m = _mm256_set1_epi8((1u8 << (4 * h + k)) as i8);
                 let high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, m), m), four);
                 let u = _mm256_or_si256(low, high);
-                let p = _mm256_maddubs_epi16(u, ld(&a.qs[128 * h + 32 * k..]));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, pair_scales(sc, 8 * h + 2 * k)));
+                let s = pair_scales(sc, 8 * h + 2 * k);
+                for (isum, y) in isum.iter_mut().zip(ys) {
+                    let p = _mm256_maddubs_epi16(u, ld(&y[i].qs[128 * h + 32 * k..]));
+                    *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(p, s));
+                }
             }
         }
-        let d = a.d * h2f(b.d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+        let d = h2f(b.d);
+        for ((acc, isum), y) in acc.iter_mut().zip(isum).zip(ys) {
+            let d = y[i].d * d;
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), *acc);
+        }
     }
-    hsum(acc)
+    acc.map(|v| hsum(v))
 }
 
 /// Q2_K: `q` (0..4) times the activations, scaled by the low nibbles; the
-/// high nibbles (minimums) times the bsums.
+/// high nibbles (minimums) times the bsums. `T` tokens share each block's
+/// unpacking, as in [`dot_q3_k`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+fn dot_q2_k<const T: usize>(x: &[BlockQ2K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    let mut accm = _mm256_setzero_ps();
-    for (b, a) in x.iter().zip(y) {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let mut accm = [_mm256_setzero_ps(); T];
+    for (i, b) in x.iter().enumerate() {
         hint_block(b);
         let packed = ld128(&b.scales);
         let sc = _mm_and_si128(packed, m4);
-        let mins = _mm_and_si128(_mm_srli_epi16::<4>(packed), m4);
-        let prod = _mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), ld(&a.bsums));
-        let mut isum = _mm256_setzero_si256();
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
+        let mut isum = [_mm256_setzero_si256(); T];
         for h in 0..2 {
             let q = ld(&b.qs[32 * h..]);
             let lows = [
@@ -360,17 +354,22 @@ fn dot_q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
                 _mm256_and_si256(_mm256_srli_epi16::<6>(q), m3),
             ];
             for (k, &low) in lows.iter().enumerate() {
-                let p = _mm256_maddubs_epi16(low, ld(&a.qs[128 * h + 32 * k..]));
                 let s = pair_scales_u(sc, 8 * h + 2 * k);
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
+                for (isum, y) in isum.iter_mut().zip(ys) {
+                    let p = _mm256_maddubs_epi16(low, ld(&y[i].qs[128 * h + 32 * k..]));
+                    *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(p, s));
+                }
             }
         }
-        let d = a.d * h2f(b.d);
-        let dmin = a.d * h2f(b.dmin);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), accm);
+        let (d, dmin) = (h2f(b.d), h2f(b.dmin));
+        for (((acc, accm), isum), y) in acc.iter_mut().zip(&mut accm).zip(isum).zip(ys) {
+            let a = &y[i];
+            let prod = _mm256_madd_epi16(mins, ld(&a.bsums));
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d * d), _mm256_cvtepi32_ps(isum), *acc);
+            *accm = _mm256_fmadd_ps(_mm256_set1_ps(a.d * dmin), _mm256_cvtepi32_ps(prod), *accm);
+        }
     }
-    hsum(acc) - hsum(accm)
+    std::array::from_fn(|t| hsum(acc[t]) - hsum(accm[t]))
 }
 
 /// The IQ4 table in both lanes, for `pshufb` lookups.
@@ -389,16 +388,17 @@ fn mul_signed(w: __m256i, a: __m256i) -> __m256i {
 }
 
 /// IQ4_XS: table values (signed) times the activations, per 32 values times
-/// the sub-block's signed scale.
+/// the sub-block's signed scale. `T` tokens share each block's table lookups,
+/// as in [`dot_q3_k`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_iq4_xs(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
+fn dot_iq4_xs<const T: usize>(x: &[BlockIq4Xs], ys: [&[BlockQ8K]; T]) -> [f32; T] {
     let m4 = _mm256_set1_epi8(0x0f);
     let table = iq4_table();
-    let mut acc = _mm256_setzero_ps();
-    for (b, a) in x.iter().zip(y) {
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (i, b) in x.iter().enumerate() {
         hint_block(b);
-        let mut isum = _mm256_setzero_si256();
+        let mut isum = [_mm256_setzero_si256(); T];
         for p in 0..4 {
             // Sub-blocks 2p (low lane) and 2p + 1 (high lane).
             let q = ld(&b.qs[32 * p..]);
@@ -406,17 +406,23 @@ fn dot_iq4_xs(x: &[BlockIq4Xs], y: &[BlockQ8K]) -> f32 {
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
             let v0 = _mm256_shuffle_epi8(table, _mm256_permute2x128_si256::<0x20>(lo, hi));
             let v1 = _mm256_shuffle_epi8(table, _mm256_permute2x128_si256::<0x31>(lo, hi));
-            let p0 = mul_signed(v0, ld(&a.qs[64 * p..]));
-            let p1 = mul_signed(v1, ld(&a.qs[64 * p + 32..]));
             let s0 = _mm256_set1_epi16(i16::from(b.scale(2 * p)));
             let s1 = _mm256_set1_epi16(i16::from(b.scale(2 * p + 1)));
-            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p0, s0));
-            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p1, s1));
+            for (isum, y) in isum.iter_mut().zip(ys) {
+                let a = &y[i];
+                let p0 = mul_signed(v0, ld(&a.qs[64 * p..]));
+                let p1 = mul_signed(v1, ld(&a.qs[64 * p + 32..]));
+                *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(p0, s0));
+                *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(p1, s1));
+            }
         }
-        let d = a.d * h2f(b.d);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+        let d = h2f(b.d);
+        for ((acc, isum), y) in acc.iter_mut().zip(isum).zip(ys) {
+            let d = y[i].d * d;
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), *acc);
+        }
     }
-    hsum(acc)
+    acc.map(|v| hsum(v))
 }
 
 // ---------------------------------------------------------------------------
@@ -531,25 +537,6 @@ fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
 // ---------------------------------------------------------------------------
 // The table entries.
 
-macro_rules! entry_k {
-    ($name:ident, $rows:ident, $blk:ty, $dot:ident) => {
-        #[doc = concat!("AVX2 product of ", stringify!($blk), " weights and Q8_K activations.")]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(
-            w: &[$blk],
-            a: &QuantActs<'_, BlockQ8K>,
-            out: &mut OutTile<'_>,
-        ) {
-            $rows(w, a, out)
-        }
-
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn $rows(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-            each_row(w, a, out, |wr, ar| $dot(wr, ar))
-        }
-    };
-}
-
 /// Tokens that share each weight block's unpacking in the K-quants' dots
 /// that take several: four tokens' i32 sums beside the unpacked weights and
 /// their scales fill the sixteen registers.
@@ -577,9 +564,9 @@ macro_rules! entry_multi {
 entry_multi!(gemm_q6_k, rows_q6_k, BlockQ6K, dot_q6_k);
 entry_multi!(gemm_q5_k, rows_q5_k, BlockQ5K, dot_q5_k);
 entry_multi!(gemm_q4_k, rows_q4_k, BlockQ4K, dot_q4_k);
-entry_k!(gemm_q3_k, rows_q3_k, BlockQ3K, dot_q3_k);
-entry_k!(gemm_q2_k, rows_q2_k, BlockQ2K, dot_q2_k);
-entry_k!(gemm_iq4_xs, rows_iq4_xs, BlockIq4Xs, dot_iq4_xs);
+entry_multi!(gemm_q3_k, rows_q3_k, BlockQ3K, dot_q3_k);
+entry_multi!(gemm_q2_k, rows_q2_k, BlockQ2K, dot_q2_k);
+entry_multi!(gemm_iq4_xs, rows_iq4_xs, BlockIq4Xs, dot_iq4_xs);
 
 macro_rules! entry_32 {
     ($name:ident, $rows:ident, $blk:ty, $dot:ident) => {

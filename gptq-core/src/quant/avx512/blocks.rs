@@ -4,11 +4,10 @@
 //! byte of the AVX2 kernels: a decode product stays bound by memory, not by
 //! the unpacking.
 //!
-//! Q4_K, Q5_K and Q6_K dot each weight row with four tokens at a time that
-//! share each block's unpacking ([`each_row_grouped`]), Q2_K and Q3_K with
-//! each token alone; either way a token's sums are the same instructions in
-//! the same order, so its result does not depend on how many tokens share
-//! the call.
+//! Each weight row is dotted with four tokens at a time that share each
+//! block's unpacking ([`each_row_grouped`]), the remaining tokens one at a
+//! time; a token's sums are the same instructions in the same order either
+//! way, so its result does not depend on how many tokens share the call.
 
 use std::arch::x86_64::*;
 
@@ -271,28 +270,32 @@ fn bits(a: usize, b: usize) -> __m512i {
 /// Q3_K: `u = low2 | hbit << 2` (0..8) times the activations, minus
 /// 4·Σ sc·bsum. The 32 `qs` bytes of a half, in both halves of a register
 /// and shifted by 0 and 2 (4 and 6), are its values `0..64` (`64..128`).
+/// `T` tokens share each block's unpacking; every token's sums are the same
+/// instructions in the same order whatever `T` is.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn dot_q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+fn dot_q3_k<const T: usize>(x: &[BlockQ3K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
     let m3 = _mm512_set1_epi8(3);
     let four = _mm512_set1_epi8(4);
     let (sh0, sh1) = (shifts(0, 2), shifts(4, 6));
     let idx = [four_words(0), four_words(4), four_words(8), four_words(12)];
-    let mut acc = _mm512_setzero_ps();
-    for (b, a) in x.iter().zip(y) {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for (i, b) in x.iter().enumerate() {
         hint_block(b);
         let s = k3_scales(&b.scales);
         let sc = _mm_sub_epi8(
             _mm_setr_epi32(s[0] as i32, s[1] as i32, s[2] as i32, s[3] as i32),
             _mm_set1_epi8(32),
         );
-        let sc = _mm256_cvtepi8_epi16(sc);
-        let corr = _mm256_madd_epi16(sc, ld256(&a.bsums));
-        let sc = _mm512_castsi256_si512(sc);
-        let mut isum = _mm512_zextsi256_si512(_mm256_sub_epi32(
-            _mm256_setzero_si256(),
-            _mm256_slli_epi32::<2>(corr),
-        ));
+        let sc16 = _mm256_cvtepi8_epi16(sc);
+        let mut isum: [__m512i; T] = std::array::from_fn(|t| {
+            let corr = _mm256_madd_epi16(sc16, ld256(&ys[t][i].bsums));
+            _mm512_zextsi256_si512(_mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_slli_epi32::<2>(corr),
+            ))
+        });
+        let sc = _mm512_castsi256_si512(sc16);
         let hm = _mm512_broadcast_i64x4(ld256(&b.hmask));
         for h in 0..2 {
             let q = _mm512_broadcast_i64x4(ld256(&b.qs[32 * h..]));
@@ -301,78 +304,70 @@ fn dot_q3_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
                 let kk = 4 * h + 2 * k;
                 let high = _mm512_test_epi8_mask(hm, bits(kk, kk + 1));
                 let u = _mm512_mask_add_epi8(low, high, low, four);
-                let p = _mm512_maddubs_epi16(u, ld512(&a.qs[128 * h + 64 * k..]));
-                isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(idx[2 * h + k], sc));
+                let s = _mm512_permutexvar_epi16(idx[2 * h + k], sc);
+                for (isum, y) in isum.iter_mut().zip(ys) {
+                    let p = _mm512_maddubs_epi16(u, ld512(&y[i].qs[128 * h + 64 * k..]));
+                    *isum = _mm512_dpwssd_epi32(*isum, p, s);
+                }
             }
         }
-        let d = a.d * h2f(b.d);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
+        let d = h2f(b.d);
+        for ((acc, isum), y) in acc.iter_mut().zip(isum).zip(ys) {
+            let d = y[i].d * d;
+            *acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), *acc);
+        }
     }
-    _mm512_reduce_add_ps(acc)
+    acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
 /// Q2_K: `q` (0..4) times the activations, scaled by the low nibbles; the
-/// minimums (high nibbles) times the bsums. Values as Q3_K's low bits.
+/// minimums (high nibbles) times the bsums. Values as Q3_K's low bits; `T`
+/// tokens share each block's unpacking, as in [`dot_q3_k`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn dot_q2_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+fn dot_q2_k<const T: usize>(x: &[BlockQ2K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
     let m3 = _mm512_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0f);
     let (sh0, sh1) = (shifts(0, 2), shifts(4, 6));
     let idx = [four_words(0), four_words(4), four_words(8), four_words(12)];
-    let mut acc = _mm512_setzero_ps();
-    let mut accm = _mm256_setzero_ps();
-    for (b, a) in x.iter().zip(y) {
+    let mut acc = [_mm512_setzero_ps(); T];
+    let mut accm = [_mm256_setzero_ps(); T];
+    for (i, b) in x.iter().enumerate() {
         hint_block(b);
         let packed = ld128(&b.scales);
         let sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(packed, m4)));
         let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
-        let prod = _mm256_madd_epi16(mins, ld256(&a.bsums));
-        let mut isum = _mm512_setzero_si512();
+        let mut isum = [_mm512_setzero_si512(); T];
         for h in 0..2 {
             let q = _mm512_broadcast_i64x4(ld256(&b.qs[32 * h..]));
             for (k, sh) in [sh0, sh1].into_iter().enumerate() {
                 let u = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m3);
-                let p = _mm512_maddubs_epi16(u, ld512(&a.qs[128 * h + 64 * k..]));
-                isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(idx[2 * h + k], sc));
-            }
-        }
-        let d = a.d * h2f(b.d);
-        let dmin = a.d * h2f(b.dmin);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), accm);
-    }
-    let m = _mm_add_ps(
-        _mm256_castps256_ps128(accm),
-        _mm256_extractf128_ps::<1>(accm),
-    );
-    let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m)
-}
-
-macro_rules! entry_k {
-    ($name:ident, $rows:ident, $blk:ty, $dot:ident) => {
-        #[doc = concat!("AVX-512 product of ", stringify!($blk), " weights and Q8_K activations.")]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(
-            w: &[$blk],
-            a: &QuantActs<'_, BlockQ8K>,
-            out: &mut OutTile<'_>,
-        ) {
-            $rows(w, a, out)
-        }
-
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        fn $rows(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-            assert!(w.len() >= out.rows() * a.nb, "weights too short");
-            for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
-                for t in 0..a.n_tok {
-                    out.set(t, i, $dot(wr, a.row(t)));
+                let s = _mm512_permutexvar_epi16(idx[2 * h + k], sc);
+                for (isum, y) in isum.iter_mut().zip(ys) {
+                    let p = _mm512_maddubs_epi16(u, ld512(&y[i].qs[128 * h + 64 * k..]));
+                    *isum = _mm512_dpwssd_epi32(*isum, p, s);
                 }
             }
         }
-    };
+        let (d, dmin) = (h2f(b.d), h2f(b.dmin));
+        for (((acc, accm), isum), y) in acc.iter_mut().zip(&mut accm).zip(isum).zip(ys) {
+            let a = &y[i];
+            let prod = _mm256_madd_epi16(mins, ld256(&a.bsums));
+            *acc = _mm512_fmadd_ps(_mm512_set1_ps(a.d * d), _mm512_cvtepi32_ps(isum), *acc);
+            *accm = _mm256_fmadd_ps(_mm256_set1_ps(a.d * dmin), _mm256_cvtepi32_ps(prod), *accm);
+        }
+    }
+    let mut out = [0.0f32; T];
+    for ((o, acc), accm) in out.iter_mut().zip(acc).zip(accm) {
+        let m = _mm_add_ps(
+            _mm256_castps256_ps128(accm),
+            _mm256_extractf128_ps::<1>(accm),
+        );
+        let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        *o = _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m);
+    }
+    out
 }
 
 /// Tokens that share each weight block's unpacking.
@@ -400,5 +395,5 @@ macro_rules! entry_multi {
 entry_multi!(gemm_q6_k, rows_q6_k, BlockQ6K, dot_q6_k);
 entry_multi!(gemm_q5_k, rows_q5_k, BlockQ5K, dot_q5_k);
 entry_multi!(gemm_q4_k, rows_q4_k, BlockQ4K, dot_q4_k);
-entry_k!(gemm_q3_k, rows_q3_k, BlockQ3K, dot_q3_k);
-entry_k!(gemm_q2_k, rows_q2_k, BlockQ2K, dot_q2_k);
+entry_multi!(gemm_q3_k, rows_q3_k, BlockQ3K, dot_q3_k);
+entry_multi!(gemm_q2_k, rows_q2_k, BlockQ2K, dot_q2_k);
