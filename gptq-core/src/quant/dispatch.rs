@@ -322,7 +322,7 @@ mod x86 {
 mod arm {
     use std::arch::is_aarch64_feature_detected as has;
 
-    use super::{KernelTable, SCALAR};
+    use super::KernelTable;
     use crate::quant::neon;
 
     /// NEON: every aarch64 CPU (the target enables it).
@@ -338,6 +338,7 @@ mod arm {
     pub(super) static NEON: KernelTable = KernelTable {
         name: "neon",
         quantize_q8_0: neon::quant::quantize_q8_0,
+        quantize_q8_k: neon::quant::quantize_q8_k,
         gemm_q8_0: neon::quant::gemm_q8_0_widen,
         gemm_q4_0: neon::quant::gemm_q4_0_widen,
         // The tiles compute every (row, token) alone: any token count gives
@@ -363,7 +364,6 @@ mod arm {
         gemm_q6_k: neon::blocks::gemm_q6_k_widen,
         gemm_iq4_xs: neon::blocks::gemm_iq4_xs_widen,
         gemm_bf16: neon::blocks::gemm_bf16,
-        ..SCALAR
     };
 
     pub(super) static NEON_DOTPROD: KernelTable = KernelTable {

@@ -257,6 +257,62 @@ pub(crate) fn check_quantize<A: Quantize + TestActs>(t: VerifiedTable) {
     }
 }
 
+/// `t`'s Q8_K quantizer on the blocks a vector quantizer must hand to the
+/// reference or get right on its own, bit for bit the reference's: two
+/// values of the largest magnitude with opposite signs (the first one's sign
+/// sets the scale), a NaN (also among zeros), an infinity, a subnormal
+/// largest value (the scale overflows), a largest value just above that
+/// (the scale barely finite, subnormal values), negative zeros, and a block
+/// of all zeros.
+pub(crate) fn check_q8_k_corners(t: VerifiedTable) {
+    use super::types::{QK_K, q8_k::quantize_row_q8_k};
+    let mut rng = Rng::new(5);
+    let base = rng.acts(QK_K);
+    let mut cases = Vec::new();
+    for (i, j) in [(3, 200), (200, 3), (0, 255)] {
+        let mut x: Vec<f32> = base.iter().map(|v| v * 0.5).collect();
+        x[i] = 9.0;
+        x[j] = -9.0;
+        cases.push(x);
+    }
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = base.clone();
+        x[77] = bad;
+        cases.push(x);
+    }
+    let mut nan_in_zeros = vec![0.0f32; QK_K];
+    nan_in_zeros[200] = f32::NAN;
+    cases.push(nan_in_zeros);
+    let mut tiny = vec![0.0f32; QK_K];
+    tiny[9] = -f32::from_bits(3);
+    tiny[10] = f32::from_bits(1);
+    cases.push(tiny);
+    // -127/max is finite from |max| >= 127/f32::MAX (about 3.7e-37).
+    let small: Vec<f32> = (0..QK_K)
+        .map(|k| match k {
+            40 => -4e-37,
+            _ if k % 2 == 0 => (k as f32 - 128.0) * 2e-39,
+            _ => f32::from_bits(k as u32),
+        })
+        .collect();
+    cases.push(small);
+    cases.push(vec![-0.0; QK_K]);
+    cases.push(vec![0.0; QK_K]);
+    for (n, x) in cases.iter().enumerate() {
+        let mut want = [BlockQ8K::ZERO];
+        let mut got = [BlockQ8K::ZERO];
+        quantize_row_q8_k(x, &mut want);
+        t.quantize(x, &mut got, &mut []);
+        assert!(
+            got[0].bytes() == want[0].bytes(),
+            "{} Q8_K corner case {n}: {:?} vs {:?}",
+            t.name(),
+            got[0],
+            want[0]
+        );
+    }
+}
+
 /// Σ|terms| of the dot of a weight row and an activation row: the sum of
 /// |w_i · a_i| over the dequantized values.
 fn abs_terms<W: VecDot>(w: &[W], a: &[W::Partner]) -> f64

@@ -15,8 +15,6 @@ pub struct QuantActs<'a, A = BlockQ8_0> {
     pub blocks: &'a [A],
     /// `n_tok · nb` block sums, token-major, for a partner with
     /// [`ActBlock::SUMS`](super::types::ActBlock::SUMS); empty otherwise.
-    // Only the x86-64 kernels read the sums so far.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub sums: &'a [i16],
     /// Number of tokens (rows of activations).
     pub n_tok: usize,
@@ -33,7 +31,6 @@ impl<'a, A> QuantActs<'a, A> {
 
     /// The block sums of token `t`.
     #[inline]
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn row_sums(&self, t: usize) -> &'a [i16] {
         &self.sums[t * self.nb..(t + 1) * self.nb]
     }
@@ -42,7 +39,21 @@ impl<'a, A> QuantActs<'a, A> {
 /// Activation bytes a token chunk of [`each_row_grouped`] keeps in L1 while
 /// every row of the tile passes over it: half of a 48 KiB L1 (Intel since
 /// Ice Lake; Zen 4 has 32 KiB), the rest for the weight row and the stack.
+/// Arm cores have 32 KiB (Cortex-A53/A72, Neoverse N1) to 64 KiB (Apple,
+/// Neoverse V1): the same figure fits them.
 const GROUPED_CHUNK_BYTES: usize = 24 * 1024;
+
+/// Tokens per chunk of a grouped walk (rows innermost over a chunk of
+/// tokens, see [`each_row_grouped`]): as many whole groups of `group` tokens
+/// of `nb` blocks of `A` as fit [`GROUPED_CHUNK_BYTES`], at least one group.
+/// One rule for every path that walks its tiles this way, so that they
+/// chunk alike (and the tests that cross a chunk edge cross it on all).
+#[inline(always)]
+pub(in crate::quant) fn grouped_chunk_tokens<A>(nb: usize, group: usize) -> usize {
+    // Never zero: a zero-sized block or group would make the walk stand still.
+    let (token_bytes, group) = ((nb * std::mem::size_of::<A>()).max(1), group.max(1));
+    (GROUPED_CHUNK_BYTES / token_bytes / group).max(1) * group
+}
 
 /// Every output of the tile: `TG` tokens at a time through `group`, which
 /// unpacks each weight block once for all of them, and the remaining tokens
@@ -64,8 +75,7 @@ pub(in crate::quant) fn each_row_grouped<W, A, const TG: usize>(
     one: impl Fn(&[W], [&[A]; 1]) -> [f32; 1],
 ) {
     assert!(w.len() >= out.rows() * a.nb, "weights too short");
-    let token_bytes = (a.nb * std::mem::size_of::<A>()).max(1);
-    let chunk = (GROUPED_CHUNK_BYTES / token_bytes / TG).max(1) * TG;
+    let chunk = grouped_chunk_tokens::<A>(a.nb, TG);
     let mut t0 = 0;
     while t0 < a.n_tok {
         let t1 = (t0 + chunk).min(a.n_tok);

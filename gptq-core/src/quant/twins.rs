@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use super::dispatch::table_names;
 use super::harness::{self, GemmSuite, Gen, Rng, TestActs};
 use super::table::{Gemm, VerifiedTable};
-use super::tile::{OutTile, QuantActs};
+use super::tile::{OutTile, QuantActs, grouped_chunk_tokens};
 use super::types::testkit::{blocks_from_bytes, scale_ranges};
 use super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
@@ -79,8 +79,12 @@ where
     W::Partner: TestActs,
 {
     // The second shape's tokens split into L1 chunks of grouped kernels
-    // (`each_row_grouped`: four tokens of twelve Q8_K blocks per chunk).
-    for (rows, nb, n_tok) in [(5, 3, 9), (3, 12, 11)] {
+    // (`grouped_chunk_tokens`: four tokens of twelve Q8_K blocks per chunk);
+    // the third's for either partner: two chunk edges, then a group of four
+    // and a single token (28 tokens of 24 Q8_0 blocks per chunk, 4 of Q8_K).
+    let nb = 24;
+    let n_tok = 2 * grouped_chunk_tokens::<W::Partner>(nb, 4) + 5;
+    for (rows, nb, n_tok) in [(5, 3, 9), (3, 12, 11), (2, nb, n_tok)] {
         alone_equals_batched::<W>(t, seed, rows, nb, n_tok);
     }
 }

@@ -3,7 +3,7 @@
 //! (exact), `exp8` and the softmax.
 
 use super::*;
-use crate::quant::harness::{self, GemmSuite, Rng, TestActs};
+use crate::quant::harness::{self, GemmSuite, Rng};
 use crate::quant::table::VerifiedTable;
 use crate::quant::types::q8_0::quantize_acts_q8_0;
 
@@ -22,42 +22,7 @@ fn quantize_q8_0_is_bit_identical() {
 fn quantize_q8_k_is_bit_identical() {
     if let Some(t) = table() {
         harness::check_quantize::<BlockQ8K>(t);
-        check_q8_k_corners(t);
-    }
-}
-
-/// Q8_K blocks the vector quantizer must hand to the reference or get right
-/// on its own: two values of the largest magnitude with opposite signs (the
-/// first one's sign sets the scale), a NaN, an infinity, a subnormal largest
-/// value (the scale overflows), negative zeros, and a block of all zeros.
-fn check_q8_k_corners(t: VerifiedTable) {
-    use crate::quant::types::q8_k::quantize_row_q8_k;
-    let mut rng = Rng::new(5);
-    let base = rng.acts(QK_K);
-    let mut cases = Vec::new();
-    for (i, j) in [(3, 200), (200, 3), (0, 255)] {
-        let mut x: Vec<f32> = base.iter().map(|v| v * 0.5).collect();
-        x[i] = 9.0;
-        x[j] = -9.0;
-        cases.push(x);
-    }
-    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-        let mut x = base.clone();
-        x[77] = bad;
-        cases.push(x);
-    }
-    let mut tiny = vec![0.0f32; QK_K];
-    tiny[9] = -f32::from_bits(3);
-    tiny[10] = f32::from_bits(1);
-    cases.push(tiny);
-    cases.push(vec![-0.0; QK_K]);
-    cases.push(vec![0.0; QK_K]);
-    for (n, x) in cases.iter().enumerate() {
-        let mut want = [BlockQ8K::ZERO];
-        let mut got = [BlockQ8K::ZERO];
-        quantize_row_q8_k(x, &mut want);
-        t.quantize(x, &mut got, &mut []);
-        assert!(got[0].bytes() == want[0].bytes(), "Q8_K corner case {n}");
+        harness::check_q8_k_corners(t);
     }
 }
 

@@ -1,7 +1,8 @@
-//! NEON's activation quantization and quantized products: an exact integer
-//! dot per 32-element block (in four i32 lanes) by `sdot` or by widening
-//! multiplies, then one float FMA by the product of the two scales; tiles of
-//! four rows by one token (decode) or two rows by four tokens (prefill).
+//! NEON's activation quantization (Q8_0 and Q8_K, both bit for bit the
+//! reference's) and the Q8_0/Q4_0 products: an exact integer dot per
+//! 32-element block (in four i32 lanes) by `sdot` or by widening multiplies,
+//! then one float FMA by the product of the two scales; tiles of four rows by
+//! one token (decode) or two rows by four tokens (prefill).
 
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -11,7 +12,8 @@ use half::f16;
 
 use super::h2f;
 use crate::quant::tile::{OutTile, QuantActs};
-use crate::quant::types::{BlockQ4_0, BlockQ8_0, QK};
+use crate::quant::types::q8_k::quantize_row_q8_k;
+use crate::quant::types::{BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K};
 
 /// Quantizes one row of activations to Q8_0 and sums each block, exactly as the
 /// scalar path: `d = amax/127`, values `round_ties_even(x · 127/amax)`.
@@ -51,6 +53,77 @@ fn quantize_block(x: &[f32; QK], y: &mut BlockQ8_0) -> i16 {
         // |sum| <= 32 · 128, well inside i16.
         vaddlvq_s8(q0) + vaddlvq_s8(q1)
     }
+}
+
+/// Quantizes a row of activations to Q8_K: the reference
+/// ([`quantize_row_q8_k`]) bit for bit. The first value of the largest
+/// magnitude sets the scale with its sign (`iscale = -127/max`), values
+/// round ties to even (`fcvtns`, as `round_ties_even`), `d = 1/iscale`.
+/// Blocks holding a NaN or an infinity, or whose scale overflows (a
+/// subnormal largest value), take the reference itself: there its
+/// saturating conversions and NaN-skipping maximum differ from the vector
+/// ones. Q8_K has no block sums beside its blocks (`_sums` is empty).
+pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut [i16]) {
+    assert_eq!(x.len(), q.len() * QK_K, "quantize_q8_k: length mismatch");
+    for (xb, qb) in x.chunks_exact(QK_K).zip(q.iter_mut()) {
+        let xb: &[f32; QK_K] = xb.try_into().expect("chunks_exact yields whole blocks");
+        quantize_block_q8_k(xb, qb);
+    }
+}
+
+/// Quantizes one Q8_K block (see [`quantize_q8_k`]).
+#[inline(always)]
+fn quantize_block_q8_k(x: &[f32; QK_K], y: &mut BlockQ8K) {
+    // SAFETY: base NEON (aarch64 baseline), on registers; the loads read
+    // offsets 0, 4, .., 252 of a 256-element array.
+    let amax = unsafe {
+        // `fmax` (unlike `fmaxnm`) propagates NaNs: a block holding one gets
+        // a NaN `amax` and goes to the reference below.
+        let mut m = vdupq_n_f32(0.0);
+        for k in 0..QK_K / 4 {
+            m = vmaxq_f32(m, vabsq_f32(vld1q_f32(x.as_ptr().add(4 * k))));
+        }
+        vmaxvq_f32(m)
+    };
+    if amax == 0.0 {
+        *y = BlockQ8K::ZERO;
+        return;
+    }
+    if !amax.is_finite() {
+        quantize_row_q8_k(x, std::slice::from_mut(y));
+        return;
+    }
+    // The reference keeps the first value whose magnitude beats all before:
+    // the first of magnitude `amax` (a maximum is exact, so one matches).
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    if !iscale.is_finite() {
+        quantize_row_q8_k(x, std::slice::from_mut(y));
+        return;
+    }
+    // SAFETY: base NEON (aarch64 baseline), on registers; the loads read
+    // offsets 0, 4, .., 252 of a 256-element array, the stores write bytes
+    // 16g .. 16g + 16 (g < 16) of the 256-byte `qs`.
+    unsafe {
+        let top = vdupq_n_s32(127);
+        for (g, s) in y.bsums.iter_mut().enumerate() {
+            // `v · iscale` is the reference's `iscale · v` (the product is
+            // commutative); |v · iscale| <= 127 up to one rounding, so neither
+            // the conversion nor the narrowing below saturates, and the `min`
+            // is the reference's `min(127, ..)`.
+            let i: [int32x4_t; 4] = from_fn(|k| {
+                let v = vld1q_f32(x.as_ptr().add(16 * g + 4 * k));
+                vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(v, iscale)), top)
+            });
+            let h0 = vqmovn_high_s32(vqmovn_s32(i[0]), i[1]);
+            let h1 = vqmovn_high_s32(vqmovn_s32(i[2]), i[3]);
+            let q = vqmovn_high_s16(vqmovn_s16(h0), h1);
+            vst1q_s8(y.qs.as_mut_ptr().add(16 * g), q);
+            // One sum per 16 values: |sum| <= 16 · 127, inside i16.
+            *s = vaddlvq_s8(q);
+        }
+    }
+    y.d = 1.0 / iscale;
 }
 
 // Integer block dots

@@ -1,7 +1,7 @@
 //! The `neon` and `neon+dotprod` tables against the scalar twins (through
 //! the kernel harness), and what only this path has: its integer block dots
 //! (exact, `sdot` and widening), its dot/axpy/softmax helpers, its f16
-//! conversion (exact for every half), its quantizer on non-finite input,
+//! conversion (exact for every half), its quantizers on non-finite input,
 //! and of the other block types' products: the K-quants' bit for bit equal to
 //! the scalar twins, the 32-element types' integer dots exact.
 
@@ -18,7 +18,7 @@ use crate::quant::table::{Gemm, VerifiedTable};
 use crate::quant::tile::{OutTile, QuantActs};
 use crate::quant::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
-    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, QK, QuantBlock,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QuantBlock,
 };
 
 /// The widening table: every aarch64 CPU runs it.
@@ -43,6 +43,16 @@ const SUITE: GemmSuite = GemmSuite {
 fn quantize_q8_0_is_bit_identical() {
     if let Some(t) = base() {
         harness::check_quantize::<BlockQ8_0>(t);
+    }
+}
+
+/// The Q8_K quantizer (both tables share it) equals the reference bit for
+/// bit, also on the blocks it hands to the reference.
+#[test]
+fn quantize_q8_k_is_bit_identical() {
+    for t in [base(), dotprod()].into_iter().flatten() {
+        harness::check_quantize::<BlockQ8K>(t);
+        harness::check_q8_k_corners(t);
     }
 }
 
