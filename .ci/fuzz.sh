@@ -4,8 +4,10 @@
 # rust-src) and cargo-fuzz; installs them when missing.
 #   FUZZ_SECONDS (default 10): time per target; the targets run two at a time.
 set -euo pipefail
-exec </dev/null  # see .ci/run: no step reads stdin
 cd "$(dirname "$0")/.."
+# Checked again here: the steps before may have replaced it.
+source .ci/devnull.sh
+exec </dev/null
 seconds=${FUZZ_SECONDS:-10}
 start=$SECONDS
 note() { echo "-- $* ($((SECONDS - start)) s)"; }
@@ -53,6 +55,7 @@ cd ..
 # Tree Borrows: under Stacked Borrows every test that runs rayon's pool stops
 # inside crossbeam's deque (a retag error in the dependency, not in this code);
 # rayon's threads outlive main, so leaks are ignored.
+source .ci/devnull.sh  # again: Miri's rustc reads its `-` input from /dev/null
 MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-tree-borrows -Zmiri-ignore-leaks" \
     cargo +nightly miri test -p gptq-core --lib -- \
     gguf:: quant::types::q8_0 quant::types::q4_0 quant::types::dequant quant::pack \

@@ -6,8 +6,10 @@
 # Installs what it needs (apt packages, the rustup target); safe to rerun.
 # Exits non-zero when anything fails. Called by .ci/run; runs on its own too.
 set -euo pipefail
-exec </dev/null  # see .ci/run: no step reads stdin
 cd "$(dirname "$0")/.."
+# Checked again here: the steps before may have replaced it.
+source .ci/devnull.sh
+exec </dev/null
 
 TARGET=aarch64-unknown-linux-gnu
 export CARGO_TERM_COLOR=never

@@ -136,6 +136,20 @@ fn dot_q6_k<const T: usize>(x: &[BlockQ6K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
     acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
+/// A K-quant dot with minimums: the scaled sums' lanes added, less the
+/// minimums' lanes added (pairwise, then the halves).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn sums_minus_mins(acc: __m512, accm: __m256) -> f32 {
+    let m = _mm_add_ps(
+        _mm256_castps256_ps128(accm),
+        _mm256_extractf128_ps::<1>(accm),
+    );
+    let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m)
+}
+
 /// Q4_K / Q5_K's packed scales and minimums (see `avx2::blocks`).
 #[inline(always)]
 fn k4_scales(p: &[u8; 12]) -> (u64, u64) {
@@ -199,17 +213,7 @@ macro_rules! dot_k4 {
                     );
                 }
             }
-            let mut out = [0.0f32; T];
-            for ((o, acc), accm) in out.iter_mut().zip(acc).zip(accm) {
-                let m = _mm_add_ps(
-                    _mm256_castps256_ps128(accm),
-                    _mm256_extractf128_ps::<1>(accm),
-                );
-                let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-                let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-                *o = _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m);
-            }
-            out
+            std::array::from_fn(|t| sums_minus_mins(acc[t], accm[t]))
         }
     };
 }
@@ -357,17 +361,7 @@ fn dot_q2_k<const T: usize>(x: &[BlockQ2K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
             *accm = _mm256_fmadd_ps(_mm256_set1_ps(a.d * dmin), _mm256_cvtepi32_ps(prod), *accm);
         }
     }
-    let mut out = [0.0f32; T];
-    for ((o, acc), accm) in out.iter_mut().zip(acc).zip(accm) {
-        let m = _mm_add_ps(
-            _mm256_castps256_ps128(accm),
-            _mm256_extractf128_ps::<1>(accm),
-        );
-        let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        *o = _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m);
-    }
-    out
+    std::array::from_fn(|t| sums_minus_mins(acc[t], accm[t]))
 }
 
 /// Tokens that share each weight block's unpacking.
