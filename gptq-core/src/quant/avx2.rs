@@ -256,9 +256,7 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
             // SAFETY: `o` is 32 writable bytes; the store is unaligned.
             unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), p) }
         }
-        for (s, q) in qb.bsums.iter_mut().zip(qb.qs.chunks_exact(16)) {
-            *s = q.iter().map(|&v| i16::from(v)).sum();
-        }
+        qb.sum_groups();
         qb.d = 1.0 / iscale;
     }
 }

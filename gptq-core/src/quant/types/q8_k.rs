@@ -24,6 +24,13 @@ const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
 const _: () = assert!(std::mem::align_of::<BlockQ8K>() == 4);
 
 impl BlockQ8K {
+    /// Sets `bsums` from `qs`: each the sum of its 16 values.
+    pub fn sum_groups(&mut self) {
+        for (s, q) in self.bsums.iter_mut().zip(self.qs.chunks_exact(16)) {
+            *s = q.iter().map(|&v| i16::from(v)).sum();
+        }
+    }
+
     /// A block of zeros.
     pub const ZERO: BlockQ8K = BlockQ8K {
         d: 0.0,
@@ -73,9 +80,7 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
             // `MIN(127, v)` stored to an int8 is this truncating cast.
             *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
         }
-        for (s, q) in yb.bsums.iter_mut().zip(yb.qs.chunks_exact(16)) {
-            *s = q.iter().map(|&v| i16::from(v)).sum();
-        }
+        yb.sum_groups();
         yb.d = 1.0 / iscale;
     }
 }
