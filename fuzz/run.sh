@@ -17,6 +17,7 @@ case $target in
     gguf_parse) dict=dict/gguf.dict ;;
     hf_config | hf_vocab) dict=dict/json.dict ;;
     safetensors) dict=dict/safetensors.dict ;;
+    serve_request) dict=dict/serve.dict ;;
 esac
 mkdir -p "corpus/$target" "seeds/$target" artifacts/"$target"
 # FUZZ_TARGET_DIR picks another build (e.g. one without ASan for long runs:

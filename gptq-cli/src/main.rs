@@ -2,19 +2,18 @@
 //! sessions, perplexity, benchmarks, file info and tokenization, with
 //! llama.cpp's flag names.
 
-mod args;
 mod bench;
 mod chat;
 mod complete;
 mod imatrix;
 mod info;
-mod load;
-mod model_path;
 mod perplexity;
 mod report;
-mod serve;
 mod timing;
 mod tokenize;
+
+// The library's modules, under the names the subcommands use (`crate::args`).
+use gptq_cli::{args, load, model_path, serve};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -193,88 +193,115 @@ pub fn llama_flags(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::f
     .collect()
 }
 
+/// A server ready to take requests: the flags checked, the model loaded and
+/// the engine thread running. [`run`] puts it behind a listener; the fuzz
+/// targets call its [`router`](Server::router) in process.
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Checks the flags, loads the model and starts the engine thread.
+    pub fn start(args: &ServeArgs) -> Result<Server> {
+        if args.parallel == 0 {
+            bail!("-np must be at least 1");
+        }
+        if args.batch_size == 0 {
+            bail!("-b must be at least 1");
+        }
+        if args.threads_http == 0 {
+            bail!("--threads-http must be at least 1");
+        }
+        if args.max_connections == 0 || args.max_body == 0 || args.timeout == 0 {
+            bail!("--max-connections, --max-body and --timeout must be at least 1");
+        }
+        load::set_threads(args.threads)?;
+        let path = model_path::resolve(args.model.as_deref())?;
+        let model = Arc::new(
+            Model::load(&path).with_context(|| format!("cannot load {}", path.display()))?,
+        );
+        let hp = model.hparams().clone();
+        let n_ctx = match args.ctx_size {
+            0 => hp.n_ctx,
+            c => {
+                let per = c / args.parallel;
+                if per < 2 {
+                    bail!(
+                        "-c {c} over {} slots leaves under 2 tokens per slot",
+                        args.parallel
+                    );
+                }
+                if per > hp.n_ctx {
+                    bail!(
+                        "-c {c} over {} slots gives {per} tokens per slot, more than the model's context of {} (GPT-2 positions are learned)",
+                        args.parallel,
+                        hp.n_ctx
+                    );
+                }
+                per
+            }
+        };
+        let sampling = args.sampling.params(n_ctx)?;
+        let metrics = Arc::new(Metrics::default());
+        let config = EngineConfig {
+            n_slots: args.parallel,
+            n_ctx,
+            n_batch: args.batch_size.min(n_ctx),
+            kv_type: args.cache_type.into(),
+            max_queue: args.max_queue,
+            cache_prompt: !args.no_cache_prompt,
+        };
+        let engine = Engine::start(Arc::clone(&model), config, Arc::clone(&metrics))?;
+        let model_id = args.alias.clone().unwrap_or_else(|| {
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "gptq".into())
+        });
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let state = Arc::new(AppState {
+            defaults: Defaults {
+                sampling,
+                fixed_seed: args.sampling.seed >= 0,
+                n_predict: usize::try_from(args.n_predict).unwrap_or(usize::MAX),
+                n_ctx,
+                n_vocab: hp.n_vocab,
+            },
+            fingerprint: format!(
+                "gptq-{}-{}",
+                env!("CARGO_PKG_VERSION"),
+                model.kernels().describe()
+            ),
+            model,
+            engine,
+            metrics,
+            model_id,
+            created,
+            ids: AtomicUsize::new(0),
+            timeout: Duration::from_secs(args.timeout),
+            max_body: args.max_body,
+            body_timeout: CLIENT_TIMEOUT,
+            api_key: args.api_key.clone(),
+        });
+        Ok(Server { state })
+    }
+
+    /// Every endpoint, as a service (`axum::Router`) over the shared state.
+    pub fn router(&self) -> axum::Router {
+        routes::router(Arc::clone(&self.state))
+    }
+
+    /// Ends the requests in flight and stops the engine thread.
+    pub fn stop(&self) {
+        self.state.engine.stop();
+    }
+}
+
 /// Starts the server; returns after a graceful stop (Ctrl-C or SIGTERM).
 pub fn run(args: &ServeArgs) -> Result<()> {
-    if args.parallel == 0 {
-        bail!("-np must be at least 1");
-    }
-    if args.batch_size == 0 {
-        bail!("-b must be at least 1");
-    }
-    if args.threads_http == 0 {
-        bail!("--threads-http must be at least 1");
-    }
-    if args.max_connections == 0 || args.max_body == 0 || args.timeout == 0 {
-        bail!("--max-connections, --max-body and --timeout must be at least 1");
-    }
-    load::set_threads(args.threads)?;
-    let path = model_path::resolve(args.model.as_deref())?;
-    let model =
-        Arc::new(Model::load(&path).with_context(|| format!("cannot load {}", path.display()))?);
-    let hp = model.hparams().clone();
-    let n_ctx = match args.ctx_size {
-        0 => hp.n_ctx,
-        c => {
-            let per = c / args.parallel;
-            if per < 2 {
-                bail!(
-                    "-c {c} over {} slots leaves under 2 tokens per slot",
-                    args.parallel
-                );
-            }
-            if per > hp.n_ctx {
-                bail!(
-                    "-c {c} over {} slots gives {per} tokens per slot, more than the model's context of {} (GPT-2 positions are learned)",
-                    args.parallel,
-                    hp.n_ctx
-                );
-            }
-            per
-        }
-    };
-    let sampling = args.sampling.params(n_ctx)?;
-    let metrics = Arc::new(Metrics::default());
-    let config = EngineConfig {
-        n_slots: args.parallel,
-        n_ctx,
-        n_batch: args.batch_size.min(n_ctx),
-        kv_type: args.cache_type.into(),
-        max_queue: args.max_queue,
-        cache_prompt: !args.no_cache_prompt,
-    };
-    let engine = Engine::start(Arc::clone(&model), config, Arc::clone(&metrics))?;
-    let model_id = args.alias.clone().unwrap_or_else(|| {
-        path.file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "gptq".into())
-    });
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let state = Arc::new(AppState {
-        defaults: Defaults {
-            sampling,
-            fixed_seed: args.sampling.seed >= 0,
-            n_predict: usize::try_from(args.n_predict).unwrap_or(usize::MAX),
-            n_ctx,
-            n_vocab: hp.n_vocab,
-        },
-        fingerprint: format!(
-            "gptq-{}-{}",
-            env!("CARGO_PKG_VERSION"),
-            model.kernels().describe()
-        ),
-        model,
-        engine,
-        metrics,
-        model_id,
-        created,
-        ids: AtomicUsize::new(0),
-        timeout: Duration::from_secs(args.timeout),
-        max_body: args.max_body,
-        body_timeout: CLIENT_TIMEOUT,
-        api_key: args.api_key.clone(),
-    });
+    let state = Server::start(args)?.state;
+    let n_ctx = state.engine.config().n_ctx;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads_http)
         .thread_name("gptq-http")
