@@ -68,25 +68,27 @@ pub(in crate::quant) fn hint_block<B: Pod>(b: &B) {
     }
 }
 
-/// Byte shuffle broadcasting word `k` of each 128-bit lane to all its words.
+/// Byte shuffle broadcasting word `k` of each 128-bit lane to all its words:
+/// the byte pair `(2k, 2k + 1)` as one 16-bit word, broadcast. (Written as
+/// thirty-two byte arguments, the mask was built with sixteen `vpinsrb` per
+/// call wherever `k` is not a constant, as in the one-token K-quant loops:
+/// 40 % of Q4_K decode time.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn word_bcast(k: usize) -> __m256i {
-    let lo = (2 * k) as i8;
-    let hi = lo + 1;
-    _mm256_setr_epi8(
-        lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo,
-        hi, lo, hi, lo, hi, lo, hi, lo, hi,
-    )
+    _mm256_set1_epi16((0x0100 + 0x0202 * k) as i16)
 }
 
 /// Byte shuffle for 16 bytes: bytes `0..8` take byte `s`, bytes `8..16`
-/// byte `s + 1`.
+/// byte `s + 1` (a broadcast plus a constant, for the reason
+/// [`word_bcast`] gives).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn pair_bcast(s: usize) -> __m128i {
-    let (a, b) = (s as i8, s as i8 + 1);
-    _mm_setr_epi8(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
+    _mm_add_epi8(
+        _mm_set1_epi8(s as i8),
+        _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+    )
 }
 
 /// Sixteen signed 8-bit sub-block scales `sc` (in an xmm): the i16 words for
