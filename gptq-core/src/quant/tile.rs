@@ -29,9 +29,12 @@ impl<'a, A> QuantActs<'a, A> {
         &self.blocks[t * self.nb..(t + 1) * self.nb]
     }
 
-    /// The block sums of token `t`.
+    /// The block sums of token `t` (empty for a partner without sums).
     #[inline]
     pub fn row_sums(&self, t: usize) -> &'a [i16] {
+        if self.sums.is_empty() {
+            return &[];
+        }
         &self.sums[t * self.nb..(t + 1) * self.nb]
     }
 }
@@ -57,7 +60,8 @@ pub(in crate::quant) fn grouped_chunk_tokens<A>(nb: usize, group: usize) -> usiz
 
 /// Every output of the tile: `TG` tokens at a time through `group`, which
 /// unpacks each weight block once for all of them, and the remaining tokens
-/// one at a time through `one`. The tokens go in chunks whose activations
+/// one at a time through `one`; both get the tokens' blocks and their block
+/// sums ([`QuantActs::row_sums`], empty for Q8_K). The tokens go in chunks whose activations
 /// stay in L1 while every row of the tile passes over them (rows outermost,
 /// every row would read all tokens' activations from L2 again: 450 KB per
 /// row at 512 tokens of 768 columns). The kernels behind both closures give
@@ -71,8 +75,8 @@ pub(in crate::quant) fn each_row_grouped<W, A, const TG: usize>(
     w: &[W],
     a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
-    group: impl Fn(&[W], [&[A]; TG]) -> [f32; TG],
-    one: impl Fn(&[W], [&[A]; 1]) -> [f32; 1],
+    group: impl Fn(&[W], [&[A]; TG], [&[i16]; TG]) -> [f32; TG],
+    one: impl Fn(&[W], [&[A]; 1], [&[i16]; 1]) -> [f32; 1],
 ) {
     assert!(w.len() >= out.rows() * a.nb, "weights too short");
     let chunk = grouped_chunk_tokens::<A>(a.nb, TG);
@@ -82,14 +86,18 @@ pub(in crate::quant) fn each_row_grouped<W, A, const TG: usize>(
         for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
             let mut t = t0;
             while t + TG <= t1 {
-                let r = group(wr, std::array::from_fn(|j| a.row(t + j)));
+                let r = group(
+                    wr,
+                    std::array::from_fn(|j| a.row(t + j)),
+                    std::array::from_fn(|j| a.row_sums(t + j)),
+                );
                 for (j, v) in r.into_iter().enumerate() {
                     out.set(t + j, i, v);
                 }
                 t += TG;
             }
             while t < t1 {
-                let [r] = one(wr, [a.row(t)]);
+                let [r] = one(wr, [a.row(t)], [a.row_sums(t)]);
                 out.set(t, i, r);
                 t += 1;
             }

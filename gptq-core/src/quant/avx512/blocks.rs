@@ -381,7 +381,13 @@ macro_rules! entry_multi {
 
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         fn $rows(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-            each_row_grouped::<_, _, TG>(w, a, out, |wr, ys| $dot(wr, ys), |wr, ys| $dot(wr, ys))
+            each_row_grouped::<_, _, TG>(
+                w,
+                a,
+                out,
+                |wr, ys, _| $dot(wr, ys),
+                |wr, ys, _| $dot(wr, ys),
+            )
         }
     };
 }
