@@ -214,7 +214,6 @@ macro_rules! dot_k4 {
         fn $name<const T: usize>(x: &[$blk], ys: [&[BlockQ8K]; T]) -> [f32; T] {
             let m4 = _mm256_set1_epi8(0x0f);
             let mut acc = [_mm256_setzero_ps(); T];
-            let mut accm = [_mm256_setzero_ps(); T];
             // Each minimum twice: bsums are per 16 values, minimums per 32.
             let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
             for (i, b) in x.iter().enumerate() {
@@ -240,18 +239,21 @@ macro_rules! dot_k4 {
                     }
                 }
                 let (d, dmin) = (h2f(b.d), h2f(b.dmin));
-                for (((acc, accm), isum), y) in acc.iter_mut().zip(&mut accm).zip(isum).zip(ys) {
+                // The minimums' term goes into the same accumulator: a
+                // second one per token spilled the four-token loop's
+                // registers.
+                for ((acc, isum), y) in acc.iter_mut().zip(isum).zip(ys) {
                     let a = &y[i];
                     let prod = _mm256_madd_epi16(mins, ld(&a.bsums));
                     *acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d * d), _mm256_cvtepi32_ps(isum), *acc);
-                    *accm = _mm256_fmadd_ps(
+                    *acc = _mm256_fnmadd_ps(
                         _mm256_set1_ps(a.d * dmin),
                         _mm256_cvtepi32_ps(prod),
-                        *accm,
+                        *acc,
                     );
                 }
             }
-            std::array::from_fn(|t| hsum(acc[t]) - hsum(accm[t]))
+            acc.map(|v| hsum(v))
         }
     };
 }
