@@ -23,12 +23,13 @@ use half::bf16;
 use crate::gguf::{Pod, as_bytes};
 
 use super::super::prefetch;
-use super::super::tile::{FloatActs, OutTile, QuantActs, each_row_grouped};
+use super::super::tile::{FloatActs, OutTile, QuantActs, each_row_alone, each_row_grouped};
 use super::super::types::iq4_nl::KVALUES;
 use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
     BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
+use super::super::x86::driver::k_entry;
 use super::{h2f, hsum};
 
 /// 32 bytes from the start of `b` (at least 32 long).
@@ -603,53 +604,19 @@ fn dot_bf16(w: &[bf16], x: &[f32]) -> f32 {
 /// beside the unpacked weights and their scales fill the sixteen registers.
 const TG: usize = 4;
 
-macro_rules! entry_multi {
-    ($name:ident, $rows:ident, $blk:ty, $dot:ident) => {
-        #[doc = concat!("AVX2 product of ", stringify!($blk), " weights and Q8_K activations.")]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(
-            w: &[$blk],
-            a: &QuantActs<'_, BlockQ8K>,
-            out: &mut OutTile<'_>,
-        ) {
-            $rows(w, a, out)
-        }
-
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn $rows(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-            /// Decode: one token's sums of every row, as its own function
-            /// (inlined beside the grouped loops, a one-token loop can
-            /// stream the weights up to 45 % slower, as `gemv` found).
-            #[inline(never)]
-            #[target_feature(enable = "avx2,fma,f16c")]
-            fn one(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-                assert!(w.len() >= out.rows() * a.nb, "weights too short");
-                for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
-                    let [v] = $dot(wr, [a.row(0)]);
-                    out.set(0, i, v);
-                }
-            }
-
-            if a.n_tok == 1 {
-                return one(w, a, out);
-            }
-            each_row_grouped::<_, _, TG>(
-                w,
-                a,
-                out,
-                |wr, ys, _| $dot(wr, ys),
-                |wr, ys, _| $dot(wr, ys),
-            )
-        }
-    };
-}
-
-entry_multi!(gemm_q6_k, rows_q6_k, BlockQ6K, dot_q6_k);
-entry_multi!(gemm_q5_k, rows_q5_k, BlockQ5K, dot_q5_k);
-entry_multi!(gemm_q4_k, rows_q4_k, BlockQ4K, dot_q4_k);
-entry_multi!(gemm_q3_k, rows_q3_k, BlockQ3K, dot_q3_k);
-entry_multi!(gemm_q2_k, rows_q2_k, BlockQ2K, dot_q2_k);
-entry_multi!(gemm_iq4_xs, rows_iq4_xs, BlockIq4Xs, dot_iq4_xs);
+k_entry!("avx2,fma,f16c", "AVX2", TG, gemm_q6_k, BlockQ6K, dot_q6_k);
+k_entry!("avx2,fma,f16c", "AVX2", TG, gemm_q5_k, BlockQ5K, dot_q5_k);
+k_entry!("avx2,fma,f16c", "AVX2", TG, gemm_q4_k, BlockQ4K, dot_q4_k);
+k_entry!("avx2,fma,f16c", "AVX2", TG, gemm_q3_k, BlockQ3K, dot_q3_k);
+k_entry!("avx2,fma,f16c", "AVX2", TG, gemm_q2_k, BlockQ2K, dot_q2_k);
+k_entry!(
+    "avx2,fma,f16c",
+    "AVX2",
+    TG,
+    gemm_iq4_xs,
+    BlockIq4Xs,
+    dot_iq4_xs
+);
 
 macro_rules! entry_32 {
     ($name:ident, $rows:ident, $blk:ty, $dot:ident, $dot1:ident) => {
@@ -661,19 +628,15 @@ macro_rules! entry_32 {
 
         #[target_feature(enable = "avx2,fma,f16c")]
         fn $rows(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            /// Decode: one token's sums of every row, as its own function
-            /// (inlined beside the grouped loops, the one-token loop ran
-            /// about 25 % slower, as in `gemv`).
             #[inline(never)]
             #[target_feature(enable = "avx2,fma,f16c")]
             fn one(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-                assert!(w.len() >= out.rows() * a.nb, "weights too short");
-                for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
+                each_row_alone(w, a, out, |wr, [y], [s]| {
                     if let Some(b) = wr.first() {
                         hint_block(b);
                     }
-                    out.set(0, i, $dot1(wr, a.row(0), a.row_sums(0)));
-                }
+                    [$dot1(wr, y, s)]
+                })
             }
 
             if a.n_tok == 1 {

@@ -5,15 +5,15 @@
 //! the unpacking.
 //!
 //! Each weight row is dotted with four tokens at a time that share each
-//! block's unpacking ([`each_row_grouped`]), the remaining tokens one at a
-//! time; a token's sums are the same instructions in the same order either
+//! block's unpacking (`tile::each_row_grouped`), the remaining tokens one at
+//! a time, decode in its own walk ([`k_entry!`](k_entry)); a token's sums are the same instructions in the same order either
 //! way, so its result does not depend on how many tokens share the call.
 
 use std::arch::x86_64::*;
 
 use super::super::avx2::blocks::hint_block;
-use super::super::tile::{OutTile, QuantActs, each_row_grouped};
 use super::super::types::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use super::super::x86::driver::k_entry;
 
 /// 64 bytes from the start of `b` (at least 64 long).
 #[inline]
@@ -367,49 +367,43 @@ fn dot_q2_k<const T: usize>(x: &[BlockQ2K], ys: [&[BlockQ8K]; T]) -> [f32; T] {
 /// Tokens that share each weight block's unpacking.
 const TG: usize = 4;
 
-macro_rules! entry_multi {
-    ($name:ident, $rows:ident, $blk:ty, $dot:ident) => {
-        #[doc = concat!("AVX-512 product of ", stringify!($blk), " weights and Q8_K activations.")]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(
-            w: &[$blk],
-            a: &QuantActs<'_, BlockQ8K>,
-            out: &mut OutTile<'_>,
-        ) {
-            $rows(w, a, out)
-        }
-
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        fn $rows(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-            /// Decode: one token's sums of every row, as its own function
-            /// (inlined beside the grouped loops, a one-token loop can
-            /// stream the weights up to 45 % slower, as `gemv` found).
-            #[inline(never)]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-            fn one(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
-                assert!(w.len() >= out.rows() * a.nb, "weights too short");
-                for (i, wr) in w.chunks_exact(a.nb).take(out.rows()).enumerate() {
-                    let [v] = $dot(wr, [a.row(0)]);
-                    out.set(0, i, v);
-                }
-            }
-
-            if a.n_tok == 1 {
-                return one(w, a, out);
-            }
-            each_row_grouped::<_, _, TG>(
-                w,
-                a,
-                out,
-                |wr, ys, _| $dot(wr, ys),
-                |wr, ys, _| $dot(wr, ys),
-            )
-        }
-    };
-}
-
-entry_multi!(gemm_q6_k, rows_q6_k, BlockQ6K, dot_q6_k);
-entry_multi!(gemm_q5_k, rows_q5_k, BlockQ5K, dot_q5_k);
-entry_multi!(gemm_q4_k, rows_q4_k, BlockQ4K, dot_q4_k);
-entry_multi!(gemm_q3_k, rows_q3_k, BlockQ3K, dot_q3_k);
-entry_multi!(gemm_q2_k, rows_q2_k, BlockQ2K, dot_q2_k);
+k_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "AVX-512",
+    TG,
+    gemm_q6_k,
+    BlockQ6K,
+    dot_q6_k
+);
+k_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "AVX-512",
+    TG,
+    gemm_q5_k,
+    BlockQ5K,
+    dot_q5_k
+);
+k_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "AVX-512",
+    TG,
+    gemm_q4_k,
+    BlockQ4K,
+    dot_q4_k
+);
+k_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "AVX-512",
+    TG,
+    gemm_q3_k,
+    BlockQ3K,
+    dot_q3_k
+);
+k_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    "AVX-512",
+    TG,
+    gemm_q2_k,
+    BlockQ2K,
+    dot_q2_k
+);

@@ -1,7 +1,8 @@
 //! The loop every x86-64 tile kernel shares: the walk over an output tile
 //! in register tiles of rows × tokens ([`drive!`](drive)), their stores
 //! ([`put`]), and where the walk prefetches the weights
-//! ([`prefetch_weights`]). No `#[target_feature]` here: the macro expands
+//! ([`prefetch_weights`]); and the table entry of the Q8_K-partner types
+//! ([`k_entry!`](k_entry)). No `#[target_feature]` here: the macro expands
 //! inside each path's kernel and the helpers are inlined into it.
 
 use crate::quant::prefetch;
@@ -88,3 +89,48 @@ pub(in crate::quant) fn put<const R: usize, const T: usize>(
         }
     }
 }
+
+/// The table entry `$name` of a block type whose dot (`$dot::<T>`, one weight
+/// row against `T` tokens of Q8_K activations) serves the K-quants and
+/// IQ4_XS on one path (`$feat`: its `target_feature` list): decode through
+/// `tile::each_row_alone` in a function of its own, prefill and batched
+/// decode through `tile::each_row_grouped`, `$tg` tokens per weight pass.
+macro_rules! k_entry {
+    ($feat:literal, $path:literal, $tg:expr, $name:ident, $blk:ty, $dot:ident) => {
+        #[doc = concat!($path, " product of ", stringify!($blk), " weights and Q8_K activations.")]
+        #[target_feature(enable = $feat)]
+        pub(in crate::quant) fn $name(
+            w: &[$blk],
+            a: &$crate::quant::tile::QuantActs<'_, $crate::quant::types::BlockQ8K>,
+            out: &mut $crate::quant::tile::OutTile<'_>,
+        ) {
+            use $crate::quant::tile::{OutTile, QuantActs, each_row_alone, each_row_grouped};
+            use $crate::quant::types::BlockQ8K;
+
+            #[inline(never)]
+            #[target_feature(enable = $feat)]
+            fn one(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
+                each_row_alone(w, a, out, |wr, ys, _| $dot(wr, ys))
+            }
+
+            #[target_feature(enable = $feat)]
+            fn grouped(w: &[$blk], a: &QuantActs<'_, BlockQ8K>, out: &mut OutTile<'_>) {
+                each_row_grouped::<_, _, { $tg }>(
+                    w,
+                    a,
+                    out,
+                    |wr, ys, _| $dot(wr, ys),
+                    |wr, ys, _| $dot(wr, ys),
+                )
+            }
+
+            if a.n_tok == 1 {
+                one(w, a, out)
+            } else {
+                grouped(w, a, out)
+            }
+        }
+    };
+}
+
+pub(in crate::quant) use k_entry;
