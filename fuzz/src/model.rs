@@ -300,7 +300,10 @@ impl ModelSpec {
     /// The packed data of one tensor, or `None` when its type cannot be packed.
     fn tensor_bytes(&self, t: &TensorSpec, ty: GgmlType, index: u64) -> Option<Vec<u8>> {
         let n = t.rows.checked_mul(t.cols)?;
-        if n > 1 << 20 {
+        // A reshaped tensor can ask for up to 255^3 values; a quarter of a
+        // million keeps every input to milliseconds (the loader's handling of
+        // big tensors is the same code at any size).
+        if n > 1 << 18 {
             return None;
         }
         let mut state = self.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -317,7 +320,9 @@ impl ModelSpec {
             GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 => {
                 pack_rows(ty, &values, t.cols).ok()
             }
-            // Types the model cannot compute: random bytes of the right size.
+            // Every other type: random bytes of the right size (any scale
+            // bits, NaN and infinities included: the loader and the kernels
+            // must give defined results on them).
             _ => {
                 let len = ty.row_bytes(t.cols as u64)? as usize * t.rows;
                 Some((0..len).map(|_| next(&mut state) as u8).collect())

@@ -17,7 +17,7 @@ use half::f16;
 
 use super::tile::{FloatActs, OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K};
-use super::x86::driver::{drive, prefetch_weights};
+use super::x86::driver::drive;
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -30,7 +30,7 @@ const TT: usize = 2;
 /// A Q8_0 block's 32 values.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn load_q8(b: &BlockQ8_0) -> __m256i {
+pub(in crate::quant) fn load_q8(b: &BlockQ8_0) -> __m256i {
     // SAFETY: `qs` is 32 readable bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
 }
@@ -51,7 +51,7 @@ pub(super) fn load_q4(b: &BlockQ4_0) -> __m256i {
 /// An f16 to f32, exactly (F16C).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn h2f(h: f16) -> f32 {
+pub(in crate::quant) fn h2f(h: f16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits()))))
 }
 
@@ -85,7 +85,7 @@ fn st(y: &mut [f32], v: __m256) {
 /// Sum of the eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
+pub(in crate::quant) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -131,6 +131,8 @@ pub(super) fn dot_q8_lanes(w: __m256i, a: __m256i, aabs: __m256i) -> __m256i {
 /// The integer dot of a Q4_0 weight block (nibbles `q` as bytes 0..=15) and a
 /// Q8_0 activation block `a` in eight i32 lanes, given `c = maddubs(8, a)`:
 /// Σ (q - 8)·a. Exact for every i8 activation (pair sums stay below 2^15).
+/// Q5_0 (`q` 0..=31, `c = maddubs(16, a)`, [`q5_offset`]) uses it too: pairs
+/// of at most 2·31·128 less at most 2·16·128 still fit an i16.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn dot_q4_lanes(q: __m256i, a: __m256i, c: __m256i) -> __m256i {
@@ -150,6 +152,13 @@ pub(super) fn q8_abs(a: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn q4_offset(a: __m256i) -> __m256i {
     _mm256_maddubs_epi16(_mm256_set1_epi8(8), a)
+}
+
+/// `maddubs(16, a)`: the offset term of Q5_0's dot ([`dot_q4_lanes`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_offset(a: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_set1_epi8(16), a)
 }
 
 // ---------------------------------------------------------------------------
@@ -288,26 +297,48 @@ pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut 
 /// Generates the tile function of one weight type: `$wload` loads a weight
 /// block's 32 values, `$aux` derives the per-token operand `$dot` needs
 /// beside the activations, and `$dot(w, a, aux)` is the block's integer dot
-/// in eight i32 lanes.
+/// in eight i32 lanes. The `min` form is for the types with a minimum
+/// (Q4_1, Q5_1: `d·u + m`): `$dot` gives `Σ u·a`, the per-token operand is
+/// [`min_term`] (`d_a·Σa` in lane 0, from the activations' exact block sums),
+/// and each (row, token) block adds `m·d_a·Σa` with one more FMA.
+///
+/// [`gemv`]'s decode walk does the same arithmetic per (row, token) in the same
+/// order, so a token's sums do not depend on how many tokens share the call.
 macro_rules! avx2_tile {
+    ($name:ident, $blk:ty, $wload:ident, $dot:ident, min) => {
+        $crate::quant::avx2::avx2_tile!(@gen $name, $blk, $wload, $dot,
+            |_v, b, s, i| $crate::quant::avx2::min_term(b, s[i]),
+            |w| Some(_mm256_set1_ps($crate::quant::avx2::h2f(w.m))));
+    };
     ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident) => {
+        $crate::quant::avx2::avx2_tile!(@gen $name, $blk, $wload, $dot,
+            |v, _b, _s, _i| $aux(v), |_w| None);
+    };
+    (@gen $name:ident, $blk:ty, $wload:ident, $dot:ident,
+        |$v:ident, $ab:ident, $ss:ident, $bi:ident| $aux:expr,
+        |$wb:ident| $wmin:expr) => {
         /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         fn $name<const R: usize, const T: usize>(
             w: &[$blk],
-            a: &QuantActs<'_>,
+            a: &$crate::quant::tile::QuantActs<'_>,
             r: usize,
             t: usize,
         ) -> [[f32; T]; R] {
+            use $crate::quant::avx2::{h2f, hsum, load_q8};
+            use $crate::quant::types::BlockQ8_0;
+            use $crate::quant::x86::driver::prefetch_weights;
             let nb = a.nb;
             let mut wr: [&[$blk]; R] = [&[]; R];
             for (i, s) in wr.iter_mut().enumerate() {
                 *s = &w[(r + i) * nb..(r + i + 1) * nb];
             }
             let mut ar: [&[BlockQ8_0]; T] = [&[]; T];
-            for (j, s) in ar.iter_mut().enumerate() {
-                *s = &a.row(t + j)[..nb];
+            let mut sr: [&[i16]; T] = [&[]; T];
+            for j in 0..T {
+                ar[j] = &a.row(t + j)[..nb];
+                sr[j] = a.row_sums(t + j);
             }
             let row_bytes = nb * std::mem::size_of::<$blk>();
             let mut acc = [[_mm256_setzero_ps(); T]; R];
@@ -317,7 +348,9 @@ macro_rules! avx2_tile {
                 let mut ad = [_mm256_setzero_ps(); T];
                 for j in 0..T {
                     av[j] = load_q8(&ar[j][b]);
-                    ax[j] = $aux(av[j]);
+                    #[allow(unused_variables)]
+                    let ($v, $ab, $ss, $bi) = (av[j], &ar[j][b], sr[j], b);
+                    ax[j] = $aux;
                     ad[j] = _mm256_set1_ps(h2f(ar[j][b].d));
                 }
                 for i in 0..R {
@@ -325,9 +358,16 @@ macro_rules! avx2_tile {
                     prefetch_weights(wb, R, T, row_bytes);
                     let wv = $wload(wb);
                     let wd = _mm256_set1_ps(h2f(wb.d));
+                    #[allow(unused_variables)]
+                    let $wb = wb;
+                    let wm: Option<__m256> = $wmin;
                     for j in 0..T {
                         let p = _mm256_cvtepi32_ps($dot(wv, av[j], ax[j]));
-                        acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
+                        let mut s = _mm256_fmadd_ps(_mm256_mul_ps(p, ad[j]), wd, acc[i][j]);
+                        if let Some(m) = wm {
+                            s = _mm256_fmadd_ps(_mm256_castsi256_ps(ax[j]), m, s);
+                        }
+                        acc[i][j] = s;
                     }
                 }
             }
@@ -340,6 +380,26 @@ macro_rules! avx2_tile {
             res
         }
     };
+}
+pub(in crate::quant) use avx2_tile;
+
+/// The per-token operand of the types with a minimum (see [`avx2_tile!`]):
+/// `d_a·Σa` of activation block `b` (its exact sum `sum`) in lane 0, zeros in
+/// the others, as integer bits for the tile's operand slot.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn min_term(b: &BlockQ8_0, sum: i16) -> __m256i {
+    let v = _mm_set_ss(h2f(b.d) * f32::from(sum));
+    _mm256_castps_si256(_mm256_zextps128_ps256(v))
+}
+
+/// `maddubs(u, a)` pairs summed in fours: `Σ u·a` of unsigned weight bytes
+/// `u` (at most 31, so no pair saturates) in eight i32 lanes; the third
+/// operand (the types with a minimum keep [`min_term`] there) is not used.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn dot_u8_lanes(u: __m256i, a: __m256i, _aux: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1))
 }
 
 avx2_tile!(tile_q8, BlockQ8_0, load_q8, q8_abs, dot_q8_lanes);

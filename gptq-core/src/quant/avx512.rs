@@ -25,7 +25,8 @@ use super::avx2::load_q8;
 use super::scratch::with_prepared;
 use super::table::HeadQueries;
 use super::tile::{OutTile, QuantActs};
-use super::types::{BlockQ4_0, BlockQ8_0};
+use super::types::iq4_nl::KVALUES;
+use super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::x86::driver::{drive, prefetch_weights};
 
 /// Weight rows per register tile.
@@ -51,11 +52,19 @@ pub(super) fn w_q8(b0: &BlockQ8_0, b1: &BlockQ8_0) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) fn w_q4(b0: &BlockQ4_0, b1: &BlockQ4_0) -> __m512i {
-    // SAFETY: each `qs` is 16 readable bytes; the loads are unaligned.
+    nibble_pair(&b0.qs, &b1.qs)
+}
+
+/// Two blocks' 16 packed bytes as 64 nibbles in element order (bytes 0..32
+/// the first block's, 32..64 the second's).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn nibble_pair(q0: &[u8; 16], q1: &[u8; 16]) -> __m512i {
+    // SAFETY: each array is 16 readable bytes; the loads are unaligned.
     let (x0, x1) = unsafe {
         (
-            _mm_loadu_si128(b0.qs.as_ptr().cast()),
-            _mm_loadu_si128(b1.qs.as_ptr().cast()),
+            _mm_loadu_si128(q0.as_ptr().cast()),
+            _mm_loadu_si128(q1.as_ptr().cast()),
         )
     };
     // [x0, x0, x1, x1]: the second copy of each shifted down to its high nibbles.
@@ -68,6 +77,57 @@ pub(super) fn w_q4(b0: &BlockQ4_0, b1: &BlockQ4_0) -> __m512i {
         0x4_0004, 0x4_0004,
     );
     _mm512_and_si512(_mm512_srlv_epi16(z, shifts), _mm512_set1_epi8(0x0f))
+}
+
+/// `u` plus 16 in the bytes whose fifth bit is set: element `j` of a 5-bit
+/// block has its fifth bit at bit `j` of `qh` (ggml's Q5_0 and Q5_1).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn add_fifth_bits(u: __m512i, qh0: [u8; 4], qh1: [u8; 4]) -> __m512i {
+    let k = u64::from(u32::from_le_bytes(qh0)) | (u64::from(u32::from_le_bytes(qh1)) << 32);
+    _mm512_mask_add_epi8(u, k, u, _mm512_set1_epi8(16))
+}
+
+/// Two Q5_0 weight blocks as stored, `q = w + 16` (0..=31).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn w_q5_0(b0: &BlockQ5_0, b1: &BlockQ5_0) -> __m512i {
+    add_fifth_bits(nibble_pair(&b0.qs, &b1.qs), b0.qh, b1.qh)
+}
+
+/// Two Q4_1 weight blocks' values `u` (0..=15; the element is `d·u + m`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn w_q4_1(b0: &BlockQ4_1, b1: &BlockQ4_1) -> __m512i {
+    nibble_pair(&b0.qs, &b1.qs)
+}
+
+/// Two Q5_1 weight blocks' values `u` (0..=31; the element is `d·u + m`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn w_q5_1(b0: &BlockQ5_1, b1: &BlockQ5_1) -> __m512i {
+    add_fifth_bits(nibble_pair(&b0.qs, &b1.qs), b0.qh, b1.qh)
+}
+
+/// IQ4_NL's table values offset to unsigned bytes, `v + 128`.
+const IQ4_NL_U: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Two IQ4_NL weight blocks as unsigned bytes `v + 128` (the table values
+/// -127..=113 become 1..=241): one in-lane lookup of the nibbles.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn w_iq4_nl(b0: &BlockIq4Nl, b1: &BlockIq4Nl) -> __m512i {
+    // SAFETY: 16 readable bytes; the load is unaligned.
+    let t = unsafe { _mm_loadu_si128(IQ4_NL_U.as_ptr().cast()) };
+    _mm512_shuffle_epi8(_mm512_broadcast_i32x4(t), nibble_pair(&b0.qs, &b1.qs))
 }
 
 /// The scales of two blocks, each broadcast over its block's eight lanes.
@@ -103,7 +163,8 @@ pub(super) fn dot_pair(c: __m512i, u: __m512i, a: __m512i) -> __m512i {
 
 /// One token's block pair, prepared once per kernel call and then shared by
 /// every weight row: the joined activations, the starting lanes (the offset
-/// correction) and the activation scales, each a whole 64-byte register.
+/// correction; for the types with a minimum, [`Start::Mins`]) and the
+/// activation scales, each a whole 64-byte register.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct PreparedPair {
@@ -131,39 +192,55 @@ thread_local! {
     static PAIRS: Cell<Vec<PreparedPair>> = const { Cell::new(Vec::new()) };
 }
 
-/// Token `t`'s block pair `p` for weights offset by `off`.
+/// What a prepared pair's `c` holds, by weight type.
+#[derive(Clone, Copy)]
+enum Start {
+    /// Weights stored offset to unsigned bytes `u = w + off`: `c` is the
+    /// dot's starting lanes `corr(-off·Σa₀, -off·Σa₁)`.
+    Offset(i32),
+    /// Weights `d·u + m` (Q4_1, Q5_1): `c` is, as float bits, `d_a·Σa` of
+    /// each block in its first lane (0 and 8) and zeros elsewhere, the factor
+    /// of the block's `m` (the dot itself starts from zero).
+    Mins,
+}
+
+/// Token `t`'s block pair `p` for weights of kind `start`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn pair(a: &QuantActs<'_>, off: i32, t: usize, p: usize) -> PreparedPair {
+fn pair(a: &QuantActs<'_>, start: Start, t: usize, p: usize) -> PreparedPair {
     let nb = a.nb;
     let (ar, sr) = (&a.row(t)[..nb], &a.row_sums(t)[..nb]);
     let b = 2 * p;
-    let (a0, s0) = (&ar[b], i32::from(sr[b]));
     // A last odd block pairs with zero activations.
-    if b + 1 < nb {
-        let (a1, s1) = (&ar[b + 1], i32::from(sr[b + 1]));
-        PreparedPair {
-            a: join(load_q8(a0), load_q8(a1)),
-            c: corr(-off * s0, -off * s1),
-            d: scales(a0.d, a1.d),
-        }
+    let (a0, s0) = (&ar[b], i32::from(sr[b]));
+    let (v1, s1, d1) = if b + 1 < nb {
+        let a1 = &ar[b + 1];
+        (load_q8(a1), i32::from(sr[b + 1]), a1.d)
     } else {
-        PreparedPair {
-            a: join(load_q8(a0), _mm256_setzero_si256()),
-            c: corr(-off * s0, 0),
-            d: scales(a0.d, f16::ZERO),
+        (_mm256_setzero_si256(), 0, f16::ZERO)
+    };
+    let c = match start {
+        Start::Offset(off) => corr(-off * s0, -off * s1),
+        Start::Mins => {
+            let m = |d: f16, s: i32| (d.to_f32() * s as f32).to_bits() as i32;
+            corr(m(a0.d, s0), m(d1, s1))
         }
+    };
+    PreparedPair {
+        a: join(load_q8(a0), v1),
+        c,
+        d: scales(a0.d, d1),
     }
 }
 
-/// Runs `f` on every token's block pairs for weights offset by `off`.
+/// Runs `f` on every token's block pairs for weights of kind `start`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn with_pairs(a: &QuantActs<'_>, off: i32, f: impl FnOnce(&Prepared<'_>)) {
+fn with_pairs(a: &QuantActs<'_>, start: Start, f: impl FnOnce(&Prepared<'_>)) {
     let (nb, n_tok) = (a.nb, a.n_tok);
     let np = nb.div_ceil(2);
     with_prepared::<_, _, STACK_PAIRS>(
         n_tok * np,
         &PAIRS,
-        |i| pair(a, off, i / np, i % np),
+        |i| pair(a, start, i / np, i % np),
         |pairs| {
             f(&Prepared {
                 pairs,
@@ -176,9 +253,18 @@ fn with_pairs(a: &QuantActs<'_>, off: i32, f: impl FnOnce(&Prepared<'_>)) {
 }
 
 /// Generates the tile function of one weight type: `$wload` makes a block pair
-/// unsigned.
+/// unsigned. The `min` form is for the types with a minimum (`d·u + m`): the
+/// dot starts from zero and each (row, token) pair adds `m·d_a·Σa` with one
+/// more FMA ([`Start::Mins`]).
 macro_rules! vnni_tile {
+    ($name:ident, $blk:ty, $wload:ident, min) => {
+        vnni_tile!(@gen $name, $blk, $wload, true, |w0, w1| Some(scales(w0.m, w1.m)));
+    };
     ($name:ident, $blk:ty, $wload:ident) => {
+        vnni_tile!(@gen $name, $blk, $wload, false, |_w0, _w1| None);
+    };
+    (@gen $name:ident, $blk:ty, $wload:ident, $min:literal,
+        |$m0:ident, $m1:ident| $wmin:expr) => {
         /// `R` weight rows (from tile row `r`) times `T` tokens (from `t`).
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -211,8 +297,18 @@ macro_rules! vnni_tile {
                     let wd = scales(w0.d, w1.d);
                     for j in 0..T {
                         let pp = &ar[j][p];
-                        let q = _mm512_cvtepi32_ps(dot_pair(pp.c, u, pp.a));
+                        let start = if $min { _mm512_setzero_si512() } else { pp.c };
+                        let q = _mm512_cvtepi32_ps(dot_pair(start, u, pp.a));
                         acc[i][j] = _mm512_fmadd_ps(_mm512_mul_ps(q, pp.d), wd, acc[i][j]);
+                    }
+                    #[allow(unused_variables)]
+                    let ($m0, $m1) = (w0, w1);
+                    let wm: Option<__m512> = $wmin;
+                    if let Some(wm) = wm {
+                        for j in 0..T {
+                            let c = _mm512_castsi512_ps(ar[j][p].c);
+                            acc[i][j] = _mm512_fmadd_ps(c, wm, acc[i][j]);
+                        }
                     }
                 }
             }
@@ -229,21 +325,48 @@ macro_rules! vnni_tile {
 
 vnni_tile!(tile_q8, BlockQ8_0, w_q8);
 vnni_tile!(tile_q4, BlockQ4_0, w_q4);
+vnni_tile!(tile_q4_1, BlockQ4_1, w_q4_1, min);
+vnni_tile!(tile_q5_0, BlockQ5_0, w_q5_0);
+vnni_tile!(tile_q5_1, BlockQ5_1, w_q5_1, min);
+vnni_tile!(tile_iq4_nl, BlockIq4Nl, w_iq4_nl);
 
 /// Q8_0 weight rows times quantized activations: register tiles of VNNI
 /// block-pair dots, decode included (one row by one token at a time).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    with_pairs(a, 128, |prep| drive!(tile_q8, w, prep, out, TR, TT));
+    with_pairs(a, Start::Offset(128), |prep| {
+        drive!(tile_q8, w, prep, out, TR, TT)
+    });
 }
 
 /// Q4_0 weight rows times quantized activations, as [`gemm_q8_0`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    with_pairs(a, 8, |prep| drive!(tile_q4, w, prep, out, TR, TT));
+    with_pairs(a, Start::Offset(8), |prep| {
+        drive!(tile_q4, w, prep, out, TR, TT)
+    });
 }
+
+macro_rules! entry_32 {
+    ($name:ident, $blk:ty, $tile:ident, $start:expr) => {
+        #[doc = concat!(
+                    "AVX-512 VNNI product of ", stringify!($blk),
+                    " weights and Q8_0 activations, as [`gemm_q8_0`]: decode included."
+                )]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+            assert!(w.len() >= out.rows() * a.nb, "weights too short");
+            with_pairs(a, $start, |prep| drive!($tile, w, prep, out, TR, TT));
+        }
+    };
+}
+
+entry_32!(gemm_q4_1, BlockQ4_1, tile_q4_1, Start::Mins);
+entry_32!(gemm_q5_0, BlockQ5_0, tile_q5_0, Start::Offset(16));
+entry_32!(gemm_q5_1, BlockQ5_1, tile_q5_1, Start::Mins);
+entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, Start::Offset(128));
 
 /// Queries attended together by [`attend_head_f32`]: each transposed key row
 /// and each value row loaded serves this many.

@@ -297,6 +297,10 @@ mod x86 {
         gemm_q4_k: avx512::blocks::gemm_q4_k,
         gemm_q5_k: avx512::blocks::gemm_q5_k,
         gemm_q6_k: avx512::blocks::gemm_q6_k,
+        gemm_q4_1: avx512::gemm_q4_1,
+        gemm_q5_0: avx512::gemm_q5_0,
+        gemm_q5_1: avx512::gemm_q5_1,
+        gemm_iq4_nl: avx512::gemm_iq4_nl,
         ..AVX2
     };
 

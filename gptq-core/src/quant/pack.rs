@@ -1,5 +1,5 @@
 //! Packing f32 rows into a tensor type's stored bytes (what a converter
-//! writes), rows in parallel.
+//! writes), rows in parallel when the tensor is big enough to pay.
 
 use half::f16;
 use rayon::prelude::*;
@@ -10,12 +10,19 @@ use super::types::q8_0::quantize_row_q8_0;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, as_bytes};
 
+/// Values below which [`pack_rows`] packs on the calling thread: a few
+/// microseconds of quantizing, about what a round trip through the pool costs.
+const PARALLEL_MIN: usize = 1 << 14;
+
 /// The types [`pack_rows`] can produce.
 pub const PACKABLE: &[GgmlType] = &[GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0];
 
 /// Converts `src` (rows of `row_len` values) into the bytes of type `ty`, as
 /// GGUF stores them: little-endian floats, or ggml blocks quantized with
-/// ggml's reference quantizers. Rows are processed in parallel.
+/// ggml's reference quantizers. Rows are processed in parallel, except in
+/// tensors smaller than 16 Ki values (biases, norms, tiny test
+/// models), where handing rows to the thread pool costs more than packing
+/// them.
 pub fn pack_rows(ty: GgmlType, src: &[f32], row_len: usize) -> Result<Vec<u8>> {
     if row_len == 0 || !src.len().is_multiple_of(row_len) {
         return Err(Error::InvalidArgument(format!(
@@ -39,9 +46,18 @@ pub fn pack_rows(ty: GgmlType, src: &[f32], row_len: usize) -> Result<Vec<u8>> {
     }
     let n_rows = src.len() / row_len;
     let mut out = vec![0u8; n_rows * row_bytes];
-    out.par_chunks_mut(row_bytes)
-        .zip(src.par_chunks(row_len))
-        .for_each(|(dst, row)| pack_row(ty, row, dst));
+    if src.len() < PARALLEL_MIN {
+        for (dst, row) in out
+            .chunks_exact_mut(row_bytes)
+            .zip(src.chunks_exact(row_len))
+        {
+            pack_row(ty, row, dst);
+        }
+    } else {
+        out.par_chunks_mut(row_bytes)
+            .zip(src.par_chunks(row_len))
+            .for_each(|(dst, row)| pack_row(ty, row, dst));
+    }
     Ok(out)
 }
 

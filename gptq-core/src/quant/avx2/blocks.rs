@@ -2,13 +2,14 @@
 //! IQ4_XS with Q8_K activations, Q4_1, Q5_0, Q5_1 and IQ4_NL with Q8_0
 //! activations (and their exact block sums), BF16 with f32 activations.
 //!
-//! Each weight row is dotted with each token alone (one row's blocks stay in
-//! L1 for the next token), or, for the K-quants and IQ4_XS, with four tokens
-//! at a time that share each block's unpacking; either way a token's sums are the
-//! same instructions in the same order, so its result does not depend on how
-//! many tokens share the call: one entry serves prefill, decode and batched
-//! decode. The
-//! integer part of every dot is exact, as in the scalar reference
+//! The K-quants and IQ4_XS dot each weight row with four tokens at a time
+//! that share each block's unpacking (decode: one token, in a walk of its
+//! own); the 32-value types have block loaders here and go through the
+//! register tiles and the decode walk of Q8_0 and Q4_0 ([`avx2_tile!`],
+//! [`gemv`](super::gemv)). Either way a token's sums are the same
+//! instructions in the same order, so its result does not depend on how many
+//! tokens share the call: one entry serves prefill, decode and batched
+//! decode. The integer part of every dot is exact, as in the scalar reference
 //! (`types/`): the weights are made unsigned bytes (an offset the activation
 //! sums take back out), `maddubs` multiplies them with the signed
 //! activations into i16 pairs that cannot saturate (at most 2·63·127), and
@@ -23,14 +24,14 @@ use half::bf16;
 use crate::gguf::{Pod, as_bytes};
 
 use super::super::prefetch;
-use super::super::tile::{FloatActs, OutTile, QuantActs, each_row_alone, each_row_grouped};
+use super::super::tile::{FloatActs, OutTile, QuantActs};
 use super::super::types::iq4_nl::KVALUES;
 use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
-    BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
+    BlockQ5K, BlockQ6K, BlockQ8K,
 };
-use super::super::x86::driver::k_entry;
-use super::{h2f, hsum};
+use super::super::x86::driver::{drive, k_entry};
+use super::{TR, TT, dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, h2f, hsum, q5_offset, q8_abs};
 
 /// 32 bytes from the start of `b` (at least 32 long).
 #[inline]
@@ -434,16 +435,14 @@ fn dot_iq4_xs<const T: usize>(x: &[BlockIq4Xs], ys: [&[BlockQ8K]; T]) -> [f32; T
 // The 32-element types (Q8_0 activations with exact block sums).
 
 /// 16 packed bytes as 32 nibbles in element order (low nibbles = elements
-/// 0..16 in the low lane, high nibbles in the high lane).
+/// 0..16 in the low lane, high nibbles in the high lane): the bytes broadcast
+/// to both lanes, the high lane shifted down by four.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn nibbles(qs: &[u8; 16]) -> __m256i {
-    let x = ld128(qs);
-    let m = _mm_set1_epi8(0x0f);
-    _mm256_set_m128i(
-        _mm_and_si128(_mm_srli_epi16::<4>(x), m),
-        _mm_and_si128(x, m),
-    )
+    let both = _mm256_broadcastsi128_si256(ld128(qs));
+    let shifted = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
 }
 
 /// The 32 bits of `qh` as bytes: 16 where bit `j` is set, else 0.
@@ -460,118 +459,34 @@ fn fifth_bits(qh: [u8; 4]) -> __m256i {
     _mm256_and_si256(_mm256_cmpeq_epi8(v, bits), _mm256_set1_epi8(16))
 }
 
-/// Eight i32 lanes of `maddubs(u, a)` pairs summed in fours.
+/// A Q4_1 block's values `u` (0..=15; the element is `d·u + m`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_u8(u: __m256i, a: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1))
+pub(super) fn load_q4_1(b: &BlockQ4_1) -> __m256i {
+    nibbles(&b.qs)
 }
 
-/// Q4_1 and Q5_1: `d·d_a·Σ u·a + m·d_a·Σa`. Q5_0: `d·d_a·(Σ u·a − 16·Σa)`.
-/// IQ4_NL: `d·d_a·Σ v·a` with table values `v`.
-///
-/// One row times `T` tokens: `$unpack` turns a weight block into its 32
-/// values (and the per-block float its `$dot` needs, the Q4_1/Q5_1 minimum)
-/// once for all tokens; `$dot` gives one token's eight i32 lanes and its
-/// scalar term. Every token's sums are the same instructions in the same
-/// order whatever `T` is.
-macro_rules! dot_32 {
-    (
-        $name:ident,
-        $one:ident,
-        $blk:ty,
-        |$b:ident| $unpack:expr,
-        |$u:ident, $aux:ident, $a:ident, $sa:ident, $d:ident| $body:expr
-    ) => {
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn $name<const T: usize>(x: &[$blk], ys: [&[BlockQ8_0]; T], ss: [&[i16]; T]) -> [f32; T] {
-            let n = x.len();
-            let (ys, ss) = (ys.map(|y| &y[..n]), ss.map(|s| &s[..n]));
-            if let Some(b) = x.first() {
-                hint_block(b);
-            }
-            let mut acc = [_mm256_setzero_ps(); T];
-            let mut extra = [0.0f32; T];
-            for (i, $b) in x.iter().enumerate() {
-                #[allow(unused_variables)]
-                let ($u, $aux): (__m256i, f32) = $unpack;
-                let bd = h2f($b.d);
-                for t in 0..T {
-                    let ($a, $sa) = (&ys[t][i], ss[t][i]);
-                    let $d = h2f($a.d);
-                    let (isum, e): (__m256i, f32) = $body;
-                    extra[t] += e;
-                    acc[t] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(bd * $d), _mm256_cvtepi32_ps(isum), acc[t]);
-                }
-            }
-            std::array::from_fn(|t| hsum(acc[t]) + extra[t])
-        }
-
-        /// The same sums for one token, as a plain walk over the blocks:
-        /// decode. (The grouped function at `T = 1` decoded 124M Q4_1 about
-        /// 35 % slower, with the same arithmetic.)
-        #[inline]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn $one(x: &[$blk], y: &[BlockQ8_0], sums: &[i16]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut extra = 0.0f32;
-            for (($b, $a), &$sa) in x.iter().zip(y).zip(sums) {
-                let $d = h2f($a.d);
-                #[allow(unused_variables)]
-                let ($u, $aux): (__m256i, f32) = $unpack;
-                let (isum, e): (__m256i, f32) = $body;
-                extra += e;
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(h2f($b.d) * $d),
-                    _mm256_cvtepi32_ps(isum),
-                    acc,
-                );
-            }
-            hsum(acc) + extra
-        }
-    };
+/// A Q5_0 block's values as stored, `q = w + 16` (0..=31).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_q5_0(b: &BlockQ5_0) -> __m256i {
+    _mm256_or_si256(nibbles(&b.qs), fifth_bits(b.qh))
 }
 
-dot_32!(
-    dot_q4_1,
-    dot1_q4_1,
-    BlockQ4_1,
-    |b| (nibbles(&b.qs), h2f(b.m)),
-    |u, m, a, sa, da| (dot_u8(u, ld(&a.qs)), m * (da * f32::from(sa)))
-);
+/// A Q5_1 block's values `u` (0..=31; the element is `d·u + m`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_q5_1(b: &BlockQ5_1) -> __m256i {
+    _mm256_or_si256(nibbles(&b.qs), fifth_bits(b.qh))
+}
 
-dot_32!(
-    dot_q5_1,
-    dot1_q5_1,
-    BlockQ5_1,
-    |b| (_mm256_or_si256(nibbles(&b.qs), fifth_bits(b.qh)), h2f(b.m)),
-    |u, m, a, sa, da| (dot_u8(u, ld(&a.qs)), m * (da * f32::from(sa)))
-);
-
-dot_32!(
-    dot_q5_0,
-    dot1_q5_0,
-    BlockQ5_0,
-    |b| (_mm256_or_si256(nibbles(&b.qs), fifth_bits(b.qh)), 0.0),
-    |u, _m, a, sa, _da| {
-        // −16·Σa (the offset of the unsigned values), in lane 0.
-        let corr = _mm256_setr_epi32(-16 * i32::from(sa), 0, 0, 0, 0, 0, 0, 0);
-        (_mm256_add_epi32(dot_u8(u, ld(&a.qs)), corr), 0.0)
-    }
-);
-
-dot_32!(
-    dot_iq4_nl,
-    dot1_iq4_nl,
-    BlockIq4Nl,
-    |b| (_mm256_shuffle_epi8(iq4_table(), nibbles(&b.qs)), 0.0),
-    |v, _m, a, _sa, _da| {
-        let p = mul_signed(v, ld(&a.qs));
-        (_mm256_madd_epi16(p, _mm256_set1_epi16(1)), 0.0)
-    }
-);
+/// An IQ4_NL block's table values (signed, -127..=113: never -128, so the
+/// sign trick of [`dot_q8_lanes`] is exact for them).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_iq4_nl(b: &BlockIq4Nl) -> __m256i {
+    _mm256_shuffle_epi8(iq4_table(), nibbles(&b.qs))
+}
 
 /// BF16 weights times f32 activations: eight lanes of FMAs, the tail scalar.
 #[inline]
@@ -618,51 +533,33 @@ k_entry!(
     dot_iq4_xs
 );
 
+/// The entry of a 32-value type: decode through [`gemv`](super::gemv)'s
+/// prepared-activation walk, more tokens through register tiles of
+/// [`TR`] rows × [`TT`] tokens, as Q8_0 and Q4_0; both give a token the
+/// same sums (the same arithmetic per row and token, in the same order).
 macro_rules! entry_32 {
-    ($name:ident, $rows:ident, $blk:ty, $dot:ident, $dot1:ident) => {
+    ($name:ident, $blk:ty, $tile:ident, $gemv:ident) => {
         #[doc = concat!("AVX2 product of ", stringify!($blk), " weights and Q8_0 activations.")]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            $rows(w, a, out)
-        }
-
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn $rows(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            #[inline(never)]
-            #[target_feature(enable = "avx2,fma,f16c")]
-            fn one(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-                each_row_alone(w, a, out, |wr, [y], [s]| {
-                    if let Some(b) = wr.first() {
-                        hint_block(b);
-                    }
-                    [$dot1(wr, y, s)]
-                })
-            }
-
+            assert!(w.len() >= out.rows() * a.nb, "weights too short");
             if a.n_tok == 1 {
-                return one(w, a, out);
+                return super::gemv::$gemv(w, a, out);
             }
-            each_row_grouped::<_, _, TG>(
-                w,
-                a,
-                out,
-                |wr, ys, ss| $dot(wr, ys, ss),
-                |wr, ys, ss| $dot(wr, ys, ss),
-            )
+            drive!($tile, w, a, out, TR, TT);
         }
     };
 }
 
-entry_32!(gemm_q4_1, rows_q4_1, BlockQ4_1, dot_q4_1, dot1_q4_1);
-entry_32!(gemm_q5_0, rows_q5_0, BlockQ5_0, dot_q5_0, dot1_q5_0);
-entry_32!(gemm_q5_1, rows_q5_1, BlockQ5_1, dot_q5_1, dot1_q5_1);
-entry_32!(
-    gemm_iq4_nl,
-    rows_iq4_nl,
-    BlockIq4Nl,
-    dot_iq4_nl,
-    dot1_iq4_nl
-);
+avx2_tile!(tile_q4_1, BlockQ4_1, load_q4_1, dot_u8_lanes, min);
+avx2_tile!(tile_q5_0, BlockQ5_0, load_q5_0, q5_offset, dot_q4_lanes);
+avx2_tile!(tile_q5_1, BlockQ5_1, load_q5_1, dot_u8_lanes, min);
+avx2_tile!(tile_iq4_nl, BlockIq4Nl, load_iq4_nl, q8_abs, dot_q8_lanes);
+
+entry_32!(gemm_q4_1, BlockQ4_1, tile_q4_1, gemv_q4_1);
+entry_32!(gemm_q5_0, BlockQ5_0, tile_q5_0, gemv_q5_0);
+entry_32!(gemm_q5_1, BlockQ5_1, tile_q5_1, gemv_q5_1);
+entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, gemv_iq4_nl);
 
 /// AVX2 product of BF16 weights and f32 activations.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -1,4 +1,5 @@
-//! Decode products (one token) on AVX2.
+//! Decode products (one token) on AVX2: Q8_0, Q4_0 and the 32-value types
+//! (Q4_1, Q5_0, Q5_1, IQ4_NL) whose prefill is [`avx2_tile!`](super::avx2_tile).
 //!
 //! The tile walk of `tile_q8`/`tile_q4` at one row by one token redoes the
 //! activation side of every block for every row (load, `|a|` or the Q4_0
@@ -16,8 +17,11 @@ use std::cell::Cell;
 use super::super::prefetch;
 use super::super::scratch::with_prepared;
 use super::super::tile::{OutTile, QuantActs};
-use super::super::types::{BlockQ4_0, BlockQ8_0};
-use super::{dot_q4_lanes, dot_q8_lanes, h2f, hsum, load_q8, q4_offset, q8_abs};
+use super::super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use super::blocks::{load_iq4_nl, load_q4_1, load_q5_0, load_q5_1};
+use super::{
+    dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, h2f, hsum, load_q8, q4_offset, q5_offset, q8_abs,
+};
 
 /// One activation block, prepared: its values, the per-block operand the
 /// weight type's dot needs beside them (`|a|` for Q8_0, the offset term for
@@ -60,9 +64,23 @@ fn unpack_q4(b: &BlockQ4_0) -> __m256i {
 }
 
 /// Generates a decode product: `$wload` loads a weight block's 32 values,
-/// `$aux` derives the activation operand `$dot(w, a, aux)` needs.
+/// `$aux` derives the activation operand `$dot(w, a, aux)` needs. The `min`
+/// form is the types with a minimum, as in [`avx2_tile!`](super::avx2_tile):
+/// the operand is [`min_term`](super::min_term) and each block adds
+/// `m·d_a·Σa` with one more FMA, in the tile's order.
 macro_rules! gemv {
+    ($name:ident, $blk:ty, $wload:ident, $dot:ident, min) => {
+        gemv!(@gen $name, $blk, $wload, $dot,
+            |_v, b, s, i| $crate::quant::avx2::min_term(b, s[i]),
+            |w| Some(_mm256_set1_ps($crate::quant::avx2::h2f(w.m))));
+    };
     ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident) => {
+        gemv!(@gen $name, $blk, $wload, $dot,
+            |v, _b, _s, _i| $aux(v), |_w| None);
+    };
+    (@gen $name:ident, $blk:ty, $wload:ident, $dot:ident,
+        |$v:ident, $ab:ident, $ss:ident, $bi:ident| $aux:expr,
+        |$wb:ident| $wmin:expr) => {
         /// `y = w · x` for each of `a.n_tok` tokens, one row at a time (one
         /// sequential weight stream per thread) against the prepared
         /// activations: each weight block is loaded once for up to [`TG`]
@@ -79,10 +97,16 @@ macro_rules! gemv {
                     prefetch::stream(wb);
                     let wv = $wload(wb);
                     let wd = _mm256_set1_ps(h2f(wb.d));
+                    #[allow(unused_variables)]
+                    let $wb = wb;
+                    let wm: Option<__m256> = $wmin;
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let p = &prep[j * nb + b];
                         let dot = _mm256_cvtepi32_ps($dot(wv, p.a, p.x));
                         *acc = _mm256_fmadd_ps(_mm256_mul_ps(dot, p.d), wd, *acc);
+                        if let Some(m) = wm {
+                            *acc = _mm256_fmadd_ps(_mm256_castsi256_ps(p.x), m, *acc);
+                        }
                     }
                 }
                 acc.map(|v| hsum(v))
@@ -105,9 +129,11 @@ macro_rules! gemv {
             let prep = |t: usize, b: usize| {
                 let act = &a.row(t)[b];
                 let v = load_q8(act);
+                #[allow(unused_variables)]
+                let ($v, $ab, $ss, $bi) = (v, act, a.row_sums(t), b);
                 Prep {
                     a: v,
-                    x: $aux(v),
+                    x: $aux,
                     d: _mm256_set1_ps(h2f(act.d)),
                 }
             };
@@ -162,3 +188,7 @@ fn put<const T: usize>(out: &mut OutTile<'_>, t: usize, r: usize, v: &[f32; T]) 
 
 gemv!(gemv_q8_0, BlockQ8_0, load_q8, q8_abs, dot_q8_lanes);
 gemv!(gemv_q4_0, BlockQ4_0, unpack_q4, q4_offset, dot_q4_lanes);
+gemv!(gemv_q4_1, BlockQ4_1, load_q4_1, dot_u8_lanes, min);
+gemv!(gemv_q5_0, BlockQ5_0, load_q5_0, q5_offset, dot_q4_lanes);
+gemv!(gemv_q5_1, BlockQ5_1, load_q5_1, dot_u8_lanes, min);
+gemv!(gemv_iq4_nl, BlockIq4Nl, load_iq4_nl, q8_abs, dot_q8_lanes);
