@@ -330,8 +330,31 @@ vnni_tile!(tile_q5_0, BlockQ5_0, w_q5_0);
 vnni_tile!(tile_q5_1, BlockQ5_1, w_q5_1, min);
 vnni_tile!(tile_iq4_nl, BlockIq4Nl, w_iq4_nl);
 
+/// Q8_0 weight rows times quantized activations for prefill: the strips of
+/// [`strip`] from [`strip::MIN_TOKENS`] tokens on, else [`gemm_q8_0`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(in crate::quant) fn prefill_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok >= strip::MIN_TOKENS {
+        strip::gemm_q8_0(w, a, out)
+    } else {
+        gemm_q8_0(w, a, out)
+    }
+}
+
+/// Q4_0 weight rows times quantized activations for prefill, as
+/// [`prefill_q8_0`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(in crate::quant) fn prefill_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    if a.n_tok >= strip::MIN_TOKENS {
+        strip::gemm_q4_0(w, a, out)
+    } else {
+        gemm_q4_0(w, a, out)
+    }
+}
+
 /// Q8_0 weight rows times quantized activations: register tiles of VNNI
-/// block-pair dots, decode included (one row by one token at a time).
+/// block-pair dots, decode included (one row by one token at a time); every
+/// token's sums are the ones it gets alone (the table's decode product).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
@@ -352,9 +375,9 @@ pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut 
 macro_rules! entry_32 {
     ($name:ident, $blk:ty, $tile:ident, $start:expr) => {
         #[doc = concat!(
-                    "AVX-512 VNNI product of ", stringify!($blk),
-                    " weights and Q8_0 activations, as [`gemm_q8_0`]: decode included."
-                )]
+                            "AVX-512 VNNI product of ", stringify!($blk),
+                            " weights and Q8_0 activations, as [`gemm_q8_0`]: decode included."
+                        )]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
             assert!(w.len() >= out.rows() * a.nb, "weights too short");
@@ -512,6 +535,7 @@ fn store16(x: &mut [f32], v: __m512) {
 }
 
 pub(in crate::quant) mod blocks;
+pub(in crate::quant) mod strip;
 #[cfg(test)]
 mod tests;
 pub(in crate::quant) mod vbmi;

@@ -285,10 +285,12 @@ mod x86 {
 
     pub(super) static AVX512: KernelTable = KernelTable {
         name: "avx512",
-        gemm_q8_0: avx512::gemm_q8_0,
-        gemm_q4_0: avx512::gemm_q4_0,
-        // The tile walk computes every (row, token) alone: one token or
-        // many, the same sums.
+        // Prefill: rows-in-lanes strips from 8 tokens on (their own order of
+        // sums, as a prompt chunk may have), the register tiles below that.
+        gemm_q8_0: avx512::prefill_q8_0,
+        gemm_q4_0: avx512::prefill_q4_0,
+        // Decode: the tile walk computes every (row, token) alone: one token
+        // or many, the same sums.
         gemv_q8_0: avx512::gemm_q8_0,
         gemv_q4_0: avx512::gemm_q4_0,
         attend_head_f32: Some(avx512::attend_head_f32),

@@ -961,6 +961,59 @@ pub(crate) fn check_dot_matches_dequantized<W: VecDot<Partner = BlockQ8_0> + Clo
     assert!((f64::from(d) - exact).abs() < 1e-3 * exact.abs().max(1.0));
 }
 
+/// With every scale 1, each output of `t`'s Q8_0 and Q4_0 products is the
+/// exact sum of the blocks' integer dots (below 2²⁴, so exact in f32): they
+/// must match bit for bit, extreme weights and activations included, for
+/// each `(rows, n_tok, nb)` of `shapes`.
+pub(crate) fn check_exact_integer_dots(t: VerifiedTable, shapes: &[(usize, usize, usize)]) {
+    let mut rng = Rng::new(0x5eed);
+    let one = f16::from_f32(1.0);
+    for &(rows, n_tok, nb) in shapes {
+        let x = rng.acts(n_tok * nb * QK);
+        let (mut a, _) = quantize_ref::<BlockQ8_0>(&x, n_tok);
+        a[0].qs = [127; 32];
+        let last = a.len() - 1;
+        a[last].qs = [-127; 32];
+        a.iter_mut().for_each(|b| b.d = one);
+        // The sums of the blocks as changed (kernels that offset the weights
+        // read them).
+        let s: Vec<i16> = a
+            .iter()
+            .map(|b| b.qs.iter().map(|&v| i16::from(v)).sum())
+            .collect();
+        let mut w8: Vec<BlockQ8_0> = rng.blocks(rows * nb);
+        let mut w4: Vec<BlockQ4_0> = rng.blocks(rows * nb);
+        w8[0].qs = [-128; 32];
+        w8[1].qs = [127; 32];
+        w4[0].qs = [0; 16];
+        w4[1].qs = [0xff; 16];
+        w8.iter_mut().for_each(|b| b.d = one);
+        w4.iter_mut().for_each(|b| b.d = one);
+        let acts = QuantActs {
+            blocks: &a,
+            sums: &s,
+            n_tok,
+            nb,
+        };
+        let (mut got8, mut got4) = (vec![f32::NAN; n_tok * rows], vec![f32::NAN; n_tok * rows]);
+        t.gemm(&w8, &acts, &mut OutTile::whole(&mut got8, n_tok, rows));
+        t.gemm(&w4, &acts, &mut OutTile::whole(&mut got4, n_tok, rows));
+        for tok in 0..n_tok {
+            for r in 0..rows {
+                let blocks = (0..nb).map(|b| (r * nb + b, tok * nb + b));
+                let want8: i32 = blocks
+                    .clone()
+                    .map(|(i, j)| int_dot_q8_0(&w8[i], &a[j]))
+                    .sum();
+                let want4: i32 = blocks.map(|(i, j)| int_dot_q4_0(&w4[i], &a[j])).sum();
+                let k = tok * rows + r;
+                assert_eq!(got8[k], want8 as f32, "q8 {rows}x{nb} t{tok} r{r}");
+                assert_eq!(got4[k], want4 as f32, "q4 {rows}x{nb} t{tok} r{r}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

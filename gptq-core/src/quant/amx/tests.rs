@@ -3,8 +3,6 @@
 //! at least [`MIN_TOKENS`] tokens, so the tile unit (not the VNNI fallback)
 //! runs, except where the fallback itself is tested.
 
-use half::f16;
-
 use super::*;
 use crate::quant::harness::{self, GemmSuite, Rng};
 use crate::quant::table::VerifiedTable;
@@ -60,51 +58,10 @@ fn through_matmul() {
 }
 
 /// With every scale 1, each output is the exact sum of the blocks' integer
-/// dots (below 2²⁴, so exact in f32): the tile products must match them bit
-/// for bit, extreme weights and activations included.
+/// dots: the tile products must match them bit for bit.
 #[test]
 fn integer_tile_dots_are_exact() {
-    let Some(t) = table() else { return };
-    let mut rng = Rng::new(0x5eed);
-    let one = f16::from_f32(1.0);
-    for (rows, n_tok, nb) in [(16, 16, 1), (33, 21, 3), (5, 9, 8), (17, 40, 16)] {
-        let x = rng.acts(n_tok * nb * QK);
-        let (mut a, s) = harness::quantize_ref::<BlockQ8_0>(&x, n_tok);
-        a[0].qs = [127; 32];
-        let last = a.len() - 1;
-        a[last].qs = [-127; 32];
-        a.iter_mut().for_each(|b| b.d = one);
-        let mut w8: Vec<BlockQ8_0> = rng.blocks(rows * nb);
-        let mut w4: Vec<BlockQ4_0> = rng.blocks(rows * nb);
-        w8[0].qs = [-128; 32];
-        w8[1].qs = [127; 32];
-        w4[0].qs = [0; 16];
-        w4[1].qs = [0xff; 16];
-        w8.iter_mut().for_each(|b| b.d = one);
-        w4.iter_mut().for_each(|b| b.d = one);
-        let acts = QuantActs {
-            blocks: &a,
-            sums: &s,
-            n_tok,
-            nb,
-        };
-        let (mut got8, mut got4) = (vec![f32::NAN; n_tok * rows], vec![f32::NAN; n_tok * rows]);
-        t.gemm(&w8, &acts, &mut OutTile::whole(&mut got8, n_tok, rows));
-        t.gemm(&w4, &acts, &mut OutTile::whole(&mut got4, n_tok, rows));
-        for tok in 0..n_tok {
-            for r in 0..rows {
-                let blocks = (0..nb).map(|b| (r * nb + b, tok * nb + b));
-                let want8: i32 = blocks
-                    .clone()
-                    .map(|(i, j)| harness::int_dot_q8_0(&w8[i], &a[j]))
-                    .sum();
-                let want4: i32 = blocks
-                    .map(|(i, j)| harness::int_dot_q4_0(&w4[i], &a[j]))
-                    .sum();
-                let k = tok * rows + r;
-                assert_eq!(got8[k], want8 as f32, "q8 {rows}x{nb} t{tok} r{r}");
-                assert_eq!(got4[k], want4 as f32, "q4 {rows}x{nb} t{tok} r{r}");
-            }
-        }
+    if let Some(t) = table() {
+        harness::check_exact_integer_dots(t, &[(16, 16, 1), (33, 21, 3), (5, 9, 8), (17, 40, 16)]);
     }
 }

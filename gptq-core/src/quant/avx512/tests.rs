@@ -1,5 +1,6 @@
 //! The `avx512` and `avx512+vbmi` tables against the scalar twins (through
-//! the kernel harness), and the block-pair integer dots (exact).
+//! the kernel harness), the block-pair integer dots (exact), and the prefill
+//! strips (exact integer sums; the AMX kernel's bits where the CPU has it).
 
 use super::*;
 use crate::quant::harness::{self, GemmSuite, Rng};
@@ -120,5 +121,67 @@ fn block_pair_integer_dots_are_exact() {
             ];
             assert_eq!(got, want, "q4 {i} {k}");
         }
+    }
+}
+
+/// Prompts on both tables: the strips (from [`strip::MIN_TOKENS`] tokens),
+/// with partial strips of rows and token groups.
+const PREFILL: GemmSuite = GemmSuite {
+    tokens: &[strip::MIN_TOKENS, 16, 19],
+    ragged_rows: &[1, 2, 15, 16, 17, 31, 33],
+    ragged_tokens: &[strip::MIN_TOKENS, 9, 15, 16, 17, 32, 35],
+    gpt2: &[(67, 33)],
+    lm_head: None,
+    extremes: (18, 17),
+};
+
+#[test]
+fn prefill_products() {
+    for t in [base(), vbmi()].into_iter().flatten() {
+        PREFILL.run::<BlockQ8_0>(t, 9108);
+        PREFILL.run::<BlockQ4_0>(t, 9104);
+    }
+}
+
+/// With every scale 1 the strips' outputs are the exact integer sums.
+#[test]
+fn integer_strip_dots_are_exact() {
+    if let Some(t) = base() {
+        harness::check_exact_integer_dots(t, &[(16, 16, 1), (33, 21, 3), (5, 9, 8), (17, 40, 16)]);
+    }
+}
+
+/// The strips sum every output in the AMX kernel's order (per row, block by
+/// block, one f32 lane), so on a CPU with AMX the two give the same bits.
+#[test]
+fn strips_equal_the_tile_unit_bitwise() {
+    let (Some(st), Some(tu)) = (base(), harness::table("amx")) else {
+        eprintln!("skipped: strips vs AMX needs both the avx512 and the amx table on this CPU");
+        return;
+    };
+    let mut rng = Rng::new(0xa3c);
+    for (rows, nb, n_tok) in [(33, 24, 19), (16, 3, 8), (70, 5, 40)] {
+        let x = rng.acts(n_tok * nb * QK);
+        let (a, sums) = harness::quantize_ref::<BlockQ8_0>(&x, n_tok);
+        let acts = QuantActs {
+            blocks: &a,
+            sums: &sums,
+            n_tok,
+            nb,
+        };
+        let w8: Vec<BlockQ8_0> = rng.blocks(rows * nb);
+        let w4: Vec<BlockQ4_0> = rng.blocks(rows * nb);
+        let run8 = |t: VerifiedTable| {
+            let mut y = vec![f32::NAN; n_tok * rows];
+            t.gemm(&w8, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let run4 = |t: VerifiedTable| {
+            let mut y = vec![f32::NAN; n_tok * rows];
+            t.gemm(&w4, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(run8(st), run8(tu), "Q8_0 {rows}x{nb} × {n_tok}");
+        assert_eq!(run4(st), run4(tu), "Q4_0 {rows}x{nb} × {n_tok}");
     }
 }

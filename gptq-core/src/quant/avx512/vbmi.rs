@@ -38,13 +38,13 @@ use super::super::types::{BlockQ4_0, BlockQ8_0};
 const QB: usize = 4;
 
 /// Q8_0 weight rows times quantized activations: [`gemv_q8_0`] for one
-/// token, the generic AVX-512 kernel for more.
+/// token, the generic AVX-512 prefill for more.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     if a.n_tok == 1 {
         gemv_q8_0(w, a, out)
     } else {
-        super::gemm_q8_0(w, a, out)
+        super::prefill_q8_0(w, a, out)
     }
 }
 
@@ -54,7 +54,7 @@ pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut 
     if a.n_tok == 1 {
         gemv_q4_0(w, a, out)
     } else {
-        super::gemm_q4_0(w, a, out)
+        super::prefill_q4_0(w, a, out)
     }
 }
 
