@@ -273,13 +273,16 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
 // ---------------------------------------------------------------------------
 // Quantized matrix products.
 
-/// Q8_0 weight rows times quantized activations: decode by [`gemv`], prefill
-/// by register tiles.
+/// Q8_0 weight rows times quantized activations: decode by [`gemv`], a few
+/// tokens by register tiles, prompts by [`strip`]s.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
     if a.n_tok == 1 {
         return gemv::gemv_q8_0(w, a, out);
+    }
+    if a.n_tok >= strip::MIN_TOKENS {
+        return strip::gemm_q8_0(w, a, out);
     }
     drive!(tile_q8, w, a, out, TR, TT);
 }
@@ -290,6 +293,9 @@ pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut 
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
     if a.n_tok == 1 {
         return gemv::gemv_q4_0(w, a, out);
+    }
+    if a.n_tok >= strip::MIN_TOKENS {
+        return strip::gemm_q4_0(w, a, out);
     }
     drive!(tile_q4, w, a, out, TR, TT);
 }
@@ -787,5 +793,6 @@ pub(in crate::quant) fn softmax(x: &mut [f32]) {
 
 pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod gemv;
+pub(in crate::quant) mod strip;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The `avx2` table against the scalar twins (through the kernel harness),
-//! and the AVX2 helpers only this path has: the per-block integer dots
-//! (exact), `exp8` and the softmax.
+//! the prefill strips (exact integer sums, the AVX-512 strips' bits), and the
+//! AVX2 helpers only this path has: the per-block integer dots (exact),
+//! `exp8` and the softmax.
 
 use super::*;
 use crate::quant::harness::{self, GemmSuite, Rng};
@@ -23,6 +24,43 @@ fn quantize_q8_k_is_bit_identical() {
     if let Some(t) = table() {
         harness::check_quantize::<BlockQ8K>(t);
         harness::check_q8_k_corners(t);
+    }
+}
+
+/// Prompts: the strips (from [`strip::MIN_TOKENS`] tokens), with partial
+/// strips of rows and token groups.
+const PREFILL: GemmSuite = GemmSuite {
+    tokens: &[strip::MIN_TOKENS, 16, 19],
+    ragged_rows: &[1, 2, 7, 8, 9, 15, 16, 17, 31, 33],
+    ragged_tokens: &[strip::MIN_TOKENS, 9, 11, 12, 13, 16, 35],
+    gpt2: &[(67, 33)],
+    lm_head: None,
+    extremes: (18, 17),
+};
+
+#[test]
+fn prefill_products() {
+    if let Some(t) = table() {
+        PREFILL.run::<BlockQ8_0>(t, 9208);
+        PREFILL.run::<BlockQ4_0>(t, 9204);
+    }
+}
+
+/// With every scale 1 the strips' outputs are the exact integer sums
+/// (weights -128 and ±127 included).
+#[test]
+fn integer_strip_dots_are_exact() {
+    if let Some(t) = table() {
+        harness::check_exact_integer_dots(t, &[(16, 16, 1), (33, 21, 3), (5, 9, 8), (17, 40, 16)]);
+    }
+}
+
+/// The AVX2 strips sum in the AVX-512 strips' order: the same bits.
+#[test]
+fn strips_equal_the_avx512_strips_bitwise() {
+    match (table(), harness::table("avx512")) {
+        (Some(x), Some(y)) => harness::check_same_prefill_bits(x, y),
+        _ => eprintln!("skipped: AVX2 vs AVX-512 strips needs both tables on this CPU"),
     }
 }
 

@@ -12,170 +12,70 @@
 //! for 512 products, and no horizontal sum at the end.
 //!
 //! That needs the weights in strip order, which the file does not have: per
-//! kernel call the rows are repacked into a per-thread buffer (for each block:
-//! eight 64-byte lines of 16 rows × 4 bytes, the layout the AMX tile unit
-//! reads, here as unsigned bytes `u = w + off`), with f32 scales beside. The
-//! repack costs one pass over the call's weights, shared by every token, so
-//! the tables use it from [`MIN_TOKENS`] tokens on (prompts, perplexity), and
-//! the register tiles below that. The mmap itself is never copied whole.
+//! kernel call the rows are repacked into a per-thread buffer
+//! (`x86::strips`: for each block eight 64-byte lines of 16 rows × 4 bytes,
+//! the layout the AMX tile unit reads, here as unsigned bytes `u = w + off`),
+//! with f32 scales beside. The repack costs one pass over the call's weights,
+//! shared by every token, so the tables use it from [`MIN_TOKENS`] tokens on
+//! (prompts, perplexity), and the register tiles below that. The mmap itself
+//! is never copied whole.
 //!
 //! Each (row, token) output is `Σ_b (Σ u·a − off·Σa)·(d_w·d_a)` accumulated
 //! block by block in one f32 lane: exactly the AMX kernel's order, so on a CPU
 //! with AMX both give the same bits (a test checks it).
 
 use std::arch::x86_64::*;
-use std::cell::Cell;
 
 use super::super::tile::{OutTile, QuantActs};
-use super::super::types::{BlockQ4_0, BlockQ8_0, QK};
+use super::super::types::{BlockQ4_0, BlockQ8_0};
+use super::super::x86::strips::{
+    LINES, STRIP, Strip, Unpack, prepare_acts, q4_0_unsigned, q8_0_unsigned, repack, with_scratch,
+};
 
-/// Weight rows per strip: the i32 lanes of a 512-bit register.
-const STRIP: usize = 16;
-
-/// Lines (64 bytes, four values of each of the strip's rows) per block.
-const LINES: usize = QK / 4;
+pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
 
 /// Tokens that share each pass over a strip's weights: eight accumulators,
 /// the block's eight lines and its scales fit the 32 registers.
 const TG: usize = 8;
 
-/// Products of fewer tokens go through the register tiles: the repack would
-/// cost more than it saves.
-pub(in crate::quant) const MIN_TOKENS: usize = 8;
-
-/// One line of a strip: four unsigned weight bytes of each of 16 rows.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-/// A thread's repacked weights, kept between calls so that once grown to the
-/// largest product a call allocates nothing.
-#[derive(Default)]
-struct Scratch {
-    /// `strips × nb × LINES` lines: block `b` of strip `s` at `(s·nb + b)·LINES`.
-    lines: Vec<Line>,
-    /// Weight scales, `strips × nb × 16`, in the lines' order (zero for the
-    /// padding rows of a last partial strip).
-    dw: Vec<f32>,
-    /// The activations' scales as f32, token-major (`n_tok × nb`).
-    da: Vec<f32>,
-    /// The activations' offset corrections `-off·Σa`, token-major.
-    corr: Vec<i32>,
-}
-
-thread_local! {
-    static SCRATCH: Cell<Scratch> = const {
-        Cell::new(Scratch { lines: Vec::new(), dw: Vec::new(), da: Vec::new(), corr: Vec::new() })
-    };
-}
-
-/// A weight block as unsigned bytes `u = w + OFF` in element order, and its
-/// scale.
-trait Unsigned: Copy {
-    /// The offset that makes every stored value unsigned.
-    const OFF: i32;
-    fn unsigned(&self) -> (f32, [u8; QK]);
-}
-
-impl Unsigned for BlockQ8_0 {
-    const OFF: i32 = 128;
-    #[inline]
-    fn unsigned(&self) -> (f32, [u8; QK]) {
-        (self.d.to_f32(), self.qs.map(|v| (v as u8) ^ 0x80))
-    }
-}
-
-impl Unsigned for BlockQ4_0 {
-    const OFF: i32 = 8;
-    #[inline]
-    fn unsigned(&self) -> (f32, [u8; QK]) {
-        let mut q = [0u8; QK];
-        for (j, &byte) in self.qs.iter().enumerate() {
-            q[j] = byte & 0x0f;
-            q[j + QK / 2] = byte >> 4;
-        }
-        (self.d.to_f32(), q)
-    }
-}
-
-/// Repacks `rows` rows of `nb` blocks into strip order: line `k` of a block
-/// holds values `4k..4k + 4` of each of its strip's 16 rows.
-fn repack<W: Unsigned>(w: &[W], rows: usize, nb: usize, s: &mut Scratch) {
-    let strips = rows.div_ceil(STRIP);
-    s.lines.clear();
-    s.lines.resize(strips * nb * LINES, Line([0; 64]));
-    s.dw.clear();
-    s.dw.resize(strips * nb * STRIP, 0.0);
-    for (r, row) in w[..rows * nb].chunks_exact(nb).enumerate() {
-        let (strip, n) = (r / STRIP, r % STRIP);
-        for (b, blk) in row.iter().enumerate() {
-            let (d, u) = blk.unsigned();
-            let at = strip * nb + b;
-            let lines = &mut s.lines[at * LINES..(at + 1) * LINES];
-            for (line, quad) in lines.iter_mut().zip(u.chunks_exact(4)) {
-                line.0[4 * n..4 * n + 4].copy_from_slice(quad);
-            }
-            s.dw[at * STRIP + n] = d;
-        }
-    }
-}
-
 /// `y[t][r] = Σ_b d_w[r][b]·d_a[t][b]·Σ_k w[r][b][k]·a[t][b][k]` with the
 /// rows in the lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn gemm_strips<W: Unsigned>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+fn gemm_strips<W>(w: &[W], off: i32, unpack: Unpack<W>, a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
-    assert!(
-        a.blocks.len() >= n_tok * nb && a.sums.len() >= n_tok * nb,
-        "strip gemm: activations or their sums too short"
-    );
-    let mut s = SCRATCH.take();
-    repack(w, rows, nb, &mut s);
-    s.da.clear();
-    s.da.extend(a.blocks[..n_tok * nb].iter().map(|b| b.d.to_f32()));
-    s.corr.clear();
-    s.corr
-        .extend(a.sums[..n_tok * nb].iter().map(|&v| -W::OFF * i32::from(v)));
-    let acts = Acts {
-        blocks: &a.blocks[..n_tok * nb],
-        da: &s.da,
-        corr: &s.corr,
-        nb,
-    };
-    let mut res = [0.0f32; STRIP];
-    for strip in 0..rows.div_ceil(STRIP) {
-        let at = strip * nb;
-        let st = Strip {
-            lines: &s.lines[at * LINES..(at + nb) * LINES],
-            dw: &s.dw[at * STRIP..(at + nb) * STRIP],
+    with_scratch(|s| {
+        repack(w, rows, nb, unpack, s);
+        prepare_acts(a, off, s);
+        let acts = Acts {
+            blocks: &a.blocks[..n_tok * nb],
+            da: &s.da,
+            corr: &s.corr,
+            nb,
         };
-        let (r0, nr) = (strip * STRIP, STRIP.min(rows - strip * STRIP));
-        let mut t = 0;
-        while t < n_tok {
-            let (sums, n) = if t + TG <= n_tok {
-                (strip_tokens::<TG>(&st, &acts, t), TG)
-            } else {
-                let [v] = strip_tokens::<1>(&st, &acts, t);
-                let mut one = [_mm512_setzero_ps(); TG];
-                one[0] = v;
-                (one, 1)
-            };
-            for (j, v) in sums.iter().take(n).enumerate() {
-                // SAFETY: `res` is 16 writable f32; the store is unaligned.
-                unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
-                out.set_run(t + j, r0, &res[..nr]);
+        let mut res = [0.0f32; STRIP];
+        for strip in 0..rows.div_ceil(STRIP) {
+            let st = s.strip(strip, nb);
+            let (r0, nr) = (strip * STRIP, STRIP.min(rows - strip * STRIP));
+            let mut t = 0;
+            while t < n_tok {
+                let (sums, n) = if t + TG <= n_tok {
+                    (strip_tokens::<TG>(&st, &acts, t), TG)
+                } else {
+                    let [v] = strip_tokens::<1>(&st, &acts, t);
+                    let mut one = [_mm512_setzero_ps(); TG];
+                    one[0] = v;
+                    (one, 1)
+                };
+                for (j, v) in sums.iter().take(n).enumerate() {
+                    // SAFETY: `res` is 16 writable f32; the store is unaligned.
+                    unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
+                    out.set_run(t + j, r0, &res[..nr]);
+                }
+                t += n;
             }
-            t += n;
         }
-    }
-    SCRATCH.set(s);
-}
-
-/// One strip's repacked blocks and scales.
-struct Strip<'s> {
-    lines: &'s [Line],
-    dw: &'s [f32],
+    })
 }
 
 /// The call's activations: blocks, their scales and offset corrections,
@@ -230,11 +130,11 @@ fn strip_tokens<const T: usize>(st: &Strip<'_>, a: &Acts<'_>, t: usize) -> [__m5
 /// [`MIN_TOKENS`] tokens).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    gemm_strips(w, a, out)
+    gemm_strips(w, 128, q8_0_unsigned, a, out)
 }
 
 /// Q4_0 weights times Q8_0 activations in strips, as [`gemm_q8_0`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    gemm_strips(w, a, out)
+    gemm_strips(w, 8, q4_0_unsigned, a, out)
 }

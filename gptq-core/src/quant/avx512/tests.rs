@@ -155,33 +155,8 @@ fn integer_strip_dots_are_exact() {
 /// block, one f32 lane), so on a CPU with AMX the two give the same bits.
 #[test]
 fn strips_equal_the_tile_unit_bitwise() {
-    let (Some(st), Some(tu)) = (base(), harness::table("amx")) else {
-        eprintln!("skipped: strips vs AMX needs both the avx512 and the amx table on this CPU");
-        return;
-    };
-    let mut rng = Rng::new(0xa3c);
-    for (rows, nb, n_tok) in [(33, 24, 19), (16, 3, 8), (70, 5, 40)] {
-        let x = rng.acts(n_tok * nb * QK);
-        let (a, sums) = harness::quantize_ref::<BlockQ8_0>(&x, n_tok);
-        let acts = QuantActs {
-            blocks: &a,
-            sums: &sums,
-            n_tok,
-            nb,
-        };
-        let w8: Vec<BlockQ8_0> = rng.blocks(rows * nb);
-        let w4: Vec<BlockQ4_0> = rng.blocks(rows * nb);
-        let run8 = |t: VerifiedTable| {
-            let mut y = vec![f32::NAN; n_tok * rows];
-            t.gemm(&w8, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
-            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        let run4 = |t: VerifiedTable| {
-            let mut y = vec![f32::NAN; n_tok * rows];
-            t.gemm(&w4, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
-            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        assert_eq!(run8(st), run8(tu), "Q8_0 {rows}x{nb} × {n_tok}");
-        assert_eq!(run4(st), run4(tu), "Q4_0 {rows}x{nb} × {n_tok}");
+    match (base(), harness::table("amx")) {
+        (Some(st), Some(tu)) => harness::check_same_prefill_bits(st, tu),
+        _ => eprintln!("skipped: strips vs AMX needs the avx512 and amx tables on this CPU"),
     }
 }

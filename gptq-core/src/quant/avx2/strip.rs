@@ -1,0 +1,185 @@
+//! Prefill products of the AVX2 table with the weight rows in the vector
+//! lanes: half a strip (`x86::strips`) per 256-bit register, eight rows of
+//! four values, times four values of one token broadcast to every row.
+//!
+//! The register tiles (`avx2_tile!`) put a block's 32 values across the lanes,
+//! so every (row, token) pair pays its own conversion, scale product and FMA,
+//! the activations' `|a|` or offset term and the f16 scales are redone for
+//! every tile, and the eight lanes are summed at the end. With rows in the
+//! lanes one conversion, one scale product and one FMA serve eight rows, the
+//! scales are f32 arrays read as memory operands, and nothing is summed
+//! across lanes:
+//!
+//! - Q4_0 (`q` 0..=15 as unsigned bytes): eight `maddubs` per block and token
+//!   summed in i16 (each lane at most 8·2·15·128 = 30720, no saturation), one
+//!   `madd` to i32 and the offset `-8·Σa` from the activations' exact sums;
+//! - Q8_0 (signed): `maddubs(|w|, sign(a, w))` per line (pairs at most
+//!   2·128·127, exact for every weight byte and every activation but -128,
+//!   which the activation quantizer emits only in blocks of scale zero),
+//!   widened per line.
+//!
+//! Each output accumulates block by block in one f32 lane in the same order as
+//! the AVX-512 strips and the AMX kernel: the same bits (a test checks it
+//! where those paths run). Used from [`MIN_TOKENS`] tokens on, where the
+//! per-call repack is shared by enough tokens.
+
+use std::arch::x86_64::*;
+
+use super::super::tile::{OutTile, QuantActs};
+use super::super::types::{BlockQ4_0, BlockQ8_0};
+use super::super::x86::strips::{
+    LINES, STRIP, Strip, Unpack, prepare_acts, q4_0_unsigned, q8_0_signed, repack, with_scratch,
+};
+
+pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
+
+/// Rows per register: half a strip.
+const HALF: usize = 8;
+
+/// Tokens that share each pass over half a strip's Q4_0 weights: the block's
+/// eight lines, four accumulators and the temporaries fill the sixteen
+/// registers.
+const TG_Q4: usize = 4;
+
+/// The same for Q8_0, which keeps `|w|` in the registers and needs more
+/// temporaries per line (the sign, the widening): with four tokens the
+/// accumulators spilled to the stack.
+const TG_Q8: usize = 2;
+
+/// The call's activations: blocks, their f32 scales and offset corrections,
+/// token-major.
+struct Acts<'a> {
+    blocks: &'a [BlockQ8_0],
+    da: &'a [f32],
+    corr: &'a [i32],
+    nb: usize,
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_strips<W, const SIGNED: bool>(
+    w: &[W],
+    off: i32,
+    unpack: Unpack<W>,
+    a: &QuantActs<'_>,
+    out: &mut OutTile<'_>,
+) {
+    let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
+    assert!(w.len() >= rows * nb, "strip gemm: weights too short");
+    with_scratch(|s| {
+        repack(w, rows, nb, unpack, s);
+        prepare_acts(a, off, s);
+        let acts = Acts {
+            blocks: &a.blocks[..n_tok * nb],
+            da: &s.da,
+            corr: &s.corr,
+            nb,
+        };
+        let mut res = [0.0f32; HALF];
+        for strip in 0..rows.div_ceil(STRIP) {
+            let st = s.strip(strip, nb);
+            for h in 0..STRIP / HALF {
+                let r0 = strip * STRIP + h * HALF;
+                if r0 >= rows {
+                    break;
+                }
+                let nr = HALF.min(rows - r0);
+                let mut t = 0;
+                while t < n_tok {
+                    let mut sums = [_mm256_setzero_ps(); TG_Q4];
+                    let n = if SIGNED && t + TG_Q8 <= n_tok {
+                        let v = half_tokens::<TG_Q8, SIGNED>(&st, h, &acts, t);
+                        sums[..TG_Q8].copy_from_slice(&v);
+                        TG_Q8
+                    } else if !SIGNED && t + TG_Q4 <= n_tok {
+                        sums = half_tokens::<TG_Q4, SIGNED>(&st, h, &acts, t);
+                        TG_Q4
+                    } else {
+                        [sums[0]] = half_tokens::<1, SIGNED>(&st, h, &acts, t);
+                        1
+                    };
+                    for (j, v) in sums.iter().take(n).enumerate() {
+                        // SAFETY: `res` is 8 writable f32; the store is unaligned.
+                        unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
+                        out.set_run(t + j, r0, &res[..nr]);
+                    }
+                    t += n;
+                }
+            }
+        }
+    })
+}
+
+/// Tokens `t..t + T` times half `h` of one strip over every block: register
+/// `j` holds token `t + j`'s eight row sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half_tokens<const T: usize, const SIGNED: bool>(
+    st: &Strip<'_>,
+    h: usize,
+    a: &Acts<'_>,
+    t: usize,
+) -> [__m256; T] {
+    let nb = a.nb;
+    assert!(st.lines.len() == nb * LINES && st.dw.len() == nb * STRIP && h < 2);
+    let (blocks, da, corr) = (
+        &a.blocks[t * nb..(t + T) * nb],
+        &a.da[t * nb..(t + T) * nb],
+        &a.corr[t * nb..(t + T) * nb],
+    );
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let lines = &st.lines[b * LINES..(b + 1) * LINES];
+        let mut wl = [_mm256_setzero_si256(); LINES];
+        for (v, line) in wl.iter_mut().zip(lines) {
+            // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
+            // (h < 2), so 32 readable bytes aligned to 32.
+            let x = unsafe { _mm256_load_si256(line.0.as_ptr().add(HALF * 4 * h).cast()) };
+            *v = if SIGNED { _mm256_sign_epi8(x, x) } else { x };
+        }
+        // SAFETY: `dw` holds 16 scales for block `b` (asserted above); the
+        // half's eight start at 8h; the load is unaligned.
+        let wd = unsafe { _mm256_loadu_ps(st.dw.as_ptr().add(b * STRIP + HALF * h)) };
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let i = j * nb + b;
+            let q = blocks[i].qs.as_ptr();
+            // SAFETY: `qs` is 32 readable bytes, so bytes 4k..4k + 4 are
+            // (k < 8); the reads are unaligned.
+            let quad = |k: usize| unsafe { q.add(4 * k).cast::<i32>().read_unaligned() };
+            let isum = if SIGNED {
+                let mut s32 = _mm256_setzero_si256();
+                for (k, (wa, line)) in wl.iter().zip(lines).enumerate() {
+                    // SAFETY: as for the loads above.
+                    let ws = unsafe { _mm256_load_si256(line.0.as_ptr().add(HALF * 4 * h).cast()) };
+                    let sa = _mm256_sign_epi8(_mm256_set1_epi32(quad(k)), ws);
+                    let p = _mm256_maddubs_epi16(*wa, sa);
+                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
+                }
+                s32
+            } else {
+                let mut s16 = _mm256_setzero_si256();
+                for (k, wu) in wl.iter().enumerate() {
+                    let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(k)));
+                    s16 = _mm256_add_epi16(s16, p);
+                }
+                _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(corr[i]))
+            };
+            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[i]));
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
+        }
+    }
+    acc
+}
+
+/// Q8_0 weights times Q8_0 activations in strips (prefill of at least
+/// [`MIN_TOKENS`] tokens).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    gemm_strips::<_, true>(w, 0, q8_0_signed, a, out)
+}
+
+/// Q4_0 weights times Q8_0 activations in strips, as [`gemm_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    gemm_strips::<_, false>(w, 8, q4_0_unsigned, a, out)
+}
