@@ -791,6 +791,7 @@ pub(in crate::quant) fn softmax(x: &mut [f32]) {
     }
 }
 
+pub(in crate::quant) mod attend;
 pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod gemv;
 pub(in crate::quant) mod strip;

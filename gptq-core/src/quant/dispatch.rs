@@ -269,7 +269,7 @@ mod x86 {
         add: avx2::add,
         attend_f32: avx2::attend_f32,
         attend_f16: avx2::attend_f16,
-        attend_head_f32: None,
+        attend_head_f32: Some(avx2::attend::attend_head_f32),
         gemm_q4_1: avx2::blocks::gemm_q4_1,
         gemm_q5_0: avx2::blocks::gemm_q5_0,
         gemm_q5_1: avx2::blocks::gemm_q5_1,

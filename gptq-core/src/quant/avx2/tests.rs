@@ -229,3 +229,10 @@ fn softmax_matches_scalar() {
     assert_eq!(x[3], 1.0);
     assert!(x.iter().enumerate().all(|(i, &v)| i == 3 || v == 0.0));
 }
+
+#[test]
+fn attention_many_queries() {
+    if let Some(t) = table() {
+        harness::check_attend_head(t);
+    }
+}
