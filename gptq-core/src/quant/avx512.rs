@@ -391,6 +391,28 @@ entry_32!(gemm_q5_0, BlockQ5_0, tile_q5_0, Start::Offset(16));
 entry_32!(gemm_q5_1, BlockQ5_1, tile_q5_1, Start::Mins);
 entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, Start::Offset(128));
 
+macro_rules! prefill_32 {
+    ($name:ident, $blk:ty, $strip:ident, $tile:ident) => {
+        #[doc = concat!(
+            "Prefill of ", stringify!($blk), " weights: the strips from [`strip::MIN_TOKENS`] ",
+            "tokens on, else the register tiles (the table's decode product)."
+        )]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+            if a.n_tok >= strip::MIN_TOKENS {
+                strip::$strip(w, a, out)
+            } else {
+                $tile(w, a, out)
+            }
+        }
+    };
+}
+
+prefill_32!(prefill_q4_1, BlockQ4_1, gemm_q4_1, gemm_q4_1);
+prefill_32!(prefill_q5_0, BlockQ5_0, gemm_q5_0, gemm_q5_0);
+prefill_32!(prefill_q5_1, BlockQ5_1, gemm_q5_1, gemm_q5_1);
+prefill_32!(prefill_iq4_nl, BlockIq4Nl, gemm_iq4_nl, gemm_iq4_nl);
+
 /// Queries attended together by [`attend_head_f32`]: each transposed key row
 /// and each value row loaded serves this many.
 const QG: usize = 4;

@@ -1014,41 +1014,36 @@ pub(crate) fn check_exact_integer_dots(t: VerifiedTable, shapes: &[(usize, usize
     }
 }
 
-/// Two tables whose Q8_0 and Q4_0 prefill products sum in the same order
-/// (the strips of AVX2 and AVX-512, the AMX tile unit) give the same bits on
+/// Two tables whose prefill products of `W` sum in the same order (the
+/// strips of AVX2 and AVX-512, the AMX tile unit) give the same bits on
 /// random data, with partial strips and token groups.
-pub(crate) fn check_same_prefill_bits(x: VerifiedTable, y: VerifiedTable) {
+pub(crate) fn check_same_prefill_bits<W: Gemm + Gen>(x: VerifiedTable, y: VerifiedTable)
+where
+    W::Partner: TestActs,
+{
     let mut rng = Rng::new(0xa3c);
     for (rows, nb, n_tok) in [(33, 24, 19), (16, 3, 8), (70, 5, 40), (9, 96, 13)] {
-        let xs = rng.acts(n_tok * nb * QK);
-        let (a, sums) = quantize_ref::<BlockQ8_0>(&xs, n_tok);
+        let w: Vec<W> = rng.blocks(rows * nb);
+        let xs = rng.acts(n_tok * nb * W::ELEMS);
+        let (a, sums) = quantize_ref::<W::Partner>(&xs, n_tok);
         let acts = QuantActs {
             blocks: &a,
             sums: &sums,
             n_tok,
             nb,
         };
-        let w8: Vec<BlockQ8_0> = rng.blocks(rows * nb);
-        let w4: Vec<BlockQ4_0> = rng.blocks(rows * nb);
-        let bits = |t: VerifiedTable, q8: bool| {
-            let mut y = vec![f32::NAN; n_tok * rows];
-            let mut out = OutTile::whole(&mut y, n_tok, rows);
-            if q8 {
-                t.gemm(&w8, &acts, &mut out);
-            } else {
-                t.gemm(&w4, &acts, &mut out);
-            }
-            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        let bits = |t: VerifiedTable| {
+            let mut out = vec![f32::NAN; n_tok * rows];
+            t.gemm(&w, &acts, &mut OutTile::whole(&mut out, n_tok, rows));
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
-        for q8 in [true, false] {
-            assert!(
-                bits(x, q8) == bits(y, q8),
-                "{} vs {}: {} {rows}x{nb} × {n_tok}",
-                x.name(),
-                y.name(),
-                if q8 { "Q8_0" } else { "Q4_0" }
-            );
-        }
+        assert!(
+            bits(x) == bits(y),
+            "{} vs {}: {:?} {rows}x{nb} × {n_tok}",
+            x.name(),
+            y.name(),
+            W::TYPE
+        );
     }
 }
 

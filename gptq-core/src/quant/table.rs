@@ -109,14 +109,19 @@ pub(crate) struct KernelTable {
     pub(in crate::quant) gemv_q8_0: GemmFn<BlockQ8_0>,
     /// [`gemv_q8_0`](Self::gemv_q8_0) for Q4_0 weights.
     pub(in crate::quant) gemv_q4_0: GemmFn<BlockQ4_0>,
-    /// F16 weights times f32 activations.
-    /// Products of the other block types: one entry each serves decode
-    /// and prefill (every token's sums are the same whatever the number of
-    /// tokens in the call).
+    /// Products of the other 32-value types (prefill) and their decode
+    /// twins, as for Q8_0.
     pub(in crate::quant) gemm_q4_1: GemmFn<BlockQ4_1>,
     pub(in crate::quant) gemm_q5_0: GemmFn<BlockQ5_0>,
     pub(in crate::quant) gemm_q5_1: GemmFn<BlockQ5_1>,
     pub(in crate::quant) gemm_iq4_nl: GemmFn<BlockIq4Nl>,
+    pub(in crate::quant) gemv_q4_1: GemmFn<BlockQ4_1>,
+    pub(in crate::quant) gemv_q5_0: GemmFn<BlockQ5_0>,
+    pub(in crate::quant) gemv_q5_1: GemmFn<BlockQ5_1>,
+    pub(in crate::quant) gemv_iq4_nl: GemmFn<BlockIq4Nl>,
+    /// Products of the K-quants and IQ4_XS: one entry each serves decode
+    /// and prefill (every token's sums are the same whatever the number of
+    /// tokens in the call).
     pub(in crate::quant) gemm_q2_k: GemmFn<BlockQ2K>,
     pub(in crate::quant) gemm_q3_k: GemmFn<BlockQ3K>,
     pub(in crate::quant) gemm_q4_k: GemmFn<BlockQ4K>,
@@ -125,6 +130,7 @@ pub(crate) struct KernelTable {
     pub(in crate::quant) gemm_iq4_xs: GemmFn<BlockIq4Xs>,
     /// BF16 weights times f32 activations.
     pub(in crate::quant) gemm_bf16: FloatGemmFn<bf16>,
+    /// F16 weights times f32 activations.
     pub(in crate::quant) gemm_f16: FloatGemmFn<f16>,
     /// F32 weights times f32 activations.
     pub(in crate::quant) gemm_f32: FloatGemmFn<f32>,
@@ -337,11 +343,28 @@ macro_rules! gemm_one_entry {
     )*};
 }
 
+/// The block types with a decode twin beside the prefill entry.
+macro_rules! gemm_two_entries {
+    ($($blk:ty => $field:ident, $gemv:ident),* $(,)?) => {$(
+        impl Gemm for $blk {
+            fn entry(table: &KernelTable) -> GemmFn<Self> {
+                table.$field
+            }
+            fn gemv_entry(table: &KernelTable) -> GemmFn<Self> {
+                table.$gemv
+            }
+        }
+    )*};
+}
+
+gemm_two_entries!(
+    BlockQ4_1 => gemm_q4_1, gemv_q4_1,
+    BlockQ5_0 => gemm_q5_0, gemv_q5_0,
+    BlockQ5_1 => gemm_q5_1, gemv_q5_1,
+    BlockIq4Nl => gemm_iq4_nl, gemv_iq4_nl,
+);
+
 gemm_one_entry!(
-    BlockQ4_1 => gemm_q4_1,
-    BlockQ5_0 => gemm_q5_0,
-    BlockQ5_1 => gemm_q5_1,
-    BlockIq4Nl => gemm_iq4_nl,
     BlockQ2K => gemm_q2_k,
     BlockQ3K => gemm_q3_k,
     BlockQ4K => gemm_q4_k,

@@ -59,8 +59,19 @@ test_data!(
     BlockIq4Xs
 );
 
-/// Every table's product of `W` against the scalar twin, and each token's
-/// result alone equal bitwise to its result among 9.
+/// Prompts: the x86 strips from 8 tokens on, with partial strips of rows
+/// and token groups.
+const PREFILL: GemmSuite = GemmSuite {
+    tokens: &[8, 16, 19],
+    ragged_rows: &[1, 2, 7, 8, 9, 15, 16, 17, 33],
+    ragged_tokens: &[8, 9, 11, 12, 13, 16, 35],
+    gpt2: &[(67, 33)],
+    lm_head: None,
+    extremes: (18, 17),
+};
+
+/// Every table's product of `W` against the scalar twin, decode and prefill,
+/// and each token's decode result alone equal bitwise to its result among 9.
 fn check<W: Gemm + Gen>(seed: u64)
 where
     W::Partner: TestActs,
@@ -70,8 +81,23 @@ where
             continue;
         };
         GemmSuite::DEFAULT.run::<W>(t, seed);
+        PREFILL.run::<W>(t, seed + 1);
         decode_alone_equals_batched::<W>(t, seed);
     }
+}
+
+/// The 32-value types' AVX2 and AVX-512 strips sum in the same order: the
+/// same bits.
+#[test]
+fn strips_agree_across_paths() {
+    let (Some(x), Some(y)) = (harness::table("avx2"), harness::table("avx512")) else {
+        eprintln!("skipped: needs the avx2 and avx512 tables on this CPU");
+        return;
+    };
+    harness::check_same_prefill_bits::<BlockQ4_1>(x, y);
+    harness::check_same_prefill_bits::<BlockQ5_0>(x, y);
+    harness::check_same_prefill_bits::<BlockQ5_1>(x, y);
+    harness::check_same_prefill_bits::<BlockIq4Nl>(x, y);
 }
 
 fn decode_alone_equals_batched<W: Gemm + Gen>(t: VerifiedTable, seed: u64)

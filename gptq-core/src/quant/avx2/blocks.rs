@@ -561,6 +561,28 @@ entry_32!(gemm_q5_0, BlockQ5_0, tile_q5_0, gemv_q5_0);
 entry_32!(gemm_q5_1, BlockQ5_1, tile_q5_1, gemv_q5_1);
 entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, gemv_iq4_nl);
 
+macro_rules! prefill_32 {
+    ($name:ident, $blk:ty, $entry:ident) => {
+        #[doc = concat!(
+            "Prefill of ", stringify!($blk), " weights: the strips from [`strip::MIN_TOKENS`](super::strip::MIN_TOKENS) ",
+            "tokens on, else the table's decode product."
+        )]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+            if a.n_tok >= super::strip::MIN_TOKENS {
+                super::strip::$entry(w, a, out)
+            } else {
+                $entry(w, a, out)
+            }
+        }
+    };
+}
+
+prefill_32!(prefill_q4_1, BlockQ4_1, gemm_q4_1);
+prefill_32!(prefill_q5_0, BlockQ5_0, gemm_q5_0);
+prefill_32!(prefill_q5_1, BlockQ5_1, gemm_q5_1);
+prefill_32!(prefill_iq4_nl, BlockIq4Nl, gemm_iq4_nl);
+
 /// AVX2 product of BF16 weights and f32 activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_bf16(w: &[bf16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {

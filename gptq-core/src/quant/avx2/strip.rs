@@ -10,13 +10,15 @@
 //! scales are f32 arrays read as memory operands, and nothing is summed
 //! across lanes:
 //!
-//! - Q4_0 (`q` 0..=15 as unsigned bytes): eight `maddubs` per block and token
-//!   summed in i16 (each lane at most 8·2·15·128 = 30720, no saturation), one
-//!   `madd` to i32 and the offset `-8·Σa` from the activations' exact sums;
-//! - Q8_0 (signed): `maddubs(|w|, sign(a, w))` per line (pairs at most
-//!   2·128·127, exact for every weight byte and every activation but -128,
-//!   which the activation quantizer emits only in blocks of scale zero),
-//!   widened per line.
+//! - Q4_0, Q4_1 (values 0..=15 as unsigned bytes): eight `maddubs` per block
+//!   and token summed in i16 (each lane at most 8·2·15·128 = 30720, no
+//!   saturation), one `madd` to i32 and the offset `-8·Σa` from the
+//!   activations' exact sums (Q4_1: its minimum's term `m·d_a·Σa` instead);
+//!   Q5_0, Q5_1 (0..=31) the same four lines at a time;
+//! - Q8_0, IQ4_NL (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
+//!   most 2·128·127, exact for every weight byte and every activation but
+//!   -128, which the activation quantizer emits only in blocks of scale
+//!   zero), widened per line.
 //!
 //! Each output accumulates block by block in one f32 lane in the same order as
 //! the AVX-512 strips and the AMX kernel: the same bits (a test checks it
@@ -26,9 +28,10 @@
 use std::arch::x86_64::*;
 
 use super::super::tile::{OutTile, QuantActs};
-use super::super::types::{BlockQ4_0, BlockQ8_0};
+use super::super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::super::x86::strips::{
-    LINES, STRIP, Strip, Unpack, prepare_acts, q4_0_unsigned, q8_0_signed, repack, with_scratch,
+    LINES, STRIP, Strip, Unpack, iq4_nl_signed, prepare_acts, q4_0_unsigned, q4_1_unsigned,
+    q5_0_unsigned, q5_1_unsigned, q8_0_signed, repack, with_scratch,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -52,11 +55,17 @@ struct Acts<'a> {
     blocks: &'a [BlockQ8_0],
     da: &'a [f32],
     corr: &'a [i32],
+    dasa: &'a [f32],
     nb: usize,
 }
 
+/// The products in strips of one weight type: `SIGNED` (Q8_0, IQ4_NL: signed
+/// bytes, the sign trick) or unsigned bytes whose `maddubs` pairs are summed
+/// `GROUP` lines at a time in i16 (8 for 4-bit values, 4 for 5-bit ones:
+/// at most 8·2·15·128 = 30720 and 4·2·31·128 = 31744), and `MIN`: weights
+/// `d·u + m`, each block adding `m·d_a·Σa` with one more FMA.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_strips<W, const SIGNED: bool>(
+fn gemm_strips<W, const SIGNED: bool, const GROUP: usize, const MIN: bool>(
     w: &[W],
     off: i32,
     unpack: Unpack<W>,
@@ -72,6 +81,7 @@ fn gemm_strips<W, const SIGNED: bool>(
             blocks: &a.blocks[..n_tok * nb],
             da: &s.da,
             corr: &s.corr,
+            dasa: &s.dasa,
             nb,
         };
         let mut res = [0.0f32; HALF];
@@ -87,14 +97,14 @@ fn gemm_strips<W, const SIGNED: bool>(
                 while t < n_tok {
                     let mut sums = [_mm256_setzero_ps(); TG_Q4];
                     let n = if SIGNED && t + TG_Q8 <= n_tok {
-                        let v = half_tokens::<TG_Q8, SIGNED>(&st, h, &acts, t);
+                        let v = half_tokens::<TG_Q8, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                         sums[..TG_Q8].copy_from_slice(&v);
                         TG_Q8
                     } else if !SIGNED && t + TG_Q4 <= n_tok {
-                        sums = half_tokens::<TG_Q4, SIGNED>(&st, h, &acts, t);
+                        sums = half_tokens::<TG_Q4, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                         TG_Q4
                     } else {
-                        [sums[0]] = half_tokens::<1, SIGNED>(&st, h, &acts, t);
+                        [sums[0]] = half_tokens::<1, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                         1
                     };
                     for (j, v) in sums.iter().take(n).enumerate() {
@@ -113,7 +123,7 @@ fn gemm_strips<W, const SIGNED: bool>(
 /// `j` holds token `t + j`'s eight row sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn half_tokens<const T: usize, const SIGNED: bool>(
+fn half_tokens<const T: usize, const SIGNED: bool, const GROUP: usize, const MIN: bool>(
     st: &Strip<'_>,
     h: usize,
     a: &Acts<'_>,
@@ -121,10 +131,12 @@ fn half_tokens<const T: usize, const SIGNED: bool>(
 ) -> [__m256; T] {
     let nb = a.nb;
     assert!(st.lines.len() == nb * LINES && st.dw.len() == nb * STRIP && h < 2);
-    let (blocks, da, corr) = (
+    assert!(st.dm.len() == nb * STRIP && LINES.is_multiple_of(GROUP));
+    let (blocks, da, corr, dasa) = (
         &a.blocks[t * nb..(t + T) * nb],
         &a.da[t * nb..(t + T) * nb],
         &a.corr[t * nb..(t + T) * nb],
+        &a.dasa[t * nb..(t + T) * nb],
     );
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
@@ -137,9 +149,14 @@ fn half_tokens<const T: usize, const SIGNED: bool>(
             let x = unsafe { _mm256_load_si256(line.0.as_ptr().add(HALF * 4 * h).cast()) };
             *v = if SIGNED { _mm256_sign_epi8(x, x) } else { x };
         }
-        // SAFETY: `dw` holds 16 scales for block `b` (asserted above); the
-        // half's eight start at 8h; the load is unaligned.
-        let wd = unsafe { _mm256_loadu_ps(st.dw.as_ptr().add(b * STRIP + HALF * h)) };
+        // SAFETY: `dw` and `dm` hold 16 floats for block `b` (asserted
+        // above); the half's eight start at 8h; the loads are unaligned.
+        let (wd, wm) = unsafe {
+            (
+                _mm256_loadu_ps(st.dw.as_ptr().add(b * STRIP + HALF * h)),
+                _mm256_loadu_ps(st.dm.as_ptr().add(b * STRIP + HALF * h)),
+            )
+        };
         for (j, acc) in acc.iter_mut().enumerate() {
             let i = j * nb + b;
             let q = blocks[i].qs.as_ptr();
@@ -157,29 +174,51 @@ fn half_tokens<const T: usize, const SIGNED: bool>(
                 }
                 s32
             } else {
-                let mut s16 = _mm256_setzero_si256();
-                for (k, wu) in wl.iter().enumerate() {
-                    let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(k)));
-                    s16 = _mm256_add_epi16(s16, p);
+                let mut s32 = _mm256_set1_epi32(corr[i]);
+                for g in (0..LINES).step_by(GROUP) {
+                    let mut s16 = _mm256_setzero_si256();
+                    for (k, wu) in wl.iter().enumerate().skip(g).take(GROUP) {
+                        let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(k)));
+                        s16 = _mm256_add_epi16(s16, p);
+                    }
+                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(s16, ones));
                 }
-                _mm256_add_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(corr[i]))
+                s32
             };
             let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[i]));
             *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
+            if MIN {
+                *acc = _mm256_fmadd_ps(wm, _mm256_set1_ps(dasa[i]), *acc);
+            }
         }
     }
     acc
 }
 
-/// Q8_0 weights times Q8_0 activations in strips (prefill of at least
-/// [`MIN_TOKENS`] tokens).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    gemm_strips::<_, true>(w, 0, q8_0_signed, a, out)
+macro_rules! strip_entry {
+    ($name:ident, $blk:ty, $signed:expr, $group:expr, $min:expr, $off:expr, $unpack:ident) => {
+        #[doc = concat!(
+            "", stringify!($blk), " weights times Q8_0 activations in strips (prefill of at ",
+            "least [`MIN_TOKENS`] tokens)."
+        )]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+            gemm_strips::<_, $signed, $group, $min>(w, $off, $unpack, a, out)
+        }
+    };
 }
 
-/// Q4_0 weights times Q8_0 activations in strips, as [`gemm_q8_0`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    gemm_strips::<_, false>(w, 8, q4_0_unsigned, a, out)
-}
+strip_entry!(gemm_q8_0, BlockQ8_0, true, LINES, false, 0, q8_0_signed);
+strip_entry!(gemm_q4_0, BlockQ4_0, false, 8, false, 8, q4_0_unsigned);
+strip_entry!(gemm_q4_1, BlockQ4_1, false, 8, true, 0, q4_1_unsigned);
+strip_entry!(gemm_q5_0, BlockQ5_0, false, 4, false, 16, q5_0_unsigned);
+strip_entry!(gemm_q5_1, BlockQ5_1, false, 4, true, 0, q5_1_unsigned);
+strip_entry!(
+    gemm_iq4_nl,
+    BlockIq4Nl,
+    true,
+    LINES,
+    false,
+    0,
+    iq4_nl_signed
+);

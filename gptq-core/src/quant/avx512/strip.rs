@@ -27,9 +27,10 @@
 use std::arch::x86_64::*;
 
 use super::super::tile::{OutTile, QuantActs};
-use super::super::types::{BlockQ4_0, BlockQ8_0};
+use super::super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::super::x86::strips::{
-    LINES, STRIP, Strip, Unpack, prepare_acts, q4_0_unsigned, q8_0_unsigned, repack, with_scratch,
+    LINES, STRIP, Strip, Unpack, iq4_nl_unsigned, prepare_acts, q4_0_unsigned, q4_1_unsigned,
+    q5_0_unsigned, q5_1_unsigned, q8_0_unsigned, repack, with_scratch,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -41,7 +42,13 @@ const TG: usize = 8;
 /// `y[t][r] = Σ_b d_w[r][b]·d_a[t][b]·Σ_k w[r][b][k]·a[t][b][k]` with the
 /// rows in the lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn gemm_strips<W>(w: &[W], off: i32, unpack: Unpack<W>, a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+fn gemm_strips<W, const MIN: bool>(
+    w: &[W],
+    off: i32,
+    unpack: Unpack<W>,
+    a: &QuantActs<'_>,
+    out: &mut OutTile<'_>,
+) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     with_scratch(|s| {
@@ -51,6 +58,7 @@ fn gemm_strips<W>(w: &[W], off: i32, unpack: Unpack<W>, a: &QuantActs<'_>, out: 
             blocks: &a.blocks[..n_tok * nb],
             da: &s.da,
             corr: &s.corr,
+            dasa: &s.dasa,
             nb,
         };
         let mut res = [0.0f32; STRIP];
@@ -60,9 +68,9 @@ fn gemm_strips<W>(w: &[W], off: i32, unpack: Unpack<W>, a: &QuantActs<'_>, out: 
             let mut t = 0;
             while t < n_tok {
                 let (sums, n) = if t + TG <= n_tok {
-                    (strip_tokens::<TG>(&st, &acts, t), TG)
+                    (strip_tokens::<TG, MIN>(&st, &acts, t), TG)
                 } else {
-                    let [v] = strip_tokens::<1>(&st, &acts, t);
+                    let [v] = strip_tokens::<1, MIN>(&st, &acts, t);
                     let mut one = [_mm512_setzero_ps(); TG];
                     one[0] = v;
                     (one, 1)
@@ -84,20 +92,28 @@ struct Acts<'a> {
     blocks: &'a [BlockQ8_0],
     da: &'a [f32],
     corr: &'a [i32],
+    dasa: &'a [f32],
     nb: usize,
 }
 
 /// Tokens `t..t + T` times one strip over every block: register `j` holds
-/// token `t + j`'s sixteen row sums.
+/// token `t + j`'s sixteen row sums. `MIN`: the weights are `d·u + m` (Q4_1,
+/// Q5_1), and each block adds `m·d_a·Σa` with one more FMA.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn strip_tokens<const T: usize>(st: &Strip<'_>, a: &Acts<'_>, t: usize) -> [__m512; T] {
+fn strip_tokens<const T: usize, const MIN: bool>(
+    st: &Strip<'_>,
+    a: &Acts<'_>,
+    t: usize,
+) -> [__m512; T] {
     let nb = a.nb;
     assert!(st.lines.len() == nb * LINES && st.dw.len() == nb * STRIP);
-    let (blocks, da, corr) = (
+    assert!(st.dm.len() == nb * STRIP);
+    let (blocks, da, corr, dasa) = (
         &a.blocks[t * nb..(t + T) * nb],
         &a.da[t * nb..(t + T) * nb],
         &a.corr[t * nb..(t + T) * nb],
+        &a.dasa[t * nb..(t + T) * nb],
     );
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
@@ -107,8 +123,13 @@ fn strip_tokens<const T: usize>(st: &Strip<'_>, a: &Acts<'_>, t: usize) -> [__m5
             // SAFETY: a line is 64 readable bytes, aligned to 64.
             *v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
         }
-        // SAFETY: `dw` holds 16 scales for block `b` (asserted above).
-        let wd = unsafe { _mm512_loadu_ps(st.dw.as_ptr().add(b * STRIP)) };
+        // SAFETY: `dw` and `dm` hold 16 floats for block `b` (asserted above).
+        let (wd, wm) = unsafe {
+            (
+                _mm512_loadu_ps(st.dw.as_ptr().add(b * STRIP)),
+                _mm512_loadu_ps(st.dm.as_ptr().add(b * STRIP)),
+            )
+        };
         for (j, acc) in acc.iter_mut().enumerate() {
             let i = j * nb + b;
             let q = blocks[i].qs.as_ptr();
@@ -121,20 +142,30 @@ fn strip_tokens<const T: usize>(st: &Strip<'_>, a: &Acts<'_>, t: usize) -> [__m5
             }
             let scale = _mm512_mul_ps(wd, _mm512_set1_ps(da[i]));
             *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, *acc);
+            if MIN {
+                *acc = _mm512_fmadd_ps(wm, _mm512_set1_ps(dasa[i]), *acc);
+            }
         }
     }
     acc
 }
 
-/// Q8_0 weights times Q8_0 activations in strips (prefill of at least
-/// [`MIN_TOKENS`] tokens).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    gemm_strips(w, 128, q8_0_unsigned, a, out)
+macro_rules! strip_entry {
+    ($name:ident, $blk:ty, $off:expr, $unpack:ident, $min:expr) => {
+        #[doc = concat!(
+            "", stringify!($blk), " weights times Q8_0 activations in strips (prefill of at ",
+            "least [`MIN_TOKENS`] tokens)."
+        )]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+            gemm_strips::<_, $min>(w, $off, $unpack, a, out)
+        }
+    };
 }
 
-/// Q4_0 weights times Q8_0 activations in strips, as [`gemm_q8_0`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    gemm_strips(w, 8, q4_0_unsigned, a, out)
-}
+strip_entry!(gemm_q8_0, BlockQ8_0, 128, q8_0_unsigned, false);
+strip_entry!(gemm_q4_0, BlockQ4_0, 8, q4_0_unsigned, false);
+strip_entry!(gemm_q4_1, BlockQ4_1, 0, q4_1_unsigned, true);
+strip_entry!(gemm_q5_0, BlockQ5_0, 16, q5_0_unsigned, false);
+strip_entry!(gemm_q5_1, BlockQ5_1, 0, q5_1_unsigned, true);
+strip_entry!(gemm_iq4_nl, BlockIq4Nl, 128, iq4_nl_unsigned, false);

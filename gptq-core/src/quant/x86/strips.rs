@@ -11,7 +11,8 @@
 use std::cell::Cell;
 
 use crate::quant::tile::QuantActs;
-use crate::quant::types::{BlockQ4_0, BlockQ8_0, QK};
+use crate::quant::types::iq4_nl::KVALUES;
+use crate::quant::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
 
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
@@ -37,15 +38,26 @@ pub(in crate::quant) struct Scratch {
     /// Weight scales, `strips × nb × 16`, in the lines' order (zero for the
     /// padding rows of a last partial strip).
     pub(in crate::quant) dw: Vec<f32>,
+    /// Weight minimums in the same order (Q4_1, Q5_1; zero for the others).
+    pub(in crate::quant) dm: Vec<f32>,
     /// The activations' scales as f32, token-major (`n_tok × nb`).
     pub(in crate::quant) da: Vec<f32>,
     /// The activations' offset corrections `-off·Σa`, token-major.
     pub(in crate::quant) corr: Vec<i32>,
+    /// `d_a·Σa`, the factor of a block's minimum, token-major.
+    pub(in crate::quant) dasa: Vec<f32>,
 }
 
 thread_local! {
     static SCRATCH: Cell<Scratch> = const {
-        Cell::new(Scratch { lines: Vec::new(), dw: Vec::new(), da: Vec::new(), corr: Vec::new() })
+        Cell::new(Scratch {
+            lines: Vec::new(),
+            dw: Vec::new(),
+            dm: Vec::new(),
+            da: Vec::new(),
+            corr: Vec::new(),
+            dasa: Vec::new(),
+        })
     };
 }
 
@@ -57,27 +69,69 @@ pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R 
     r
 }
 
-/// A block's 32 values as the kernel wants its bytes, and its scale.
-pub(in crate::quant) type Unpack<W> = fn(&W) -> (f32, [u8; QK]);
+/// A block's scale, minimum (zero for the types without one) and 32 values
+/// as the kernel wants their bytes.
+pub(in crate::quant) type Unpack<W> = fn(&W) -> (f32, f32, [u8; QK]);
 
-/// Q8_0 as unsigned bytes `w + 128` (for `vpdpbusd`).
-pub(in crate::quant) fn q8_0_unsigned(b: &BlockQ8_0) -> (f32, [u8; QK]) {
-    (b.d.to_f32(), b.qs.map(|v| (v as u8) ^ 0x80))
-}
-
-/// Q8_0's signed bytes as stored.
-pub(in crate::quant) fn q8_0_signed(b: &BlockQ8_0) -> (f32, [u8; QK]) {
-    (b.d.to_f32(), b.qs.map(|v| v as u8))
-}
-
-/// Q4_0's nibbles `q = w + 8` as bytes 0..=15, in element order.
-pub(in crate::quant) fn q4_0_unsigned(b: &BlockQ4_0) -> (f32, [u8; QK]) {
+/// 16 packed bytes as 32 nibbles in element order.
+fn nibbles(qs: &[u8; 16]) -> [u8; QK] {
     let mut q = [0u8; QK];
-    for (j, &byte) in b.qs.iter().enumerate() {
+    for (j, &byte) in qs.iter().enumerate() {
         q[j] = byte & 0x0f;
         q[j + QK / 2] = byte >> 4;
     }
-    (b.d.to_f32(), q)
+    q
+}
+
+/// Nibbles plus 16 where the element's bit of `qh` is set (Q5_0, Q5_1).
+fn five_bits(qs: &[u8; 16], qh: [u8; 4]) -> [u8; QK] {
+    let (mut q, h) = (nibbles(qs), u32::from_le_bytes(qh));
+    for (j, v) in q.iter_mut().enumerate() {
+        *v |= (((h >> j) & 1) as u8) << 4;
+    }
+    q
+}
+
+/// Q8_0 as unsigned bytes `w + 128` (for `vpdpbusd`).
+pub(in crate::quant) fn q8_0_unsigned(b: &BlockQ8_0) -> (f32, f32, [u8; QK]) {
+    (b.d.to_f32(), 0.0, b.qs.map(|v| (v as u8) ^ 0x80))
+}
+
+/// Q8_0's signed bytes as stored.
+pub(in crate::quant) fn q8_0_signed(b: &BlockQ8_0) -> (f32, f32, [u8; QK]) {
+    (b.d.to_f32(), 0.0, b.qs.map(|v| v as u8))
+}
+
+/// Q4_0's nibbles `q = w + 8` as bytes 0..=15.
+pub(in crate::quant) fn q4_0_unsigned(b: &BlockQ4_0) -> (f32, f32, [u8; QK]) {
+    (b.d.to_f32(), 0.0, nibbles(&b.qs))
+}
+
+/// Q4_1's values `u` (0..=15; the element is `d·u + m`).
+pub(in crate::quant) fn q4_1_unsigned(b: &BlockQ4_1) -> (f32, f32, [u8; QK]) {
+    (b.d.to_f32(), b.m.to_f32(), nibbles(&b.qs))
+}
+
+/// Q5_0's values as stored, `q = w + 16` (0..=31).
+pub(in crate::quant) fn q5_0_unsigned(b: &BlockQ5_0) -> (f32, f32, [u8; QK]) {
+    (b.d.to_f32(), 0.0, five_bits(&b.qs, b.qh))
+}
+
+/// Q5_1's values `u` (0..=31; the element is `d·u + m`).
+pub(in crate::quant) fn q5_1_unsigned(b: &BlockQ5_1) -> (f32, f32, [u8; QK]) {
+    (b.d.to_f32(), b.m.to_f32(), five_bits(&b.qs, b.qh))
+}
+
+/// IQ4_NL's table values offset to unsigned bytes `v + 128` (1..=241).
+pub(in crate::quant) fn iq4_nl_unsigned(b: &BlockIq4Nl) -> (f32, f32, [u8; QK]) {
+    let q = nibbles(&b.qs).map(|i| (i16::from(KVALUES[usize::from(i)]) + 128) as u8);
+    (b.d.to_f32(), 0.0, q)
+}
+
+/// IQ4_NL's signed table values (-127..=113).
+pub(in crate::quant) fn iq4_nl_signed(b: &BlockIq4Nl) -> (f32, f32, [u8; QK]) {
+    let q = nibbles(&b.qs).map(|i| KVALUES[usize::from(i)] as u8);
+    (b.d.to_f32(), 0.0, q)
 }
 
 /// Repacks `rows` rows of `nb` blocks into strip order: line `k` of a block
@@ -94,22 +148,25 @@ pub(in crate::quant) fn repack<W>(
     s.lines.resize(strips * nb * LINES, Line([0; 64]));
     s.dw.clear();
     s.dw.resize(strips * nb * STRIP, 0.0);
+    s.dm.clear();
+    s.dm.resize(strips * nb * STRIP, 0.0);
     for (r, row) in w[..rows * nb].chunks_exact(nb).enumerate() {
         let (strip, n) = (r / STRIP, r % STRIP);
         for (b, blk) in row.iter().enumerate() {
-            let (d, u) = unpack(blk);
+            let (d, m, u) = unpack(blk);
             let at = strip * nb + b;
             let lines = &mut s.lines[at * LINES..(at + 1) * LINES];
             for (line, quad) in lines.iter_mut().zip(u.chunks_exact(4)) {
                 line.0[4 * n..4 * n + 4].copy_from_slice(quad);
             }
             s.dw[at * STRIP + n] = d;
+            s.dm[at * STRIP + n] = m;
         }
     }
 }
 
-/// The activations' scales as f32 and their corrections `-off·Σa` (from the
-/// exact block sums), token-major.
+/// The activations' scales as f32, their corrections `-off·Σa` and the
+/// minimums' factors `d_a·Σa` (from the exact block sums), token-major.
 pub(in crate::quant) fn prepare_acts(a: &QuantActs<'_>, off: i32, s: &mut Scratch) {
     let n = a.n_tok * a.nb;
     assert!(
@@ -121,12 +178,19 @@ pub(in crate::quant) fn prepare_acts(a: &QuantActs<'_>, off: i32, s: &mut Scratc
     s.corr.clear();
     s.corr
         .extend(a.sums[..n].iter().map(|&v| -off * i32::from(v)));
+    s.dasa.clear();
+    s.dasa.extend(
+        s.da.iter()
+            .zip(&a.sums[..n])
+            .map(|(&d, &v)| d * f32::from(v)),
+    );
 }
 
-/// One strip's repacked blocks and scales.
+/// One strip's repacked blocks, scales and minimums.
 pub(in crate::quant) struct Strip<'s> {
     pub(in crate::quant) lines: &'s [Line],
     pub(in crate::quant) dw: &'s [f32],
+    pub(in crate::quant) dm: &'s [f32],
 }
 
 impl Scratch {
@@ -136,6 +200,7 @@ impl Scratch {
         Strip {
             lines: &self.lines[at * LINES..(at + nb) * LINES],
             dw: &self.dw[at * STRIP..(at + nb) * STRIP],
+            dm: &self.dm[at * STRIP..(at + nb) * STRIP],
         }
     }
 }
