@@ -119,15 +119,19 @@ pub(crate) struct KernelTable {
     pub(in crate::quant) gemv_q5_0: GemmFn<BlockQ5_0>,
     pub(in crate::quant) gemv_q5_1: GemmFn<BlockQ5_1>,
     pub(in crate::quant) gemv_iq4_nl: GemmFn<BlockIq4Nl>,
-    /// Products of the K-quants and IQ4_XS: one entry each serves decode
-    /// and prefill (every token's sums are the same whatever the number of
-    /// tokens in the call).
+    /// Products of the K-quants and IQ4_XS (prefill) and their decode twins.
     pub(in crate::quant) gemm_q2_k: GemmFn<BlockQ2K>,
     pub(in crate::quant) gemm_q3_k: GemmFn<BlockQ3K>,
     pub(in crate::quant) gemm_q4_k: GemmFn<BlockQ4K>,
     pub(in crate::quant) gemm_q5_k: GemmFn<BlockQ5K>,
     pub(in crate::quant) gemm_q6_k: GemmFn<BlockQ6K>,
     pub(in crate::quant) gemm_iq4_xs: GemmFn<BlockIq4Xs>,
+    pub(in crate::quant) gemv_q2_k: GemmFn<BlockQ2K>,
+    pub(in crate::quant) gemv_q3_k: GemmFn<BlockQ3K>,
+    pub(in crate::quant) gemv_q4_k: GemmFn<BlockQ4K>,
+    pub(in crate::quant) gemv_q5_k: GemmFn<BlockQ5K>,
+    pub(in crate::quant) gemv_q6_k: GemmFn<BlockQ6K>,
+    pub(in crate::quant) gemv_iq4_xs: GemmFn<BlockIq4Xs>,
     /// BF16 weights times f32 activations.
     pub(in crate::quant) gemm_bf16: FloatGemmFn<bf16>,
     /// F16 weights times f32 activations.
@@ -329,20 +333,6 @@ impl Gemm for BlockQ8_0 {
     }
 }
 
-/// The block types with one entry for decode and prefill.
-macro_rules! gemm_one_entry {
-    ($($blk:ty => $field:ident),* $(,)?) => {$(
-        impl Gemm for $blk {
-            fn entry(table: &KernelTable) -> GemmFn<Self> {
-                table.$field
-            }
-            fn gemv_entry(table: &KernelTable) -> GemmFn<Self> {
-                table.$field
-            }
-        }
-    )*};
-}
-
 /// The block types with a decode twin beside the prefill entry.
 macro_rules! gemm_two_entries {
     ($($blk:ty => $field:ident, $gemv:ident),* $(,)?) => {$(
@@ -362,15 +352,12 @@ gemm_two_entries!(
     BlockQ5_0 => gemm_q5_0, gemv_q5_0,
     BlockQ5_1 => gemm_q5_1, gemv_q5_1,
     BlockIq4Nl => gemm_iq4_nl, gemv_iq4_nl,
-);
-
-gemm_one_entry!(
-    BlockQ2K => gemm_q2_k,
-    BlockQ3K => gemm_q3_k,
-    BlockQ4K => gemm_q4_k,
-    BlockQ5K => gemm_q5_k,
-    BlockQ6K => gemm_q6_k,
-    BlockIq4Xs => gemm_iq4_xs,
+    BlockQ2K => gemm_q2_k, gemv_q2_k,
+    BlockQ3K => gemm_q3_k, gemv_q3_k,
+    BlockQ4K => gemm_q4_k, gemv_q4_k,
+    BlockQ5K => gemm_q5_k, gemv_q5_k,
+    BlockQ6K => gemm_q6_k, gemv_q6_k,
+    BlockIq4Xs => gemm_iq4_xs, gemv_iq4_xs,
 );
 
 impl Gemm for BlockQ4_0 {

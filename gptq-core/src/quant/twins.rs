@@ -86,8 +86,8 @@ where
     }
 }
 
-/// The 32-value types' AVX2 and AVX-512 strips sum in the same order: the
-/// same bits.
+/// The AVX2 and AVX-512 strips sum every type in the same order: the same
+/// bits.
 #[test]
 fn strips_agree_across_paths() {
     let (Some(x), Some(y)) = (harness::table("avx2"), harness::table("avx512")) else {
@@ -98,6 +98,12 @@ fn strips_agree_across_paths() {
     harness::check_same_prefill_bits::<BlockQ5_0>(x, y);
     harness::check_same_prefill_bits::<BlockQ5_1>(x, y);
     harness::check_same_prefill_bits::<BlockIq4Nl>(x, y);
+    harness::check_same_prefill_bits::<BlockQ2K>(x, y);
+    harness::check_same_prefill_bits::<BlockQ3K>(x, y);
+    harness::check_same_prefill_bits::<BlockQ4K>(x, y);
+    harness::check_same_prefill_bits::<BlockQ5K>(x, y);
+    harness::check_same_prefill_bits::<BlockQ6K>(x, y);
+    harness::check_same_prefill_bits::<BlockIq4Xs>(x, y);
 }
 
 fn decode_alone_equals_batched<W: Gemm + Gen>(t: VerifiedTable, seed: u64)

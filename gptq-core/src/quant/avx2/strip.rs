@@ -28,10 +28,14 @@
 use std::arch::x86_64::*;
 
 use super::super::tile::{OutTile, QuantActs};
-use super::super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use super::super::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
+};
 use super::super::x86::strips::{
-    LINES, STRIP, Strip, Unpack, iq4_nl_signed, prepare_acts, q4_0_unsigned, q4_1_unsigned,
-    q5_0_unsigned, q5_1_unsigned, q8_0_signed, repack, with_scratch,
+    STRIP, Strip, SubActs, Unpack, iq4_nl_signed, iq4_xs_signed, prepare_acts, q2_k_unsigned,
+    q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned,
+    q5_k_unsigned, q6_k_unsigned, q8_0_signed, repack, with_scratch,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -49,44 +53,56 @@ const TG_Q4: usize = 4;
 /// accumulators spilled to the stack.
 const TG_Q8: usize = 2;
 
-/// The call's activations: blocks, their f32 scales and offset corrections,
-/// token-major.
-struct Acts<'a> {
-    blocks: &'a [BlockQ8_0],
+/// The call's activations and, per sub-block (token-major), their scales,
+/// offset corrections and minimum factors.
+struct Acts<'a, A> {
+    a: &'a QuantActs<'a, A>,
     da: &'a [f32],
     corr: &'a [i32],
     dasa: &'a [f32],
-    nb: usize,
+    nsub: usize,
 }
 
-/// The products in strips of one weight type: `SIGNED` (Q8_0, IQ4_NL: signed
+/// The products in strips of one weight type (`S` sub-blocks of `V` values
+/// per block, `L = V / 4` lines each): `SIGNED` (Q8_0, IQ4_NL, IQ4_XS: signed
 /// bytes, the sign trick) or unsigned bytes whose `maddubs` pairs are summed
-/// `GROUP` lines at a time in i16 (8 for 4-bit values, 4 for 5-bit ones:
-/// at most 8·2·15·128 = 30720 and 4·2·31·128 = 31744), and `MIN`: weights
-/// `d·u + m`, each block adding `m·d_a·Σa` with one more FMA.
+/// `GROUP` lines at a time in i16 (at most `GROUP·2·u_max·128` < 2¹⁵: 8 lines
+/// of 4-bit values, 4 of 5-bit, 2 of 6-bit), and `MIN`: each sub-block adds
+/// its weight term times `d_a·Σa` with one more FMA.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_strips<W, const SIGNED: bool, const GROUP: usize, const MIN: bool>(
+fn gemm_strips<
+    W,
+    A: SubActs,
+    const V: usize,
+    const S: usize,
+    const L: usize,
+    const SIGNED: bool,
+    const GROUP: usize,
+    const MIN: bool,
+>(
     w: &[W],
     off: i32,
-    unpack: Unpack<W>,
-    a: &QuantActs<'_>,
+    unpack: Unpack<W, V, S>,
+    a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
 ) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
+    assert!(L * 4 == V && V * S == A::VALUES);
+    let nsub = nb * S;
     with_scratch(|s| {
         repack(w, rows, nb, unpack, s);
-        prepare_acts(a, off, s);
+        prepare_acts(a, V, off, s);
         let acts = Acts {
-            blocks: &a.blocks[..n_tok * nb],
+            a,
             da: &s.da,
             corr: &s.corr,
             dasa: &s.dasa,
-            nb,
+            nsub,
         };
         let mut res = [0.0f32; HALF];
         for strip in 0..rows.div_ceil(STRIP) {
-            let st = s.strip(strip, nb);
+            let st = s.strip(strip, nsub, L);
             for h in 0..STRIP / HALF {
                 let r0 = strip * STRIP + h * HALF;
                 if r0 >= rows {
@@ -97,14 +113,14 @@ fn gemm_strips<W, const SIGNED: bool, const GROUP: usize, const MIN: bool>(
                 while t < n_tok {
                     let mut sums = [_mm256_setzero_ps(); TG_Q4];
                     let n = if SIGNED && t + TG_Q8 <= n_tok {
-                        let v = half_tokens::<TG_Q8, SIGNED, GROUP, MIN>(&st, h, &acts, t);
+                        let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                         sums[..TG_Q8].copy_from_slice(&v);
                         TG_Q8
                     } else if !SIGNED && t + TG_Q4 <= n_tok {
-                        sums = half_tokens::<TG_Q4, SIGNED, GROUP, MIN>(&st, h, &acts, t);
+                        sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                         TG_Q4
                     } else {
-                        [sums[0]] = half_tokens::<1, SIGNED, GROUP, MIN>(&st, h, &acts, t);
+                        [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                         1
                     };
                     for (j, v) in sums.iter().take(n).enumerate() {
@@ -119,52 +135,62 @@ fn gemm_strips<W, const SIGNED: bool, const GROUP: usize, const MIN: bool>(
     })
 }
 
-/// Tokens `t..t + T` times half `h` of one strip over every block: register
-/// `j` holds token `t + j`'s eight row sums.
+/// Tokens `t..t + T` times half `h` of one strip over every sub-block:
+/// register `j` holds token `t + j`'s eight row sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn half_tokens<const T: usize, const SIGNED: bool, const GROUP: usize, const MIN: bool>(
+fn half_tokens<
+    A: SubActs,
+    const T: usize,
+    const L: usize,
+    const SIGNED: bool,
+    const GROUP: usize,
+    const MIN: bool,
+>(
     st: &Strip<'_>,
     h: usize,
-    a: &Acts<'_>,
+    a: &Acts<'_, A>,
     t: usize,
 ) -> [__m256; T] {
-    let nb = a.nb;
-    assert!(st.lines.len() == nb * LINES && st.dw.len() == nb * STRIP && h < 2);
-    assert!(st.dm.len() == nb * STRIP && LINES.is_multiple_of(GROUP));
-    let (blocks, da, corr, dasa) = (
-        &a.blocks[t * nb..(t + T) * nb],
-        &a.da[t * nb..(t + T) * nb],
-        &a.corr[t * nb..(t + T) * nb],
-        &a.dasa[t * nb..(t + T) * nb],
+    let nsub = a.nsub;
+    assert!(st.lines.len() == nsub * L && st.dw.len() == nsub * STRIP && h < 2);
+    assert!(
+        st.dm.len() == nsub * STRIP && L.is_multiple_of(GROUP) && A::VALUES.is_multiple_of(L * 4)
     );
+    let (da, corr, dasa) = (
+        &a.da[t * nsub..(t + T) * nsub],
+        &a.corr[t * nsub..(t + T) * nsub],
+        &a.dasa[t * nsub..(t + T) * nsub],
+    );
+    let rows: [(&[A], &[i16]); T] = std::array::from_fn(|j| (a.a.row(t + j), a.a.row_sums(t + j)));
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
-    for b in 0..nb {
-        let lines = &st.lines[b * LINES..(b + 1) * LINES];
-        let mut wl = [_mm256_setzero_si256(); LINES];
+    for q in 0..nsub {
+        let lines = &st.lines[q * L..(q + 1) * L];
+        let mut wl = [_mm256_setzero_si256(); L];
         for (v, line) in wl.iter_mut().zip(lines) {
             // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
             // (h < 2), so 32 readable bytes aligned to 32.
             let x = unsafe { _mm256_load_si256(line.0.as_ptr().add(HALF * 4 * h).cast()) };
             *v = if SIGNED { _mm256_sign_epi8(x, x) } else { x };
         }
-        // SAFETY: `dw` and `dm` hold 16 floats for block `b` (asserted
+        // SAFETY: `dw` and `dm` hold 16 floats for sub-block `q` (asserted
         // above); the half's eight start at 8h; the loads are unaligned.
         let (wd, wm) = unsafe {
             (
-                _mm256_loadu_ps(st.dw.as_ptr().add(b * STRIP + HALF * h)),
-                _mm256_loadu_ps(st.dm.as_ptr().add(b * STRIP + HALF * h)),
+                _mm256_loadu_ps(st.dw.as_ptr().add(q * STRIP + HALF * h)),
+                _mm256_loadu_ps(st.dm.as_ptr().add(q * STRIP + HALF * h)),
             )
         };
         for (j, acc) in acc.iter_mut().enumerate() {
-            let i = j * nb + b;
-            let q = blocks[i].qs.as_ptr();
-            // SAFETY: `qs` is 32 readable bytes, so bytes 4k..4k + 4 are
-            // (k < 8); the reads are unaligned.
-            let quad = |k: usize| unsafe { q.add(4 * k).cast::<i32>().read_unaligned() };
+            let i = j * nsub + q;
+            let (qs, _, _) = A::sub(rows[j].0, rows[j].1, 4 * L, q);
+            let qs = &qs[..4 * L];
+            // SAFETY: `qs` holds 4L readable bytes, so bytes 4k..4k + 4 are
+            // (k < L); the reads are unaligned.
+            let quad = |k: usize| unsafe { qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned() };
             let isum = if SIGNED {
-                let mut s32 = _mm256_setzero_si256();
+                let mut s32 = _mm256_set1_epi32(corr[i]);
                 for (k, (wa, line)) in wl.iter().zip(lines).enumerate() {
                     // SAFETY: as for the loads above.
                     let ws = unsafe { _mm256_load_si256(line.0.as_ptr().add(HALF * 4 * h).cast()) };
@@ -175,7 +201,7 @@ fn half_tokens<const T: usize, const SIGNED: bool, const GROUP: usize, const MIN
                 s32
             } else {
                 let mut s32 = _mm256_set1_epi32(corr[i]);
-                for g in (0..LINES).step_by(GROUP) {
+                for g in (0..L).step_by(GROUP) {
                     let mut s16 = _mm256_setzero_si256();
                     for (k, wu) in wl.iter().enumerate().skip(g).take(GROUP) {
                         let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(k)));
@@ -196,29 +222,162 @@ fn half_tokens<const T: usize, const SIGNED: bool, const GROUP: usize, const MIN
 }
 
 macro_rules! strip_entry {
-    ($name:ident, $blk:ty, $signed:expr, $group:expr, $min:expr, $off:expr, $unpack:ident) => {
+    (
+        $name:ident, $blk:ty, $act:ty, $v:expr, $s:expr, $signed:expr, $group:expr, $min:expr,
+        $off:expr, $unpack:ident
+    ) => {
         #[doc = concat!(
-            "", stringify!($blk), " weights times Q8_0 activations in strips (prefill of at ",
-            "least [`MIN_TOKENS`] tokens)."
-        )]
+                            "", stringify!($blk), " weights times ", stringify!($act),
+                            " activations in strips (prefill of at least [`MIN_TOKENS`] tokens)."
+                        )]
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            gemm_strips::<_, $signed, $group, $min>(w, $off, $unpack, a, out)
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_, $act>, out: &mut OutTile<'_>) {
+            gemm_strips::<_, _, $v, $s, { $v / 4 }, $signed, $group, $min>(w, $off, $unpack, a, out)
         }
     };
 }
 
-strip_entry!(gemm_q8_0, BlockQ8_0, true, LINES, false, 0, q8_0_signed);
-strip_entry!(gemm_q4_0, BlockQ4_0, false, 8, false, 8, q4_0_unsigned);
-strip_entry!(gemm_q4_1, BlockQ4_1, false, 8, true, 0, q4_1_unsigned);
-strip_entry!(gemm_q5_0, BlockQ5_0, false, 4, false, 16, q5_0_unsigned);
-strip_entry!(gemm_q5_1, BlockQ5_1, false, 4, true, 0, q5_1_unsigned);
+strip_entry!(
+    gemm_q8_0,
+    BlockQ8_0,
+    BlockQ8_0,
+    32,
+    1,
+    true,
+    8,
+    false,
+    0,
+    q8_0_signed
+);
+strip_entry!(
+    gemm_q4_0,
+    BlockQ4_0,
+    BlockQ8_0,
+    32,
+    1,
+    false,
+    8,
+    false,
+    8,
+    q4_0_unsigned
+);
+strip_entry!(
+    gemm_q4_1,
+    BlockQ4_1,
+    BlockQ8_0,
+    32,
+    1,
+    false,
+    8,
+    true,
+    0,
+    q4_1_unsigned
+);
+strip_entry!(
+    gemm_q5_0,
+    BlockQ5_0,
+    BlockQ8_0,
+    32,
+    1,
+    false,
+    4,
+    false,
+    16,
+    q5_0_unsigned
+);
+strip_entry!(
+    gemm_q5_1,
+    BlockQ5_1,
+    BlockQ8_0,
+    32,
+    1,
+    false,
+    4,
+    true,
+    0,
+    q5_1_unsigned
+);
 strip_entry!(
     gemm_iq4_nl,
     BlockIq4Nl,
+    BlockQ8_0,
+    32,
+    1,
     true,
-    LINES,
+    8,
     false,
     0,
     iq4_nl_signed
+);
+strip_entry!(
+    gemm_q2_k,
+    BlockQ2K,
+    BlockQ8K,
+    16,
+    16,
+    false,
+    4,
+    true,
+    0,
+    q2_k_unsigned
+);
+strip_entry!(
+    gemm_q3_k,
+    BlockQ3K,
+    BlockQ8K,
+    16,
+    16,
+    false,
+    4,
+    false,
+    4,
+    q3_k_unsigned
+);
+strip_entry!(
+    gemm_q4_k,
+    BlockQ4K,
+    BlockQ8K,
+    32,
+    8,
+    false,
+    8,
+    true,
+    0,
+    q4_k_unsigned
+);
+strip_entry!(
+    gemm_q5_k,
+    BlockQ5K,
+    BlockQ8K,
+    32,
+    8,
+    false,
+    4,
+    true,
+    0,
+    q5_k_unsigned
+);
+strip_entry!(
+    gemm_q6_k,
+    BlockQ6K,
+    BlockQ8K,
+    16,
+    16,
+    false,
+    2,
+    false,
+    32,
+    q6_k_unsigned
+);
+strip_entry!(
+    gemm_iq4_xs,
+    BlockIq4Xs,
+    BlockQ8K,
+    32,
+    8,
+    true,
+    4,
+    false,
+    0,
+    iq4_xs_signed
 );

@@ -27,10 +27,14 @@
 use std::arch::x86_64::*;
 
 use super::super::tile::{OutTile, QuantActs};
-use super::super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use super::super::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
+};
 use super::super::x86::strips::{
-    LINES, STRIP, Strip, Unpack, iq4_nl_unsigned, prepare_acts, q4_0_unsigned, q4_1_unsigned,
-    q5_0_unsigned, q5_1_unsigned, q8_0_unsigned, repack, with_scratch,
+    STRIP, Strip, SubActs, Unpack, iq4_nl_unsigned, iq4_xs_unsigned, prepare_acts, q2_k_unsigned,
+    q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned,
+    q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, repack, with_scratch,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -39,38 +43,42 @@ pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
 /// the block's eight lines and its scales fit the 32 registers.
 const TG: usize = 8;
 
-/// `y[t][r] = Σ_b d_w[r][b]·d_a[t][b]·Σ_k w[r][b][k]·a[t][b][k]` with the
-/// rows in the lanes.
+/// `y[t][r] = Σ_q d_w[r][q]·d_a[t][q]·Σ_k w[r][q][k]·a[t][q][k]` over the
+/// sub-blocks `q` (`S` of `V` values per block, `L = V / 4` lines each) with
+/// the rows in the lanes; `MIN`: each sub-block adds its weight term times
+/// `d_a·Σa` (Q4_1, Q5_1, the K-quants with minimums).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn gemm_strips<W, const MIN: bool>(
+fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, const MIN: bool>(
     w: &[W],
     off: i32,
-    unpack: Unpack<W>,
-    a: &QuantActs<'_>,
+    unpack: Unpack<W, V, S>,
+    a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
 ) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
+    assert!(L * 4 == V && V * S == A::VALUES);
+    let nsub = nb * S;
     with_scratch(|s| {
         repack(w, rows, nb, unpack, s);
-        prepare_acts(a, off, s);
+        prepare_acts(a, V, off, s);
         let acts = Acts {
-            blocks: &a.blocks[..n_tok * nb],
+            a,
             da: &s.da,
             corr: &s.corr,
             dasa: &s.dasa,
-            nb,
+            nsub,
         };
         let mut res = [0.0f32; STRIP];
         for strip in 0..rows.div_ceil(STRIP) {
-            let st = s.strip(strip, nb);
+            let st = s.strip(strip, nsub, L);
             let (r0, nr) = (strip * STRIP, STRIP.min(rows - strip * STRIP));
             let mut t = 0;
             while t < n_tok {
                 let (sums, n) = if t + TG <= n_tok {
-                    (strip_tokens::<TG, MIN>(&st, &acts, t), TG)
+                    (strip_tokens::<A, TG, L, MIN>(&st, &acts, t), TG)
                 } else {
-                    let [v] = strip_tokens::<1, MIN>(&st, &acts, t);
+                    let [v] = strip_tokens::<A, 1, L, MIN>(&st, &acts, t);
                     let mut one = [_mm512_setzero_ps(); TG];
                     one[0] = v;
                     (one, 1)
@@ -86,58 +94,58 @@ fn gemm_strips<W, const MIN: bool>(
     })
 }
 
-/// The call's activations: blocks, their scales and offset corrections,
-/// token-major.
-struct Acts<'a> {
-    blocks: &'a [BlockQ8_0],
+/// The call's activations and, per sub-block (token-major), their scales,
+/// offset corrections and minimum factors.
+struct Acts<'a, A> {
+    a: &'a QuantActs<'a, A>,
     da: &'a [f32],
     corr: &'a [i32],
     dasa: &'a [f32],
-    nb: usize,
+    nsub: usize,
 }
 
-/// Tokens `t..t + T` times one strip over every block: register `j` holds
-/// token `t + j`'s sixteen row sums. `MIN`: the weights are `d·u + m` (Q4_1,
-/// Q5_1), and each block adds `m·d_a·Σa` with one more FMA.
+/// Tokens `t..t + T` times one strip over every sub-block (`L` lines each):
+/// register `j` holds token `t + j`'s sixteen row sums.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn strip_tokens<const T: usize, const MIN: bool>(
+fn strip_tokens<A: SubActs, const T: usize, const L: usize, const MIN: bool>(
     st: &Strip<'_>,
-    a: &Acts<'_>,
+    a: &Acts<'_, A>,
     t: usize,
 ) -> [__m512; T] {
-    let nb = a.nb;
-    assert!(st.lines.len() == nb * LINES && st.dw.len() == nb * STRIP);
-    assert!(st.dm.len() == nb * STRIP);
-    let (blocks, da, corr, dasa) = (
-        &a.blocks[t * nb..(t + T) * nb],
-        &a.da[t * nb..(t + T) * nb],
-        &a.corr[t * nb..(t + T) * nb],
-        &a.dasa[t * nb..(t + T) * nb],
+    let nsub = a.nsub;
+    assert!(st.lines.len() == nsub * L && st.dw.len() == nsub * STRIP);
+    assert!(st.dm.len() == nsub * STRIP && A::VALUES.is_multiple_of(L * 4));
+    let (da, corr, dasa) = (
+        &a.da[t * nsub..(t + T) * nsub],
+        &a.corr[t * nsub..(t + T) * nsub],
+        &a.dasa[t * nsub..(t + T) * nsub],
     );
+    let rows: [(&[A], &[i16]); T] = std::array::from_fn(|j| (a.a.row(t + j), a.a.row_sums(t + j)));
     let mut acc = [_mm512_setzero_ps(); T];
-    for b in 0..nb {
-        let lines = &st.lines[b * LINES..(b + 1) * LINES];
-        let mut wl = [_mm512_setzero_si512(); LINES];
+    for q in 0..nsub {
+        let lines = &st.lines[q * L..(q + 1) * L];
+        let mut wl = [_mm512_setzero_si512(); L];
         for (v, line) in wl.iter_mut().zip(lines) {
             // SAFETY: a line is 64 readable bytes, aligned to 64.
             *v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
         }
-        // SAFETY: `dw` and `dm` hold 16 floats for block `b` (asserted above).
+        // SAFETY: `dw` and `dm` hold 16 floats for sub-block `q` (asserted above).
         let (wd, wm) = unsafe {
             (
-                _mm512_loadu_ps(st.dw.as_ptr().add(b * STRIP)),
-                _mm512_loadu_ps(st.dm.as_ptr().add(b * STRIP)),
+                _mm512_loadu_ps(st.dw.as_ptr().add(q * STRIP)),
+                _mm512_loadu_ps(st.dm.as_ptr().add(q * STRIP)),
             )
         };
         for (j, acc) in acc.iter_mut().enumerate() {
-            let i = j * nb + b;
-            let q = blocks[i].qs.as_ptr();
+            let i = j * nsub + q;
+            let (qs, _, _) = A::sub(rows[j].0, rows[j].1, 4 * L, q);
+            let qs = &qs[..4 * L];
             let mut d = _mm512_set1_epi32(corr[i]);
             for (k, l) in wl.iter().enumerate() {
-                // SAFETY: `qs` is 32 readable bytes, so bytes 4k..4k + 4 are
-                // (k < 8); the read is unaligned.
-                let quad = unsafe { q.add(4 * k).cast::<i32>().read_unaligned() };
+                // SAFETY: `qs` holds 4L readable bytes, so bytes 4k..4k + 4
+                // are (k < L); the read is unaligned.
+                let quad = unsafe { qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned() };
                 d = _mm512_dpbusd_epi32(d, *l, _mm512_set1_epi32(quad));
             }
             let scale = _mm512_mul_ps(wd, _mm512_set1_ps(da[i]));
@@ -151,21 +159,117 @@ fn strip_tokens<const T: usize, const MIN: bool>(
 }
 
 macro_rules! strip_entry {
-    ($name:ident, $blk:ty, $off:expr, $unpack:ident, $min:expr) => {
+    ($name:ident, $blk:ty, $act:ty, $v:expr, $s:expr, $off:expr, $unpack:ident, $min:expr) => {
         #[doc = concat!(
-            "", stringify!($blk), " weights times Q8_0 activations in strips (prefill of at ",
-            "least [`MIN_TOKENS`] tokens)."
-        )]
+                            "", stringify!($blk), " weights times ", stringify!($act),
+                            " activations in strips (prefill of at least [`MIN_TOKENS`] tokens)."
+                        )]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            gemm_strips::<_, $min>(w, $off, $unpack, a, out)
+        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_, $act>, out: &mut OutTile<'_>) {
+            gemm_strips::<_, _, $v, $s, { $v / 4 }, $min>(w, $off, $unpack, a, out)
         }
     };
 }
 
-strip_entry!(gemm_q8_0, BlockQ8_0, 128, q8_0_unsigned, false);
-strip_entry!(gemm_q4_0, BlockQ4_0, 8, q4_0_unsigned, false);
-strip_entry!(gemm_q4_1, BlockQ4_1, 0, q4_1_unsigned, true);
-strip_entry!(gemm_q5_0, BlockQ5_0, 16, q5_0_unsigned, false);
-strip_entry!(gemm_q5_1, BlockQ5_1, 0, q5_1_unsigned, true);
-strip_entry!(gemm_iq4_nl, BlockIq4Nl, 128, iq4_nl_unsigned, false);
+strip_entry!(
+    gemm_q8_0,
+    BlockQ8_0,
+    BlockQ8_0,
+    32,
+    1,
+    128,
+    q8_0_unsigned,
+    false
+);
+strip_entry!(
+    gemm_q4_0,
+    BlockQ4_0,
+    BlockQ8_0,
+    32,
+    1,
+    8,
+    q4_0_unsigned,
+    false
+);
+strip_entry!(
+    gemm_q4_1,
+    BlockQ4_1,
+    BlockQ8_0,
+    32,
+    1,
+    0,
+    q4_1_unsigned,
+    true
+);
+strip_entry!(
+    gemm_q5_0,
+    BlockQ5_0,
+    BlockQ8_0,
+    32,
+    1,
+    16,
+    q5_0_unsigned,
+    false
+);
+strip_entry!(
+    gemm_q5_1,
+    BlockQ5_1,
+    BlockQ8_0,
+    32,
+    1,
+    0,
+    q5_1_unsigned,
+    true
+);
+strip_entry!(
+    gemm_iq4_nl,
+    BlockIq4Nl,
+    BlockQ8_0,
+    32,
+    1,
+    128,
+    iq4_nl_unsigned,
+    false
+);
+strip_entry!(
+    gemm_q2_k,
+    BlockQ2K,
+    BlockQ8K,
+    16,
+    16,
+    0,
+    q2_k_unsigned,
+    true
+);
+strip_entry!(
+    gemm_q3_k,
+    BlockQ3K,
+    BlockQ8K,
+    16,
+    16,
+    4,
+    q3_k_unsigned,
+    false
+);
+strip_entry!(gemm_q4_k, BlockQ4K, BlockQ8K, 32, 8, 0, q4_k_unsigned, true);
+strip_entry!(gemm_q5_k, BlockQ5K, BlockQ8K, 32, 8, 0, q5_k_unsigned, true);
+strip_entry!(
+    gemm_q6_k,
+    BlockQ6K,
+    BlockQ8K,
+    16,
+    16,
+    32,
+    q6_k_unsigned,
+    false
+);
+strip_entry!(
+    gemm_iq4_xs,
+    BlockIq4Xs,
+    BlockQ8K,
+    32,
+    8,
+    128,
+    iq4_xs_unsigned,
+    false
+);

@@ -12,13 +12,14 @@ use std::cell::Cell;
 
 use crate::quant::tile::QuantActs;
 use crate::quant::types::iq4_nl::KVALUES;
-use crate::quant::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
+use crate::quant::types::q4_k::scale_min;
+use crate::quant::types::{
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QK_K,
+};
 
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
-
-/// Lines (four values of each of the strip's rows) per block.
-pub(in crate::quant) const LINES: usize = QK / 4;
 
 /// Products of fewer tokens go through the register tiles: the repack would
 /// cost more than it saves.
@@ -33,14 +34,15 @@ pub(in crate::quant) struct Line(pub(in crate::quant) [u8; 64]);
 /// so that once grown to the largest product a call allocates nothing.
 #[derive(Default)]
 pub(in crate::quant) struct Scratch {
-    /// `strips × nb × LINES` lines: block `b` of strip `s` at `(s·nb + b)·LINES`.
+    /// `strips × nsub × lps` lines (`nsub` sub-blocks of `lps` lines per row):
+    /// sub-block `q` of strip `s` at `(s·nsub + q)·lps`.
     pub(in crate::quant) lines: Vec<Line>,
-    /// Weight scales, `strips × nb × 16`, in the lines' order (zero for the
+    /// Weight scales, `strips × nsub × 16`, in the lines' order (zero for the
     /// padding rows of a last partial strip).
     pub(in crate::quant) dw: Vec<f32>,
     /// Weight minimums in the same order (Q4_1, Q5_1; zero for the others).
     pub(in crate::quant) dm: Vec<f32>,
-    /// The activations' scales as f32, token-major (`n_tok × nb`).
+    /// The activations' sub-block scales as f32, token-major.
     pub(in crate::quant) da: Vec<f32>,
     /// The activations' offset corrections `-off·Σa`, token-major.
     pub(in crate::quant) corr: Vec<i32>,
@@ -69,9 +71,12 @@ pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R 
     r
 }
 
-/// A block's scale, minimum (zero for the types without one) and 32 values
-/// as the kernel wants their bytes.
-pub(in crate::quant) type Unpack<W> = fn(&W) -> (f32, f32, [u8; QK]);
+/// A block as `S` sub-blocks of `V` values (32-value types: one of 32;
+/// K-quants: sixteen of 16), each its scale, its minimum (the float term
+/// `scale·u − min`; zero for the types without one) and its values as the
+/// kernel wants their bytes.
+pub(in crate::quant) type Unpack<W, const V: usize, const S: usize> =
+    fn(&W) -> [(f32, f32, [u8; V]); S];
 
 /// 16 packed bytes as 32 nibbles in element order.
 fn nibbles(qs: &[u8; 16]) -> [u8; QK] {
@@ -93,97 +98,239 @@ fn five_bits(qs: &[u8; 16], qh: [u8; 4]) -> [u8; QK] {
 }
 
 /// Q8_0 as unsigned bytes `w + 128` (for `vpdpbusd`).
-pub(in crate::quant) fn q8_0_unsigned(b: &BlockQ8_0) -> (f32, f32, [u8; QK]) {
-    (b.d.to_f32(), 0.0, b.qs.map(|v| (v as u8) ^ 0x80))
+pub(in crate::quant) fn q8_0_unsigned(b: &BlockQ8_0) -> [(f32, f32, [u8; QK]); 1] {
+    [(b.d.to_f32(), 0.0, b.qs.map(|v| (v as u8) ^ 0x80))]
 }
 
 /// Q8_0's signed bytes as stored.
-pub(in crate::quant) fn q8_0_signed(b: &BlockQ8_0) -> (f32, f32, [u8; QK]) {
-    (b.d.to_f32(), 0.0, b.qs.map(|v| v as u8))
+pub(in crate::quant) fn q8_0_signed(b: &BlockQ8_0) -> [(f32, f32, [u8; QK]); 1] {
+    [(b.d.to_f32(), 0.0, b.qs.map(|v| v as u8))]
 }
 
 /// Q4_0's nibbles `q = w + 8` as bytes 0..=15.
-pub(in crate::quant) fn q4_0_unsigned(b: &BlockQ4_0) -> (f32, f32, [u8; QK]) {
-    (b.d.to_f32(), 0.0, nibbles(&b.qs))
+pub(in crate::quant) fn q4_0_unsigned(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1] {
+    [(b.d.to_f32(), 0.0, nibbles(&b.qs))]
 }
 
 /// Q4_1's values `u` (0..=15; the element is `d·u + m`).
-pub(in crate::quant) fn q4_1_unsigned(b: &BlockQ4_1) -> (f32, f32, [u8; QK]) {
-    (b.d.to_f32(), b.m.to_f32(), nibbles(&b.qs))
+pub(in crate::quant) fn q4_1_unsigned(b: &BlockQ4_1) -> [(f32, f32, [u8; QK]); 1] {
+    [(b.d.to_f32(), b.m.to_f32(), nibbles(&b.qs))]
 }
 
 /// Q5_0's values as stored, `q = w + 16` (0..=31).
-pub(in crate::quant) fn q5_0_unsigned(b: &BlockQ5_0) -> (f32, f32, [u8; QK]) {
-    (b.d.to_f32(), 0.0, five_bits(&b.qs, b.qh))
+pub(in crate::quant) fn q5_0_unsigned(b: &BlockQ5_0) -> [(f32, f32, [u8; QK]); 1] {
+    [(b.d.to_f32(), 0.0, five_bits(&b.qs, b.qh))]
 }
 
 /// Q5_1's values `u` (0..=31; the element is `d·u + m`).
-pub(in crate::quant) fn q5_1_unsigned(b: &BlockQ5_1) -> (f32, f32, [u8; QK]) {
-    (b.d.to_f32(), b.m.to_f32(), five_bits(&b.qs, b.qh))
+pub(in crate::quant) fn q5_1_unsigned(b: &BlockQ5_1) -> [(f32, f32, [u8; QK]); 1] {
+    [(b.d.to_f32(), b.m.to_f32(), five_bits(&b.qs, b.qh))]
 }
 
 /// IQ4_NL's table values offset to unsigned bytes `v + 128` (1..=241).
-pub(in crate::quant) fn iq4_nl_unsigned(b: &BlockIq4Nl) -> (f32, f32, [u8; QK]) {
+pub(in crate::quant) fn iq4_nl_unsigned(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK]); 1] {
     let q = nibbles(&b.qs).map(|i| (i16::from(KVALUES[usize::from(i)]) + 128) as u8);
-    (b.d.to_f32(), 0.0, q)
+    [(b.d.to_f32(), 0.0, q)]
 }
 
 /// IQ4_NL's signed table values (-127..=113).
-pub(in crate::quant) fn iq4_nl_signed(b: &BlockIq4Nl) -> (f32, f32, [u8; QK]) {
+pub(in crate::quant) fn iq4_nl_signed(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK]); 1] {
     let q = nibbles(&b.qs).map(|i| KVALUES[usize::from(i)] as u8);
-    (b.d.to_f32(), 0.0, q)
+    [(b.d.to_f32(), 0.0, q)]
 }
 
-/// Repacks `rows` rows of `nb` blocks into strip order: line `k` of a block
-/// holds values `4k..4k + 4` of each of its strip's 16 rows.
-pub(in crate::quant) fn repack<W>(
+/// A K-quant block as sixteen sub-blocks of 16: the sub-block's `(scale,
+/// additive term, values)` from `f(j)` for each `j`.
+fn k_subs(f: impl Fn(usize) -> (f32, f32, [u8; 16])) -> [(f32, f32, [u8; 16]); 16] {
+    std::array::from_fn(f)
+}
+
+/// Q4_K: `d·sc·u − dmin·m` per 32 values (eight sub-blocks), `u` 0..=15
+/// (no offset).
+pub(in crate::quant) fn q4_k_unsigned(b: &BlockQ4K) -> [(f32, f32, [u8; 32]); 8] {
+    let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+    std::array::from_fn(|j| {
+        let (sc, m) = scale_min(j, &b.scales);
+        let u = std::array::from_fn(|l| b.q(32 * j + l));
+        (d * f32::from(sc), -(dmin * f32::from(m)), u)
+    })
+}
+
+/// Q5_K: as Q4_K with `u` 0..=31.
+pub(in crate::quant) fn q5_k_unsigned(b: &BlockQ5K) -> [(f32, f32, [u8; 32]); 8] {
+    let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+    std::array::from_fn(|j| {
+        let (sc, m) = scale_min(j, &b.scales);
+        let u = std::array::from_fn(|l| b.q(32 * j + l));
+        (d * f32::from(sc), -(dmin * f32::from(m)), u)
+    })
+}
+
+/// Q6_K: `d·sc·(u − 32)` per 16 values, stored `u = q + 32` (0..=63; offset 32).
+pub(in crate::quant) fn q6_k_unsigned(b: &BlockQ6K) -> [(f32, f32, [u8; 16]); 16] {
+    let d = b.d.to_f32();
+    k_subs(|j| {
+        let u = std::array::from_fn(|l| (b.q(16 * j + l) + 32) as u8);
+        (d * f32::from(b.scales[j]), 0.0, u)
+    })
+}
+
+/// Q3_K: `d·sc·(u − 4)` per 16 values, `u = q + 4` (0..=7; offset 4).
+pub(in crate::quant) fn q3_k_unsigned(b: &BlockQ3K) -> [(f32, f32, [u8; 16]); 16] {
+    let (d, sc) = (b.d.to_f32(), b.scales());
+    k_subs(|j| {
+        let u = std::array::from_fn(|l| (b.q(16 * j + l) + 4) as u8);
+        (d * f32::from(sc[j]), 0.0, u)
+    })
+}
+
+/// Q2_K: `d·sc·u − dmin·m` per 16 values, `u` 0..=3.
+pub(in crate::quant) fn q2_k_unsigned(b: &BlockQ2K) -> [(f32, f32, [u8; 16]); 16] {
+    let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
+    k_subs(|j| {
+        let (sc, m) = (b.scales[j] & 0x0f, b.scales[j] >> 4);
+        let u = std::array::from_fn(|l| b.q(16 * j + l));
+        (d * f32::from(sc), -(dmin * f32::from(m)), u)
+    })
+}
+
+/// IQ4_XS: `d·ls·v` per 32 values (eight sub-blocks) with table values
+/// `v`, stored `v + 128` (offset 128).
+pub(in crate::quant) fn iq4_xs_unsigned(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 8] {
+    let d = b.d.to_f32();
+    std::array::from_fn(|j| {
+        let u =
+            std::array::from_fn(|l| (i16::from(KVALUES[usize::from(b.q(32 * j + l))]) + 128) as u8);
+        (d * f32::from(b.scale(j)), 0.0, u)
+    })
+}
+
+/// IQ4_XS with its signed table values (no offset).
+pub(in crate::quant) fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 8] {
+    let d = b.d.to_f32();
+    std::array::from_fn(|j| {
+        let u = std::array::from_fn(|l| KVALUES[usize::from(b.q(32 * j + l))] as u8);
+        (d * f32::from(b.scale(j)), 0.0, u)
+    })
+}
+
+/// Repacks `rows` rows of `nb` blocks (`nb·S` sub-blocks of `V` values)
+/// into strip order: line `k` of a sub-block holds values `4k..4k + 4` of
+/// each of its strip's 16 rows.
+pub(in crate::quant) fn repack<W, const V: usize, const S: usize>(
     w: &[W],
     rows: usize,
     nb: usize,
-    unpack: Unpack<W>,
+    unpack: Unpack<W, V, S>,
     s: &mut Scratch,
 ) {
-    let strips = rows.div_ceil(STRIP);
+    let (strips, nsub, lps) = (rows.div_ceil(STRIP), nb * S, V / 4);
     s.lines.clear();
-    s.lines.resize(strips * nb * LINES, Line([0; 64]));
+    s.lines.resize(strips * nsub * lps, Line([0; 64]));
     s.dw.clear();
-    s.dw.resize(strips * nb * STRIP, 0.0);
+    s.dw.resize(strips * nsub * STRIP, 0.0);
     s.dm.clear();
-    s.dm.resize(strips * nb * STRIP, 0.0);
+    s.dm.resize(strips * nsub * STRIP, 0.0);
     for (r, row) in w[..rows * nb].chunks_exact(nb).enumerate() {
         let (strip, n) = (r / STRIP, r % STRIP);
         for (b, blk) in row.iter().enumerate() {
-            let (d, m, u) = unpack(blk);
-            let at = strip * nb + b;
-            let lines = &mut s.lines[at * LINES..(at + 1) * LINES];
-            for (line, quad) in lines.iter_mut().zip(u.chunks_exact(4)) {
-                line.0[4 * n..4 * n + 4].copy_from_slice(quad);
+            for (j, (d, m, u)) in unpack(blk).iter().enumerate() {
+                let at = strip * nsub + b * S + j;
+                let lines = &mut s.lines[at * lps..(at + 1) * lps];
+                for (line, quad) in lines.iter_mut().zip(u.chunks_exact(4)) {
+                    line.0[4 * n..4 * n + 4].copy_from_slice(quad);
+                }
+                s.dw[at * STRIP + n] = *d;
+                s.dm[at * STRIP + n] = *m;
             }
-            s.dw[at * STRIP + n] = d;
-            s.dm[at * STRIP + n] = m;
         }
     }
 }
 
+/// An activation type the strips read, in sub-blocks of `v` values (Q8_0:
+/// its blocks, `v` = 32; Q8_K: 16 or 32 values of a block), each with its
+/// scale and its exact sum.
+pub(in crate::quant) trait SubActs: Copy {
+    /// Values per block.
+    const VALUES: usize;
+    /// Sub-block `q` (of `v` values) of a token's blocks `row`: its values, its
+    /// scale, its sum (`sums`: the token's block sums, for the types that keep
+    /// them apart).
+    fn sub<'r>(row: &'r [Self], sums: &[i16], v: usize, q: usize) -> (&'r [i8], f32, i16);
+    /// The scale and sum of sub-block `q` alone (the activations' prepared
+    /// side, for every sub-block of every token of a call).
+    fn scale_sum(row: &[Self], sums: &[i16], v: usize, q: usize) -> (f32, i16);
+}
+
+impl SubActs for BlockQ8_0 {
+    const VALUES: usize = QK;
+    #[inline]
+    fn sub<'r>(row: &'r [Self], sums: &[i16], v: usize, q: usize) -> (&'r [i8], f32, i16) {
+        debug_assert_eq!(v, QK);
+        (&row[q].qs, row[q].d.to_f32(), sums[q])
+    }
+    #[inline]
+    fn scale_sum(row: &[Self], sums: &[i16], _v: usize, q: usize) -> (f32, i16) {
+        (row[q].d.to_f32(), sums[q])
+    }
+}
+
+impl SubActs for BlockQ8K {
+    const VALUES: usize = QK_K;
+    #[inline]
+    fn sub<'r>(row: &'r [Self], _sums: &[i16], v: usize, q: usize) -> (&'r [i8], f32, i16) {
+        let per = QK_K / v;
+        let (b, j) = (&row[q / per], q % per);
+        // At most two sums of 16 values (|Σ| ≤ 2·16·128): an i16.
+        let sum = b.bsums[j * v / 16..(j + 1) * v / 16].iter().sum();
+        (&b.qs[v * j..v * (j + 1)], b.d, sum)
+    }
+    #[inline]
+    fn scale_sum(row: &[Self], _sums: &[i16], v: usize, q: usize) -> (f32, i16) {
+        let per = QK_K / v;
+        let (b, j) = (&row[q / per], q % per);
+        let sum = if v == 16 {
+            b.bsums[j]
+        } else {
+            b.bsums[j * v / 16..(j + 1) * v / 16].iter().sum()
+        };
+        (b.d, sum)
+    }
+}
+
 /// The activations' scales as f32, their corrections `-off·Σa` and the
-/// minimums' factors `d_a·Σa` (from the exact block sums), token-major.
-pub(in crate::quant) fn prepare_acts(a: &QuantActs<'_>, off: i32, s: &mut Scratch) {
-    let n = a.n_tok * a.nb;
+/// minimums' factors `d_a·Σa` (from the exact sums), per sub-block,
+/// token-major.
+pub(in crate::quant) fn prepare_acts<A: SubActs>(
+    a: &QuantActs<'_, A>,
+    v: usize,
+    off: i32,
+    s: &mut Scratch,
+) {
+    let (n_tok, nb) = (a.n_tok, a.nb);
     assert!(
-        a.blocks.len() >= n && a.sums.len() >= n,
-        "strips: activations or their sums too short"
+        a.blocks.len() >= n_tok * nb,
+        "strips: activations too short"
     );
-    s.da.clear();
-    s.da.extend(a.blocks[..n].iter().map(|b| b.d.to_f32()));
-    s.corr.clear();
-    s.corr
-        .extend(a.sums[..n].iter().map(|&v| -off * i32::from(v)));
-    s.dasa.clear();
-    s.dasa.extend(
-        s.da.iter()
-            .zip(&a.sums[..n])
-            .map(|(&d, &v)| d * f32::from(v)),
-    );
+    let per = nb * (A::VALUES / v);
+    s.da.resize(n_tok * per, 0.0);
+    s.corr.resize(n_tok * per, 0);
+    s.dasa.resize(n_tok * per, 0.0);
+    for t in 0..n_tok {
+        let (row, sums) = (a.row(t), a.row_sums(t));
+        let at = t * per;
+        let (da, corr, dasa) = (
+            &mut s.da[at..at + per],
+            &mut s.corr[at..at + per],
+            &mut s.dasa[at..at + per],
+        );
+        for q in 0..per {
+            let (d, sum) = A::scale_sum(row, sums, v, q);
+            da[q] = d;
+            corr[q] = -off * i32::from(sum);
+            dasa[q] = d * f32::from(sum);
+        }
+    }
 }
 
 /// One strip's repacked blocks, scales and minimums.
@@ -194,13 +341,14 @@ pub(in crate::quant) struct Strip<'s> {
 }
 
 impl Scratch {
-    /// Strip `i` of the repacked weights (`nb` blocks per row).
-    pub(in crate::quant) fn strip(&self, i: usize, nb: usize) -> Strip<'_> {
-        let at = i * nb;
+    /// Strip `i` of the repacked weights: `nsub` sub-blocks of `lps` lines
+    /// per row.
+    pub(in crate::quant) fn strip(&self, i: usize, nsub: usize, lps: usize) -> Strip<'_> {
+        let at = i * nsub;
         Strip {
-            lines: &self.lines[at * LINES..(at + nb) * LINES],
-            dw: &self.dw[at * STRIP..(at + nb) * STRIP],
-            dm: &self.dm[at * STRIP..(at + nb) * STRIP],
+            lines: &self.lines[at * lps..(at + nsub) * lps],
+            dw: &self.dw[at * STRIP..(at + nsub) * STRIP],
+            dm: &self.dm[at * STRIP..(at + nsub) * STRIP],
         }
     }
 }
