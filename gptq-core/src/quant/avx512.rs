@@ -27,7 +27,7 @@ use super::table::HeadQueries;
 use super::tile::{OutTile, QuantActs};
 use super::types::iq4_nl::KVALUES;
 use super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
-use super::x86::driver::{drive, prefetch_weights};
+use super::x86::driver::{drive, prefetch_weights, prefill_entry};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -330,27 +330,22 @@ vnni_tile!(tile_q5_0, BlockQ5_0, w_q5_0);
 vnni_tile!(tile_q5_1, BlockQ5_1, w_q5_1, min);
 vnni_tile!(tile_iq4_nl, BlockIq4Nl, w_iq4_nl);
 
-/// Q8_0 weight rows times quantized activations for prefill: the strips of
-/// [`strip`] from [`strip::MIN_TOKENS`] tokens on, else [`gemm_q8_0`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(in crate::quant) fn prefill_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if a.n_tok >= strip::MIN_TOKENS {
-        strip::gemm_q8_0(w, a, out)
-    } else {
-        gemm_q8_0(w, a, out)
-    }
-}
-
-/// Q4_0 weight rows times quantized activations for prefill, as
-/// [`prefill_q8_0`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(in crate::quant) fn prefill_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if a.n_tok >= strip::MIN_TOKENS {
-        strip::gemm_q4_0(w, a, out)
-    } else {
-        gemm_q4_0(w, a, out)
-    }
-}
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q8_0,
+    BlockQ8_0,
+    BlockQ8_0,
+    strip::gemm_q8_0,
+    gemm_q8_0
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q4_0,
+    BlockQ4_0,
+    BlockQ8_0,
+    strip::gemm_q4_0,
+    gemm_q4_0
+);
 
 /// Q8_0 weight rows times quantized activations: register tiles of VNNI
 /// block-pair dots, decode included (one row by one token at a time); every
@@ -391,27 +386,38 @@ entry_32!(gemm_q5_0, BlockQ5_0, tile_q5_0, Start::Offset(16));
 entry_32!(gemm_q5_1, BlockQ5_1, tile_q5_1, Start::Mins);
 entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, Start::Offset(128));
 
-macro_rules! prefill_32 {
-    ($name:ident, $blk:ty, $strip:ident, $tile:ident) => {
-        #[doc = concat!(
-            "Prefill of ", stringify!($blk), " weights: the strips from [`strip::MIN_TOKENS`] ",
-            "tokens on, else the register tiles (the table's decode product)."
-        )]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            if a.n_tok >= strip::MIN_TOKENS {
-                strip::$strip(w, a, out)
-            } else {
-                $tile(w, a, out)
-            }
-        }
-    };
-}
-
-prefill_32!(prefill_q4_1, BlockQ4_1, gemm_q4_1, gemm_q4_1);
-prefill_32!(prefill_q5_0, BlockQ5_0, gemm_q5_0, gemm_q5_0);
-prefill_32!(prefill_q5_1, BlockQ5_1, gemm_q5_1, gemm_q5_1);
-prefill_32!(prefill_iq4_nl, BlockIq4Nl, gemm_iq4_nl, gemm_iq4_nl);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q4_1,
+    BlockQ4_1,
+    BlockQ8_0,
+    strip::gemm_q4_1,
+    gemm_q4_1
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q5_0,
+    BlockQ5_0,
+    BlockQ8_0,
+    strip::gemm_q5_0,
+    gemm_q5_0
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q5_1,
+    BlockQ5_1,
+    BlockQ8_0,
+    strip::gemm_q5_1,
+    gemm_q5_1
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_iq4_nl,
+    BlockIq4Nl,
+    BlockQ8_0,
+    strip::gemm_iq4_nl,
+    gemm_iq4_nl
+);
 
 /// Queries attended together by [`attend_head_f32`]: each transposed key row
 /// and each value row loaded serves this many.

@@ -30,7 +30,7 @@ use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
     BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
-use super::super::x86::driver::{drive, k_entry};
+use super::super::x86::driver::{drive, k_entry, prefill_entry};
 use super::{TR, TT, dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, h2f, hsum, q5_offset, q8_abs};
 
 /// 32 bytes from the start of `b` (at least 32 long).
@@ -561,33 +561,86 @@ entry_32!(gemm_q5_0, BlockQ5_0, tile_q5_0, gemv_q5_0);
 entry_32!(gemm_q5_1, BlockQ5_1, tile_q5_1, gemv_q5_1);
 entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, gemv_iq4_nl);
 
-macro_rules! prefill {
-    ($name:ident, $blk:ty, $act:ty, $entry:ident) => {
-        #[doc = concat!(
-            "Prefill of ", stringify!($blk), " weights: the strips from [`strip::MIN_TOKENS`](super::strip::MIN_TOKENS) ",
-            "tokens on, else the table's decode product."
-        )]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_, $act>, out: &mut OutTile<'_>) {
-            if a.n_tok >= super::strip::MIN_TOKENS {
-                super::strip::$entry(w, a, out)
-            } else {
-                $entry(w, a, out)
-            }
-        }
-    };
-}
-
-prefill!(prefill_q4_1, BlockQ4_1, BlockQ8_0, gemm_q4_1);
-prefill!(prefill_q5_0, BlockQ5_0, BlockQ8_0, gemm_q5_0);
-prefill!(prefill_q5_1, BlockQ5_1, BlockQ8_0, gemm_q5_1);
-prefill!(prefill_iq4_nl, BlockIq4Nl, BlockQ8_0, gemm_iq4_nl);
-prefill!(prefill_q2_k, BlockQ2K, BlockQ8K, gemm_q2_k);
-prefill!(prefill_q3_k, BlockQ3K, BlockQ8K, gemm_q3_k);
-prefill!(prefill_q4_k, BlockQ4K, BlockQ8K, gemm_q4_k);
-prefill!(prefill_q5_k, BlockQ5K, BlockQ8K, gemm_q5_k);
-prefill!(prefill_q6_k, BlockQ6K, BlockQ8K, gemm_q6_k);
-prefill!(prefill_iq4_xs, BlockIq4Xs, BlockQ8K, gemm_iq4_xs);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q4_1,
+    BlockQ4_1,
+    BlockQ8_0,
+    super::strip::gemm_q4_1,
+    gemm_q4_1
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q5_0,
+    BlockQ5_0,
+    BlockQ8_0,
+    super::strip::gemm_q5_0,
+    gemm_q5_0
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q5_1,
+    BlockQ5_1,
+    BlockQ8_0,
+    super::strip::gemm_q5_1,
+    gemm_q5_1
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_iq4_nl,
+    BlockIq4Nl,
+    BlockQ8_0,
+    super::strip::gemm_iq4_nl,
+    gemm_iq4_nl
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q2_k,
+    BlockQ2K,
+    BlockQ8K,
+    super::strip::gemm_q2_k,
+    gemm_q2_k
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q3_k,
+    BlockQ3K,
+    BlockQ8K,
+    super::strip::gemm_q3_k,
+    gemm_q3_k
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q4_k,
+    BlockQ4K,
+    BlockQ8K,
+    super::strip::gemm_q4_k,
+    gemm_q4_k
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q5_k,
+    BlockQ5K,
+    BlockQ8K,
+    super::strip::gemm_q5_k,
+    gemm_q5_k
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_q6_k,
+    BlockQ6K,
+    BlockQ8K,
+    super::strip::gemm_q6_k,
+    gemm_q6_k
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    prefill_iq4_xs,
+    BlockIq4Xs,
+    BlockQ8K,
+    super::strip::gemm_iq4_xs,
+    gemm_iq4_xs
+);
 
 /// AVX2 product of BF16 weights and f32 activations.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 
 use super::super::avx2::blocks::hint_block;
 use super::super::types::{BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
-use super::super::x86::driver::k_entry;
+use super::super::x86::driver::{k_entry, prefill_entry};
 
 /// 64 bytes from the start of `b` (at least 64 long).
 #[inline]
@@ -408,35 +408,51 @@ k_entry!(
     dot_q2_k
 );
 
-macro_rules! prefill {
-    ($name:ident, $blk:ty, $entry:path, $strip:ident) => {
-        #[doc = concat!(
-            "Prefill of ", stringify!($blk), " weights: the strips from ",
-            "[`MIN_TOKENS`](super::strip::MIN_TOKENS) tokens on, else the table's decode product."
-        )]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(
-            w: &[$blk],
-            a: &$crate::quant::tile::QuantActs<'_, BlockQ8K>,
-            out: &mut $crate::quant::tile::OutTile<'_>,
-        ) {
-            if a.n_tok >= super::strip::MIN_TOKENS {
-                super::strip::$strip(w, a, out)
-            } else {
-                $entry(w, a, out)
-            }
-        }
-    };
-}
-
-prefill!(prefill_q2_k, BlockQ2K, gemm_q2_k, gemm_q2_k);
-prefill!(prefill_q3_k, BlockQ3K, gemm_q3_k, gemm_q3_k);
-prefill!(prefill_q4_k, BlockQ4K, gemm_q4_k, gemm_q4_k);
-prefill!(prefill_q5_k, BlockQ5K, gemm_q5_k, gemm_q5_k);
-prefill!(prefill_q6_k, BlockQ6K, gemm_q6_k, gemm_q6_k);
-prefill!(
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q2_k,
+    BlockQ2K,
+    BlockQ8K,
+    super::strip::gemm_q2_k,
+    gemm_q2_k
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q3_k,
+    BlockQ3K,
+    BlockQ8K,
+    super::strip::gemm_q3_k,
+    gemm_q3_k
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q4_k,
+    BlockQ4K,
+    BlockQ8K,
+    super::strip::gemm_q4_k,
+    gemm_q4_k
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q5_k,
+    BlockQ5K,
+    BlockQ8K,
+    super::strip::gemm_q5_k,
+    gemm_q5_k
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    prefill_q6_k,
+    BlockQ6K,
+    BlockQ8K,
+    super::strip::gemm_q6_k,
+    gemm_q6_k
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     prefill_iq4_xs,
     BlockIq4Xs,
-    super::super::avx2::blocks::gemm_iq4_xs,
-    gemm_iq4_xs
+    BlockQ8K,
+    super::strip::gemm_iq4_xs,
+    super::super::avx2::blocks::gemm_iq4_xs
 );

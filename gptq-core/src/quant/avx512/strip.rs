@@ -37,7 +37,8 @@ use super::super::x86::strips::{
     q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, repack, with_scratch,
 };
 
-pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
+#[cfg(doc)]
+use super::super::x86::strips::MIN_TOKENS;
 
 /// Tokens that share each pass over a strip's weights: eight accumulators,
 /// the block's eight lines and its scales fit the 32 registers.

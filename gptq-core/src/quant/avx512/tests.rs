@@ -124,12 +124,12 @@ fn block_pair_integer_dots_are_exact() {
     }
 }
 
-/// Prompts on both tables: the strips (from [`strip::MIN_TOKENS`] tokens),
+/// Prompts on both tables: the strips (from `x86::strips::MIN_TOKENS` tokens),
 /// with partial strips of rows and token groups.
 const PREFILL: GemmSuite = GemmSuite {
-    tokens: &[strip::MIN_TOKENS, 16, 19],
+    tokens: &[crate::quant::x86::strips::MIN_TOKENS, 16, 19],
     ragged_rows: &[1, 2, 15, 16, 17, 31, 33],
-    ragged_tokens: &[strip::MIN_TOKENS, 9, 15, 16, 17, 32, 35],
+    ragged_tokens: &[crate::quant::x86::strips::MIN_TOKENS, 9, 15, 16, 17, 32, 35],
     gpt2: &[(67, 33)],
     lm_head: None,
     extremes: (18, 17),

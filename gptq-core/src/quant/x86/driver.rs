@@ -1,8 +1,8 @@
 //! The loop every x86-64 tile kernel shares: the walk over an output tile
 //! in register tiles of rows × tokens ([`drive!`](drive)), their stores
 //! ([`put`]), and where the walk prefetches the weights
-//! ([`prefetch_weights`]); and the table entry of the Q8_K-partner types
-//! ([`k_entry!`](k_entry)). No `#[target_feature]` here: the macro expands
+//! ([`prefetch_weights`]); the table entry of the Q8_K-partner types
+//! ([`k_entry!`](k_entry)) and the prefill entries ([`prefill_entry!`](prefill_entry)). No `#[target_feature]` here: the macro expands
 //! inside each path's kernel and the helpers are inlined into it.
 
 use crate::quant::prefetch;
@@ -134,3 +134,31 @@ macro_rules! k_entry {
 }
 
 pub(in crate::quant) use k_entry;
+
+/// A prefill table entry `$name` on one path (`$feat`: its `target_feature`
+/// list): the strips (`$strip`, see `x86::strips`) from
+/// `x86::strips::MIN_TOKENS` tokens on, where the per-call repack is shared
+/// by enough tokens, else `$small` (the path's decode twin, register tiles
+/// or grouped kernels).
+macro_rules! prefill_entry {
+    ($feat:literal, $name:ident, $blk:ty, $act:ty, $strip:path, $small:path) => {
+        #[doc = concat!(
+            "Prefill of ", stringify!($blk), " weights: the strips from 8 tokens on, else the ",
+            "table's decode product."
+        )]
+        #[target_feature(enable = $feat)]
+        pub(in crate::quant) fn $name(
+            w: &[$blk],
+            a: &$crate::quant::tile::QuantActs<'_, $act>,
+            out: &mut $crate::quant::tile::OutTile<'_>,
+        ) {
+            if a.n_tok >= $crate::quant::x86::strips::MIN_TOKENS {
+                $strip(w, a, out)
+            } else {
+                $small(w, a, out)
+            }
+        }
+    };
+}
+
+pub(in crate::quant) use prefill_entry;
