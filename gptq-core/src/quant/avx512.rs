@@ -332,6 +332,7 @@ vnni_tile!(tile_iq4_nl, BlockIq4Nl, w_iq4_nl);
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q8_0,
     BlockQ8_0,
     BlockQ8_0,
@@ -340,6 +341,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q4_0,
     BlockQ4_0,
     BlockQ8_0,
@@ -388,6 +390,7 @@ entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, Start::Offset(128));
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q4_1,
     BlockQ4_1,
     BlockQ8_0,
@@ -396,6 +399,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q5_0,
     BlockQ5_0,
     BlockQ8_0,
@@ -404,6 +408,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q5_1,
     BlockQ5_1,
     BlockQ8_0,
@@ -412,6 +417,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_iq4_nl,
     BlockIq4Nl,
     BlockQ8_0,

@@ -1022,7 +1022,8 @@ where
     W::Partner: TestActs,
 {
     let mut rng = Rng::new(0xa3c);
-    for (rows, nb, n_tok) in [(33, 24, 19), (16, 3, 8), (70, 5, 40), (9, 96, 13)] {
+    // Every count at least the K-quants' threshold: both tables in strips.
+    for (rows, nb, n_tok) in [(33, 24, 67), (16, 3, 64), (70, 5, 72), (9, 96, 65)] {
         let w: Vec<W> = rng.blocks(rows * nb);
         let xs = rng.acts(n_tok * nb * W::ELEMS);
         let (a, sums) = quantize_ref::<W::Partner>(&xs, n_tok);

@@ -59,15 +59,25 @@ test_data!(
     BlockIq4Xs
 );
 
-/// Prompts: the x86 strips from 8 tokens on, with partial strips of rows
-/// and token groups.
+/// Prompts: the x86 strips (from 32 tokens on, 64 for the K-quants and
+/// IQ4_XS), with partial strips of rows and token groups.
 const PREFILL: GemmSuite = GemmSuite {
-    tokens: &[8, 16, 19],
+    tokens: &[64, 72, 67],
     ragged_rows: &[1, 2, 7, 8, 9, 15, 16, 17, 33],
-    ragged_tokens: &[8, 9, 11, 12, 13, 16, 35],
-    gpt2: &[(67, 33)],
+    ragged_tokens: &[64, 65, 66, 69],
+    gpt2: &[(67, 64)],
     lm_head: None,
-    extremes: (18, 17),
+    extremes: (18, 65),
+};
+
+/// The same from 32 tokens: the 32-value types' strips at their threshold.
+const PREFILL_32: GemmSuite = GemmSuite {
+    tokens: &[32, 35],
+    ragged_rows: &[1, 9, 17],
+    ragged_tokens: &[32, 33],
+    gpt2: &[(67, 32)],
+    lm_head: None,
+    extremes: (18, 33),
 };
 
 /// Every table's product of `W` against the scalar twin, decode and prefill,
@@ -82,6 +92,9 @@ where
         };
         GemmSuite::DEFAULT.run::<W>(t, seed);
         PREFILL.run::<W>(t, seed + 1);
+        if <W::Partner as super::types::ActBlock>::SUMS {
+            PREFILL_32.run::<W>(t, seed + 2);
+        }
         decode_alone_equals_batched::<W>(t, seed);
     }
 }

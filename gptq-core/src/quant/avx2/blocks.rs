@@ -563,6 +563,7 @@ entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, gemv_iq4_nl);
 
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q4_1,
     BlockQ4_1,
     BlockQ8_0,
@@ -571,6 +572,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q5_0,
     BlockQ5_0,
     BlockQ8_0,
@@ -579,6 +581,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_q5_1,
     BlockQ5_1,
     BlockQ8_0,
@@ -587,6 +590,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS,
     prefill_iq4_nl,
     BlockIq4Nl,
     BlockQ8_0,
@@ -595,6 +599,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q2_k,
     BlockQ2K,
     BlockQ8K,
@@ -603,6 +608,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q3_k,
     BlockQ3K,
     BlockQ8K,
@@ -611,6 +617,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q4_k,
     BlockQ4K,
     BlockQ8K,
@@ -619,6 +626,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q5_k,
     BlockQ5K,
     BlockQ8K,
@@ -627,6 +635,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q6_k,
     BlockQ6K,
     BlockQ8K,
@@ -635,6 +644,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_iq4_xs,
     BlockIq4Xs,
     BlockQ8K,

@@ -27,12 +27,14 @@ fn quantize_q8_k_is_bit_identical() {
     }
 }
 
-/// Prompts: the strips (from [`strip::MIN_TOKENS`] tokens), with partial
+use crate::quant::x86::strips::MIN_TOKENS;
+
+/// Prompts: the strips (from [`MIN_TOKENS`] tokens), with partial
 /// strips of rows and token groups.
 const PREFILL: GemmSuite = GemmSuite {
-    tokens: &[strip::MIN_TOKENS, 16, 19],
+    tokens: &[MIN_TOKENS, MIN_TOKENS + 8, MIN_TOKENS + 3],
     ragged_rows: &[1, 2, 7, 8, 9, 15, 16, 17, 31, 33],
-    ragged_tokens: &[strip::MIN_TOKENS, 9, 11, 12, 13, 16, 35],
+    ragged_tokens: &[MIN_TOKENS, MIN_TOKENS + 1, MIN_TOKENS + 2, MIN_TOKENS + 5],
     gpt2: &[(67, 33)],
     lm_head: None,
     extremes: (18, 17),
@@ -51,7 +53,15 @@ fn prefill_products() {
 #[test]
 fn integer_strip_dots_are_exact() {
     if let Some(t) = table() {
-        harness::check_exact_integer_dots(t, &[(16, 16, 1), (33, 21, 3), (5, 9, 8), (17, 40, 16)]);
+        harness::check_exact_integer_dots(
+            t,
+            &[
+                (16, MIN_TOKENS, 1),
+                (33, MIN_TOKENS + 9, 3),
+                (5, MIN_TOKENS + 1, 8),
+                (17, MIN_TOKENS + 8, 16),
+            ],
+        );
     }
 }
 

@@ -410,6 +410,7 @@ k_entry!(
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q2_k,
     BlockQ2K,
     BlockQ8K,
@@ -418,6 +419,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q3_k,
     BlockQ3K,
     BlockQ8K,
@@ -426,6 +428,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q4_k,
     BlockQ4K,
     BlockQ8K,
@@ -434,6 +437,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q5_k,
     BlockQ5K,
     BlockQ8K,
@@ -442,6 +446,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_q6_k,
     BlockQ6K,
     BlockQ8K,
@@ -450,6 +455,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    MIN_TOKENS_K,
     prefill_iq4_xs,
     BlockIq4Xs,
     BlockQ8K,

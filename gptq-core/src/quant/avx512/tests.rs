@@ -124,12 +124,23 @@ fn block_pair_integer_dots_are_exact() {
     }
 }
 
-/// Prompts on both tables: the strips (from `x86::strips::MIN_TOKENS` tokens),
+use crate::quant::x86::strips::MIN_TOKENS;
+
+/// `(rows, n_tok, nb)` of the exactness checks: partial strips and token
+/// groups, every count at least [`MIN_TOKENS`].
+const STRIP_SHAPES: &[(usize, usize, usize)] = &[
+    (16, MIN_TOKENS, 1),
+    (33, MIN_TOKENS + 9, 3),
+    (5, MIN_TOKENS + 1, 8),
+    (17, MIN_TOKENS + 8, 16),
+];
+
+/// Prompts on both tables: the strips (from [`MIN_TOKENS`] tokens),
 /// with partial strips of rows and token groups.
 const PREFILL: GemmSuite = GemmSuite {
-    tokens: &[crate::quant::x86::strips::MIN_TOKENS, 16, 19],
+    tokens: &[MIN_TOKENS, MIN_TOKENS + 8, MIN_TOKENS + 3],
     ragged_rows: &[1, 2, 15, 16, 17, 31, 33],
-    ragged_tokens: &[crate::quant::x86::strips::MIN_TOKENS, 9, 15, 16, 17, 32, 35],
+    ragged_tokens: &[MIN_TOKENS, MIN_TOKENS + 1, MIN_TOKENS + 7, MIN_TOKENS + 9],
     gpt2: &[(67, 33)],
     lm_head: None,
     extremes: (18, 17),
@@ -147,7 +158,7 @@ fn prefill_products() {
 #[test]
 fn integer_strip_dots_are_exact() {
     if let Some(t) = base() {
-        harness::check_exact_integer_dots(t, &[(16, 16, 1), (33, 21, 3), (5, 9, 8), (17, 40, 16)]);
+        harness::check_exact_integer_dots(t, STRIP_SHAPES);
     }
 }
 

@@ -21,9 +21,16 @@ use crate::quant::types::{
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
 
-/// Products of fewer tokens go through the register tiles: the repack would
-/// cost more than it saves.
-pub(in crate::quant) const MIN_TOKENS: usize = 8;
+/// Products of fewer tokens go through the register tiles: the repack (a
+/// scalar pass over the call's weights, tens of cycles per block and row)
+/// would cost more than it saves. Measured on the 124M shape (avx512+vbmi
+/// and AVX2 paths, Q8_0 and Q4_0): at 8 and 16 tokens the strips were
+/// 0.6–0.9× the register tiles, at 32 even, at 64 ahead.
+pub(in crate::quant) const MIN_TOKENS: usize = 32;
+
+/// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
+/// costs more (at 32 tokens 0.8× their grouped kernels, at 64 ahead).
+pub(in crate::quant) const MIN_TOKENS_K: usize = 64;
 
 /// One line of a strip: four weight bytes of each of 16 rows.
 #[derive(Clone, Copy)]
@@ -151,7 +158,10 @@ pub(in crate::quant) fn q4_k_unsigned(b: &BlockQ4K) -> [(f32, f32, [u8; 32]); 8]
     let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
     std::array::from_fn(|j| {
         let (sc, m) = scale_min(j, &b.scales);
-        let u = std::array::from_fn(|l| b.q(32 * j + l));
+        // Sub-block j: the low (even j) or high nibbles of 32 bytes
+        // (`BlockQ4K::q`, in bulk).
+        let (src, shift) = (&b.qs[32 * (j / 2)..32 * (j / 2) + 32], 4 * (j % 2));
+        let u = std::array::from_fn(|l| (src[l] >> shift) & 0x0f);
         (d * f32::from(sc), -(dmin * f32::from(m)), u)
     })
 }
@@ -161,7 +171,9 @@ pub(in crate::quant) fn q5_k_unsigned(b: &BlockQ5K) -> [(f32, f32, [u8; 32]); 8]
     let (d, dmin) = (b.d.to_f32(), b.dmin.to_f32());
     std::array::from_fn(|j| {
         let (sc, m) = scale_min(j, &b.scales);
-        let u = std::array::from_fn(|l| b.q(32 * j + l));
+        // As Q4_K, plus bit j of `qh[l]` as the fifth bit (`BlockQ5K::q`).
+        let (src, shift) = (&b.qs[32 * (j / 2)..32 * (j / 2) + 32], 4 * (j % 2));
+        let u = std::array::from_fn(|l| ((src[l] >> shift) & 0x0f) | (((b.qh[l] >> j) & 1) << 4));
         (d * f32::from(sc), -(dmin * f32::from(m)), u)
     })
 }
@@ -170,7 +182,15 @@ pub(in crate::quant) fn q5_k_unsigned(b: &BlockQ5K) -> [(f32, f32, [u8; 32]); 8]
 pub(in crate::quant) fn q6_k_unsigned(b: &BlockQ6K) -> [(f32, f32, [u8; 16]); 16] {
     let d = b.d.to_f32();
     k_subs(|j| {
-        let u = std::array::from_fn(|l| (b.q(16 * j + l) + 32) as u8);
+        // Elements 16j.. lie in half j / 8, quarter k = (j % 8) / 2, at
+        // column 16·(j % 2) of it (`BlockQ6K::q`, in bulk; `q + 32` is the
+        // stored six bits).
+        let (half, k, c) = (j / 8, (j % 8) / 2, 16 * (j % 2));
+        let ql = &b.ql[64 * half + 32 * (k % 2) + c..][..16];
+        let qh = &b.qh[32 * half + c..][..16];
+        let shift = if k < 2 { 0 } else { 4 };
+        let u =
+            std::array::from_fn(|l| ((ql[l] >> shift) & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4));
         (d * f32::from(b.scales[j]), 0.0, u)
     })
 }
