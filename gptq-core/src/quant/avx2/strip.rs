@@ -33,9 +33,9 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    STRIP, Strip, SubActs, Unpack, iq4_nl_signed, iq4_xs_signed, prepare_acts, q2_k_unsigned,
-    q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned,
-    q5_k_unsigned, q6_k_unsigned, q8_0_signed, repack, with_scratch,
+    STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_signed, iq4_xs_signed, prepare_acts,
+    q2_k_unsigned, q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned,
+    q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_signed, repack, with_scratch,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -101,34 +101,40 @@ fn gemm_strips<
             nsub,
         };
         let mut res = [0.0f32; HALF];
-        for strip in 0..rows.div_ceil(STRIP) {
-            let st = s.strip(strip, nsub, L);
-            for h in 0..STRIP / HALF {
-                let r0 = strip * STRIP + h * HALF;
-                if r0 >= rows {
-                    break;
-                }
-                let nr = HALF.min(rows - r0);
-                let mut t = 0;
-                while t < n_tok {
-                    let mut sums = [_mm256_setzero_ps(); TG_Q4];
-                    let n = if SIGNED && t + TG_Q8 <= n_tok {
-                        let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
-                        sums[..TG_Q8].copy_from_slice(&v);
-                        TG_Q8
-                    } else if !SIGNED && t + TG_Q4 <= n_tok {
-                        sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
-                        TG_Q4
-                    } else {
-                        [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
-                        1
-                    };
-                    for (j, v) in sums.iter().take(n).enumerate() {
-                        // SAFETY: `res` is 8 writable f32; the store is unaligned.
-                        unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
-                        out.set_run(t + j, r0, &res[..nr]);
+        let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
+        for t0 in (0..n_tok).step_by(chunk) {
+            let t1 = (t0 + chunk).min(n_tok);
+            for strip in 0..rows.div_ceil(STRIP) {
+                let st = s.strip(strip, nsub, L);
+                for h in 0..STRIP / HALF {
+                    let r0 = strip * STRIP + h * HALF;
+                    if r0 >= rows {
+                        break;
                     }
-                    t += n;
+                    let nr = HALF.min(rows - r0);
+                    let mut t = t0;
+                    while t < t1 {
+                        let mut sums = [_mm256_setzero_ps(); TG_Q4];
+                        let n = if SIGNED && t + TG_Q8 <= t1 {
+                            let v =
+                                half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
+                            sums[..TG_Q8].copy_from_slice(&v);
+                            TG_Q8
+                        } else if !SIGNED && t + TG_Q4 <= t1 {
+                            sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
+                            TG_Q4
+                        } else {
+                            [sums[0]] =
+                                half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
+                            1
+                        };
+                        for (j, v) in sums.iter().take(n).enumerate() {
+                            // SAFETY: `res` is 8 writable f32; the store is unaligned.
+                            unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
+                            out.set_run(t + j, r0, &res[..nr]);
+                        }
+                        t += n;
+                    }
                 }
             }
         }
@@ -162,7 +168,14 @@ fn half_tokens<
         &a.corr[t * nsub..(t + T) * nsub],
         &a.dasa[t * nsub..(t + T) * nsub],
     );
-    let rows: [(&[A], &[i16]); T] = std::array::from_fn(|j| (a.a.row(t + j), a.a.row_sums(t + j)));
+    // Each token's row of blocks, as a byte pointer and its length.
+    let row_bytes = a.a.nb * std::mem::size_of::<A>();
+    let mut base = [std::ptr::null::<u8>(); T];
+    for (j, p) in base.iter_mut().enumerate() {
+        let row = a.a.row(t + j);
+        assert_eq!(std::mem::size_of_val(row), row_bytes);
+        *p = row.as_ptr().cast();
+    }
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for q in 0..nsub {
@@ -182,13 +195,15 @@ fn half_tokens<
                 _mm256_loadu_ps(st.dm.as_ptr().add(q * STRIP + HALF * h)),
             )
         };
+        let at = A::values_at(4 * L, q);
+        assert!(at + 4 * L <= row_bytes);
         for (j, acc) in acc.iter_mut().enumerate() {
             let i = j * nsub + q;
-            let (qs, _, _) = A::sub(rows[j].0, rows[j].1, 4 * L, q);
-            let qs = &qs[..4 * L];
-            // SAFETY: `qs` holds 4L readable bytes, so bytes 4k..4k + 4 are
-            // (k < L); the reads are unaligned.
-            let quad = |k: usize| unsafe { qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned() };
+            let row = base[j];
+            // SAFETY: `row` is a row of `row_bytes` readable bytes and
+            // `at + 4k + 4 <= at + 4L <= row_bytes` (k < L, asserted above);
+            // the reads are unaligned.
+            let quad = |k: usize| unsafe { row.add(at + 4 * k).cast::<i32>().read_unaligned() };
             let isum = if SIGNED {
                 let mut s32 = _mm256_set1_epi32(corr[i]);
                 for (k, (wa, line)) in wl.iter().zip(lines).enumerate() {

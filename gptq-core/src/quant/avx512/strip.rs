@@ -32,9 +32,9 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    STRIP, Strip, SubActs, Unpack, iq4_nl_unsigned, iq4_xs_unsigned, prepare_acts, q2_k_unsigned,
-    q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned,
-    q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, repack, with_scratch,
+    STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_unsigned, iq4_xs_unsigned, prepare_acts,
+    q2_k_unsigned, q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned,
+    q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, repack, with_scratch,
 };
 
 #[cfg(doc)]
@@ -71,25 +71,29 @@ fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, co
             nsub,
         };
         let mut res = [0.0f32; STRIP];
-        for strip in 0..rows.div_ceil(STRIP) {
-            let st = s.strip(strip, nsub, L);
-            let (r0, nr) = (strip * STRIP, STRIP.min(rows - strip * STRIP));
-            let mut t = 0;
-            while t < n_tok {
-                let (sums, n) = if t + TG <= n_tok {
-                    (strip_tokens::<A, TG, L, MIN>(&st, &acts, t), TG)
-                } else {
-                    let [v] = strip_tokens::<A, 1, L, MIN>(&st, &acts, t);
-                    let mut one = [_mm512_setzero_ps(); TG];
-                    one[0] = v;
-                    (one, 1)
-                };
-                for (j, v) in sums.iter().take(n).enumerate() {
-                    // SAFETY: `res` is 16 writable f32; the store is unaligned.
-                    unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
-                    out.set_run(t + j, r0, &res[..nr]);
+        let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG);
+        for t0 in (0..n_tok).step_by(chunk) {
+            let t1 = (t0 + chunk).min(n_tok);
+            for strip in 0..rows.div_ceil(STRIP) {
+                let st = s.strip(strip, nsub, L);
+                let (r0, nr) = (strip * STRIP, STRIP.min(rows - strip * STRIP));
+                let mut t = t0;
+                while t < t1 {
+                    let (sums, n) = if t + TG <= t1 {
+                        (strip_tokens::<A, TG, L, MIN>(&st, &acts, t), TG)
+                    } else {
+                        let [v] = strip_tokens::<A, 1, L, MIN>(&st, &acts, t);
+                        let mut one = [_mm512_setzero_ps(); TG];
+                        one[0] = v;
+                        (one, 1)
+                    };
+                    for (j, v) in sums.iter().take(n).enumerate() {
+                        // SAFETY: `res` is 16 writable f32; the store is unaligned.
+                        unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
+                        out.set_run(t + j, r0, &res[..nr]);
+                    }
+                    t += n;
                 }
-                t += n;
             }
         }
     })
@@ -122,7 +126,14 @@ fn strip_tokens<A: SubActs, const T: usize, const L: usize, const MIN: bool>(
         &a.corr[t * nsub..(t + T) * nsub],
         &a.dasa[t * nsub..(t + T) * nsub],
     );
-    let rows: [(&[A], &[i16]); T] = std::array::from_fn(|j| (a.a.row(t + j), a.a.row_sums(t + j)));
+    // Each token's row of blocks, as a byte pointer and its length.
+    let row_bytes = a.a.nb * std::mem::size_of::<A>();
+    let mut base = [std::ptr::null::<u8>(); T];
+    for (j, p) in base.iter_mut().enumerate() {
+        let row = a.a.row(t + j);
+        assert_eq!(std::mem::size_of_val(row), row_bytes);
+        *p = row.as_ptr().cast();
+    }
     let mut acc = [_mm512_setzero_ps(); T];
     for q in 0..nsub {
         let lines = &st.lines[q * L..(q + 1) * L];
@@ -138,15 +149,16 @@ fn strip_tokens<A: SubActs, const T: usize, const L: usize, const MIN: bool>(
                 _mm512_loadu_ps(st.dm.as_ptr().add(q * STRIP)),
             )
         };
+        let at = A::values_at(4 * L, q);
+        assert!(at + 4 * L <= row_bytes);
         for (j, acc) in acc.iter_mut().enumerate() {
             let i = j * nsub + q;
-            let (qs, _, _) = A::sub(rows[j].0, rows[j].1, 4 * L, q);
-            let qs = &qs[..4 * L];
             let mut d = _mm512_set1_epi32(corr[i]);
             for (k, l) in wl.iter().enumerate() {
-                // SAFETY: `qs` holds 4L readable bytes, so bytes 4k..4k + 4
-                // are (k < L); the read is unaligned.
-                let quad = unsafe { qs.as_ptr().add(4 * k).cast::<i32>().read_unaligned() };
+                // SAFETY: `base[j]` is a row of `row_bytes` readable bytes and
+                // `at + 4k + 4 <= at + 4L <= row_bytes` (k < L, asserted
+                // above); the read is unaligned.
+                let quad = unsafe { base[j].add(at + 4 * k).cast::<i32>().read_unaligned() };
                 d = _mm512_dpbusd_epi32(d, *l, _mm512_set1_epi32(quad));
             }
             let scale = _mm512_mul_ps(wd, _mm512_set1_ps(da[i]));

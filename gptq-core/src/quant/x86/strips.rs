@@ -32,6 +32,20 @@ pub(in crate::quant) const MIN_TOKENS: usize = 32;
 /// costs more (at 32 tokens 0.8× their grouped kernels, at 64 ahead).
 pub(in crate::quant) const MIN_TOKENS_K: usize = 64;
 
+/// Activation bytes one chunk of tokens holds while every strip of the call
+/// passes over it (a quarter of Zen 4's 1 MiB L2, an eighth of Intel's
+/// 2 MiB): the strips' walk takes the tokens in chunks, the strips inside, so
+/// the activations come from L2 and not from L3 for every strip (355M's
+/// `ffn_down` at 512 tokens holds 2.2 MB of them).
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Tokens per chunk of the strips' walk: whole groups of `group` tokens of
+/// `token_bytes` each within [`CHUNK_BYTES`], at least one group.
+pub(in crate::quant) fn chunk_tokens(token_bytes: usize, group: usize) -> usize {
+    let group = group.max(1);
+    (CHUNK_BYTES / token_bytes.max(1) / group).max(1) * group
+}
+
 /// One line of a strip: four weight bytes of each of 16 rows.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -273,38 +287,31 @@ pub(in crate::quant) fn repack<W, const V: usize, const S: usize>(
 pub(in crate::quant) trait SubActs: Copy {
     /// Values per block.
     const VALUES: usize;
-    /// Sub-block `q` (of `v` values) of a token's blocks `row`: its values, its
-    /// scale, its sum (`sums`: the token's block sums, for the types that keep
-    /// them apart).
-    fn sub<'r>(row: &'r [Self], sums: &[i16], v: usize, q: usize) -> (&'r [i8], f32, i16);
     /// The scale and sum of sub-block `q` alone (the activations' prepared
     /// side, for every sub-block of every token of a call).
     fn scale_sum(row: &[Self], sums: &[i16], v: usize, q: usize) -> (f32, i16);
+    /// Where sub-block `q`'s `v` values start in a token's row of blocks, in
+    /// bytes: the kernels' inner loops read them at a base pointer plus this
+    /// offset, with no bounds check per token (checked once per sub-block
+    /// against the row's size), so that the token loop unrolls and its
+    /// accumulators stay in registers.
+    fn values_at(v: usize, q: usize) -> usize;
 }
 
 impl SubActs for BlockQ8_0 {
     const VALUES: usize = QK;
     #[inline]
-    fn sub<'r>(row: &'r [Self], sums: &[i16], v: usize, q: usize) -> (&'r [i8], f32, i16) {
-        debug_assert_eq!(v, QK);
-        (&row[q].qs, row[q].d.to_f32(), sums[q])
-    }
-    #[inline]
     fn scale_sum(row: &[Self], sums: &[i16], _v: usize, q: usize) -> (f32, i16) {
         (row[q].d.to_f32(), sums[q])
+    }
+    #[inline(always)]
+    fn values_at(_v: usize, q: usize) -> usize {
+        q * std::mem::size_of::<Self>() + std::mem::offset_of!(Self, qs)
     }
 }
 
 impl SubActs for BlockQ8K {
     const VALUES: usize = QK_K;
-    #[inline]
-    fn sub<'r>(row: &'r [Self], _sums: &[i16], v: usize, q: usize) -> (&'r [i8], f32, i16) {
-        let per = QK_K / v;
-        let (b, j) = (&row[q / per], q % per);
-        // At most two sums of 16 values (|Σ| ≤ 2·16·128): an i16.
-        let sum = b.bsums[j * v / 16..(j + 1) * v / 16].iter().sum();
-        (&b.qs[v * j..v * (j + 1)], b.d, sum)
-    }
     #[inline]
     fn scale_sum(row: &[Self], _sums: &[i16], v: usize, q: usize) -> (f32, i16) {
         let per = QK_K / v;
@@ -315,6 +322,11 @@ impl SubActs for BlockQ8K {
             b.bsums[j * v / 16..(j + 1) * v / 16].iter().sum()
         };
         (b.d, sum)
+    }
+    #[inline(always)]
+    fn values_at(v: usize, q: usize) -> usize {
+        let per = QK_K / v;
+        (q / per) * std::mem::size_of::<Self>() + std::mem::offset_of!(Self, qs) + v * (q % per)
     }
 }
 
