@@ -14,8 +14,10 @@
 //!   and token summed in i16 (each lane at most 8·2·15·128 = 30720, no
 //!   saturation), one `madd` to i32 and the offset `-8·Σa` from the
 //!   activations' exact sums (Q4_1: its minimum's term `m·d_a·Σa` instead);
-//!   Q5_0, Q5_1 (0..=31) the same four lines at a time;
-//! - Q8_0, IQ4_NL (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
+//!   Q5_0, Q5_1 (0..=31) the same four lines at a time; the K-quants in
+//!   sub-blocks of 32 (Q4_K, Q5_K) or 16 values (Q2_K, Q3_K, Q6_K, whose
+//!   six-bit values sum two lines at a time), with Q8_K's sums;
+//! - Q8_0, IQ4_NL, IQ4_XS (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
 //!   most 2·128·127, exact for every weight byte and every activation but
 //!   -128, which the activation quantizer emits only in blocks of scale
 //!   zero), widened per line.
