@@ -965,6 +965,7 @@ pub(crate) fn check_dot_matches_dequantized<W: VecDot<Partner = BlockQ8_0> + Clo
 /// exact sum of the blocks' integer dots (below 2²⁴, so exact in f32): they
 /// must match bit for bit, extreme weights and activations included, for
 /// each `(rows, n_tok, nb)` of `shapes`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn check_exact_integer_dots(t: VerifiedTable, shapes: &[(usize, usize, usize)]) {
     let mut rng = Rng::new(0x5eed);
     let one = f16::from_f32(1.0);
