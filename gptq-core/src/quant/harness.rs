@@ -1018,6 +1018,7 @@ pub(crate) fn check_exact_integer_dots(t: VerifiedTable, shapes: &[(usize, usize
 /// Two tables whose prefill products of `W` sum in the same order (the
 /// strips of AVX2 and AVX-512, the AMX tile unit) give the same bits on
 /// random data, with partial strips and token groups.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn check_same_prefill_bits<W: Gemm + Gen>(x: VerifiedTable, y: VerifiedTable)
 where
     W::Partner: TestActs,
