@@ -1,14 +1,14 @@
 //! `gptq serve`: an OpenAI-compatible HTTP server with continuous batching.
 //!
-//! - [`engine`]: the model thread: slots, batched steps, sampling, events.
-//! - [`slots`]: which slot a request takes and what of its cache it reuses.
-//! - [`openai`], [`llama`]: the endpoints and their JSON shapes;
-//!   [`request`]: the fields they share, checked against the limits;
-//!   [`chat_template`]: messages as a transcript.
-//! - [`stream`]: engine events to whole responses or server-sent events.
-//! - [`routes`], [`auth`], [`http`]: the router, the API key, the listener
+//! - `engine`: the model thread: slots, batched steps, sampling, events.
+//! - `slots`: which slot a request takes and what of its cache it reuses.
+//! - `openai`, `llama`: the endpoints and their JSON shapes;
+//!   `request`: the fields they share, checked against the limits;
+//!   `chat_template`: messages as a transcript.
+//! - `stream`: engine events to whole responses or server-sent events.
+//! - `routes`, `auth`, `http`: the router, the API key, the listener
 //!   (connection bounds, header deadline, graceful stop).
-//! - [`metrics`], [`logprobs`], [`error`].
+//! - `metrics`, `logprobs`, `error`.
 //!
 //! The model runs on the rayon pool (`-t` threads); HTTP runs on its own
 //! tokio threads (`--threads-http`), which only parse, queue and forward.
