@@ -18,6 +18,7 @@ use half::f16;
 use super::tile::{FloatActs, OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K};
 use super::x86::driver::drive;
+use super::x86::panels::{MIN_FLOAT_TOKENS, float_panels};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -414,25 +415,96 @@ avx2_tile!(tile_q4, BlockQ4_0, load_q4, q4_offset, dot_q4_lanes);
 // ---------------------------------------------------------------------------
 // Float matrix products and vector routines.
 
-/// F32 weight rows times float activations, by register tiles.
+/// F32 weight rows times float activations: by register tiles, from
+/// [`MIN_FLOAT_TOKENS`] tokens on in panels (`x86::panels`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     assert!(
         w.len() >= out.rows() * x.cols,
         "gemm_f32: weights too short"
     );
-    drive!(tile_f32, w, x, out, TR, TT);
+    if x.n_tok >= MIN_FLOAT_TOKENS {
+        panels_walk(w, x, out);
+    } else {
+        drive!(tile_f32, w, x, out, TR, TT);
+    }
 }
 
-/// F16 weight rows times float activations, by register tiles.
+/// F16 weight rows times float activations: by register tiles, from
+/// [`MIN_FLOAT_TOKENS`] tokens on in panels (`x86::panels`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     assert!(
         w.len() >= out.rows() * x.cols,
         "gemm_f16: weights too short"
     );
-    drive!(tile_f16, w, x, out, TR, TT);
+    if x.n_tok >= MIN_FLOAT_TOKENS {
+        panels_walk(w, x, out);
+    } else {
+        drive!(tile_f16, w, x, out, TR, TT);
+    }
 }
+
+/// Eight rows of `src` (`stride` apart, eight values each) to eight runs of
+/// eight in `dst` (`dst_stride` apart): run `k` holds value `k` of every row
+/// (the panels' transposition, `x86::panels::pack_panels`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn transpose8(src: &[f32], stride: usize, dst: &mut [f32], dst_stride: usize) {
+    assert!(src.len() >= 7 * stride + 8 && dst.len() >= 7 * dst_stride + 8);
+    let mut r = [_mm256_setzero_ps(); 8];
+    for (i, v) in r.iter_mut().enumerate() {
+        // SAFETY: `i·stride + 8 <= src.len()` (asserted above); unaligned.
+        *v = unsafe { _mm256_loadu_ps(src.as_ptr().add(i * stride)) };
+    }
+    // Pairs, then quads, then the 128-bit halves.
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+    let out = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (k, v) in out.iter().enumerate() {
+        // SAFETY: `k·dst_stride + 8 <= dst.len()` (asserted above); unaligned.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(k * dst_stride), *v) };
+    }
+}
+
+// Panels of 8 tokens, tiles of 4 rows × 2 panels: eight accumulators (the
+// FMA latency times its two ports), two panel loads and four broadcasts per
+// eight FMAs.
+float_panels!(
+    "avx2,fma,f16c",
+    __m256,
+    8,
+    4,
+    2,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
 
 /// Generates a float tile function over weights of element type `$ty` loaded
 /// eight at a time by `$load`.

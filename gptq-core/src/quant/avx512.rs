@@ -24,10 +24,11 @@ use half::f16;
 use super::avx2::load_q8;
 use super::scratch::with_prepared;
 use super::table::HeadQueries;
-use super::tile::{OutTile, QuantActs};
+use super::tile::{FloatActs, OutTile, QuantActs};
 use super::types::iq4_nl::KVALUES;
 use super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::x86::driver::{drive, prefetch_weights, prefill_entry};
+use super::x86::panels::{MIN_FLOAT_TOKENS, float_panels};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -570,6 +571,46 @@ fn store16(x: &mut [f32], v: __m512) {
 
 pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod strip;
+// ---------------------------------------------------------------------------
+// Float prefill in panels (`x86::panels`).
+
+/// F32 weight rows times float activations: from [`MIN_FLOAT_TOKENS`]
+/// tokens on in 512-bit panels, else the AVX2 register tiles.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+    if x.n_tok >= MIN_FLOAT_TOKENS {
+        panels_walk(w, x, out);
+    } else {
+        super::avx2::gemm_f32(w, x, out);
+    }
+}
+
+/// F16 weight rows times float activations: from [`MIN_FLOAT_TOKENS`]
+/// tokens on in 512-bit panels, else the AVX2 register tiles.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
+    if x.n_tok >= MIN_FLOAT_TOKENS {
+        panels_walk(w, x, out);
+    } else {
+        super::avx2::gemm_f16(w, x, out);
+    }
+}
+
+// Panels of 16 tokens, tiles of 8 rows × 2 panels: sixteen accumulators,
+// two panel loads and eight broadcasts per sixteen FMAs.
+float_panels!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    __m512,
+    16,
+    8,
+    2,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+
 #[cfg(test)]
 mod tests;
 pub(in crate::quant) mod vbmi;

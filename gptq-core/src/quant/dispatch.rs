@@ -334,6 +334,8 @@ mod x86 {
         gemv_q5_0: avx512::gemm_q5_0,
         gemv_q5_1: avx512::gemm_q5_1,
         gemv_iq4_nl: avx512::gemm_iq4_nl,
+        gemm_f32: avx512::gemm_f32,
+        gemm_f16: avx512::gemm_f16,
         ..AVX2
     };
 

@@ -544,6 +544,21 @@ pub(crate) fn check_float_gemm<W: FloatGemm + Float>(t: VerifiedTable, seed: u64
         shapes.push((6, cols, 5));
     }
     shapes.push((50257, 24, 1));
+    // Prompts (the x86 panels from 16 tokens): ragged rows, tokens and
+    // columns (not multiples of 8), and token chunks (at 3072 columns the
+    // AVX-512 panels take 64 tokens per chunk).
+    for (rows, cols, n_tok) in [
+        (5, 45, 16),
+        (9, 64, 17),
+        (17, 100, 33),
+        (3, 7, 40),
+        (20, 13, 64),
+        (33, 256, 77),
+        (13, 768, 47),
+        (11, 3072, 130),
+    ] {
+        shapes.push((rows, cols, n_tok));
+    }
     for (rows, cols, n_tok) in shapes {
         let w: Vec<W> = rng.acts(rows * cols).into_iter().map(W::round).collect();
         let x = rng.acts(n_tok * cols);

@@ -246,6 +246,18 @@ fn bf16_products() {
     }
 }
 
+/// F32 and F16 weights on every table of the CPU (the AVX-512 tables have
+/// their own float panels).
+#[test]
+fn float_products() {
+    for name in table_names() {
+        if let Some(t) = harness::table(name) {
+            harness::check_float_gemm::<f32>(t, 17);
+            harness::check_float_gemm::<f16>(t, 18);
+        }
+    }
+}
+
 impl harness::Float for bf16 {
     fn round(v: f32) -> bf16 {
         super::types::bf16::from_f32(v)
