@@ -107,8 +107,13 @@ pub(in crate::quant) fn pack_panels(
 /// f32, borrowed (F32) or widened into `buf` (F16).
 pub(in crate::quant) trait PanelWeights: Copy {
     /// Rows `r..r + g`.
-    fn rows_f32<'a>(w: &'a [Self], k: usize, r: usize, g: usize, buf: &'a mut Vec<f32>)
-    -> &'a [f32];
+    fn rows_f32<'a>(
+        w: &'a [Self],
+        k: usize,
+        r: usize,
+        g: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> &'a [f32];
 }
 
 impl PanelWeights for f32 {
@@ -201,9 +206,14 @@ macro_rules! float_panels {
                 let chunk = chunk_tokens(k, GROUP);
                 for t0 in (0..n_tok).step_by(chunk) {
                     let t1 = (t0 + chunk).min(n_tok);
-                    pack_panels(x.x, k, (t0, t1), ($lanes, GROUP), &mut s.xt, |a, sa, b, sb| {
-                        $crate::quant::avx2::transpose8(a, sa, b, sb)
-                    });
+                    pack_panels(
+                        x.x,
+                        k,
+                        (t0, t1),
+                        ($lanes, GROUP),
+                        &mut s.xt,
+                        |a, sa, b, sb| $crate::quant::avx2::transpose8(a, sa, b, sb),
+                    );
                     let mut r = 0;
                     while r < rows {
                         let g = if r + $r <= rows { $r } else { 1 };
