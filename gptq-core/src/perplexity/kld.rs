@@ -33,7 +33,7 @@ pub fn token_kld(logits: &[f32], base: &[u16], target: u32) -> TokenKld {
             imax = i;
         }
     }
-    let sum_exp: f64 = logits.iter().map(|&v| f64::from((v - max).exp())).sum();
+    let sum_exp = super::exp_sum::exp_sum(logits, max);
     let log_sum_exp = sum_exp.ln() as f32;
     let (scale, min_log_prob) = row_header(base);
     let q = &base[4..4 + logits.len()];
