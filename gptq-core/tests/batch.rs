@@ -78,6 +78,23 @@ fn many_batched_sessions_match_their_solo_runs_bitwise() {
     check_against_solo(&prompts, &joins, &n_gen);
 }
 
+/// Eighteen sessions decoding together: past the float weights' prefill
+/// panels (from 16 tokens), which a decode step must not take.
+#[test]
+fn eighteen_batched_sessions_match_their_solo_runs_bitwise() {
+    let n = 18;
+    let prompts: Vec<Vec<u32>> = (0..n)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| ((i * 17 + j * 5 + 1) % 300) as u32)
+                .collect()
+        })
+        .collect();
+    let joins = vec![0; n];
+    let n_gen: Vec<usize> = (0..n).map(|i| 3 + i % 2).collect();
+    check_against_solo(&prompts, &joins, &n_gen);
+}
+
 /// Session `i` reads `prompts[i]` from step `joins[i]` on (in chunks of 16)
 /// and then generates `n_gen[i]` greedy tokens; at every step, on every kernel
 /// path, weight type and cache type, its logits equal its solo run's bitwise.

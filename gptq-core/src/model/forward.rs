@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 pub(crate) mod batch;
@@ -431,10 +432,50 @@ fn add_residual(k: VerifiedTable, x: &mut [f32], y: &[f32], n: usize, d: usize, 
 /// Queries from which a path's many-query head kernel takes over attention.
 const HEAD_KERNEL_MIN_QUERIES: usize = 4;
 
+thread_local! {
+    /// A head's f16 keys and values widened for the many-query kernel: grown
+    /// to the longest context a thread has attended, then reused.
+    static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What the head kernel needs beside one head's data.
+struct HeadShape {
+    d: usize,
+    hd: usize,
+    pos0: usize,
+    n: usize,
+    scale: f32,
+}
+
+/// One head's `n` queries (`q`, rows `3d` apart) over its f32 keys and
+/// values (position p at p·hd) by the path's many-query kernel.
+fn attend_head(
+    k: VerifiedTable,
+    s: &HeadShape,
+    q: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    out: &mut [f32],
+) {
+    let queries = HeadQueries {
+        q,
+        q_stride: 3 * s.d,
+        k: kh,
+        v: vh,
+        kv_stride: s.hd,
+        pos0: s.pos0,
+        n: s.n,
+        hd: s.hd,
+        scale: s.scale,
+    };
+    k.attend_head_f32(&queries, out);
+}
+
 /// Causal self-attention of `n` queries at positions `pos0..pos0 + n` over the
 /// cached keys and values `0..=position`. Where the kernel path has a
-/// many-query head kernel and the cache is f32, each head is one unit of work
-/// (written head-major to `spare`, then interleaved into `att`); otherwise
+/// many-query head kernel, each head is one unit of work (written head-major
+/// to `spare`, then interleaved into `att`; an f16 cache widened per head
+/// first); otherwise
 /// each (token, head) pair is, and each parallel task owns one lane of score
 /// scratch.
 #[allow(clippy::too_many_arguments)]
@@ -457,29 +498,48 @@ fn attention(
     let scale = 1.0 / (hd as f32).sqrt();
     let n_ctx = kv.n_ctx;
     let cache = kv.layer(layer);
-    if let (true, Layer::F32(kc, vc), true) = (
-        k.has_attend_head_f32(),
-        cache,
-        n >= HEAD_KERNEL_MIN_QUERIES && spare.len() >= n * d,
-    ) {
+    if k.has_attend_head_f32() && n >= HEAD_KERNEL_MIN_QUERIES && spare.len() >= n * d {
         let heads = &mut spare[..n * d];
-        heads
-            .par_chunks_mut(n * hd)
-            .enumerate()
-            .for_each(|(h, out)| {
-                let queries = HeadQueries {
-                    q: &qkv[h * hd..],
-                    q_stride: 3 * d,
-                    k: &kc[h * n_ctx * hd..],
-                    v: &vc[h * n_ctx * hd..],
-                    kv_stride: hd,
-                    pos0,
-                    n,
-                    hd,
-                    scale,
-                };
-                k.attend_head_f32(&queries, out);
-            });
+        // Head h's queries start at qkv[h·hd]; its keys and values at
+        // h·n_ctx·hd of the layer's cache.
+        let at = |h: usize| (h * hd, h * n_ctx * hd);
+        let shape = HeadShape {
+            d,
+            hd,
+            pos0,
+            n,
+            scale,
+        };
+        match cache {
+            Layer::F32(kc, vc) => {
+                heads
+                    .par_chunks_mut(n * hd)
+                    .enumerate()
+                    .for_each(|(h, out)| {
+                        let (qa, ka) = at(h);
+                        attend_head(k, &shape, &qkv[qa..], &kc[ka..], &vc[ka..], out);
+                    });
+            }
+            Layer::F16(kc, vc) => {
+                // The head's keys and values up to the last query, widened
+                // once (exactly) for all its queries: (pos0 + n)·hd
+                // conversions against n times as many products.
+                let len = (pos0 + n) * hd;
+                heads
+                    .par_chunks_mut(n * hd)
+                    .enumerate()
+                    .for_each(|(h, out)| {
+                        WIDENED.with_borrow_mut(|w| {
+                            w.resize(2 * len, 0.0);
+                            let (kw, vw) = w.split_at_mut(len);
+                            let (qa, ka) = at(h);
+                            kc[ka..ka + len].convert_to_f32_slice(kw);
+                            vc[ka..ka + len].convert_to_f32_slice(vw);
+                            attend_head(k, &shape, &qkv[qa..], kw, vw, out);
+                        });
+                    });
+            }
+        }
         for (t, row) in att[..n * d].chunks_exact_mut(d).enumerate() {
             for (h, o) in row.chunks_exact_mut(hd).enumerate() {
                 o.copy_from_slice(&heads[(h * n + t) * hd..][..hd]);

@@ -40,7 +40,7 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // n in [-126, 0]: a normal power of two, exponent field n + 127.
     let scale = f32::from_bits(biased.wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
@@ -115,7 +115,11 @@ mod tests {
                 worst = worst.max(err);
                 assert!(err <= 2.0, "exp({x}) = {got}, want {want}: {err} ulp");
             }
-            x = if x > -1.0 { x - 1.0 / 4096.0 } else { x - 0.013 };
+            x = if x > -1.0 {
+                x - 1.0 / 4096.0
+            } else {
+                x - 0.013
+            };
         }
         assert!(worst > 0.0);
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
@@ -128,15 +132,24 @@ mod tests {
             .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0) * 30.0 - 20.0)
             .collect();
         let max = max_logit(&logits);
-        assert_eq!(max, logits.iter().copied().fold(f32::NEG_INFINITY, f32::max));
-        let want: f64 = logits.iter().map(|&v| (f64::from(v) - f64::from(max)).exp()).sum();
+        assert_eq!(
+            max,
+            logits.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+        );
+        let want: f64 = logits
+            .iter()
+            .map(|&v| (f64::from(v) - f64::from(max)).exp())
+            .sum();
         let got = exp_sum(&logits, max);
         assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
         // Ragged lengths and a NaN.
         for n in [1, 15, 16, 17, 33] {
             let row = &logits[..n];
             let m = max_logit(row);
-            let want: f64 = row.iter().map(|&v| (f64::from(v) - f64::from(m)).exp()).sum();
+            let want: f64 = row
+                .iter()
+                .map(|&v| (f64::from(v) - f64::from(m)).exp())
+                .sum();
             assert!((exp_sum(row, m) - want).abs() <= 1e-6 * want);
         }
         let mut bad = logits[..40].to_vec();

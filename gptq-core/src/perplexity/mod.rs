@@ -12,8 +12,8 @@
 //! `n_ctx/2 .. n_ctx-1` scored against the token after each.
 
 pub mod base_file;
-pub mod kld;
 pub mod exp_sum;
+pub mod kld;
 
 use std::sync::Arc;
 

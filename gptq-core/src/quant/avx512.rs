@@ -574,22 +574,22 @@ pub(in crate::quant) mod strip;
 // ---------------------------------------------------------------------------
 // Float prefill in panels (`x86::panels`).
 
-/// F32 weight rows times float activations: from [`MIN_FLOAT_TOKENS`]
-/// tokens on in 512-bit panels, else the AVX2 register tiles.
+/// F32 weight rows times float activations: a prompt of at least
+/// [`MIN_FLOAT_TOKENS`] tokens in 512-bit panels, else (fewer tokens, a
+/// decode step) the AVX2 products.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
-    if x.n_tok >= MIN_FLOAT_TOKENS {
+    if x.n_tok >= MIN_FLOAT_TOKENS && !x.decode {
         panels_walk(w, x, out);
     } else {
         super::avx2::gemm_f32(w, x, out);
     }
 }
 
-/// F16 weight rows times float activations: from [`MIN_FLOAT_TOKENS`]
-/// tokens on in 512-bit panels, else the AVX2 register tiles.
+/// F16 weight rows times float activations: as [`gemm_f32`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
-    if x.n_tok >= MIN_FLOAT_TOKENS {
+    if x.n_tok >= MIN_FLOAT_TOKENS && !x.decode {
         panels_walk(w, x, out);
     } else {
         super::avx2::gemm_f16(w, x, out);

@@ -562,7 +562,12 @@ pub(crate) fn check_float_gemm<W: FloatGemm + Float>(t: VerifiedTable, seed: u64
     for (rows, cols, n_tok) in shapes {
         let w: Vec<W> = rng.acts(rows * cols).into_iter().map(W::round).collect();
         let x = rng.acts(n_tok * cols);
-        let acts = FloatActs { x: &x, n_tok, cols };
+        let acts = FloatActs {
+            x: &x,
+            n_tok,
+            cols,
+            decode: false,
+        };
         let run = |table: VerifiedTable| {
             let mut y = vec![f32::NAN; n_tok * rows];
             table.gemm_float(&w, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
@@ -583,6 +588,38 @@ pub(crate) fn check_float_gemm<W: FloatGemm + Float>(t: VerifiedTable, seed: u64
                     "{} gemm {:?}: {rows}x{cols}, {n_tok} tokens, row {r} token {tok}: {g} vs {e}",
                     t.name(),
                     std::any::type_name::<W>()
+                );
+            }
+        }
+    }
+    // Decode: the tokens of a batched step each get the bits of that token
+    // alone (and a single token the same bits as in a batch).
+    for (rows, cols, n_tok) in [(7, 45, 3), (9, 100, 17), (5, 768, 40), (3, 33, 2)] {
+        let w: Vec<W> = rng.acts(rows * cols).into_iter().map(W::round).collect();
+        let x = rng.acts(n_tok * cols);
+        let mut batch = vec![f32::NAN; n_tok * rows];
+        let acts = FloatActs {
+            x: &x,
+            n_tok,
+            cols,
+            decode: true,
+        };
+        t.gemm_float(&w, &acts, &mut OutTile::whole(&mut batch, n_tok, rows));
+        for tok in 0..n_tok {
+            let one = FloatActs {
+                x: &x[tok * cols..(tok + 1) * cols],
+                n_tok: 1,
+                cols,
+                decode: false,
+            };
+            let mut y = vec![f32::NAN; rows];
+            t.gemm_float(&w, &one, &mut OutTile::whole(&mut y, 1, rows));
+            for r in 0..rows {
+                assert_eq!(
+                    batch[tok * rows + r].to_bits(),
+                    y[r].to_bits(),
+                    "{} decode {rows}x{cols}, {n_tok} tokens, token {tok} row {r}",
+                    t.name()
                 );
             }
         }

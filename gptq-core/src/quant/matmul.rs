@@ -227,6 +227,7 @@ impl Product<'_, '_> {
             x: self.x,
             n_tok: self.n_tok,
             cols,
+            decode: self.decode,
         };
         for_row_tiles(self.par, self.rows, self.n_tok, self.decode, y, |tile| {
             let r0 = tile.r0();

@@ -135,6 +135,10 @@ pub struct FloatActs<'a> {
     pub n_tok: usize,
     /// Values per token.
     pub cols: usize,
+    /// The tokens are independent decode tokens (the sessions of a batched
+    /// decode step): each (row, token) is summed exactly as for that token
+    /// alone, not in a prefill kernel's order.
+    pub decode: bool,
 }
 
 impl<'a> FloatActs<'a> {

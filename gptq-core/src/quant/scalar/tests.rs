@@ -68,7 +68,12 @@ fn float_products_match_f64() {
         let w = rng.acts(rows * cols);
         let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let x = rng.acts(n_tok * cols);
-        let acts = FloatActs { x: &x, n_tok, cols };
+        let acts = FloatActs {
+            x: &x,
+            n_tok,
+            cols,
+            decode: false,
+        };
         let (mut y, mut yh) = (vec![f32::NAN; rows * n_tok], vec![f32::NAN; rows * n_tok]);
         gemm_f32(&w, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
         gemm_f16(&wh, &acts, &mut OutTile::whole(&mut yh, n_tok, rows));
