@@ -15,10 +15,10 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::panels::{MIN_FLOAT_TOKENS, float_panels};
 use super::tile::{FloatActs, OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K};
 use super::x86::driver::drive;
-use super::x86::panels::{MIN_FLOAT_TOKENS, float_panels};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -418,7 +418,7 @@ avx2_tile!(tile_q4, BlockQ4_0, load_q4, q4_offset, dot_q4_lanes);
 /// F32 weight rows times float activations: one token, or the independent
 /// tokens of a batched decode step, each alone (`gemv_f32`); a prompt by
 /// register tiles, from [`MIN_FLOAT_TOKENS`] tokens on in panels
-/// (`x86::panels`).
+/// (`quant::panels`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
     assert!(
@@ -452,7 +452,7 @@ pub(in crate::quant) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile
 
 /// Eight rows of `src` (`stride` apart, eight values each) to eight runs of
 /// eight in `dst` (`dst_stride` apart): run `k` holds value `k` of every row
-/// (the panels' transposition, `x86::panels::pack_panels`).
+/// (the panels' transposition, `panels::pack_panels`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn transpose8(src: &[f32], stride: usize, dst: &mut [f32], dst_stride: usize) {
@@ -509,7 +509,9 @@ float_panels!(
     _mm256_loadu_ps,
     _mm256_set1_ps,
     _mm256_fmadd_ps,
-    _mm256_storeu_ps
+    _mm256_storeu_ps,
+    8,
+    transpose8
 );
 
 /// Generates a float tile function over weights of element type `$ty` loaded

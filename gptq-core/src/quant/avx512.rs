@@ -22,13 +22,13 @@ use std::cell::Cell;
 use half::f16;
 
 use super::avx2::load_q8;
+use super::panels::{MIN_FLOAT_TOKENS, float_panels};
 use super::scratch::with_prepared;
 use super::table::HeadQueries;
 use super::tile::{FloatActs, OutTile, QuantActs};
 use super::types::iq4_nl::KVALUES;
 use super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::x86::driver::{drive, prefetch_weights, prefill_entry};
-use super::x86::panels::{MIN_FLOAT_TOKENS, float_panels};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -572,7 +572,7 @@ fn store16(x: &mut [f32], v: __m512) {
 pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod strip;
 // ---------------------------------------------------------------------------
-// Float prefill in panels (`x86::panels`).
+// Float prefill in panels (`quant::panels`).
 
 /// F32 weight rows times float activations: a prompt of at least
 /// [`MIN_FLOAT_TOKENS`] tokens in 512-bit panels, else (fewer tokens, a
@@ -608,7 +608,9 @@ float_panels!(
     _mm512_loadu_ps,
     _mm512_set1_ps,
     _mm512_fmadd_ps,
-    _mm512_storeu_ps
+    _mm512_storeu_ps,
+    8,
+    super::avx2::transpose8
 );
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub mod matrix;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod pack;
+// The float prefill panels of the SIMD paths (x86-64 and aarch64).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod panels;
 pub(crate) mod prefetch;
 mod scalar;
 mod scratch;

@@ -137,9 +137,12 @@ pub struct FloatActs<'a> {
     pub cols: usize,
     /// The tokens are independent decode tokens (the sessions of a batched
     /// decode step): each (row, token) is summed exactly as for that token
-    /// alone, not in a prefill kernel's order. (Only the x86 paths have
-    /// float prefill kernels that sum otherwise.)
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    /// alone, not in a prefill kernel's order. (Only the x86 and aarch64
+    /// paths have float prefill kernels that sum otherwise.)
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     pub decode: bool,
 }
 

@@ -9,6 +9,7 @@ use std::array::from_fn;
 use half::f16;
 
 use super::load_f16x8;
+use crate::quant::panels::{MIN_FLOAT_TOKENS, float_panels};
 use crate::quant::scalar;
 use crate::quant::tile::{FloatActs, OutTile};
 
@@ -135,17 +136,70 @@ pub(super) fn gemm_f<W: FloatElem>(w: &[W], x: &FloatActs<'_>, out: &mut OutTile
     }
 }
 
-/// F16 weight rows times float activations.
+/// F16 weight rows times float activations: as [`gemm_f32`].
 #[target_feature(enable = "neon")]
 pub(in crate::quant) fn gemm_f16(w: &[f16], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
-    gemm_f(w, x, out)
+    if x.n_tok >= MIN_FLOAT_TOKENS && !x.decode {
+        panels_walk(w, x, out);
+    } else {
+        gemm_f(w, x, out)
+    }
 }
 
-/// F32 weight rows times float activations.
+/// F32 weight rows times float activations: a prompt of at least
+/// [`MIN_FLOAT_TOKENS`] tokens in panels (`quant::panels`), else (fewer
+/// tokens, a decode step) the register tiles, which sum each (row, token)
+/// alike.
 #[target_feature(enable = "neon")]
 pub(in crate::quant) fn gemm_f32(w: &[f32], x: &FloatActs<'_>, out: &mut OutTile<'_>) {
-    gemm_f(w, x, out)
+    if x.n_tok >= MIN_FLOAT_TOKENS && !x.decode {
+        panels_walk(w, x, out);
+    } else {
+        gemm_f(w, x, out)
+    }
 }
+
+/// A zero vector (the panels' accumulators start from it).
+#[inline]
+#[target_feature(enable = "neon")]
+fn zero4() -> float32x4_t {
+    vdupq_n_f32(0.0)
+}
+
+/// `a·b + c` (the panels' argument order).
+#[inline]
+#[target_feature(enable = "neon")]
+fn fma4(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+    vfmaq_f32(c, a, b)
+}
+
+/// Four rows of `src` (`stride` apart, four values each) to four runs of
+/// four in `dst` (`dst_stride` apart): the panels' transposition.
+#[inline]
+fn transpose4(src: &[f32], stride: usize, dst: &mut [f32], dst_stride: usize) {
+    for i in 0..4 {
+        for k in 0..4 {
+            dst[k * dst_stride + i] = src[i * stride + k];
+        }
+    }
+}
+
+// Panels of 4 tokens, tiles of 6 rows × 4 panels: 24 accumulators, four
+// panel loads and six broadcasts per 24 FMAs, 29 of the 32 registers.
+float_panels!(
+    "neon",
+    float32x4_t,
+    4,
+    6,
+    4,
+    zero4,
+    vld1q_f32,
+    vdupq_n_f32,
+    fma4,
+    vst1q_f32,
+    4,
+    transpose4
+);
 
 // Vector helpers
 

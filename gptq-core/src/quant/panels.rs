@@ -1,6 +1,6 @@
 //! Float prefill (F32 and F16 weights) with the tokens in the vector lanes,
-//! shared by the AVX2 and AVX-512 paths (`float_panels!` makes each path's
-//! kernel from its vector operations).
+//! shared by the AVX2, AVX-512 and NEON paths (`float_panels!` makes each
+//! path's kernel from its vector operations).
 //!
 //! The decode tiles (`avx2::gemm_f32`) take a weight row and a token along
 //! the same axis: every (row, token) pair ends in a horizontal sum, and each
@@ -57,44 +57,44 @@ pub(in crate::quant) fn chunk_tokens(cols: usize, group: usize) -> usize {
 }
 
 /// Transposes tokens `t0..t1` of `x` (`cols` values each) into panels of
-/// `lanes` tokens (a multiple of 8), padded with zeros to whole groups of
-/// `group` tokens: `block8` transposes eight tokens × eight values at a
-/// time (`block8(src, stride, dst, dst_stride)`: eight rows of `src` at
-/// `stride` apart, eight values each, to eight runs of eight at
-/// `dst_stride` apart), the ragged edges go one value at a time.
-pub(in crate::quant) fn pack_panels(
+/// `lanes` tokens, padded with zeros to whole groups of `group` tokens:
+/// `block` transposes `B` tokens × `B` values at a time (`block(src, stride,
+/// dst, dst_stride)`: `B` rows of `src` `stride` apart, `B` values each, to
+/// `B` runs of `B` at `dst_stride` apart; `lanes` a multiple of `B`), the
+/// ragged edges go one value at a time.
+pub(in crate::quant) fn pack_panels<const B: usize>(
     x: &[f32],
     cols: usize,
     (t0, t1): (usize, usize),
     (lanes, group): (usize, usize),
     xt: &mut Vec<f32>,
-    mut block8: impl FnMut(&[f32], usize, &mut [f32], usize),
+    mut block: impl FnMut(&[f32], usize, &mut [f32], usize),
 ) {
-    assert!(lanes.is_multiple_of(8) && group.is_multiple_of(lanes));
+    assert!(lanes.is_multiple_of(B) && group.is_multiple_of(lanes));
     let n = (t1 - t0).div_ceil(group) * group;
     xt.clear();
     xt.resize(n * cols, 0.0);
     let src = &x[t0 * cols..t1 * cols];
-    let (n_tok, c8) = (t1 - t0, cols - cols % 8);
+    let (n_tok, cb) = (t1 - t0, cols - cols % B);
     let mut i = 0;
     while i < n_tok {
         let (p, l) = (i / lanes, i % lanes);
         let panel = &mut xt[p * cols * lanes..(p + 1) * cols * lanes];
-        if i + 8 <= n_tok {
-            for k in (0..c8).step_by(8) {
-                block8(
-                    &src[i * cols + k..(i + 7) * cols + k + 8],
+        if i + B <= n_tok {
+            for k in (0..cb).step_by(B) {
+                block(
+                    &src[i * cols + k..(i + B - 1) * cols + k + B],
                     cols,
-                    &mut panel[k * lanes + l..(k + 7) * lanes + l + 8],
+                    &mut panel[k * lanes + l..(k + B - 1) * lanes + l + B],
                     lanes,
                 );
             }
-            for t in i..i + 8 {
-                for k in c8..cols {
+            for t in i..i + B {
+                for k in cb..cols {
                     panel[k * lanes + t % lanes] = src[t * cols + k];
                 }
             }
-            i += 8;
+            i += B;
         } else {
             for (k, &v) in src[i * cols..(i + 1) * cols].iter().enumerate() {
                 panel[k * lanes + l] = v;
@@ -141,14 +141,16 @@ impl PanelWeights for half::f16 {
     }
 }
 
-/// Makes `panels_walk` (F32 or F16 weights) and `gemm_f16_panels` for one path from its
-/// vector type and operations (`$load`: unaligned load of `$lanes` f32,
-/// `$set1`: broadcast, `$fma(a, b, c)` = `a·b + c`, `$store`: unaligned
-/// store), with tiles of `$r` rows times `$tv` panels.
+/// Makes `panels_walk` (F32 or F16 weights) for one path from its vector
+/// type and operations (`$load`: unaligned load of `$lanes` f32, `$set1`:
+/// broadcast, `$fma(a, b, c)` = `a·b + c`, `$store`: unaligned store), with
+/// tiles of `$r` rows times `$tv` panels; `$transpose` moves `$block` ×
+/// `$block` values into the panels.
 macro_rules! float_panels {
     (
         $feat:literal, $vec:ty, $lanes:expr, $r:expr, $tv:expr,
-        $zero:path, $load:path, $set1:path, $fma:path, $store:path
+        $zero:path, $load:path, $set1:path, $fma:path, $store:path,
+        $block:expr, $transpose:path
     ) => {
         /// `R` weight rows (`k` values each, in `w`) times `TV` panels (from
         /// `xt`): `res[i][p]` holds row `i`'s sums for panel `p`'s tokens.
@@ -191,12 +193,12 @@ macro_rules! float_panels {
         /// the chunk per row group.
         #[inline]
         #[target_feature(enable = $feat)]
-        fn panels_walk<W: $crate::quant::x86::panels::PanelWeights>(
+        fn panels_walk<W: $crate::quant::panels::PanelWeights>(
             w: &[W],
             x: &$crate::quant::tile::FloatActs<'_>,
             out: &mut $crate::quant::tile::OutTile<'_>,
         ) {
-            use $crate::quant::x86::panels::{chunk_tokens, pack_panels, with_panels};
+            use $crate::quant::panels::{chunk_tokens, pack_panels, with_panels};
             const GROUP: usize = $lanes * $tv;
             let (k, rows, n_tok) = (x.cols, out.rows(), x.n_tok);
             assert!(w.len() >= rows * k, "float panels: weights too short");
@@ -207,13 +209,13 @@ macro_rules! float_panels {
                 let chunk = chunk_tokens(k, GROUP);
                 for t0 in (0..n_tok).step_by(chunk) {
                     let t1 = (t0 + chunk).min(n_tok);
-                    pack_panels(
+                    pack_panels::<{ $block }>(
                         x.x,
                         k,
                         (t0, t1),
                         ($lanes, GROUP),
                         &mut s.xt,
-                        |a, sa, b, sb| $crate::quant::avx2::transpose8(a, sa, b, sb),
+                        |a, sa, b, sb| $transpose(a, sa, b, sb),
                     );
                     let mut r = 0;
                     while r < rows {
