@@ -6,7 +6,7 @@
 //! .sum()` costs a libm call per value and one dependent f64 addition after
 //! another (a sixth of a perplexity run of a small model). Here the
 //! exponential is a branch-free polynomial the compiler vectorises on every
-//! target, and the sum runs in [`LANES`] f64 accumulators in a fixed order
+//! target, and the sum runs in sixteen f64 accumulators in a fixed order
 //! (the same result on every machine).
 
 /// Independent f64 partial sums: enough to cover the adds' latency and fill
