@@ -44,16 +44,13 @@ thread_local! {
 
 /// Runs `f` with this thread's panel scratch (taken for the call, put back).
 pub(in crate::quant) fn with_panels<R>(f: impl FnOnce(&mut PanelScratch) -> R) -> R {
-    let mut s = PANELS.take();
-    let r = f(&mut s);
-    PANELS.set(s);
-    r
+    crate::quant::scratch::with_taken(&PANELS, f)
 }
 
 /// Tokens per chunk: whole groups of `group` tokens of `cols` f32 each within
 /// [`CHUNK_BYTES`], at least one group.
 pub(in crate::quant) fn chunk_tokens(cols: usize, group: usize) -> usize {
-    (CHUNK_BYTES / (4 * cols.max(1)) / group).max(1) * group
+    crate::quant::tile::tokens_within(CHUNK_BYTES, 4 * cols, group)
 }
 
 /// Transposes tokens `t0..t1` of `x` (`cols` values each) into panels of

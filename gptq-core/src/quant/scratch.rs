@@ -9,6 +9,23 @@ use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::thread::LocalKey;
 
+/// Runs `f` with the value in `key` (this thread's scratch), taken for the
+/// call and put back after with whatever capacity it grew to: one borrow of
+/// the thread-local for a whole kernel call, and no `RefCell` flag to check.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) fn with_taken<T: Default, R>(
+    key: &'static LocalKey<Cell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    let mut s = key.take();
+    let r = f(&mut s);
+    key.set(s);
+    r
+}
+
 /// Runs `f` on the `n` values `make(0), make(1), …`, built in a stack array of
 /// `N` when `n <= N`, else in `heap`'s per-thread buffer (taken for the call,
 /// then put back with its capacity).

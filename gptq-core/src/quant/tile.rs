@@ -53,9 +53,18 @@ const GROUPED_CHUNK_BYTES: usize = 24 * 1024;
 /// chunk alike (and the tests that cross a chunk edge cross it on all).
 #[inline(always)]
 pub(in crate::quant) fn grouped_chunk_tokens<A>(nb: usize, group: usize) -> usize {
-    // Never zero: a zero-sized block or group would make the walk stand still.
-    let (token_bytes, group) = ((nb * std::mem::size_of::<A>()).max(1), group.max(1));
-    (GROUPED_CHUNK_BYTES / token_bytes / group).max(1) * group
+    tokens_within(GROUPED_CHUNK_BYTES, nb * std::mem::size_of::<A>(), group)
+}
+
+/// Tokens per chunk of any walk that keeps a chunk of tokens' activations in
+/// a cache while rows pass over it (the grouped tiles', the strips', the
+/// float panels'): as many whole groups of `group` tokens of `token_bytes`
+/// each as fit `budget` bytes, at least one group.
+#[inline(always)]
+pub(in crate::quant) fn tokens_within(budget: usize, token_bytes: usize, group: usize) -> usize {
+    // Never zero: a zero-sized token or group would make the walk stand still.
+    let (token_bytes, group) = (token_bytes.max(1), group.max(1));
+    (budget / token_bytes / group).max(1) * group
 }
 
 /// Every output of the tile: `TG` tokens at a time through `group`, which

@@ -42,8 +42,7 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// Tokens per chunk of the strips' walk: whole groups of `group` tokens of
 /// `token_bytes` each within [`CHUNK_BYTES`], at least one group.
 pub(in crate::quant) fn chunk_tokens(token_bytes: usize, group: usize) -> usize {
-    let group = group.max(1);
-    (CHUNK_BYTES / token_bytes.max(1) / group).max(1) * group
+    crate::quant::tile::tokens_within(CHUNK_BYTES, token_bytes, group)
 }
 
 /// One line of a strip: four weight bytes of each of 16 rows.
@@ -86,10 +85,7 @@ thread_local! {
 
 /// Runs `f` with this thread's scratch (taken for the call, put back after).
 pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    let mut s = SCRATCH.take();
-    let r = f(&mut s);
-    SCRATCH.set(s);
-    r
+    crate::quant::scratch::with_taken(&SCRATCH, f)
 }
 
 /// A block as `S` sub-blocks of `V` values (32-value types: one of 32;
