@@ -438,39 +438,6 @@ thread_local! {
     static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// What the head kernel needs beside one head's data.
-struct HeadShape {
-    d: usize,
-    hd: usize,
-    pos0: usize,
-    n: usize,
-    scale: f32,
-}
-
-/// One head's `n` queries (`q`, rows `3d` apart) over its f32 keys and
-/// values (position p at p·hd) by the path's many-query kernel.
-fn attend_head(
-    k: VerifiedTable,
-    s: &HeadShape,
-    q: &[f32],
-    kh: &[f32],
-    vh: &[f32],
-    out: &mut [f32],
-) {
-    let queries = HeadQueries {
-        q,
-        q_stride: 3 * s.d,
-        k: kh,
-        v: vh,
-        kv_stride: s.hd,
-        pos0: s.pos0,
-        n: s.n,
-        hd: s.hd,
-        scale: s.scale,
-    };
-    k.attend_head_f32(&queries, out);
-}
-
 /// Causal self-attention of `n` queries at positions `pos0..pos0 + n` over the
 /// cached keys and values `0..=position`. Where the kernel path has a
 /// many-query head kernel, each head is one unit of work (written head-major
@@ -500,14 +467,18 @@ fn attention(
     let cache = kv.layer(layer);
     if k.has_attend_head_f32() && n >= HEAD_KERNEL_MIN_QUERIES && spare.len() >= n * d {
         let heads = &mut spare[..n * d];
-        // Head h's queries start at qkv[h·hd]; its keys and values at
-        // h·n_ctx·hd of the layer's cache.
-        let at = |h: usize| (h * hd, h * n_ctx * hd);
-        let shape = HeadShape {
-            d,
-            hd,
+        // Every head's queries alike but for where its data starts: head h's
+        // queries at qkv[h·hd] (rows 3d apart), its keys and values at
+        // h·n_ctx·hd of the layer's cache (position p at p·hd).
+        let base = HeadQueries {
+            q: &[],
+            q_stride: 3 * d,
+            k: &[],
+            v: &[],
+            kv_stride: hd,
             pos0,
             n,
+            hd,
             scale,
         };
         match cache {
@@ -516,8 +487,14 @@ fn attention(
                     .par_chunks_mut(n * hd)
                     .enumerate()
                     .for_each(|(h, out)| {
-                        let (qa, ka) = at(h);
-                        attend_head(k, &shape, &qkv[qa..], &kc[ka..], &vc[ka..], out);
+                        let at = h * n_ctx * hd;
+                        let head = HeadQueries {
+                            q: &qkv[h * hd..],
+                            k: &kc[at..],
+                            v: &vc[at..],
+                            ..base
+                        };
+                        k.attend_head_f32(&head, out);
                     });
             }
             Layer::F16(kc, vc) => {
@@ -532,10 +509,16 @@ fn attention(
                         WIDENED.with_borrow_mut(|w| {
                             w.resize(2 * len, 0.0);
                             let (kw, vw) = w.split_at_mut(len);
-                            let (qa, ka) = at(h);
-                            kc[ka..ka + len].convert_to_f32_slice(kw);
-                            vc[ka..ka + len].convert_to_f32_slice(vw);
-                            attend_head(k, &shape, &qkv[qa..], kw, vw, out);
+                            let at = h * n_ctx * hd;
+                            kc[at..at + len].convert_to_f32_slice(kw);
+                            vc[at..at + len].convert_to_f32_slice(vw);
+                            let head = HeadQueries {
+                                q: &qkv[h * hd..],
+                                k: kw,
+                                v: vw,
+                                ..base
+                            };
+                            k.attend_head_f32(&head, out);
                         });
                     });
             }
