@@ -50,10 +50,12 @@ const HALF: usize = 8;
 /// registers.
 const TG_Q4: usize = 4;
 
-/// The same for Q8_0, which keeps `|w|` in the registers and needs more
-/// temporaries per line (the sign, the widening): with four tokens the
-/// accumulators spilled to the stack.
+/// The same for Q8_0 (and the other signed types), which holds four lines'
+/// `|w|` at a time (`SIGNED_LINES`) and each token's integer sum.
 const TG_Q8: usize = 2;
+
+/// Lines of a signed sub-block whose `|w|` a pass holds for every token.
+const SIGNED_LINES: usize = 4;
 
 /// The call's activations and, per sub-block (token-major), their scales,
 /// offset corrections and minimum factors.
@@ -163,7 +165,10 @@ fn half_tokens<
     let nsub = a.nsub;
     assert!(st.lines.len() == nsub * L && st.dw.len() == nsub * STRIP && h < 2);
     assert!(
-        st.dm.len() == nsub * STRIP && L.is_multiple_of(GROUP) && A::VALUES.is_multiple_of(L * 4)
+        st.dm.len() == nsub * STRIP
+            && L.is_multiple_of(GROUP)
+            && (!SIGNED || L.is_multiple_of(SIGNED_LINES))
+            && A::VALUES.is_multiple_of(L * 4)
     );
     let (da, corr, dasa) = (
         &a.da[t * nsub..(t + T) * nsub],
@@ -182,54 +187,72 @@ fn half_tokens<
     let mut acc = [_mm256_setzero_ps(); T];
     for q in 0..nsub {
         let lines = &st.lines[q * L..(q + 1) * L];
-        let mut wl = [_mm256_setzero_si256(); L];
-        for (v, line) in wl.iter_mut().zip(lines) {
+        let at = A::values_at(4 * L, q);
+        assert!(at + 4 * L <= row_bytes);
+        // Token j's four activation bytes k of the sub-block, as one i32.
+        let quad = |j: usize, k: usize| {
+            // SAFETY: `base[j]` is a row of `row_bytes` readable bytes and
+            // `at + 4k + 4 <= at + 4L <= row_bytes` (k < L, asserted above);
+            // the read is unaligned.
+            unsafe { base[j].add(at + 4 * k).cast::<i32>().read_unaligned() }
+        };
+        // Half `h` of line `k` of the sub-block.
+        let half_line = |k: usize| {
             // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
             // (h < 2), so 32 readable bytes aligned to 32.
-            let x = unsafe { _mm256_load_si256(line.0.as_ptr().add(HALF * 4 * h).cast()) };
-            *v = if SIGNED { _mm256_sign_epi8(x, x) } else { x };
+            unsafe { _mm256_load_si256(lines[k].0.as_ptr().add(HALF * 4 * h).cast()) }
+        };
+        let mut isum = [_mm256_setzero_si256(); T];
+        for (j, s) in isum.iter_mut().enumerate() {
+            *s = _mm256_set1_epi32(corr[j * nsub + q]);
+        }
+        if SIGNED {
+            // Four lines' `|w|` at a time serve every token: with all eight
+            // held, the tokens' sums and the temporaries spilled.
+            for g in (0..L).step_by(SIGNED_LINES) {
+                let mut wa = [_mm256_setzero_si256(); SIGNED_LINES];
+                for (k, v) in wa.iter_mut().enumerate() {
+                    let x = half_line(g + k);
+                    *v = _mm256_sign_epi8(x, x);
+                }
+                for (j, s) in isum.iter_mut().enumerate() {
+                    for (k, wa) in wa.iter().enumerate() {
+                        let sa =
+                            _mm256_sign_epi8(_mm256_set1_epi32(quad(j, g + k)), half_line(g + k));
+                        let p = _mm256_maddubs_epi16(*wa, sa);
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
+                    }
+                }
+            }
+        } else {
+            let mut wl = [_mm256_setzero_si256(); L];
+            for (k, v) in wl.iter_mut().enumerate() {
+                *v = half_line(k);
+            }
+            for (j, s) in isum.iter_mut().enumerate() {
+                for g in (0..L).step_by(GROUP) {
+                    let mut s16 = _mm256_setzero_si256();
+                    for (k, wu) in wl.iter().enumerate().skip(g).take(GROUP) {
+                        let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(j, k)));
+                        s16 = _mm256_add_epi16(s16, p);
+                    }
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, ones));
+                }
+            }
         }
         // SAFETY: `dw` and `dm` hold 16 floats for sub-block `q` (asserted
         // above); the half's eight start at 8h; the loads are unaligned.
+        // (Loaded only now: registers are short while the sums run.)
         let (wd, wm) = unsafe {
             (
                 _mm256_loadu_ps(st.dw.as_ptr().add(q * STRIP + HALF * h)),
                 _mm256_loadu_ps(st.dm.as_ptr().add(q * STRIP + HALF * h)),
             )
         };
-        let at = A::values_at(4 * L, q);
-        assert!(at + 4 * L <= row_bytes);
-        for (j, acc) in acc.iter_mut().enumerate() {
+        for (j, (acc, s)) in acc.iter_mut().zip(isum).enumerate() {
             let i = j * nsub + q;
-            let row = base[j];
-            // SAFETY: `row` is a row of `row_bytes` readable bytes and
-            // `at + 4k + 4 <= at + 4L <= row_bytes` (k < L, asserted above);
-            // the reads are unaligned.
-            let quad = |k: usize| unsafe { row.add(at + 4 * k).cast::<i32>().read_unaligned() };
-            let isum = if SIGNED {
-                let mut s32 = _mm256_set1_epi32(corr[i]);
-                for (k, (wa, line)) in wl.iter().zip(lines).enumerate() {
-                    // SAFETY: as for the loads above.
-                    let ws = unsafe { _mm256_load_si256(line.0.as_ptr().add(HALF * 4 * h).cast()) };
-                    let sa = _mm256_sign_epi8(_mm256_set1_epi32(quad(k)), ws);
-                    let p = _mm256_maddubs_epi16(*wa, sa);
-                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
-                }
-                s32
-            } else {
-                let mut s32 = _mm256_set1_epi32(corr[i]);
-                for g in (0..L).step_by(GROUP) {
-                    let mut s16 = _mm256_setzero_si256();
-                    for (k, wu) in wl.iter().enumerate().skip(g).take(GROUP) {
-                        let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(k)));
-                        s16 = _mm256_add_epi16(s16, p);
-                    }
-                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(s16, ones));
-                }
-                s32
-            };
             let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[i]));
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *acc);
             if MIN {
                 *acc = _mm256_fmadd_ps(wm, _mm256_set1_ps(dasa[i]), *acc);
             }
