@@ -10,9 +10,23 @@
 //! activation side is prepared once per call and read as memory operands, and
 //! a Q4_0 block unpacks with one broadcast load, one shift and one `and`: about
 //! twelve µops per block.
+//!
+//! Q8_0 and Q4_0, whose every multi-token decode product comes here, take a
+//! row's blocks four at a time: their four integer dots (eight i32 lanes each) reduce
+//! exactly by three `hadd`s to one vector whose lanes `i` and `4 + i` are
+//! block `i`'s two halves, then one conversion, one scale product and one FMA
+//! serve the four blocks (per block: three µops instead of one conversion,
+//! product and FMA each, which had all the float ports to themselves; the
+//! `hadd`s run mostly on the shuffle port). A row's last `nb mod 4` blocks
+//! go one at a time. A token's sums are the same whatever tokens share the
+//! call. The other types keep one block at a time: their batched decode
+//! runs the grouped walk (`blocks`), whose sums must stay the same bits as
+//! these.
 
 use std::arch::x86_64::*;
 use std::cell::Cell;
+
+use half::f16;
 
 use super::super::prefetch;
 use super::super::scratch::with_prepared;
@@ -39,11 +53,13 @@ struct Prep {
 /// 768 columns, 8 of 3072) go through one pass over the weights together.
 const STACK_BLOCKS: usize = 768;
 
-/// Tokens whose sums one pass over a row keeps in registers: eight
-/// accumulators, the weight block and its scale, and the temporaries of one
-/// dot fit the sixteen vector registers (the prepared activations are memory
-/// operands), so up to eight sessions share each unpack.
-const TG: usize = 8;
+/// Tokens whose sums one pass over a row keeps in registers: four
+/// accumulators, a quad's four weight blocks and their scales, and the
+/// temporaries of the dots fit the sixteen vector registers (the prepared
+/// activations are memory operands). With eight the accumulators lived on
+/// the stack, at the same speed (124M Q8_0, eight sessions); a batch of
+/// more passes over each row (from L1) once per four sessions.
+const TG: usize = 4;
 
 thread_local! {
     /// Each thread's prepared blocks for wider products, taken by a call and
@@ -70,15 +86,19 @@ fn unpack_q4(b: &BlockQ4_0) -> __m256i {
 /// `m·d_a·Σa` with one more FMA, in the tile's order.
 macro_rules! gemv {
     ($name:ident, $blk:ty, $wload:ident, $dot:ident, min) => {
-        gemv!(@gen $name, $blk, $wload, $dot,
+        gemv!(@gen $name, $blk, $wload, $dot, false,
             |_v, b, s, i| $crate::quant::avx2::min_term(b, s[i]),
             |w| Some(_mm256_set1_ps($crate::quant::avx2::h2f(w.m))));
     };
-    ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident) => {
-        gemv!(@gen $name, $blk, $wload, $dot,
+    ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident, quads) => {
+        gemv!(@gen $name, $blk, $wload, $dot, true,
             |v, _b, _s, _i| $aux(v), |_w| None);
     };
-    (@gen $name:ident, $blk:ty, $wload:ident, $dot:ident,
+    ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident) => {
+        gemv!(@gen $name, $blk, $wload, $dot, false,
+            |v, _b, _s, _i| $aux(v), |_w| None);
+    };
+    (@gen $name:ident, $blk:ty, $wload:ident, $dot:ident, $quads:expr,
         |$v:ident, $ab:ident, $ss:ident, $bi:ident| $aux:expr,
         |$wb:ident| $wmin:expr) => {
         /// `y = w · x` for each of `a.n_tok` tokens, one row at a time (one
@@ -93,7 +113,26 @@ macro_rules! gemv {
             #[target_feature(enable = "avx2,fma,f16c")]
             fn row<const T: usize>(row: &[$blk], prep: &[Prep], nb: usize) -> [f32; T] {
                 let mut acc = [_mm256_setzero_ps(); T];
-                for (b, wb) in row.iter().enumerate() {
+                let nq = quad_blocks($quads, nb);
+                for b in (0..nq).step_by(4) {
+                    let wq = &row[b..b + 4];
+                    for wb in wq {
+                        prefetch::stream(wb);
+                    }
+                    let wv = [$wload(&wq[0]), $wload(&wq[1]), $wload(&wq[2]), $wload(&wq[3])];
+                    let wd = quad_scales([wq[0].d, wq[1].d, wq[2].d, wq[3].d]);
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let p = &prep[j * nb + b..j * nb + b + 4];
+                        let d = |i: usize| $dot(wv[i], p[i].a, p[i].x);
+                        let h = _mm256_hadd_epi32(
+                            _mm256_hadd_epi32(d(0), d(1)),
+                            _mm256_hadd_epi32(d(2), d(3)),
+                        );
+                        let dot = _mm256_cvtepi32_ps(h);
+                        *acc = _mm256_fmadd_ps(_mm256_mul_ps(dot, p[0].d), wd, *acc);
+                    }
+                }
+                for (b, wb) in row.iter().enumerate().skip(nq) {
                     prefetch::stream(wb);
                     let wv = $wload(wb);
                     let wd = _mm256_set1_ps(h2f(wb.d));
@@ -131,11 +170,14 @@ macro_rules! gemv {
                 let v = load_q8(act);
                 #[allow(unused_variables)]
                 let ($v, $ab, $ss, $bi) = (v, act, a.row_sums(t), b);
-                Prep {
-                    a: v,
-                    x: $aux,
-                    d: _mm256_set1_ps(h2f(act.d)),
-                }
+                let nq = quad_blocks($quads, nb);
+                let d = if b < nq && b % 4 == 0 {
+                    let q = &a.row(t)[b..b + 4];
+                    quad_scales([q[0].d, q[1].d, q[2].d, q[3].d])
+                } else {
+                    _mm256_set1_ps(h2f(act.d))
+                };
+                Prep { a: v, x: $aux, d }
             };
             // Tokens whose blocks fit the stack together (at least one).
             let group = (STACK_BLOCKS / nb.max(1)).max(1);
@@ -178,6 +220,22 @@ macro_rules! gemv {
     };
 }
 
+/// Blocks of a row that go four at a time (`quads`: Q8_0 and Q4_0): the
+/// whole quads; the rest go one at a time.
+#[inline(always)]
+fn quad_blocks(quads: bool, nb: usize) -> usize {
+    if quads { nb - nb % 4 } else { 0 }
+}
+
+/// The scales of four consecutive blocks in the lane order of a quad's
+/// reduced sums: lane `i` and `4 + i` block `i`'s.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quad_scales(d: [f16; 4]) -> __m256 {
+    let [a, b, c, e] = d.map(|h| h.to_bits() as i16);
+    _mm256_cvtph_ps(_mm_setr_epi16(a, b, c, e, a, b, c, e))
+}
+
 /// Writes tokens `t..t + T` of output row `r`.
 #[inline]
 fn put<const T: usize>(out: &mut OutTile<'_>, t: usize, r: usize, v: &[f32; T]) {
@@ -186,8 +244,15 @@ fn put<const T: usize>(out: &mut OutTile<'_>, t: usize, r: usize, v: &[f32; T]) 
     }
 }
 
-gemv!(gemv_q8_0, BlockQ8_0, load_q8, q8_abs, dot_q8_lanes);
-gemv!(gemv_q4_0, BlockQ4_0, unpack_q4, q4_offset, dot_q4_lanes);
+gemv!(gemv_q8_0, BlockQ8_0, load_q8, q8_abs, dot_q8_lanes, quads);
+gemv!(
+    gemv_q4_0,
+    BlockQ4_0,
+    unpack_q4,
+    q4_offset,
+    dot_q4_lanes,
+    quads
+);
 gemv!(gemv_q4_1, BlockQ4_1, load_q4_1, dot_u8_lanes, min);
 gemv!(gemv_q5_0, BlockQ5_0, load_q5_0, q5_offset, dot_q4_lanes);
 gemv!(gemv_q5_1, BlockQ5_1, load_q5_1, dot_u8_lanes, min);
