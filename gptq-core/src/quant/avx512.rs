@@ -430,6 +430,41 @@ prefill_entry!(
 /// and each value row loaded serves this many.
 const QG: usize = 4;
 
+/// Key blocks (of sixteen positions) per pass of [`scores`]: `QG · KB`
+/// independent FMA chains, as two FMA ports of four cycles' latency need.
+const KB: usize = 2;
+
+/// The group's scaled scores of key blocks `b..b + K` (sixteen positions
+/// each) into `sc` (row `g` at `g·ldk`): each score sums its `d` terms in
+/// order in one lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn scores<const K: usize>(
+    kt: &[f32],
+    ldk: usize,
+    hd: usize,
+    qs: &[&[f32]; QG],
+    b: usize,
+    scale: __m512,
+    sc: &mut [f32],
+) {
+    let mut acc = [[_mm512_setzero_ps(); K]; QG];
+    for d in 0..hd {
+        let kv: [__m512; K] = std::array::from_fn(|j| load16(&kt[d * ldk + 16 * (b + j)..]));
+        for (a, q) in acc.iter_mut().zip(qs) {
+            let qd = _mm512_set1_ps(q[d]);
+            for (x, k) in a.iter_mut().zip(&kv) {
+                *x = _mm512_fmadd_ps(qd, *k, *x);
+            }
+        }
+    }
+    for (g, a) in acc.iter().enumerate() {
+        for (j, x) in a.iter().enumerate() {
+            store16(&mut sc[g * ldk + 16 * (b + j)..], _mm512_mul_ps(*x, scale));
+        }
+    }
+}
+
 thread_local! {
     /// Each thread's transposed keys and group scores for [`attend_head_f32`],
     /// grown once to the longest context.
@@ -485,17 +520,15 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
         let qs: [&[f32]; QG] =
             std::array::from_fn(|g| &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd]);
         let keys = pos0 + g0 + gn;
-        for b in 0..keys.div_ceil(16) {
-            let mut acc = [_mm512_setzero_ps(); QG];
-            for d in 0..hd {
-                let kv = load16(&kt[d * ldk + 16 * b..]);
-                for (a, q) in acc.iter_mut().zip(&qs) {
-                    *a = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), kv, *a);
-                }
-            }
-            for (g, a) in acc.iter().enumerate() {
-                store16(&mut sc[g * ldk + 16 * b..], _mm512_mul_ps(*a, scale));
-            }
+        let blocks = keys.div_ceil(16);
+        let mut b = 0;
+        while b + KB <= blocks {
+            scores::<KB>(&kt, ldk, hd, &qs, b, scale, &mut sc);
+            b += KB;
+        }
+        while b < blocks {
+            scores::<1>(&kt, ldk, hd, &qs, b, scale, &mut sc);
+            b += 1;
         }
         for g in 0..QG {
             let row = &mut sc[g * ldk..(g + 1) * ldk];

@@ -16,6 +16,11 @@ use super::{attend_f32, ld, softmax, st};
 /// loaded serves this many.
 const QG: usize = 4;
 
+/// Key blocks (of eight positions) per pass of [`scores`]: the group's
+/// `QG · KB` accumulators are the independent FMA chains two FMA ports of
+/// four cycles' latency need (with one block, four chains: half the rate).
+const KB: usize = 2;
+
 /// Value columns per pass of [`weighted_values`]: four queries' accumulators
 /// of two registers each leave room for the loads in sixteen registers.
 const VW: usize = 2;
@@ -71,17 +76,15 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
         let qs: [&[f32]; QG] =
             std::array::from_fn(|g| &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd]);
         let keys = pos0 + g0 + gn;
-        for b in 0..keys.div_ceil(8) {
-            let mut acc = [_mm256_setzero_ps(); QG];
-            for d in 0..hd {
-                let kv = ld(&kt[d * ldk + 8 * b..]);
-                for (a, q) in acc.iter_mut().zip(&qs) {
-                    *a = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), kv, *a);
-                }
-            }
-            for (g, a) in acc.iter().enumerate() {
-                st(&mut sc[g * ldk + 8 * b..], _mm256_mul_ps(*a, scale));
-            }
+        let blocks = keys.div_ceil(8);
+        let mut b = 0;
+        while b + KB <= blocks {
+            scores::<KB>(&kt, ldk, hd, &qs, b, scale, &mut sc);
+            b += KB;
+        }
+        while b < blocks {
+            scores::<1>(&kt, ldk, hd, &qs, b, scale, &mut sc);
+            b += 1;
         }
         for g in 0..QG {
             let row = &mut sc[g * ldk..(g + 1) * ldk];
@@ -104,6 +107,37 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
         }
     }
     ATTEND.set((kt, sc));
+}
+
+/// The group's scaled scores of key blocks `b..b + K` (eight positions each)
+/// into `sc` (row `g` at `g·ldk`): each score sums its `d` terms in order in
+/// one lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scores<const K: usize>(
+    kt: &[f32],
+    ldk: usize,
+    hd: usize,
+    qs: &[&[f32]; QG],
+    b: usize,
+    scale: __m256,
+    sc: &mut [f32],
+) {
+    let mut acc = [[_mm256_setzero_ps(); K]; QG];
+    for d in 0..hd {
+        let kv: [__m256; K] = std::array::from_fn(|j| ld(&kt[d * ldk + 8 * (b + j)..]));
+        for (a, q) in acc.iter_mut().zip(qs) {
+            let qd = _mm256_set1_ps(q[d]);
+            for (x, k) in a.iter_mut().zip(&kv) {
+                *x = _mm256_fmadd_ps(qd, *k, *x);
+            }
+        }
+    }
+    for (g, a) in acc.iter().enumerate() {
+        for (j, x) in a.iter().enumerate() {
+            st(&mut sc[g * ldk + 8 * (b + j)..], _mm256_mul_ps(*x, scale));
+        }
+    }
 }
 
 /// Columns `c..c + 8·W` of the group's outputs: `Σ_p w[g][p] · v[p]` over the
