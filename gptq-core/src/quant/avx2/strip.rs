@@ -45,17 +45,20 @@ pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
 /// Rows per register: half a strip.
 const HALF: usize = 8;
 
-/// Tokens that share each pass over half a strip's Q4_0 weights: the block's
-/// eight lines, four accumulators and the temporaries fill the sixteen
-/// registers.
+/// Tokens that share each pass over half a strip's unsigned weights: four
+/// lines ([`PASS_LINES`]), four integer sums, four accumulators and the
+/// temporaries fit the sixteen registers (with the block's eight lines held,
+/// the accumulators lived on the stack: Q4_K_M mix 0.95×, Q4_0 even).
 const TG_Q4: usize = 4;
 
-/// The same for Q8_0 (and the other signed types), which holds four lines'
-/// `|w|` at a time (`SIGNED_LINES`) and each token's integer sum.
+/// The same for Q8_0 (and the other signed types), whose sign trick needs
+/// more temporaries per line: two tokens (124M Q8_0 pp512: four tokens 0.8×,
+/// three 0.8×; eight lines held at two tokens, as before, 0.89×).
 const TG_Q8: usize = 2;
 
-/// Lines of a signed sub-block whose `|w|` a pass holds for every token.
-const SIGNED_LINES: usize = 4;
+/// Lines of a sub-block whose values (`|w|` for the signed types) a pass
+/// holds for every token of the group.
+const PASS_LINES: usize = 4;
 
 /// The call's activations and, per sub-block (token-major), their scales,
 /// offset corrections and minimum factors.
@@ -167,7 +170,7 @@ fn half_tokens<
     assert!(
         st.dm.len() == nsub * STRIP
             && L.is_multiple_of(GROUP)
-            && (!SIGNED || L.is_multiple_of(SIGNED_LINES))
+            && L.is_multiple_of(PASS_LINES)
             && A::VALUES.is_multiple_of(L * 4)
     );
     let (da, corr, dasa) = (
@@ -209,8 +212,8 @@ fn half_tokens<
         if SIGNED {
             // Four lines' `|w|` at a time serve every token: with all eight
             // held, the tokens' sums and the temporaries spilled.
-            for g in (0..L).step_by(SIGNED_LINES) {
-                let mut wa = [_mm256_setzero_si256(); SIGNED_LINES];
+            for g in (0..L).step_by(PASS_LINES) {
+                let mut wa = [_mm256_setzero_si256(); PASS_LINES];
                 for (k, v) in wa.iter_mut().enumerate() {
                     let x = half_line(g + k);
                     *v = _mm256_sign_epi8(x, x);
@@ -225,18 +228,23 @@ fn half_tokens<
                 }
             }
         } else {
-            let mut wl = [_mm256_setzero_si256(); L];
-            for (k, v) in wl.iter_mut().enumerate() {
-                *v = half_line(k);
-            }
-            for (j, s) in isum.iter_mut().enumerate() {
-                for g in (0..L).step_by(GROUP) {
-                    let mut s16 = _mm256_setzero_si256();
-                    for (k, wu) in wl.iter().enumerate().skip(g).take(GROUP) {
-                        let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(j, k)));
-                        s16 = _mm256_add_epi16(s16, p);
+            // The same four lines at a time; pairs summed in i16 by at most
+            // four lines (a `GROUP` of eight takes two `madd`s per block).
+            let group = GROUP.min(PASS_LINES);
+            for g in (0..L).step_by(PASS_LINES) {
+                let mut wl = [_mm256_setzero_si256(); PASS_LINES];
+                for (k, v) in wl.iter_mut().enumerate() {
+                    *v = half_line(g + k);
+                }
+                for (j, s) in isum.iter_mut().enumerate() {
+                    for h0 in (0..PASS_LINES).step_by(group) {
+                        let mut s16 = _mm256_setzero_si256();
+                        for (k, wu) in wl.iter().enumerate().skip(h0).take(group) {
+                            let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(j, g + k)));
+                            s16 = _mm256_add_epi16(s16, p);
+                        }
+                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, ones));
                     }
-                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, ones));
                 }
             }
         }
