@@ -4,8 +4,9 @@
 //! Requests arrive on a channel. Every step, the engine takes new requests
 //! into free slots (the one whose cache shares the longest reusable prefix,
 //! see [`super::slots`]), then evaluates one [`Batch`] step: one token for
-//! every slot that is generating, plus the next prompt chunk (up to
-//! `n_batch` tokens) of at most one slot still reading its prompt. It then
+//! every slot that is generating, plus the next prompt chunk of the slots
+//! still reading their prompts, first come first, as many whole chunks as
+//! fit `n_batch` prompt tokens (at least one). It then
 //! samples each slot's next token, streams it to the request's channel, and
 //! frees the slots whose requests finished, went away (their channel
 //! closed: the client disconnected) or ran out of time.
@@ -467,21 +468,21 @@ impl Worker {
 
     /// One batched forward pass, then sampling for every slot that took part.
     fn step(&mut self) {
-        // The slot reading its prompt that came first gets this step's chunk.
-        let prefill = self
+        // Slots reading their prompts, first come first: each takes its next
+        // whole chunk (as `n_batch`-token chunks from its start, the way it
+        // would be fed alone) while the step's prompt tokens stay within
+        // `n_batch`; the first always gets its chunk. So requests that arrive
+        // together read their prompts in one step and decode together from
+        // the next, instead of joining one step apart.
+        let waiting: Vec<(u64, usize, usize, usize)> = self
             .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.run.as_ref().map(|r| (i, r)))
             .filter(|(_, r)| r.pending < r.job.spec.prompt.len())
-            .min_by_key(|(_, r)| r.job.seq)
-            .map(|(i, r)| {
-                (
-                    i,
-                    r.pending,
-                    (r.job.spec.prompt.len() - r.pending).min(self.n_batch),
-                )
-            });
+            .map(|(i, r)| (r.job.seq, i, r.pending, r.job.spec.prompt.len() - r.pending))
+            .collect();
+        let prefill = prompt_chunks(waiting, self.n_batch);
         let mut items: Vec<(&mut Session, &[u32])> = Vec::with_capacity(self.slots.len());
         let mut stepped: Vec<usize> = Vec::with_capacity(self.slots.len());
         let (mut n_prompt, mut n_decode) = (0, 0);
@@ -492,9 +493,7 @@ impl Worker {
                 items.push((session, std::slice::from_ref(next)));
                 stepped.push(i);
                 n_decode += 1;
-            } else if let Some((p, from, n)) = prefill
-                && p == i
-            {
+            } else if let Some(&(_, from, n)) = prefill.iter().find(|c| c.0 == i) {
                 items.push((session, &run.job.spec.prompt[from..from + n]));
                 stepped.push(i);
                 n_prompt += n;
@@ -524,7 +523,10 @@ impl Worker {
             let slot = &mut self.slots[i];
             let run = slot.run.as_mut().expect("stepped slots run");
             if run.next.take().is_none() {
-                let (_, from, n) = prefill.expect("a prompt chunk was evaluated");
+                let &(_, from, n) = prefill
+                    .iter()
+                    .find(|c| c.0 == i)
+                    .expect("a prompt chunk was evaluated");
                 if n == self.n_batch && from == slot.exact && from.is_multiple_of(self.n_batch) {
                     slot.exact = from + n;
                 }
@@ -643,6 +645,29 @@ fn finish_with(slot: &mut Slot, i: usize, reason: Finish, word: String) {
     let _ = run.job.events.send(Event::Done(outcome));
 }
 
+/// This step's prompt chunks `(slot, from, n)` from the slots still reading
+/// their prompts, given as `(seq, slot, from, left)`: first come first, each
+/// its next whole chunk of at most `n_batch` tokens, while their sum stays
+/// within `n_batch` (the first always fits). A chunk is never cut to fill
+/// the step: a prompt is read in the chunks it would be read in alone.
+fn prompt_chunks(
+    mut waiting: Vec<(u64, usize, usize, usize)>,
+    n_batch: usize,
+) -> Vec<(usize, usize, usize)> {
+    waiting.sort_unstable();
+    let mut chunks = Vec::with_capacity(waiting.len());
+    let mut budget = n_batch;
+    for (_, slot, from, left) in waiting {
+        let n = left.min(n_batch);
+        if n > budget {
+            break;
+        }
+        budget -= n;
+        chunks.push((slot, from, n));
+    }
+    chunks
+}
+
 /// Length of the prefix of `held` that cannot be the start of a stop string.
 fn safe_len(held: &str, stop: &[String]) -> usize {
     if stop.is_empty() {
@@ -657,6 +682,28 @@ fn safe_len(held: &str, stop: &[String]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompts_that_fit_share_a_step_in_arrival_order() {
+        // Three short prompts arrived together (seq 7, 8, 9 in slots 2, 0, 1):
+        // one step reads all three.
+        let w = vec![(8, 0, 0, 30), (9, 1, 0, 25), (7, 2, 0, 40)];
+        assert_eq!(
+            prompt_chunks(w, 256),
+            vec![(2, 0, 40), (0, 0, 30), (1, 0, 25)]
+        );
+        // A long prompt takes its whole chunk; the next waits (FIFO), even
+        // though a later, shorter one would fit.
+        let w = vec![(1, 0, 0, 300), (2, 1, 0, 200), (3, 2, 0, 10)];
+        assert_eq!(prompt_chunks(w, 256), vec![(0, 0, 256)]);
+        // Its rest (44) then shares a step with the next whole chunk.
+        let w = vec![(1, 0, 256, 44), (2, 1, 0, 200), (3, 2, 0, 10)];
+        assert_eq!(
+            prompt_chunks(w, 256),
+            vec![(0, 256, 44), (1, 0, 200), (2, 0, 10)]
+        );
+        assert_eq!(prompt_chunks(vec![], 256), vec![]);
+    }
 
     #[test]
     fn held_back_text_is_a_possible_stop_start() {
