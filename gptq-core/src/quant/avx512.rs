@@ -506,13 +506,7 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
         ATTEND.set((kt, sc));
         return;
     }
-    kt.clear();
-    kt.resize(hd * ldk, 0.0);
-    for p in 0..n_keys {
-        for (d, &x) in h.k[p * h.kv_stride..][..hd].iter().enumerate() {
-            kt[d * ldk + p] = x;
-        }
-    }
+    super::avx2::attend::transpose_keys(h, n_keys, &mut kt, ldk);
     let scale = _mm512_set1_ps(h.scale);
     for g0 in (0..n).step_by(QG) {
         let gn = QG.min(n - g0);
