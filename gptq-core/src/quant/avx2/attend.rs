@@ -116,13 +116,21 @@ pub(in crate::quant) fn transpose_keys(
     ldk: usize,
 ) {
     let (hd, stride) = (h.hd, h.kv_stride);
-    assert!(hd.is_multiple_of(8) && ldk >= n_keys, "transpose_keys: sizes");
+    assert!(
+        hd.is_multiple_of(8) && ldk >= n_keys,
+        "transpose_keys: sizes"
+    );
     kt.clear();
     kt.resize(hd * ldk, 0.0);
     let whole = n_keys - n_keys % 8;
     for p0 in (0..whole).step_by(8) {
         for d0 in (0..hd).step_by(8) {
-            transpose8(&h.k[p0 * stride + d0..], stride, &mut kt[d0 * ldk + p0..], ldk);
+            transpose8(
+                &h.k[p0 * stride + d0..],
+                stride,
+                &mut kt[d0 * ldk + p0..],
+                ldk,
+            );
         }
     }
     for p in whole..n_keys {

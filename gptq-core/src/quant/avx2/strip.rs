@@ -89,7 +89,7 @@ fn gemm_strips<
 >(
     w: &[W],
     off: i32,
-    unpack: Unpack<W, V, S>,
+    unpack: impl Unpack<W, V, S>,
     a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
 ) {

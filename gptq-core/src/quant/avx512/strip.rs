@@ -52,7 +52,7 @@ const TG: usize = 8;
 fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, const MIN: bool>(
     w: &[W],
     off: i32,
-    unpack: Unpack<W, V, S>,
+    unpack: impl Unpack<W, V, S>,
     a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
 ) {

@@ -92,8 +92,18 @@ pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R 
 /// K-quants: sixteen of 16), each its scale, its minimum (the float term
 /// `scale·u − min`; zero for the types without one) and its values as the
 /// kernel wants their bytes.
-pub(in crate::quant) type Unpack<W, const V: usize, const S: usize> =
-    fn(&W) -> [(f32, f32, [u8; V]); S];
+pub(in crate::quant) trait Unpack<W, const V: usize, const S: usize>:
+    Fn(&W) -> [(f32, f32, [u8; V]); S]
+    + Copy
+{
+}
+
+// A generic bound rather than a `fn` pointer: each type's unpacking inlines
+// into its repack (called through a pointer, it was most of a repack's time).
+impl<W, const V: usize, const S: usize, F> Unpack<W, V, S> for F where
+    F: Fn(&W) -> [(f32, f32, [u8; V]); S] + Copy
+{
+}
 
 /// 16 packed bytes as 32 nibbles in element order.
 fn nibbles(qs: &[u8; 16]) -> [u8; QK] {
@@ -244,34 +254,87 @@ pub(in crate::quant) fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 
     })
 }
 
+/// Sizes `s`'s strip buffers for `rows` rows of `nsub` sub-blocks of `lps`
+/// lines, for [`repack_strip`] to fill. Every line and scale of the full
+/// rows is written there, so the buffers are only grown, not cleared: what
+/// a last partial strip's padding rows hold in their lines is left from
+/// earlier calls (any bytes: their scales are set to zero here and their
+/// outputs never stored). Clearing them was a `memset` of the whole call's
+/// weights.
+fn reserve_strips(s: &mut Scratch, rows: usize, nsub: usize, lps: usize) {
+    let strips = rows.div_ceil(STRIP);
+    s.lines
+        .resize(s.lines.len().max(strips * nsub * lps), Line([0; 64]));
+    s.dw.resize(strips * nsub * STRIP, 0.0);
+    s.dm.resize(strips * nsub * STRIP, 0.0);
+    if !rows.is_multiple_of(STRIP) {
+        let last = (strips - 1) * nsub * STRIP;
+        for q in 0..nsub {
+            let pad = last + q * STRIP + rows % STRIP..last + (q + 1) * STRIP;
+            s.dw[pad.clone()].fill(0.0);
+            s.dm[pad].fill(0.0);
+        }
+    }
+}
+
 /// Repacks `rows` rows of `nb` blocks (`nb·S` sub-blocks of `V` values)
 /// into strip order: line `k` of a sub-block holds values `4k..4k + 4` of
-/// each of its strip's 16 rows.
+/// each of its strip's 16 rows. The weights are one sequential read from
+/// the mapping (L3 or DRAM), hinted ahead as decode hints them. (Repacking
+/// each strip just before the kernel's first pass over it, so that the reads
+/// would overlap the previous strip's products, measured no faster: 0.9–1.0×
+/// at 128 tokens on AVX-512.)
 pub(in crate::quant) fn repack<W, const V: usize, const S: usize>(
     w: &[W],
     rows: usize,
     nb: usize,
-    unpack: Unpack<W, V, S>,
+    unpack: impl Unpack<W, V, S>,
     s: &mut Scratch,
 ) {
-    let (strips, nsub, lps) = (rows.div_ceil(STRIP), nb * S, V / 4);
-    s.lines.clear();
-    s.lines.resize(strips * nsub * lps, Line([0; 64]));
-    s.dw.clear();
-    s.dw.resize(strips * nsub * STRIP, 0.0);
-    s.dm.clear();
-    s.dm.resize(strips * nsub * STRIP, 0.0);
-    for (r, row) in w[..rows * nb].chunks_exact(nb).enumerate() {
-        let (strip, n) = (r / STRIP, r % STRIP);
+    let (nsub, lps) = (nb * S, V / 4);
+    reserve_strips(s, rows, nsub, lps);
+    for i in 0..rows.div_ceil(STRIP) {
+        repack_strip(
+            w,
+            (rows, nb, i),
+            unpack,
+            (&mut s.lines, &mut s.dw, &mut s.dm),
+        );
+    }
+}
+
+/// Strip `i` of [`repack`]: rows `16i..` (at most 16) of `rows`.
+// Not inlined into the kernels: compiled with their AVX-512 features, the
+// per-row stores below became `vpscatterqd`s (slower than plain stores).
+#[inline(never)]
+fn repack_strip<W, const V: usize, const S: usize>(
+    w: &[W],
+    (rows, nb, i): (usize, usize, usize),
+    unpack: impl Unpack<W, V, S>,
+    (lines, dw, dm): (&mut [Line], &mut [f32], &mut [f32]),
+) {
+    let (nsub, lps) = (nb * S, V / 4);
+    let r0 = i * STRIP;
+    let r1 = rows.min(r0 + STRIP);
+    assert!(r0 < r1 && w.len() >= r1 * nb, "repack_strip: rows");
+    let lines = &mut lines[i * nsub * lps..(i + 1) * nsub * lps];
+    let (dw, dm) = (
+        &mut dw[i * nsub * STRIP..(i + 1) * nsub * STRIP],
+        &mut dm[i * nsub * STRIP..(i + 1) * nsub * STRIP],
+    );
+    for (n, row) in w[r0 * nb..r1 * nb].chunks_exact(nb).enumerate() {
         for (b, blk) in row.iter().enumerate() {
+            crate::quant::prefetch::stream(blk);
             for (j, (d, m, u)) in unpack(blk).iter().enumerate() {
-                let at = strip * nsub + b * S + j;
-                let lines = &mut s.lines[at * lps..(at + 1) * lps];
-                for (line, quad) in lines.iter_mut().zip(u.chunks_exact(4)) {
+                let at = b * S + j;
+                for (line, quad) in lines[at * lps..(at + 1) * lps]
+                    .iter_mut()
+                    .zip(u.chunks_exact(4))
+                {
                     line.0[4 * n..4 * n + 4].copy_from_slice(quad);
                 }
-                s.dw[at * STRIP + n] = *d;
-                s.dm[at * STRIP + n] = *m;
+                dw[at * STRIP + n] = *d;
+                dm[at * STRIP + n] = *m;
             }
         }
     }
