@@ -56,6 +56,11 @@ const TG_Q4: usize = 4;
 /// three 0.8×; eight lines held at two tokens, as before, 0.89×).
 const TG_Q8: usize = 2;
 
+/// The same for the 16-value sub-blocks (Q2_K, Q3_K, Q6_K), whose float
+/// part per sub-block and token (the conversion, scale product and FMA per
+/// four lines) needs more registers.
+const TG_K16: usize = 2;
+
 /// Lines of a sub-block whose values (`|w|` for the signed types) a pass
 /// holds for every token of the group.
 const PASS_LINES: usize = 4;
@@ -127,6 +132,11 @@ fn gemm_strips<
                                 half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                             sums[..TG_Q8].copy_from_slice(&v);
                             TG_Q8
+                        } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
+                            let v =
+                                half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
+                            sums[..TG_K16].copy_from_slice(&v);
+                            TG_K16
                         } else if !SIGNED && t + TG_Q4 <= t1 {
                             sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
                             TG_Q4
