@@ -14,9 +14,12 @@
 //!   and token summed in i16 (each lane at most 8·2·15·128 = 30720, no
 //!   saturation), one `madd` to i32 and the offset `-8·Σa` from the
 //!   activations' exact sums (Q4_1: its minimum's term `m·d_a·Σa` instead);
-//!   Q5_0, Q5_1 (0..=31) the same four lines at a time; the K-quants in
-//!   sub-blocks of 32 (Q4_K, Q5_K) or 16 values (Q2_K, Q3_K, Q6_K, whose
-//!   six-bit values sum two lines at a time), with Q8_K's sums;
+//!   Q5_0, Q5_1 (0..=31) the same four lines at a time; the K-quants with
+//!   minimums in sub-blocks of 32 (Q4_K, Q5_K) or 16 values (Q2_K), with
+//!   Q8_K's sums;
+//! - Q3_K, Q6_K (16-value sub-blocks, integer scales, no minimums): each
+//!   super-block summed in integers as the scalar twin sums it, one
+//!   conversion and scale product per super-block (`gemm_strips_int`);
 //! - Q8_0, IQ4_NL, IQ4_XS (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
 //!   most 2·128·127, exact for every weight byte and every activation but
 //!   -128, which the activation quantizer emits only in blocks of scale
@@ -24,8 +27,9 @@
 //!
 //! Each output accumulates block by block in one f32 lane in the same order as
 //! the AVX-512 strips and the AMX kernel: the same bits (a test checks it
-//! where those paths run). Used from [`MIN_TOKENS`] tokens on, where the
-//! per-call repack is shared by enough tokens.
+//! where those paths run); Q3_K and Q6_K instead give the scalar twin's bits
+//! (tested too). Used from [`MIN_TOKENS`] tokens on, where the per-call
+//! repack is shared by enough tokens.
 
 use std::arch::x86_64::*;
 
@@ -35,9 +39,10 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_signed, iq4_xs_signed, prepare_acts,
-    q2_k_unsigned, q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned,
-    q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_signed, repack, with_scratch,
+    STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed, iq4_xs_signed,
+    prepare_acts, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned, q4_1_unsigned,
+    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed, repack,
+    repack_int, with_scratch,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -56,10 +61,13 @@ const TG_Q4: usize = 4;
 /// three 0.8×; eight lines held at two tokens, as before, 0.89×).
 const TG_Q8: usize = 2;
 
-/// The same for the 16-value sub-blocks (Q2_K, Q3_K, Q6_K), whose float
-/// part per sub-block and token (the conversion, scale product and FMA per
-/// four lines) needs more registers.
+/// The same for Q2_K's 16-value sub-blocks, whose float part per sub-block
+/// and token (the conversion, scale product and two FMAs per four lines)
+/// needs more registers.
 const TG_K16: usize = 2;
+
+/// Tokens per pass of the integer-scale kernel (Q3_K, Q6_K).
+const TG_INT: usize = 2;
 
 /// Lines of a sub-block whose values (`|w|` for the signed types) a pass
 /// holds for every token of the group.
@@ -279,6 +287,159 @@ fn half_tokens<
     acc
 }
 
+/// The 16-value K-quants without minimums (Q3_K, Q6_K) in strips, each
+/// super-block summed in integers as ggml sums it: per sub-block and token,
+/// the four lines' `maddubs` and the offset correction (`prepare_pair_acts`)
+/// added in i16 (starting from the correction, every partial sum is eight
+/// products `(q or −off)·a` with |q|, off ≤ 32 and |a| ≤ 127 — Q8_K values
+/// are never −128 — so |·| ≤ 8·32·127 < 2¹⁵: exact), one `madd` by the row's
+/// integer scale into
+/// the super-block's i32 sum (|·| ≤ 16·2·32512·128 < 2³¹), then per
+/// super-block `acc + isum·(d·d_a)` with a separate product and sum, as the
+/// scalar twin: the same bits. Per 16 values × 8 rows and token this is
+/// four `maddubs`, one `madd` and five adds; the float-per-sub-block order
+/// of the other types (a second `madd`, a conversion, a scale product and an
+/// FMA more) ran Q6_K at 0.98× ik_llama.cpp's AVX2 prefill.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_strips_int<W>(
+    w: &[W],
+    off: i32,
+    unpack: impl UnpackInt<W>,
+    a: &QuantActs<'_, BlockQ8K>,
+    out: &mut OutTile<'_>,
+) {
+    let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
+    assert!(w.len() >= rows * nb, "strip gemm: weights too short");
+    let nsub = nb * SUBS_K16;
+    with_scratch(|s| {
+        repack_int(w, rows, nb, unpack, s);
+        prepare_pair_acts(a, off, s);
+        let (da, corr) = (&s.da[..], &s.corr[..]);
+        let mut res = [0.0f32; HALF];
+        let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
+        for t0 in (0..n_tok).step_by(chunk) {
+            let t1 = (t0 + chunk).min(n_tok);
+            for strip in 0..rows.div_ceil(STRIP) {
+                let st = s.strip_int(strip, nsub);
+                for h in 0..STRIP / HALF {
+                    let r0 = strip * STRIP + h * HALF;
+                    if r0 >= rows {
+                        break;
+                    }
+                    let nr = HALF.min(rows - r0);
+                    let mut t = t0;
+                    while t < t1 {
+                        let mut sums = [_mm256_setzero_ps(); TG_INT];
+                        let n = if t + TG_INT <= t1 {
+                            sums = half_tokens_int::<TG_INT>(&st, h, a, (da, corr), t);
+                            TG_INT
+                        } else {
+                            [sums[0]] = half_tokens_int::<1>(&st, h, a, (da, corr), t);
+                            1
+                        };
+                        for (j, v) in sums.iter().take(n).enumerate() {
+                            // SAFETY: `res` is 8 writable f32; the store is unaligned.
+                            unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
+                            out.set_run(t + j, r0, &res[..nr]);
+                        }
+                        t += n;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Sub-blocks of 16 values per Q8_K block.
+const SUBS_K16: usize = 16;
+
+/// [`gemm_strips_int`]'s tokens `t..t + T` times half `h` of one strip:
+/// register `j` holds token `t + j`'s eight row sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half_tokens_int<const T: usize>(
+    st: &Strip<'_>,
+    h: usize,
+    a: &QuantActs<'_, BlockQ8K>,
+    (da, corr): (&[f32], &[i32]),
+    t: usize,
+) -> [__m256; T] {
+    let (nb, nsub) = (a.nb, a.nb * SUBS_K16);
+    assert!(st.lines.len() == nsub * 4 && st.dw.len() == nsub * STRIP && h < 2);
+    assert!(st.isc.len() == nsub * STRIP);
+    let (da, corr) = (
+        &da[t * nsub..(t + T) * nsub],
+        &corr[t * nsub..(t + T) * nsub],
+    );
+    let row_bytes = nb * std::mem::size_of::<BlockQ8K>();
+    let mut base = [std::ptr::null::<u8>(); T];
+    for (j, p) in base.iter_mut().enumerate() {
+        let row = a.row(t + j);
+        assert_eq!(std::mem::size_of_val(row), row_bytes);
+        *p = row.as_ptr().cast();
+    }
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let mut isum = [_mm256_setzero_si256(); T];
+        for q in b * SUBS_K16..(b + 1) * SUBS_K16 {
+            let lines = &st.lines[q * 4..(q + 1) * 4];
+            let at = BlockQ8K::values_at(16, q);
+            assert!(at + 16 <= row_bytes);
+            let wl: [__m256i; 4] = std::array::from_fn(|k| {
+                // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
+                // (h < 2), so 32 readable bytes aligned to 32.
+                unsafe { _mm256_load_si256(lines[k].0.as_ptr().add(HALF * 4 * h).cast()) }
+            });
+            // SAFETY: `isc` holds 16 i32 for sub-block `q` (asserted above);
+            // the half's eight start at 8h; the load is unaligned.
+            let sc =
+                unsafe { _mm256_loadu_si256(st.isc.as_ptr().add(q * STRIP + HALF * h).cast()) };
+            for (j, s) in isum.iter_mut().enumerate() {
+                let mut s16 = _mm256_set1_epi32(corr[j * nsub + q]);
+                for (k, wl) in wl.iter().enumerate() {
+                    // SAFETY: `base[j]` is a row of `row_bytes` readable bytes
+                    // and `at + 4k + 4 <= at + 16 <= row_bytes` (asserted
+                    // above); the read is unaligned.
+                    let quad = unsafe { base[j].add(at + 4 * k).cast::<i32>().read_unaligned() };
+                    let p = _mm256_maddubs_epi16(*wl, _mm256_set1_epi32(quad));
+                    s16 = _mm256_add_epi16(s16, p);
+                }
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, sc));
+            }
+        }
+        // SAFETY: `dw` holds 16 floats for sub-block 16b (asserted above);
+        // the half's eight start at 8h; the load is unaligned.
+        let wd = unsafe { _mm256_loadu_ps(st.dw.as_ptr().add(b * SUBS_K16 * STRIP + HALF * h)) };
+        for (j, (acc, s)) in acc.iter_mut().zip(isum).enumerate() {
+            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[j * nsub + b * SUBS_K16]));
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s), scale));
+        }
+    }
+    acc
+}
+
+/// Q6_K weights times Q8_K activations in strips (prefill of at least
+/// [`MIN_TOKENS`] tokens), each super-block summed in integers.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_q6_k(
+    w: &[BlockQ6K],
+    a: &QuantActs<'_, BlockQ8K>,
+    out: &mut OutTile<'_>,
+) {
+    gemm_strips_int(w, 32, q6_k_int, a, out)
+}
+
+/// Q3_K weights times Q8_K activations in strips (prefill of at least
+/// [`MIN_TOKENS`] tokens), each super-block summed in integers.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_q3_k(
+    w: &[BlockQ3K],
+    a: &QuantActs<'_, BlockQ8K>,
+    out: &mut OutTile<'_>,
+) {
+    gemm_strips_int(w, 4, q3_k_int, a, out)
+}
+
 macro_rules! strip_entry {
     (
         $name:ident, $blk:ty, $act:ty, $v:expr, $s:expr, $signed:expr, $group:expr, $min:expr,
@@ -380,18 +541,6 @@ strip_entry!(
     q2_k_unsigned
 );
 strip_entry!(
-    gemm_q3_k,
-    BlockQ3K,
-    BlockQ8K,
-    16,
-    16,
-    false,
-    4,
-    false,
-    4,
-    q3_k_unsigned
-);
-strip_entry!(
     gemm_q4_k,
     BlockQ4K,
     BlockQ8K,
@@ -414,18 +563,6 @@ strip_entry!(
     true,
     0,
     q5_k_unsigned
-);
-strip_entry!(
-    gemm_q6_k,
-    BlockQ6K,
-    BlockQ8K,
-    16,
-    16,
-    false,
-    2,
-    false,
-    32,
-    q6_k_unsigned
 );
 strip_entry!(
     gemm_iq4_xs,

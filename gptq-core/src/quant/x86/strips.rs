@@ -68,6 +68,11 @@ pub(in crate::quant) struct Scratch {
     pub(in crate::quant) corr: Vec<i32>,
     /// `d_a·Σa`, the factor of a block's minimum, token-major.
     pub(in crate::quant) dasa: Vec<f32>,
+    /// The integer sub-block scales of the 16-value K-quants without
+    /// minimums (Q3_K, Q6_K) for the AVX2 kernel that sums a super-block in
+    /// integers ([`repack_int`]): each scale in both i16 halves of an i32
+    /// (a `madd` operand), in `dw`'s order.
+    pub(in crate::quant) isc: Vec<i32>,
 }
 
 thread_local! {
@@ -79,6 +84,7 @@ thread_local! {
             da: Vec::new(),
             corr: Vec::new(),
             dasa: Vec::new(),
+            isc: Vec::new(),
         })
     };
 }
@@ -104,6 +110,17 @@ impl<W, const V: usize, const S: usize, F> Unpack<W, V, S> for F where
     F: Fn(&W) -> [(f32, f32, [u8; V]); S] + Copy
 {
 }
+
+/// A 16-value K-quant block without minimums (Q3_K, Q6_K) for the
+/// integer-scale strips: its super-block scale `d`, its sixteen signed
+/// sub-block scales and its values as unsigned bytes (the type's offset
+/// added), sub-block by sub-block.
+pub(in crate::quant) trait UnpackInt<W>:
+    Fn(&W) -> (f32, [i8; 16], [[u8; 16]; 16]) + Copy
+{
+}
+
+impl<W, F> UnpackInt<W> for F where F: Fn(&W) -> (f32, [i8; 16], [[u8; 16]; 16]) + Copy {}
 
 /// 16 packed bytes as 32 nibbles in element order.
 fn nibbles(qs: &[u8; 16]) -> [u8; QK] {
@@ -198,21 +215,29 @@ pub(in crate::quant) fn q5_k_unsigned(b: &BlockQ5K) -> [(f32, f32, [u8; 32]); 8]
     })
 }
 
-/// Q6_K: `d·sc·(u − 32)` per 16 values, stored `u = q + 32` (0..=63; offset 32).
-pub(in crate::quant) fn q6_k_unsigned(b: &BlockQ6K) -> [(f32, f32, [u8; 16]); 16] {
-    let d = b.d.to_f32();
-    k_subs(|j| {
+/// Q6_K's stored six bits `u = q + 32` (0..=63), sixteen sub-blocks of 16.
+fn q6_k_values(b: &BlockQ6K) -> [[u8; 16]; 16] {
+    std::array::from_fn(|j| {
         // Elements 16j.. lie in half j / 8, quarter k = (j % 8) / 2, at
-        // column 16·(j % 2) of it (`BlockQ6K::q`, in bulk; `q + 32` is the
-        // stored six bits).
+        // column 16·(j % 2) of it (`BlockQ6K::q`, in bulk).
         let (half, k, c) = (j / 8, (j % 8) / 2, 16 * (j % 2));
         let ql = &b.ql[64 * half + 32 * (k % 2) + c..][..16];
         let qh = &b.qh[32 * half + c..][..16];
         let shift = if k < 2 { 0 } else { 4 };
-        let u =
-            std::array::from_fn(|l| ((ql[l] >> shift) & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4));
-        (d * f32::from(b.scales[j]), 0.0, u)
+        std::array::from_fn(|l| ((ql[l] >> shift) & 0x0f) | (((qh[l] >> (2 * k)) & 3) << 4))
     })
+}
+
+/// Q6_K: `d·sc·(u − 32)` per 16 values, stored `u = q + 32` (0..=63; offset 32).
+pub(in crate::quant) fn q6_k_unsigned(b: &BlockQ6K) -> [(f32, f32, [u8; 16]); 16] {
+    let (d, u) = (b.d.to_f32(), q6_k_values(b));
+    k_subs(|j| (d * f32::from(b.scales[j]), 0.0, u[j]))
+}
+
+/// Q6_K for the integer-scale strips: `d`, the signed sub-block scales and
+/// `u = q + 32`.
+pub(in crate::quant) fn q6_k_int(b: &BlockQ6K) -> (f32, [i8; 16], [[u8; 16]; 16]) {
+    (b.d.to_f32(), b.scales, q6_k_values(b))
 }
 
 /// Q3_K: `d·sc·(u − 4)` per 16 values, `u = q + 4` (0..=7; offset 4).
@@ -222,6 +247,13 @@ pub(in crate::quant) fn q3_k_unsigned(b: &BlockQ3K) -> [(f32, f32, [u8; 16]); 16
         let u = std::array::from_fn(|l| (b.q(16 * j + l) + 4) as u8);
         (d * f32::from(sc[j]), 0.0, u)
     })
+}
+
+/// Q3_K for the integer-scale strips: `d`, the signed sub-block scales and
+/// `u = q + 4`.
+pub(in crate::quant) fn q3_k_int(b: &BlockQ3K) -> (f32, [i8; 16], [[u8; 16]; 16]) {
+    let u = std::array::from_fn(|j| std::array::from_fn(|l| (b.q(16 * j + l) + 4) as u8));
+    (b.d.to_f32(), b.scales(), u)
 }
 
 /// Q2_K: `d·sc·u − dmin·m` per 16 values, `u` 0..=3.
@@ -340,6 +372,117 @@ fn repack_strip<W, const V: usize, const S: usize>(
     }
 }
 
+/// [`repack`] for the integer-scale strips of a [`UnpackInt`] type (16-value
+/// sub-blocks, four lines each): the same lines; `dw` holds each row's
+/// super-block scale `d` (at each of its sub-blocks) and `isc` the
+/// sub-blocks' integer scales, duplicated into i16 pairs (zero for the
+/// padding rows, like `dw`).
+pub(in crate::quant) fn repack_int<W>(
+    w: &[W],
+    rows: usize,
+    nb: usize,
+    unpack: impl UnpackInt<W>,
+    s: &mut Scratch,
+) {
+    let nsub = nb * K16_SUBS;
+    reserve_strips(s, rows, nsub, K16_LINES);
+    s.isc.resize(s.dw.len(), 0);
+    if !rows.is_multiple_of(STRIP) {
+        let last = (rows / STRIP) * nsub * STRIP;
+        for q in 0..nsub {
+            s.isc[last + q * STRIP + rows % STRIP..last + (q + 1) * STRIP].fill(0);
+        }
+    }
+    for i in 0..rows.div_ceil(STRIP) {
+        repack_strip_int(
+            w,
+            (rows, nb, i),
+            unpack,
+            (&mut s.lines, &mut s.dw, &mut s.isc),
+        );
+    }
+}
+
+/// Sub-blocks of 16 values per K-quant block.
+const K16_SUBS: usize = QK_K / 16;
+
+/// Lines of a 16-value sub-block.
+const K16_LINES: usize = 4;
+
+/// A signed scale in both i16 halves of an i32.
+fn pair_i16(lo: i16, hi: i16) -> i32 {
+    (u32::from(lo as u16) | (u32::from(hi as u16) << 16)) as i32
+}
+
+/// Strip `i` of [`repack_int`] (as [`repack_strip`]).
+#[inline(never)]
+fn repack_strip_int<W>(
+    w: &[W],
+    (rows, nb, i): (usize, usize, usize),
+    unpack: impl UnpackInt<W>,
+    (lines, dw, isc): (&mut [Line], &mut [f32], &mut [i32]),
+) {
+    let nsub = nb * K16_SUBS;
+    let r0 = i * STRIP;
+    let r1 = rows.min(r0 + STRIP);
+    assert!(r0 < r1 && w.len() >= r1 * nb, "repack_strip_int: rows");
+    let lines = &mut lines[i * nsub * K16_LINES..(i + 1) * nsub * K16_LINES];
+    let (dw, isc) = (
+        &mut dw[i * nsub * STRIP..(i + 1) * nsub * STRIP],
+        &mut isc[i * nsub * STRIP..(i + 1) * nsub * STRIP],
+    );
+    for (n, row) in w[r0 * nb..r1 * nb].chunks_exact(nb).enumerate() {
+        for (b, blk) in row.iter().enumerate() {
+            crate::quant::prefetch::stream(blk);
+            let (d, sc, u) = unpack(blk);
+            for (j, (sc, u)) in sc.iter().zip(&u).enumerate() {
+                let at = b * K16_SUBS + j;
+                for (line, quad) in lines[at * K16_LINES..(at + 1) * K16_LINES]
+                    .iter_mut()
+                    .zip(u.chunks_exact(4))
+                {
+                    line.0[4 * n..4 * n + 4].copy_from_slice(quad);
+                }
+                dw[at * STRIP + n] = d;
+                isc[at * STRIP + n] = pair_i16(i16::from(*sc), i16::from(*sc));
+            }
+        }
+    }
+}
+
+/// The activations of the integer-scale strips: per 16-value sub-block of
+/// each token (token-major), `d_a` into `da` and into `corr` the offset
+/// correction of its four lines as the kernel's i16 lane pairs, `-off·Σ
+/// (a₄ₖ + a₄ₖ₊₁)` in the low half and `-off·Σ (a₄ₖ₊₂ + a₄ₖ₊₃)` in the high
+/// half (|·| ≤ 32·8·127 = 32512 for Q6_K: Q8_K's values are at least -127).
+pub(in crate::quant) fn prepare_pair_acts(a: &QuantActs<'_, BlockQ8K>, off: i32, s: &mut Scratch) {
+    let (n_tok, nb) = (a.n_tok, a.nb);
+    assert!(
+        a.blocks.len() >= n_tok * nb && (0..=32).contains(&off),
+        "strips: activations too short, or an offset out of the i16 range"
+    );
+    let per = nb * K16_SUBS;
+    s.da.resize(n_tok * per, 0.0);
+    s.corr.resize(n_tok * per, 0);
+    for t in 0..n_tok {
+        let at = t * per;
+        let (da, corr) = (&mut s.da[at..at + per], &mut s.corr[at..at + per]);
+        for (b, blk) in a.row(t).iter().enumerate() {
+            for (j, sub) in blk.qs.chunks_exact(16).enumerate() {
+                let (mut lo, mut hi) = (0i32, 0i32);
+                for quad in sub.chunks_exact(4) {
+                    lo += i32::from(quad[0]) + i32::from(quad[1]);
+                    hi += i32::from(quad[2]) + i32::from(quad[3]);
+                }
+                // In i16 range: |off·Σ| ≤ 32·8·127 (asserted above).
+                let (lo, hi) = ((-off * lo) as i16, (-off * hi) as i16);
+                da[b * K16_SUBS + j] = blk.d;
+                corr[b * K16_SUBS + j] = pair_i16(lo, hi);
+            }
+        }
+    }
+}
+
 /// An activation type the strips read, in sub-blocks of `v` values (Q8_0:
 /// its blocks, `v` = 32; Q8_K: 16 or 32 values of a block), each with its
 /// scale and its exact sum.
@@ -429,6 +572,8 @@ pub(in crate::quant) struct Strip<'s> {
     pub(in crate::quant) lines: &'s [Line],
     pub(in crate::quant) dw: &'s [f32],
     pub(in crate::quant) dm: &'s [f32],
+    /// The integer sub-block scales ([`repack_int`]; empty otherwise).
+    pub(in crate::quant) isc: &'s [i32],
 }
 
 impl Scratch {
@@ -440,6 +585,19 @@ impl Scratch {
             lines: &self.lines[at * lps..(at + nsub) * lps],
             dw: &self.dw[at * STRIP..(at + nsub) * STRIP],
             dm: &self.dm[at * STRIP..(at + nsub) * STRIP],
+            isc: &[],
+        }
+    }
+
+    /// Strip `i` of weights repacked by [`repack_int`] (`nsub` sub-blocks of
+    /// 16 values per row).
+    pub(in crate::quant) fn strip_int(&self, i: usize, nsub: usize) -> Strip<'_> {
+        let at = i * nsub;
+        Strip {
+            lines: &self.lines[at * K16_LINES..(at + nsub) * K16_LINES],
+            dw: &self.dw[at * STRIP..(at + nsub) * STRIP],
+            dm: &[],
+            isc: &self.isc[at * STRIP..(at + nsub) * STRIP],
         }
     }
 }
