@@ -61,7 +61,17 @@ fn integer_strip_dots_are_exact() {
                 (5, MIN_TOKENS + 1, 8),
                 (17, MIN_TOKENS + 8, 16),
             ],
+            -128,
         );
+    }
+}
+
+/// The same at decode sizes: the quads of four blocks (Q4_0's offset
+/// subtracted once per quad) and the blocks after them, one token and a few.
+#[test]
+fn integer_decode_dots_are_exact() {
+    if let Some(t) = table() {
+        harness::check_exact_integer_dots(t, &[(16, 1, 8), (9, 5, 12), (7, 1, 7), (3, 9, 5)], -127);
     }
 }
 
