@@ -1104,19 +1104,35 @@ where
             n_tok,
             nb,
         };
-        let bits = |t: VerifiedTable| {
-            let mut out = vec![f32::NAN; n_tok * rows];
-            t.gemm(&w, &acts, &mut OutTile::whole(&mut out, n_tok, rows));
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        assert!(
-            bits(x) == bits(y),
-            "{} vs {}: {:?} {rows}x{nb} × {n_tok}",
-            x.name(),
-            y.name(),
-            W::TYPE
-        );
+        assert_same_gemm_bits(x, y, &w, &acts, rows, "random");
     }
+}
+
+/// `x` and `y` give the same bits for the prefill product of `w` (`rows`
+/// rows) and `acts`; `what` names the data in the failure message.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn assert_same_gemm_bits<W: Gemm>(
+    x: VerifiedTable,
+    y: VerifiedTable,
+    w: &[W],
+    acts: &QuantActs<'_, W::Partner>,
+    rows: usize,
+    what: &str,
+) {
+    let n_tok = acts.n_tok;
+    let bits = |t: VerifiedTable| {
+        let mut out = vec![f32::NAN; n_tok * rows];
+        t.gemm(w, acts, &mut OutTile::whole(&mut out, n_tok, rows));
+        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    assert!(
+        bits(x) == bits(y),
+        "{} vs {}: {:?} {what} {rows}x{} × {n_tok}",
+        x.name(),
+        y.name(),
+        W::TYPE,
+        acts.nb
+    );
 }
 
 #[cfg(test)]

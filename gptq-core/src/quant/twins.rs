@@ -193,18 +193,7 @@ fn extreme_prefill_bits<W: Gemm<Partner = super::types::BlockQ8K> + Gen>(
             n_tok,
             nb,
         };
-        let bits = |t: VerifiedTable| {
-            let mut out = vec![f32::NAN; n_tok * rows];
-            t.gemm(&w, &acts, &mut OutTile::whole(&mut out, n_tok, rows));
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        assert!(
-            bits(x) == bits(y),
-            "{} vs {}: {:?} extremes {rows}x{nb} × {n_tok}",
-            x.name(),
-            y.name(),
-            W::TYPE
-        );
+        harness::assert_same_gemm_bits(x, y, &w, &acts, rows, "extremes");
     }
 }
 

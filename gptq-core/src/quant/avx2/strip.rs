@@ -120,50 +120,68 @@ fn gemm_strips<
             dasa: &s.dasa,
             nsub,
         };
-        let mut res = [0.0f32; HALF];
         let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
-        for t0 in (0..n_tok).step_by(chunk) {
-            let t1 = (t0 + chunk).min(n_tok);
-            for strip in 0..rows.div_ceil(STRIP) {
-                let st = s.strip(strip, nsub, L);
-                for h in 0..STRIP / HALF {
-                    let r0 = strip * STRIP + h * HALF;
-                    if r0 >= rows {
-                        break;
+        let strip = |i: usize| s.strip(i, nsub, L);
+        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+            let mut sums = [_mm256_setzero_ps(); TG_Q4];
+            let n = if SIGNED && t + TG_Q8 <= t1 {
+                let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                sums[..TG_Q8].copy_from_slice(&v);
+                TG_Q8
+            } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
+                let v = half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                sums[..TG_K16].copy_from_slice(&v);
+                TG_K16
+            } else if !SIGNED && t + TG_Q4 <= t1 {
+                sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                TG_Q4
+            } else {
+                [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                1
+            };
+            (sums, n)
+        });
+    })
+}
+
+/// The walk of both strip kernels: tokens in chunks of `chunk`, strip by
+/// strip (`strip(i)`), each half strip's eight rows (the last maybe
+/// partial) for every token of the chunk; `pass(strip, h, t, t1)` gives the
+/// row sums of up to [`TG_Q4`] tokens from `t` (below `t1`) and their count.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn walk_halves<'s>(
+    rows: usize,
+    n_tok: usize,
+    chunk: usize,
+    out: &mut OutTile<'_>,
+    strip: impl Fn(usize) -> Strip<'s>,
+    mut pass: impl FnMut(&Strip<'s>, usize, usize, usize) -> ([__m256; TG_Q4], usize),
+) {
+    let mut res = [0.0f32; HALF];
+    for t0 in (0..n_tok).step_by(chunk) {
+        let t1 = (t0 + chunk).min(n_tok);
+        for i in 0..rows.div_ceil(STRIP) {
+            let st = strip(i);
+            for h in 0..STRIP / HALF {
+                let r0 = i * STRIP + h * HALF;
+                if r0 >= rows {
+                    break;
+                }
+                let nr = HALF.min(rows - r0);
+                let mut t = t0;
+                while t < t1 {
+                    let (sums, n) = pass(&st, h, t, t1);
+                    for (j, v) in sums.iter().take(n).enumerate() {
+                        // SAFETY: `res` is 8 writable f32; the store is unaligned.
+                        unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
+                        out.set_run(t + j, r0, &res[..nr]);
                     }
-                    let nr = HALF.min(rows - r0);
-                    let mut t = t0;
-                    while t < t1 {
-                        let mut sums = [_mm256_setzero_ps(); TG_Q4];
-                        let n = if SIGNED && t + TG_Q8 <= t1 {
-                            let v =
-                                half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
-                            sums[..TG_Q8].copy_from_slice(&v);
-                            TG_Q8
-                        } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
-                            let v =
-                                half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
-                            sums[..TG_K16].copy_from_slice(&v);
-                            TG_K16
-                        } else if !SIGNED && t + TG_Q4 <= t1 {
-                            sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
-                            TG_Q4
-                        } else {
-                            [sums[0]] =
-                                half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(&st, h, &acts, t);
-                            1
-                        };
-                        for (j, v) in sums.iter().take(n).enumerate() {
-                            // SAFETY: `res` is 8 writable f32; the store is unaligned.
-                            unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
-                            out.set_run(t + j, r0, &res[..nr]);
-                        }
-                        t += n;
-                    }
+                    t += n;
                 }
             }
         }
-    })
+    }
 }
 
 /// Tokens `t..t + T` times half `h` of one strip over every sub-block:
@@ -315,38 +333,19 @@ fn gemm_strips_int<W>(
         repack_int(w, rows, nb, unpack, s);
         prepare_pair_acts(a, off, s);
         let (da, corr) = (&s.da[..], &s.corr[..]);
-        let mut res = [0.0f32; HALF];
         let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
-        for t0 in (0..n_tok).step_by(chunk) {
-            let t1 = (t0 + chunk).min(n_tok);
-            for strip in 0..rows.div_ceil(STRIP) {
-                let st = s.strip_int(strip, nsub);
-                for h in 0..STRIP / HALF {
-                    let r0 = strip * STRIP + h * HALF;
-                    if r0 >= rows {
-                        break;
-                    }
-                    let nr = HALF.min(rows - r0);
-                    let mut t = t0;
-                    while t < t1 {
-                        let mut sums = [_mm256_setzero_ps(); TG_INT];
-                        let n = if t + TG_INT <= t1 {
-                            sums = half_tokens_int::<TG_INT>(&st, h, a, (da, corr), t);
-                            TG_INT
-                        } else {
-                            [sums[0]] = half_tokens_int::<1>(&st, h, a, (da, corr), t);
-                            1
-                        };
-                        for (j, v) in sums.iter().take(n).enumerate() {
-                            // SAFETY: `res` is 8 writable f32; the store is unaligned.
-                            unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
-                            out.set_run(t + j, r0, &res[..nr]);
-                        }
-                        t += n;
-                    }
-                }
-            }
-        }
+        let strip = |i: usize| s.strip_int(i, nsub);
+        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+            let mut sums = [_mm256_setzero_ps(); TG_Q4];
+            let n = if t + TG_INT <= t1 {
+                sums[..TG_INT].copy_from_slice(&half_tokens_int::<TG_INT>(st, h, a, (da, corr), t));
+                TG_INT
+            } else {
+                [sums[0]] = half_tokens_int::<1>(st, h, a, (da, corr), t);
+                1
+            };
+            (sums, n)
+        });
     })
 }
 
