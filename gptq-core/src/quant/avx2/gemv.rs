@@ -23,9 +23,9 @@
 //! reduced sums instead of per block, and a quad is hinted once per 64 bytes
 //! (eight prefetches per Q4_0 quad before): a Q4_0 quad is about 33 vector
 //! µops, was 49. A row's last `nb mod 4` blocks go one at a time. A token's
-//! sums are the same whatever tokens share the call. The other types keep one block at a time: their batched decode
-//! runs the grouped walk (`blocks`), whose sums must stay the same bits as
-//! these.
+//! sums are the same whatever tokens share the call. The other types keep
+//! one block at a time: their batched decode runs the grouped walk
+//! (`blocks`), whose sums must stay the same bits as these.
 
 use std::arch::x86_64::*;
 use std::cell::Cell;
@@ -201,7 +201,7 @@ macro_rules! gemv {
                 let x = if !$fold || b >= nq {
                     $aux
                 } else if b % 4 == 0 {
-                    quad_offsets(&a.row(t)[b..b + 4], $aux)
+                    quad_offsets(&a.row(t)[b..b + 4])
                 } else {
                     _mm256_setzero_si256()
                 };
@@ -265,20 +265,11 @@ fn unsigned_dot(q: __m256i, a: __m256i) -> __m256i {
 
 /// The offset terms of a quad of Q4_0 activations, reduced as the quad's
 /// dots are: lanes `i` and `4 + i` hold block `i`'s `8·Σa` over its first
-/// and last sixteen values. `first` is block 0's `maddubs(8, a)`; the other
-/// three are computed here.
+/// and last sixteen values.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn quad_offsets(acts: &[BlockQ8_0], first: __m256i) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
-    let o = |i: usize| {
-        let c = if i == 0 {
-            first
-        } else {
-            q4_offset(load_q8(&acts[i]))
-        };
-        _mm256_madd_epi16(c, ones)
-    };
+fn quad_offsets(acts: &[BlockQ8_0]) -> __m256i {
+    let o = |i: usize| _mm256_madd_epi16(q4_offset(load_q8(&acts[i])), _mm256_set1_epi16(1));
     _mm256_hadd_epi32(_mm256_hadd_epi32(o(0), o(1)), _mm256_hadd_epi32(o(2), o(3)))
 }
 

@@ -39,10 +39,10 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed, iq4_xs_signed,
-    prepare_acts, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned, q4_1_unsigned,
-    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed, repack,
-    repack_int, with_scratch,
+    K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed,
+    iq4_xs_signed, prepare_acts, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned,
+    q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int,
+    q8_0_signed, repack, repack_int, with_scratch,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -311,8 +311,8 @@ fn half_tokens<
 /// added in i16 (starting from the correction, every partial sum is eight
 /// products `(q or −off)·a` with |q|, off ≤ 32 and |a| ≤ 127 — Q8_K values
 /// are never −128 — so |·| ≤ 8·32·127 < 2¹⁵: exact), one `madd` by the row's
-/// integer scale into
-/// the super-block's i32 sum (|·| ≤ 16·2·32512·128 < 2³¹), then per
+/// integer scale into the super-block's i32 sum (|·| ≤ 16·2·32512·128 <
+/// 2³¹), then per
 /// super-block `acc + isum·(d·d_a)` with a separate product and sum, as the
 /// scalar twin: the same bits. Per 16 values × 8 rows and token this is
 /// four `maddubs`, one `madd` and five adds; the float-per-sub-block order
@@ -328,7 +328,7 @@ fn gemm_strips_int<W>(
 ) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
-    let nsub = nb * SUBS_K16;
+    let nsub = nb * K16_SUBS;
     with_scratch(|s| {
         repack_int(w, rows, nb, unpack, s);
         prepare_pair_acts(a, off, s);
@@ -349,9 +349,6 @@ fn gemm_strips_int<W>(
     })
 }
 
-/// Sub-blocks of 16 values per Q8_K block.
-const SUBS_K16: usize = 16;
-
 /// [`gemm_strips_int`]'s tokens `t..t + T` times half `h` of one strip:
 /// register `j` holds token `t + j`'s eight row sums.
 #[inline]
@@ -363,8 +360,8 @@ fn half_tokens_int<const T: usize>(
     (da, corr): (&[f32], &[i32]),
     t: usize,
 ) -> [__m256; T] {
-    let (nb, nsub) = (a.nb, a.nb * SUBS_K16);
-    assert!(st.lines.len() == nsub * 4 && st.dw.len() == nsub * STRIP && h < 2);
+    let (nb, nsub) = (a.nb, a.nb * K16_SUBS);
+    assert!(st.lines.len() == nsub * K16_LINES && st.dw.len() == nsub * STRIP && h < 2);
     assert!(st.isc.len() == nsub * STRIP);
     let (da, corr) = (
         &da[t * nsub..(t + T) * nsub],
@@ -380,11 +377,11 @@ fn half_tokens_int<const T: usize>(
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
         let mut isum = [_mm256_setzero_si256(); T];
-        for q in b * SUBS_K16..(b + 1) * SUBS_K16 {
-            let lines = &st.lines[q * 4..(q + 1) * 4];
+        for q in b * K16_SUBS..(b + 1) * K16_SUBS {
+            let lines = &st.lines[q * K16_LINES..(q + 1) * K16_LINES];
             let at = BlockQ8K::values_at(16, q);
             assert!(at + 16 <= row_bytes);
-            let wl: [__m256i; 4] = std::array::from_fn(|k| {
+            let wl: [__m256i; K16_LINES] = std::array::from_fn(|k| {
                 // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
                 // (h < 2), so 32 readable bytes aligned to 32.
                 unsafe { _mm256_load_si256(lines[k].0.as_ptr().add(HALF * 4 * h).cast()) }
@@ -408,9 +405,9 @@ fn half_tokens_int<const T: usize>(
         }
         // SAFETY: `dw` holds 16 floats for sub-block 16b (asserted above);
         // the half's eight start at 8h; the load is unaligned.
-        let wd = unsafe { _mm256_loadu_ps(st.dw.as_ptr().add(b * SUBS_K16 * STRIP + HALF * h)) };
+        let wd = unsafe { _mm256_loadu_ps(st.dw.as_ptr().add(b * K16_SUBS * STRIP + HALF * h)) };
         for (j, (acc, s)) in acc.iter_mut().zip(isum).enumerate() {
-            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[j * nsub + b * SUBS_K16]));
+            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[j * nsub + b * K16_SUBS]));
             *acc = _mm256_add_ps(*acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s), scale));
         }
     }

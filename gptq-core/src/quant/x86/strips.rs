@@ -240,20 +240,21 @@ pub(in crate::quant) fn q6_k_int(b: &BlockQ6K) -> (f32, [i8; 16], [[u8; 16]; 16]
     (b.d.to_f32(), b.scales, q6_k_values(b))
 }
 
+/// Q3_K's values `u = q + 4` (0..=7), sixteen sub-blocks of 16.
+fn q3_k_values(b: &BlockQ3K) -> [[u8; 16]; 16] {
+    std::array::from_fn(|j| std::array::from_fn(|l| (b.q(16 * j + l) + 4) as u8))
+}
+
 /// Q3_K: `d·sc·(u − 4)` per 16 values, `u = q + 4` (0..=7; offset 4).
 pub(in crate::quant) fn q3_k_unsigned(b: &BlockQ3K) -> [(f32, f32, [u8; 16]); 16] {
-    let (d, sc) = (b.d.to_f32(), b.scales());
-    k_subs(|j| {
-        let u = std::array::from_fn(|l| (b.q(16 * j + l) + 4) as u8);
-        (d * f32::from(sc[j]), 0.0, u)
-    })
+    let (d, sc, u) = (b.d.to_f32(), b.scales(), q3_k_values(b));
+    k_subs(|j| (d * f32::from(sc[j]), 0.0, u[j]))
 }
 
 /// Q3_K for the integer-scale strips: `d`, the signed sub-block scales and
 /// `u = q + 4`.
 pub(in crate::quant) fn q3_k_int(b: &BlockQ3K) -> (f32, [i8; 16], [[u8; 16]; 16]) {
-    let u = std::array::from_fn(|j| std::array::from_fn(|l| (b.q(16 * j + l) + 4) as u8));
-    (b.d.to_f32(), b.scales(), u)
+    (b.d.to_f32(), b.scales(), q3_k_values(b))
 }
 
 /// Q2_K: `d·sc·u − dmin·m` per 16 values, `u` 0..=3.
@@ -299,12 +300,18 @@ fn reserve_strips(s: &mut Scratch, rows: usize, nsub: usize, lps: usize) {
         .resize(s.lines.len().max(strips * nsub * lps), Line([0; 64]));
     s.dw.resize(strips * nsub * STRIP, 0.0);
     s.dm.resize(strips * nsub * STRIP, 0.0);
+    zero_padding_rows(&mut s.dw, rows, nsub);
+    zero_padding_rows(&mut s.dm, rows, nsub);
+}
+
+/// Sets the entries of the last strip's padding rows (past `rows`) to zero
+/// in a per-row array of `nsub` sub-blocks per strip row (`dw`, `dm`,
+/// `isc`): the buffers are reused, so stale values would sit there.
+fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
     if !rows.is_multiple_of(STRIP) {
-        let last = (strips - 1) * nsub * STRIP;
+        let last = (rows / STRIP) * nsub * STRIP;
         for q in 0..nsub {
-            let pad = last + q * STRIP + rows % STRIP..last + (q + 1) * STRIP;
-            s.dw[pad.clone()].fill(0.0);
-            s.dm[pad].fill(0.0);
+            v[last + q * STRIP + rows % STRIP..last + (q + 1) * STRIP].fill(T::default());
         }
     }
 }
@@ -387,12 +394,7 @@ pub(in crate::quant) fn repack_int<W>(
     let nsub = nb * K16_SUBS;
     reserve_strips(s, rows, nsub, K16_LINES);
     s.isc.resize(s.dw.len(), 0);
-    if !rows.is_multiple_of(STRIP) {
-        let last = (rows / STRIP) * nsub * STRIP;
-        for q in 0..nsub {
-            s.isc[last + q * STRIP + rows % STRIP..last + (q + 1) * STRIP].fill(0);
-        }
-    }
+    zero_padding_rows(&mut s.isc, rows, nsub);
     for i in 0..rows.div_ceil(STRIP) {
         repack_strip_int(
             w,
@@ -404,10 +406,10 @@ pub(in crate::quant) fn repack_int<W>(
 }
 
 /// Sub-blocks of 16 values per K-quant block.
-const K16_SUBS: usize = QK_K / 16;
+pub(in crate::quant) const K16_SUBS: usize = QK_K / 16;
 
 /// Lines of a 16-value sub-block.
-const K16_LINES: usize = 4;
+pub(in crate::quant) const K16_LINES: usize = 4;
 
 /// A signed scale in both i16 halves of an i32.
 fn pair_i16(lo: i16, hi: i16) -> i32 {
