@@ -21,8 +21,10 @@
 //! packed into one u64 by scalar shifts and broadcast (eight `vpinsrw` µop
 //! pairs before), Q4_0's offset `8·Σa` is subtracted once per quad from the
 //! reduced sums instead of per block, and a quad is hinted once per 64 bytes
-//! (eight prefetches per Q4_0 quad before): a Q4_0 quad is about 33 vector
-//! µops, was 49. A row's last `nb mod 4` blocks go one at a time. A token's
+//! (eight prefetches per Q4_0 quad before), and Q4_0's four pair-sum vectors
+//! are added in i16 before one `madd` widens them ([`quad_unsigned_dots`]):
+//! a Q4_0 quad is about 30 vector µops, was 49. A row's last `nb mod 4`
+//! blocks go one at a time. A token's
 //! sums are the same whatever tokens share the call. The other types keep
 //! one block at a time: their batched decode runs the grouped walk
 //! (`blocks`), whose sums must stay the same bits as these.
