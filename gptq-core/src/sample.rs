@@ -226,6 +226,16 @@ impl Sampler {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
         let p = &self.params;
+        if p.temperature == 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0) {
+            return greedy(logits);
+        }
+        self.ranked(logits, history)
+    }
+
+    /// [`sample`](Self::sample) through the candidate list, which every
+    /// setting goes through but plain greedy decoding.
+    fn ranked(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
+        let p = &self.params;
         self.cand.clear();
         self.cand.reserve(logits.len());
         self.cand
@@ -254,9 +264,7 @@ impl Sampler {
             }
         }
         if self.cand.iter().all(|c| c.0 == f32::NEG_INFINITY) {
-            return Err(Error::InvalidArgument(
-                "every logit is -inf or NaN: nothing to sample".into(),
-            ));
+            return Err(nothing_to_sample());
         }
         if p.temperature == 0.0 {
             let mut best = self.cand[0];
@@ -355,9 +363,61 @@ fn softmax_in_place(cand: &mut [(f32, u32)], inv_t: f32) {
     }
 }
 
+/// The error of a row of logits that are all -inf or NaN.
+fn nothing_to_sample() -> Error {
+    Error::InvalidArgument("every logit is -inf or NaN: nothing to sample".into())
+}
+
+/// Greedy decoding without a repetition penalty in one pass over the logits:
+/// the first of the largest, NaN never chosen; what the candidate list gives
+/// at temperature 0 (its three passes over GPT-2's 50257 logits were ≈ 2 % of
+/// an eight-stream server's time, all on the engine's thread).
+fn greedy(logits: &[f32]) -> Result<u32> {
+    let mut best: Option<(f32, usize)> = None;
+    for (i, &v) in logits.iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        if best.is_none_or(|(b, _)| v > b) {
+            best = Some((v, i));
+        }
+    }
+    match best {
+        Some((v, i)) if v != f32::NEG_INFINITY => Ok(i as u32),
+        _ => Err(nothing_to_sample()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass greedy choice equals the candidate list's at temperature
+    /// 0 on rows with ties, NaN, ±inf and nothing finite.
+    #[test]
+    fn greedy_equals_the_ranked_path() {
+        let mut rng = Rng::new(7);
+        let mut s = Sampler::new(SamplerParams::greedy()).unwrap();
+        let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.5];
+        for case in 0..2000 {
+            let n = 1 + (rng.next_u64() % 40) as usize;
+            let logits: Vec<f32> = (0..n)
+                .map(|_| match rng.next_u64() % 8 {
+                    // Few distinct values, so ties are common.
+                    0..=3 => (rng.next_u64() % 4) as f32,
+                    4 => special[(rng.next_u64() % 6) as usize],
+                    5 if case % 3 == 0 => f32::NAN,
+                    6 if case % 5 == 0 => f32::NEG_INFINITY,
+                    _ => rng.next_f64() as f32 * 8.0 - 4.0,
+                })
+                .collect();
+            let fast = s.sample(&logits, &[]).map_err(|e| e.to_string());
+            let ranked = s.ranked(&logits, &[]).map_err(|e| e.to_string());
+            assert_eq!(fast, ranked, "{logits:?}");
+        }
+        let none = [f32::NAN, f32::NEG_INFINITY, f32::NAN];
+        assert!(s.sample(&none, &[]).is_err());
+    }
 
     #[test]
     fn rng_sequence_is_fixed() {
