@@ -32,6 +32,11 @@ pub struct ModelArgs {
         default_value = "f32"
     )]
     pub cache_type: CacheType,
+    /// Keep each prefill product's repacked weights between calls instead of
+    /// repacking them per call (like ik_llama.cpp's -rtr): faster prompts for
+    /// the memory of the repacked copies (x86-64 AVX2/AVX-512 kernels).
+    #[arg(long = "repack", visible_alias = "rtr")]
+    pub repack: bool,
     /// Print the kernel path and model details on stderr.
     #[arg(long)]
     pub verbose: bool,

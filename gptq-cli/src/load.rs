@@ -36,7 +36,11 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
     set_threads(args.threads)?;
     let path = model_path::resolve(args.model.as_deref())?;
     let start = Instant::now();
-    let model = Model::load(&path).with_context(|| format!("cannot load {}", path.display()))?;
+    let mut model =
+        Model::load(&path).with_context(|| format!("cannot load {}", path.display()))?;
+    if args.repack {
+        model.enable_repack().context("--repack")?;
+    }
     let load_time = start.elapsed();
     if args.verbose {
         let hp = model.hparams();

@@ -25,6 +25,9 @@ pub fn run(args: &TokenizeArgs) -> Result<()> {
     // Written with `?`, not println!, so a closed pipe (`| head`) ends the
     // command quietly instead of panicking.
     let mut out = std::io::stdout().lock();
+    if args.model.repack {
+        anyhow::bail!("--repack: tokenize runs no model products, so there is nothing to repack");
+    }
     let loaded = load::load(&args.model)?;
     let tok = loaded.model.tokenizer();
     let text = args.prompt.text()?.unwrap_or_default();

@@ -105,6 +105,10 @@ pub struct ServeArgs {
         default_value = "f32"
     )]
     pub cache_type: CacheType,
+    /// Keep each prefill product's repacked weights between calls (like
+    /// ik_llama.cpp's -rtr; see `gptq bench --repack`).
+    #[arg(long = "repack", visible_alias = "rtr")]
+    pub repack: bool,
     /// Require `Authorization: Bearer KEY` (all but /health and /v1/models).
     #[arg(long = "api-key", value_name = "KEY")]
     pub api_key: Option<String>,
@@ -217,9 +221,12 @@ impl Server {
         }
         load::set_threads(args.threads)?;
         let path = model_path::resolve(args.model.as_deref())?;
-        let model = Arc::new(
-            Model::load(&path).with_context(|| format!("cannot load {}", path.display()))?,
-        );
+        let mut model =
+            Model::load(&path).with_context(|| format!("cannot load {}", path.display()))?;
+        if args.repack {
+            model.enable_repack().context("--repack")?;
+        }
+        let model = Arc::new(model);
         let hp = model.hparams().clone();
         let n_ctx = match args.ctx_size {
             0 => hp.n_ctx,

@@ -23,6 +23,10 @@ use crate::tokenizer::Tokenizer;
 /// never copied. `Send + Sync`: load it once, share it with `Arc`, and run one
 /// [`Session`](crate::Session) per stream.
 pub struct Model {
+    /// The weights' registration with the repack cache ([`Model::enable_repack`]):
+    /// first, so that it is dropped, and its repacks evicted, before the
+    /// mapping is.
+    repack: Option<crate::quant::RepackRegistration>,
     file: MappedFile,
     gguf: GgufFile,
     hparams: HParams,
@@ -67,6 +71,7 @@ impl Model {
         let weights = Weights::from_gguf(&gguf, file.bytes(), &hparams)?;
         let tokenizer = load_tokenizer(&gguf)?;
         Ok(Model {
+            repack: None,
             file,
             gguf,
             hparams,
@@ -74,6 +79,57 @@ impl Model {
             tokenizer,
             kernels,
         })
+    }
+
+    /// Keeps each prefill product's repacked weights between calls instead
+    /// of repacking them on every call (as ik_llama.cpp's `-rtr` repacks at
+    /// load): faster prompts, most at short ones, for the memory of the
+    /// repacked copies beside the mapping ([`crate::quant::repacked_bytes`];
+    /// made at each product's first prefill). The file is not changed.
+    ///
+    /// # Errors
+    /// When the kernel path has no repacking prefill for any of the model's
+    /// weight types (the scalar and NEON paths, float weights, and Q8_0 or
+    /// Q4_0 on the AMX path, whose tile kernel repacks on its own): the
+    /// option would do nothing.
+    pub fn enable_repack(&mut self) -> Result<()> {
+        use crate::gguf::GgmlType as G;
+        use crate::quant::KernelPath;
+        let path = self.kernels.path();
+        let strips = |t: G| {
+            let quantized = matches!(
+                t,
+                G::Q4_0
+                    | G::Q4_1
+                    | G::Q5_0
+                    | G::Q5_1
+                    | G::Q8_0
+                    | G::Q2_K
+                    | G::Q3_K
+                    | G::Q4_K
+                    | G::Q5_K
+                    | G::Q6_K
+                    | G::IQ4_NL
+                    | G::IQ4_XS
+            );
+            match path {
+                KernelPath::Avx2 | KernelPath::Avx512 => quantized,
+                KernelPath::Amx => quantized && !matches!(t, G::Q8_0 | G::Q4_0),
+                KernelPath::Scalar | KernelPath::Neon => false,
+            }
+        };
+        if !self.gguf.tensors.iter().any(|t| strips(t.ty)) {
+            return Err(Error::InvalidArgument(format!(
+                "repacking would change nothing here: the {} kernels repack no weight type of \
+                 this file (the AVX2 and AVX-512 prefill kernels repack the quantized types; \
+                 the AMX kernels repack Q8_0 and Q4_0 on their own)",
+                self.kernels.describe()
+            )));
+        }
+        if self.repack.is_none() {
+            self.repack = Some(crate::quant::register_repack(self.file.bytes()));
+        }
+        Ok(())
     }
 
     /// The hyper-parameters.

@@ -1108,6 +1108,49 @@ where
     }
 }
 
+/// `t`'s prefill with `W`'s weights registered with the repack cache gives
+/// the bits it gives without: on the call that makes the repack, on later
+/// calls that reuse it with other activations, and after the first again;
+/// dropping the registration evicts the repacks.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn check_repack_cache<W: Gemm + Gen + crate::gguf::Pod>(t: VerifiedTable)
+where
+    W::Partner: TestActs,
+{
+    use crate::quant::x86::repacked;
+    let mut rng = Rng::new(0x5e7);
+    for (rows, nb, n_tok) in [(33, 24, 67), (16, 3, 64), (70, 5, 72)] {
+        let w: Vec<W> = rng.blocks(rows * nb);
+        let bits = |xs: &[f32]| {
+            let (a, sums) = quantize_ref::<W::Partner>(xs, n_tok);
+            let acts = QuantActs {
+                blocks: &a,
+                sums: &sums,
+                n_tok,
+                nb,
+            };
+            let mut out = vec![f32::NAN; n_tok * rows];
+            t.gemm(&w, &acts, &mut OutTile::whole(&mut out, n_tok, rows));
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let (x1, x2) = (
+            rng.acts(n_tok * nb * W::ELEMS),
+            rng.acts(n_tok * nb * W::ELEMS),
+        );
+        let (b1, b2) = (bits(&x1), bits(&x2));
+        let bytes = crate::gguf::as_bytes(&w);
+        let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+        let reg = repacked::register(bytes);
+        let what = format!("{} {:?} {rows}x{nb} × {n_tok}", t.name(), W::TYPE);
+        assert!(bits(&x1) == b1, "{what}: the call that repacks");
+        assert!(repacked::kept_in(range.clone()) > 0, "{what}: nothing kept");
+        assert!(bits(&x2) == b2, "{what}: a call that reuses the repack");
+        assert!(bits(&x1) == b1, "{what}: the first activations again");
+        drop(reg);
+        assert_eq!(repacked::kept_in(range), 0, "{what}: not evicted");
+    }
+}
+
 /// `x` and `y` give the same bits for the prefill product of `w` (`rows`
 /// rows) and `acts`; `what` names the data in the failure message.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

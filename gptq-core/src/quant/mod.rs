@@ -40,6 +40,32 @@ pub mod types;
 mod x86;
 
 pub use dispatch::{KernelPath, Kernels};
+#[cfg(target_arch = "x86_64")]
+pub use x86::repacked::{Registration as RepackRegistration, repacked_bytes};
+
+/// Registers weight memory with the x86-64 prefill's repack cache
+/// ([`crate::Model::enable_repack`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn register_repack(bytes: &[u8]) -> RepackRegistration {
+    x86::repacked::register(bytes)
+}
+
+/// A registration with the repack cache (x86-64 only: nothing here).
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Debug)]
+pub struct RepackRegistration;
+
+/// Bytes of repacked weights kept (x86-64 only: none here).
+#[cfg(not(target_arch = "x86_64"))]
+pub fn repacked_bytes() -> usize {
+    0
+}
+
+/// Nothing to register off x86-64 (no path there repacks).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn register_repack(_bytes: &[u8]) -> RepackRegistration {
+    RepackRegistration
+}
 pub use matmul::{MatmulScratch, matmul};
 pub use matrix::{Matrix, WeightData};
 pub use pack::pack_rows;

@@ -12,8 +12,8 @@ use super::table::{Gemm, VerifiedTable};
 use super::tile::{OutTile, QuantActs, grouped_chunk_tokens};
 use super::types::testkit::{blocks_from_bytes, scale_ranges};
 use super::types::{
-    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
-    BlockQ5K, BlockQ6K, QuantBlock,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, QuantBlock,
 };
 use crate::gguf::as_bytes;
 
@@ -121,6 +121,27 @@ fn strips_agree_across_paths() {
     harness::check_same_prefill_bits::<BlockQ4K>(x, y);
     harness::check_same_prefill_bits::<BlockQ5K>(x, y);
     harness::check_same_prefill_bits::<BlockIq4Xs>(x, y);
+}
+
+/// The repack cache (`--repack`) changes no bits, on both x86 paths, for a
+/// signed, an unsigned, a minimum-carrying and both kinds of K-quant types.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn repack_cache_changes_no_bits() {
+    let tables: Vec<_> = ["avx2", "avx512"]
+        .into_iter()
+        .filter_map(harness::table)
+        .collect();
+    if tables.is_empty() {
+        eprintln!("skipped: needs the avx2 or avx512 table on this CPU");
+    }
+    for t in tables {
+        harness::check_repack_cache::<BlockQ8_0>(t);
+        harness::check_repack_cache::<BlockQ4_0>(t);
+        harness::check_repack_cache::<BlockQ5_1>(t);
+        harness::check_repack_cache::<BlockQ4K>(t);
+        harness::check_repack_cache::<BlockQ6K>(t);
+    }
 }
 
 /// AVX2 sums each Q3_K and Q6_K super-block in integers, as the scalar twins

@@ -38,6 +38,7 @@ use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
+use super::super::x86::repacked::with_repacked;
 use super::super::x86::strips::{
     K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed,
     iq4_xs_signed, prepare_acts, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned,
@@ -102,7 +103,7 @@ fn gemm_strips<
 >(
     w: &[W],
     off: i32,
-    unpack: impl Unpack<W, V, S>,
+    unpack: impl Unpack<W, V, S> + 'static,
     a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
 ) {
@@ -111,36 +112,45 @@ fn gemm_strips<
     assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
     with_scratch(|s| {
-        repack(w, rows, nb, unpack, s);
-        prepare_acts(a, V, off, s);
-        let acts = Acts {
-            a,
-            da: &s.da,
-            corr: &s.corr,
-            dasa: &s.dasa,
-            nsub,
-        };
-        let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
-        let strip = |i: usize| s.strip(i, nsub, L);
-        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
-            let mut sums = [_mm256_setzero_ps(); TG_Q4];
-            let n = if SIGNED && t + TG_Q8 <= t1 {
-                let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                sums[..TG_Q8].copy_from_slice(&v);
-                TG_Q8
-            } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
-                let v = half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                sums[..TG_K16].copy_from_slice(&v);
-                TG_K16
-            } else if !SIGNED && t + TG_Q4 <= t1 {
-                sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                TG_Q4
-            } else {
-                [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                1
-            };
-            (sums, n)
-        });
+        with_repacked(
+            w,
+            rows,
+            nb,
+            &unpack,
+            s,
+            |s| repack(w, rows, nb, unpack, s),
+            |s| {
+                prepare_acts(a, V, off, s);
+                let acts = Acts {
+                    a,
+                    da: &s.da,
+                    corr: &s.corr,
+                    dasa: &s.dasa,
+                    nsub,
+                };
+                let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
+                let strip = |i: usize| s.strip(i, nsub, L);
+                walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+                    let mut sums = [_mm256_setzero_ps(); TG_Q4];
+                    let n = if SIGNED && t + TG_Q8 <= t1 {
+                        let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                        sums[..TG_Q8].copy_from_slice(&v);
+                        TG_Q8
+                    } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
+                        let v = half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                        sums[..TG_K16].copy_from_slice(&v);
+                        TG_K16
+                    } else if !SIGNED && t + TG_Q4 <= t1 {
+                        sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                        TG_Q4
+                    } else {
+                        [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                        1
+                    };
+                    (sums, n)
+                });
+            },
+        )
     })
 }
 
@@ -322,7 +332,7 @@ fn half_tokens<
 fn gemm_strips_int<W>(
     w: &[W],
     off: i32,
-    unpack: impl UnpackInt<W>,
+    unpack: impl UnpackInt<W> + 'static,
     a: &QuantActs<'_, BlockQ8K>,
     out: &mut OutTile<'_>,
 ) {
@@ -330,22 +340,37 @@ fn gemm_strips_int<W>(
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     let nsub = nb * K16_SUBS;
     with_scratch(|s| {
-        repack_int(w, rows, nb, unpack, s);
-        prepare_pair_acts(a, off, s);
-        let (da, corr) = (&s.da[..], &s.corr[..]);
-        let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
-        let strip = |i: usize| s.strip_int(i, nsub);
-        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
-            let mut sums = [_mm256_setzero_ps(); TG_Q4];
-            let n = if t + TG_INT <= t1 {
-                sums[..TG_INT].copy_from_slice(&half_tokens_int::<TG_INT>(st, h, a, (da, corr), t));
-                TG_INT
-            } else {
-                [sums[0]] = half_tokens_int::<1>(st, h, a, (da, corr), t);
-                1
-            };
-            (sums, n)
-        });
+        with_repacked(
+            w,
+            rows,
+            nb,
+            &unpack,
+            s,
+            |s| repack_int(w, rows, nb, unpack, s),
+            |s| {
+                prepare_pair_acts(a, off, s);
+                let (da, corr) = (&s.da[..], &s.corr[..]);
+                let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
+                let strip = |i: usize| s.strip_int(i, nsub);
+                walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+                    let mut sums = [_mm256_setzero_ps(); TG_Q4];
+                    let n = if t + TG_INT <= t1 {
+                        sums[..TG_INT].copy_from_slice(&half_tokens_int::<TG_INT>(
+                            st,
+                            h,
+                            a,
+                            (da, corr),
+                            t,
+                        ));
+                        TG_INT
+                    } else {
+                        [sums[0]] = half_tokens_int::<1>(st, h, a, (da, corr), t);
+                        1
+                    };
+                    (sums, n)
+                });
+            },
+        )
     })
 }
 
