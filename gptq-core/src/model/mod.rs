@@ -94,24 +94,12 @@ impl Model {
     /// option would do nothing.
     pub fn enable_repack(&mut self) -> Result<()> {
         use crate::gguf::GgmlType as G;
-        use crate::quant::KernelPath;
+        use crate::quant::{KernelPath, WeightData};
         let path = self.kernels.path();
         let strips = |t: G| {
-            let quantized = matches!(
-                t,
-                G::Q4_0
-                    | G::Q4_1
-                    | G::Q5_0
-                    | G::Q5_1
-                    | G::Q8_0
-                    | G::Q2_K
-                    | G::Q3_K
-                    | G::Q4_K
-                    | G::Q5_K
-                    | G::Q6_K
-                    | G::IQ4_NL
-                    | G::IQ4_XS
-            );
+            // The quantized types the crate computes with (the floats are
+            // the one-element "blocks"): every one has strips on x86-64.
+            let quantized = WeightData::is_computable(t) && t.block_size() > 1;
             match path {
                 KernelPath::Avx2 | KernelPath::Avx512 => quantized,
                 KernelPath::Amx => quantized && !matches!(t, G::Q8_0 | G::Q4_0),

@@ -1129,9 +1129,7 @@ where
                 n_tok,
                 nb,
             };
-            let mut out = vec![f32::NAN; n_tok * rows];
-            t.gemm(&w, &acts, &mut OutTile::whole(&mut out, n_tok, rows));
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            gemm_bits(t, &w, &acts, rows)
         };
         let (x1, x2) = (
             rng.acts(n_tok * nb * W::ELEMS),
@@ -1151,6 +1149,19 @@ where
     }
 }
 
+/// The bits of `t`'s prefill product of `w` (`rows` rows) and `acts`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn gemm_bits<W: Gemm>(
+    t: VerifiedTable,
+    w: &[W],
+    acts: &QuantActs<'_, W::Partner>,
+    rows: usize,
+) -> Vec<u32> {
+    let mut out = vec![f32::NAN; acts.n_tok * rows];
+    t.gemm(w, acts, &mut OutTile::whole(&mut out, acts.n_tok, rows));
+    out.iter().map(|v| v.to_bits()).collect()
+}
+
 /// `x` and `y` give the same bits for the prefill product of `w` (`rows`
 /// rows) and `acts`; `what` names the data in the failure message.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -1162,19 +1173,14 @@ pub(crate) fn assert_same_gemm_bits<W: Gemm>(
     rows: usize,
     what: &str,
 ) {
-    let n_tok = acts.n_tok;
-    let bits = |t: VerifiedTable| {
-        let mut out = vec![f32::NAN; n_tok * rows];
-        t.gemm(w, acts, &mut OutTile::whole(&mut out, n_tok, rows));
-        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    };
     assert!(
-        bits(x) == bits(y),
-        "{} vs {}: {:?} {what} {rows}x{} × {n_tok}",
+        gemm_bits(x, w, acts, rows) == gemm_bits(y, w, acts, rows),
+        "{} vs {}: {:?} {what} {rows}x{} × {}",
         x.name(),
         y.name(),
         W::TYPE,
-        acts.nb
+        acts.nb,
+        acts.n_tok
     );
 }
 

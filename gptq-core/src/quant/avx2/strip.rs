@@ -38,12 +38,11 @@ use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
-use super::super::x86::repacked::with_repacked;
 use super::super::x86::strips::{
     K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed,
     iq4_xs_signed, prepare_acts, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned,
     q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int,
-    q8_0_signed, repack, repack_int, with_scratch,
+    q8_0_signed, with_int_strips, with_strips,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -111,46 +110,36 @@ fn gemm_strips<
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
-    with_scratch(|s| {
-        with_repacked(
-            w,
-            rows,
-            nb,
-            &unpack,
-            s,
-            |s| repack(w, rows, nb, unpack, s),
-            |s| {
-                prepare_acts(a, V, off, s);
-                let acts = Acts {
-                    a,
-                    da: &s.da,
-                    corr: &s.corr,
-                    dasa: &s.dasa,
-                    nsub,
-                };
-                let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
-                let strip = |i: usize| s.strip(i, nsub, L);
-                walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
-                    let mut sums = [_mm256_setzero_ps(); TG_Q4];
-                    let n = if SIGNED && t + TG_Q8 <= t1 {
-                        let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                        sums[..TG_Q8].copy_from_slice(&v);
-                        TG_Q8
-                    } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
-                        let v = half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                        sums[..TG_K16].copy_from_slice(&v);
-                        TG_K16
-                    } else if !SIGNED && t + TG_Q4 <= t1 {
-                        sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                        TG_Q4
-                    } else {
-                        [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                        1
-                    };
-                    (sums, n)
-                });
-            },
-        )
+    with_strips(w, rows, nb, unpack, |s| {
+        prepare_acts(a, V, off, s);
+        let acts = Acts {
+            a,
+            da: &s.da,
+            corr: &s.corr,
+            dasa: &s.dasa,
+            nsub,
+        };
+        let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
+        let strip = |i: usize| s.strip(i, nsub, L);
+        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+            let mut sums = [_mm256_setzero_ps(); TG_Q4];
+            let n = if SIGNED && t + TG_Q8 <= t1 {
+                let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                sums[..TG_Q8].copy_from_slice(&v);
+                TG_Q8
+            } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
+                let v = half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                sums[..TG_K16].copy_from_slice(&v);
+                TG_K16
+            } else if !SIGNED && t + TG_Q4 <= t1 {
+                sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                TG_Q4
+            } else {
+                [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+                1
+            };
+            (sums, n)
+        });
     })
 }
 
@@ -339,38 +328,22 @@ fn gemm_strips_int<W>(
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     let nsub = nb * K16_SUBS;
-    with_scratch(|s| {
-        with_repacked(
-            w,
-            rows,
-            nb,
-            &unpack,
-            s,
-            |s| repack_int(w, rows, nb, unpack, s),
-            |s| {
-                prepare_pair_acts(a, off, s);
-                let (da, corr) = (&s.da[..], &s.corr[..]);
-                let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
-                let strip = |i: usize| s.strip_int(i, nsub);
-                walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
-                    let mut sums = [_mm256_setzero_ps(); TG_Q4];
-                    let n = if t + TG_INT <= t1 {
-                        sums[..TG_INT].copy_from_slice(&half_tokens_int::<TG_INT>(
-                            st,
-                            h,
-                            a,
-                            (da, corr),
-                            t,
-                        ));
-                        TG_INT
-                    } else {
-                        [sums[0]] = half_tokens_int::<1>(st, h, a, (da, corr), t);
-                        1
-                    };
-                    (sums, n)
-                });
-            },
-        )
+    with_int_strips(w, rows, nb, unpack, |s| {
+        prepare_pair_acts(a, off, s);
+        let (da, corr) = (&s.da[..], &s.corr[..]);
+        let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
+        let strip = |i: usize| s.strip_int(i, nsub);
+        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+            let mut sums = [_mm256_setzero_ps(); TG_Q4];
+            let n = if t + TG_INT <= t1 {
+                sums[..TG_INT].copy_from_slice(&half_tokens_int::<TG_INT>(st, h, a, (da, corr), t));
+                TG_INT
+            } else {
+                [sums[0]] = half_tokens_int::<1>(st, h, a, (da, corr), t);
+                1
+            };
+            (sums, n)
+        });
     })
 }
 

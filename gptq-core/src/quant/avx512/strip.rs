@@ -31,11 +31,10 @@ use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
-use super::super::x86::repacked::with_repacked;
 use super::super::x86::strips::{
     STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_unsigned, iq4_xs_unsigned, prepare_acts,
     q2_k_unsigned, q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned,
-    q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, repack, with_scratch,
+    q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, with_strips,
 };
 
 #[cfg(doc)]
@@ -61,51 +60,41 @@ fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, co
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
-    with_scratch(|s| {
-        with_repacked(
-            w,
-            rows,
-            nb,
-            &unpack,
-            s,
-            |s| repack(w, rows, nb, unpack, s),
-            |s| {
-                prepare_acts(a, V, off, s);
-                let acts = Acts {
-                    a,
-                    da: &s.da,
-                    corr: &s.corr,
-                    dasa: &s.dasa,
-                    nsub,
-                };
-                let mut res = [0.0f32; STRIP];
-                let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG);
-                for t0 in (0..n_tok).step_by(chunk) {
-                    let t1 = (t0 + chunk).min(n_tok);
-                    for strip in 0..rows.div_ceil(STRIP) {
-                        let st = s.strip(strip, nsub, L);
-                        let (r0, nr) = (strip * STRIP, STRIP.min(rows - strip * STRIP));
-                        let mut t = t0;
-                        while t < t1 {
-                            let (sums, n) = if t + TG <= t1 {
-                                (strip_tokens::<A, TG, L, MIN>(&st, &acts, t), TG)
-                            } else {
-                                let [v] = strip_tokens::<A, 1, L, MIN>(&st, &acts, t);
-                                let mut one = [_mm512_setzero_ps(); TG];
-                                one[0] = v;
-                                (one, 1)
-                            };
-                            for (j, v) in sums.iter().take(n).enumerate() {
-                                // SAFETY: `res` is 16 writable f32; the store is unaligned.
-                                unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
-                                out.set_run(t + j, r0, &res[..nr]);
-                            }
-                            t += n;
-                        }
+    with_strips(w, rows, nb, unpack, |s| {
+        prepare_acts(a, V, off, s);
+        let acts = Acts {
+            a,
+            da: &s.da,
+            corr: &s.corr,
+            dasa: &s.dasa,
+            nsub,
+        };
+        let mut res = [0.0f32; STRIP];
+        let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG);
+        for t0 in (0..n_tok).step_by(chunk) {
+            let t1 = (t0 + chunk).min(n_tok);
+            for strip in 0..rows.div_ceil(STRIP) {
+                let st = s.strip(strip, nsub, L);
+                let (r0, nr) = (strip * STRIP, STRIP.min(rows - strip * STRIP));
+                let mut t = t0;
+                while t < t1 {
+                    let (sums, n) = if t + TG <= t1 {
+                        (strip_tokens::<A, TG, L, MIN>(&st, &acts, t), TG)
+                    } else {
+                        let [v] = strip_tokens::<A, 1, L, MIN>(&st, &acts, t);
+                        let mut one = [_mm512_setzero_ps(); TG];
+                        one[0] = v;
+                        (one, 1)
+                    };
+                    for (j, v) in sums.iter().take(n).enumerate() {
+                        // SAFETY: `res` is 16 writable f32; the store is unaligned.
+                        unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
+                        out.set_run(t + j, r0, &res[..nr]);
                     }
+                    t += n;
                 }
-            },
-        )
+            }
+        }
     })
 }
 

@@ -17,6 +17,7 @@ use crate::quant::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QK_K,
 };
+use crate::quant::x86::repacked::with_repacked;
 
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
@@ -92,6 +93,50 @@ thread_local! {
 /// Runs `f` with this thread's scratch (taken for the call, put back after).
 pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     crate::quant::scratch::with_taken(&SCRATCH, f)
+}
+
+/// Runs `f` with this thread's scratch holding `rows` rows of `nb` blocks of
+/// `w` repacked into strips by `unpack` ([`repack`]): kept between calls for
+/// weights a model registered (`repacked`), else repacked now.
+pub(in crate::quant) fn with_strips<W, const V: usize, const S: usize, R>(
+    w: &[W],
+    rows: usize,
+    nb: usize,
+    unpack: impl Unpack<W, V, S> + 'static,
+    f: impl FnOnce(&mut Scratch) -> R,
+) -> R {
+    with_scratch(|s| {
+        with_repacked(
+            w,
+            rows,
+            nb,
+            &unpack,
+            s,
+            |s| repack(w, rows, nb, unpack, s),
+            f,
+        )
+    })
+}
+
+/// [`with_strips`] for the integer-scale strips ([`repack_int`]).
+pub(in crate::quant) fn with_int_strips<W, R>(
+    w: &[W],
+    rows: usize,
+    nb: usize,
+    unpack: impl UnpackInt<W> + 'static,
+    f: impl FnOnce(&mut Scratch) -> R,
+) -> R {
+    with_scratch(|s| {
+        with_repacked(
+            w,
+            rows,
+            nb,
+            &unpack,
+            s,
+            |s| repack_int(w, rows, nb, unpack, s),
+            f,
+        )
+    })
 }
 
 /// A block as `S` sub-blocks of `V` values (32-value types: one of 32;
