@@ -249,16 +249,23 @@ impl Engine {
             return Err(ApiError::unavailable("the server is shutting down"));
         }
         let max = self.config.max_queue;
-        if self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                (q < max).then_some(q + 1)
-            })
-            .is_err()
-        {
-            return Err(ApiError::unavailable(format!(
-                "the server is busy: {max} requests are already waiting (--max-queue)"
-            )));
+        // Takes a queue place only below the limit. A compare-exchange loop:
+        // `fetch_update` is deprecated on nightly (renamed `try_update`, not
+        // yet on stable), and the fuzz build uses nightly.
+        let mut q = self.queued.load(Ordering::Acquire);
+        loop {
+            if q >= max {
+                return Err(ApiError::unavailable(format!(
+                    "the server is busy: {max} requests are already waiting (--max-queue)"
+                )));
+            }
+            match self
+                .queued
+                .compare_exchange_weak(q, q + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => q = now,
+            }
         }
         let (events, rx) = unbounded_channel();
         let job = Job {

@@ -39,8 +39,8 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed,
-    iq4_xs_signed, prepare_acts, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned,
+    Acts, K16_LINES, K16_SUBS, STRIP, Strip, SubActs, TokenActs, Unpack, UnpackInt, chunk_tokens,
+    iq4_nl_signed, iq4_xs_signed, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned,
     q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int,
     q8_0_signed, with_int_strips, with_strips,
 };
@@ -73,16 +73,6 @@ const TG_INT: usize = 2;
 /// holds for every token of the group.
 const PASS_LINES: usize = 4;
 
-/// The call's activations and, per sub-block (token-major), their scales,
-/// offset corrections and minimum factors.
-struct Acts<'a, A> {
-    a: &'a QuantActs<'a, A>,
-    da: &'a [f32],
-    corr: &'a [i32],
-    dasa: &'a [f32],
-    nsub: usize,
-}
-
 /// The products in strips of one weight type (`S` sub-blocks of `V` values
 /// per block, `L = V / 4` lines each): `SIGNED` (Q8_0, IQ4_NL, IQ4_XS: signed
 /// bytes, the sign trick) or unsigned bytes whose `maddubs` pairs are summed
@@ -111,14 +101,8 @@ fn gemm_strips<
     assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
     with_strips(w, rows, nb, unpack, |s| {
-        prepare_acts(a, V, off, s);
-        let acts = Acts {
-            a,
-            da: &s.da,
-            corr: &s.corr,
-            dasa: &s.dasa,
-            nsub,
-        };
+        s.prepare_acts(a, V, off);
+        let acts = s.acts(a, V);
         let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
         let strip = |i: usize| s.strip(i, nsub, L);
         walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
@@ -208,19 +192,13 @@ fn half_tokens<
             && L.is_multiple_of(PASS_LINES)
             && A::VALUES.is_multiple_of(L * 4)
     );
-    let (da, corr, dasa) = (
-        &a.da[t * nsub..(t + T) * nsub],
-        &a.corr[t * nsub..(t + T) * nsub],
-        &a.dasa[t * nsub..(t + T) * nsub],
-    );
-    // Each token's row of blocks, as a byte pointer and its length.
-    let row_bytes = a.a.nb * std::mem::size_of::<A>();
-    let mut base = [std::ptr::null::<u8>(); T];
-    for (j, p) in base.iter_mut().enumerate() {
-        let row = a.a.row(t + j);
-        assert_eq!(std::mem::size_of_val(row), row_bytes);
-        *p = row.as_ptr().cast();
-    }
+    let TokenActs {
+        da,
+        corr,
+        dasa,
+        base,
+        row_bytes,
+    } = a.tokens::<T>(t);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for q in 0..nsub {

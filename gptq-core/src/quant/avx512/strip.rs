@@ -32,7 +32,7 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_unsigned, iq4_xs_unsigned, prepare_acts,
+    Acts, STRIP, Strip, SubActs, TokenActs, Unpack, chunk_tokens, iq4_nl_unsigned, iq4_xs_unsigned,
     q2_k_unsigned, q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned,
     q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, with_strips,
 };
@@ -61,14 +61,8 @@ fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, co
     assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
     with_strips(w, rows, nb, unpack, |s| {
-        prepare_acts(a, V, off, s);
-        let acts = Acts {
-            a,
-            da: &s.da,
-            corr: &s.corr,
-            dasa: &s.dasa,
-            nsub,
-        };
+        s.prepare_acts(a, V, off);
+        let acts = s.acts(a, V);
         let mut res = [0.0f32; STRIP];
         let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG);
         for t0 in (0..n_tok).step_by(chunk) {
@@ -98,16 +92,6 @@ fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, co
     })
 }
 
-/// The call's activations and, per sub-block (token-major), their scales,
-/// offset corrections and minimum factors.
-struct Acts<'a, A> {
-    a: &'a QuantActs<'a, A>,
-    da: &'a [f32],
-    corr: &'a [i32],
-    dasa: &'a [f32],
-    nsub: usize,
-}
-
 /// Tokens `t..t + T` times one strip over every sub-block (`L` lines each):
 /// register `j` holds token `t + j`'s sixteen row sums.
 #[inline]
@@ -120,19 +104,13 @@ fn strip_tokens<A: SubActs, const T: usize, const L: usize, const MIN: bool>(
     let nsub = a.nsub;
     assert!(st.lines.len() == nsub * L && st.dw.len() == nsub * STRIP);
     assert!(st.dm.len() == nsub * STRIP && A::VALUES.is_multiple_of(L * 4));
-    let (da, corr, dasa) = (
-        &a.da[t * nsub..(t + T) * nsub],
-        &a.corr[t * nsub..(t + T) * nsub],
-        &a.dasa[t * nsub..(t + T) * nsub],
-    );
-    // Each token's row of blocks, as a byte pointer and its length.
-    let row_bytes = a.a.nb * std::mem::size_of::<A>();
-    let mut base = [std::ptr::null::<u8>(); T];
-    for (j, p) in base.iter_mut().enumerate() {
-        let row = a.a.row(t + j);
-        assert_eq!(std::mem::size_of_val(row), row_bytes);
-        *p = row.as_ptr().cast();
-    }
+    let TokenActs {
+        da,
+        corr,
+        dasa,
+        base,
+        row_bytes,
+    } = a.tokens::<T>(t);
     let mut acc = [_mm512_setzero_ps(); T];
     for q in 0..nsub {
         let lines = &st.lines[q * L..(q + 1) * L];

@@ -338,15 +338,20 @@ pub(in crate::quant) fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 
 /// a last partial strip's padding rows hold in their lines is left from
 /// earlier calls (any bytes: their scales are set to zero here and their
 /// outputs never stored). Clearing them was a `memset` of the whole call's
-/// weights.
-fn reserve_strips(s: &mut Scratch, rows: usize, nsub: usize, lps: usize) {
+/// weights. `mins`: whether the kernel reads the minimums `dm`; the integer
+/// strips of [`repack_int`] do not, and leave `dm` as it is (empty in a
+/// kept repack, which is made into empty buffers, so it holds no unread
+/// zeros; the thread's scratch keeps its size for the next call).
+fn reserve_strips(s: &mut Scratch, rows: usize, nsub: usize, lps: usize, mins: bool) {
     let strips = rows.div_ceil(STRIP);
     s.lines
         .resize(s.lines.len().max(strips * nsub * lps), Line([0; 64]));
     s.dw.resize(strips * nsub * STRIP, 0.0);
-    s.dm.resize(strips * nsub * STRIP, 0.0);
     zero_padding_rows(&mut s.dw, rows, nsub);
-    zero_padding_rows(&mut s.dm, rows, nsub);
+    if mins {
+        s.dm.resize(strips * nsub * STRIP, 0.0);
+        zero_padding_rows(&mut s.dm, rows, nsub);
+    }
 }
 
 /// Sets the entries of the last strip's padding rows (past `rows`) to zero
@@ -376,7 +381,7 @@ pub(in crate::quant) fn repack<W, const V: usize, const S: usize>(
     s: &mut Scratch,
 ) {
     let (nsub, lps) = (nb * S, V / 4);
-    reserve_strips(s, rows, nsub, lps);
+    reserve_strips(s, rows, nsub, lps, true);
     for i in 0..rows.div_ceil(STRIP) {
         repack_strip(
             w,
@@ -437,7 +442,7 @@ pub(in crate::quant) fn repack_int<W>(
     s: &mut Scratch,
 ) {
     let nsub = nb * K16_SUBS;
-    reserve_strips(s, rows, nsub, K16_LINES);
+    reserve_strips(s, rows, nsub, K16_LINES, false);
     s.isc.resize(s.dw.len(), 0);
     zero_padding_rows(&mut s.isc, rows, nsub);
     for i in 0..rows.div_ceil(STRIP) {
@@ -579,37 +584,102 @@ impl SubActs for BlockQ8K {
     }
 }
 
-/// The activations' scales as f32, their corrections `-off·Σa` and the
-/// minimums' factors `d_a·Σa` (from the exact sums), per sub-block,
-/// token-major.
-pub(in crate::quant) fn prepare_acts<A: SubActs>(
-    a: &QuantActs<'_, A>,
-    v: usize,
-    off: i32,
-    s: &mut Scratch,
-) {
-    let (n_tok, nb) = (a.n_tok, a.nb);
-    assert!(
-        a.blocks.len() >= n_tok * nb,
-        "strips: activations too short"
-    );
-    let per = nb * (A::VALUES / v);
-    s.da.resize(n_tok * per, 0.0);
-    s.corr.resize(n_tok * per, 0);
-    s.dasa.resize(n_tok * per, 0.0);
-    for t in 0..n_tok {
-        let (row, sums) = (a.row(t), a.row_sums(t));
-        let at = t * per;
-        let (da, corr, dasa) = (
-            &mut s.da[at..at + per],
-            &mut s.corr[at..at + per],
-            &mut s.dasa[at..at + per],
+/// The call's activations and, per sub-block (token-major), their scales,
+/// offset corrections and minimum factors: what both strip kernels (AVX2 and
+/// AVX-512) read beside a strip's weights.
+pub(in crate::quant) struct Acts<'a, A> {
+    a: &'a QuantActs<'a, A>,
+    da: &'a [f32],
+    corr: &'a [i32],
+    dasa: &'a [f32],
+    /// Sub-blocks per token.
+    pub(in crate::quant) nsub: usize,
+}
+
+/// Tokens `t..t + T` of [`Acts`]: their sub-blocks' scales, corrections and
+/// minimum factors (`T·nsub` each, token-major) and each token's row of
+/// blocks as a byte pointer, `row_bytes` long.
+pub(in crate::quant) struct TokenActs<'a, const T: usize> {
+    pub(in crate::quant) da: &'a [f32],
+    pub(in crate::quant) corr: &'a [i32],
+    pub(in crate::quant) dasa: &'a [f32],
+    pub(in crate::quant) base: [*const u8; T],
+    pub(in crate::quant) row_bytes: usize,
+}
+
+impl<'a, A: SubActs> Acts<'a, A> {
+    /// Tokens `t..t + T`.
+    #[inline(always)]
+    pub(in crate::quant) fn tokens<const T: usize>(&self, t: usize) -> TokenActs<'a, T> {
+        let nsub = self.nsub;
+        let row_bytes = self.a.nb * std::mem::size_of::<A>();
+        let mut base = [std::ptr::null::<u8>(); T];
+        for (j, p) in base.iter_mut().enumerate() {
+            let row = self.a.row(t + j);
+            assert_eq!(std::mem::size_of_val(row), row_bytes);
+            *p = row.as_ptr().cast();
+        }
+        TokenActs {
+            da: &self.da[t * nsub..(t + T) * nsub],
+            corr: &self.corr[t * nsub..(t + T) * nsub],
+            dasa: &self.dasa[t * nsub..(t + T) * nsub],
+            base,
+            row_bytes,
+        }
+    }
+}
+
+impl Scratch {
+    /// Prepares the activations' scales as f32, their corrections `-off·Σa`
+    /// and the minimums' factors `d_a·Σa` (from the exact sums), per
+    /// sub-block of `v` values, token-major; read them with [`Scratch::acts`].
+    pub(in crate::quant) fn prepare_acts<A: SubActs>(
+        &mut self,
+        a: &QuantActs<'_, A>,
+        v: usize,
+        off: i32,
+    ) {
+        let (n_tok, nb) = (a.n_tok, a.nb);
+        assert!(
+            a.blocks.len() >= n_tok * nb,
+            "strips: activations too short"
         );
-        for q in 0..per {
-            let (d, sum) = A::scale_sum(row, sums, v, q);
-            da[q] = d;
-            corr[q] = -off * i32::from(sum);
-            dasa[q] = d * f32::from(sum);
+        let per = nb * (A::VALUES / v);
+        self.da.resize(n_tok * per, 0.0);
+        self.corr.resize(n_tok * per, 0);
+        self.dasa.resize(n_tok * per, 0.0);
+        for t in 0..n_tok {
+            let (row, sums) = (a.row(t), a.row_sums(t));
+            let at = t * per;
+            let (da, corr, dasa) = (
+                &mut self.da[at..at + per],
+                &mut self.corr[at..at + per],
+                &mut self.dasa[at..at + per],
+            );
+            for q in 0..per {
+                let (d, sum) = A::scale_sum(row, sums, v, q);
+                da[q] = d;
+                corr[q] = -off * i32::from(sum);
+                dasa[q] = d * f32::from(sum);
+            }
+        }
+    }
+
+    /// The activations [`Scratch::prepare_acts`] prepared for `a` in
+    /// sub-blocks of `v` values.
+    pub(in crate::quant) fn acts<'a, A: SubActs>(
+        &'a self,
+        a: &'a QuantActs<'a, A>,
+        v: usize,
+    ) -> Acts<'a, A> {
+        let nsub = a.nb * (A::VALUES / v);
+        let n = a.n_tok * nsub;
+        Acts {
+            a,
+            da: &self.da[..n],
+            corr: &self.corr[..n],
+            dasa: &self.dasa[..n],
+            nsub,
         }
     }
 }
