@@ -103,18 +103,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let kernel = model.kernels().describe();
 
-    // Warm-up: touch every weight page and start the thread pool.
-    session.feed(&tokens(args.n_prompt.clamp(1, 16)))?;
+    // Warm-up, as llama-bench's: one untimed run of the whole prompt (every
+    // weight page, the KV cache and the scratch buffers touched, the thread
+    // pool started; with --repack it makes every product's repack, as
+    // `-rtr` repacks at load) and one untimed token. With only a few warm-up
+    // tokens the first timed prompt paid the first touch of the cache pages
+    // the rest of it writes.
+    let prompt = tokens(args.n_prompt);
+    session.feed(&tokens(args.n_prompt.max(1)))?;
     session.reset();
+    if args.n_gen > 0 {
+        session.step(tokens(1)[0])?;
+        session.reset();
+    }
 
     let mut pp = Vec::new();
     if args.n_prompt > 0 {
-        let prompt = tokens(args.n_prompt);
-        if args.model.repack {
-            // The repacks are made at each product's first prefill: one
-            // untimed prompt makes them all, as `-rtr` repacks at load.
-            session.feed(&prompt)?;
-        }
         for _ in 0..args.repetitions {
             session.reset();
             let t = Instant::now();
