@@ -177,8 +177,10 @@ mod sealed {
 
 /// Plain old data: types for which every bit pattern is a valid value and
 /// that have no padding, so that bytes can be viewed as them and back. Sealed:
-/// implemented only for `f32`, `f16`, `bf16`, `u8`, `i8`, `u16` and every
-/// [`QuantBlock`] (an `unsafe` trait whose implementors promise exactly this).
+/// implemented only for `f32`, `f16`, `bf16`, `u8`, `i8`, `u16`, Q8_K's
+/// activation blocks (`repr(C)`, 292 bytes of an f32 and integers, no
+/// padding: asserted beside the type) and every [`QuantBlock`] (an `unsafe`
+/// trait whose implementors promise exactly this).
 pub trait Pod: sealed::Sealed + Copy + 'static {}
 
 macro_rules! pod {
@@ -187,7 +189,7 @@ macro_rules! pod {
         impl Pod for $t {}
     )*};
 }
-pod!(f32, f16, half::bf16, u8, i8, u16);
+pod!(f32, f16, half::bf16, u8, i8, u16, crate::quant::BlockQ8K);
 
 impl<B: QuantBlock> sealed::Sealed for B {}
 impl<B: QuantBlock> Pod for B {}

@@ -260,9 +260,15 @@ unsafe fn gemm_impl<W: Unpack>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>
             let r0 = strip * TILE;
             let nr = TILE.min(rows - r0);
             for (t, v) in acc.iter().take(m).enumerate() {
-                // SAFETY: `res` is 16 writable f32; the store is unaligned.
-                unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
-                out.set_run(t0 + t, r0, &res[..nr]);
+                if nr == TILE {
+                    let run = out.run_mut(t0 + t, r0, TILE);
+                    // SAFETY: `run` is 16 writable f32; the store is unaligned.
+                    unsafe { _mm512_storeu_ps(run.as_mut_ptr(), *v) };
+                } else {
+                    // SAFETY: `res` is 16 writable f32; the store is unaligned.
+                    unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
+                    out.set_run(t0 + t, r0, &res[..nr]);
+                }
             }
         }
     }

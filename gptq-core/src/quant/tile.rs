@@ -225,6 +225,28 @@ impl<'a> OutTile<'a> {
         unsafe { *self.ptr.add(idx) = v }
     }
 
+    /// The run `y[t][r0 + i .. r0 + i + n]`, for a kernel to store a
+    /// register into (a full strip's 16 or 8 sums: one vector store, where
+    /// [`set_run`](Self::set_run)'s copy of a run of any length was a call to
+    /// `memmove`, 4 % of a 128-token prompt on AVX-512).
+    ///
+    /// # Panics
+    /// When `t >= n_tok` or `i + n > rows`.
+    #[inline]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub fn run_mut(&mut self, t: usize, i: usize, n: usize) -> &mut [f32] {
+        assert!(
+            t < self.n_tok && i + n <= self.rows,
+            "OutTile::run_mut out of tile"
+        );
+        let idx = t * self.ldy + self.r0 + i;
+        assert!(idx + n <= self.len);
+        // SAFETY: `idx .. idx + n` is inside the slice this tile was made from
+        // (checked above), and inside this tile's own rows, which no other
+        // tile covers; the borrow of `self` keeps it unique while it lives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(idx), n) }
+    }
+
     /// Writes `y[t][r0 + i + j] = v[j]` for every `j < v.len()`.
     ///
     /// # Panics

@@ -156,9 +156,17 @@ fn walk_halves<'s>(
                 while t < t1 {
                     let (sums, n) = pass(&st, h, t, t1);
                     for (j, v) in sums.iter().take(n).enumerate() {
-                        // SAFETY: `res` is 8 writable f32; the store is unaligned.
-                        unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
-                        out.set_run(t + j, r0, &res[..nr]);
+                        if nr == HALF {
+                            let run = out.run_mut(t + j, r0, HALF);
+                            // SAFETY: `run` is 8 writable f32; the store is
+                            // unaligned.
+                            unsafe { _mm256_storeu_ps(run.as_mut_ptr(), *v) };
+                        } else {
+                            // SAFETY: `res` is 8 writable f32; the store is
+                            // unaligned.
+                            unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
+                            out.set_run(t + j, r0, &res[..nr]);
+                        }
                     }
                     t += n;
                 }

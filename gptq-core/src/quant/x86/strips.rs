@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 
+use crate::gguf::{Pod, as_bytes};
 use crate::quant::tile::QuantActs;
 use crate::quant::types::iq4_nl::KVALUES;
 use crate::quant::types::q4_k::scale_min;
@@ -69,6 +70,8 @@ pub(in crate::quant) struct Scratch {
     pub(in crate::quant) corr: Vec<i32>,
     /// `d_a·Σa`, the factor of a block's minimum, token-major.
     pub(in crate::quant) dasa: Vec<f32>,
+    /// The activations packed into records ([`Scratch::pack_acts`]).
+    recs: Vec<u32>,
     /// The integer sub-block scales of the 16-value K-quants without
     /// minimums (Q3_K, Q6_K) for the AVX2 kernel that sums a super-block in
     /// integers ([`repack_int`]): each scale in both i16 halves of an i32
@@ -85,6 +88,7 @@ thread_local! {
             da: Vec::new(),
             corr: Vec::new(),
             dasa: Vec::new(),
+            recs: Vec::new(),
             isc: Vec::new(),
         })
     };
@@ -538,7 +542,7 @@ pub(in crate::quant) fn prepare_pair_acts(a: &QuantActs<'_, BlockQ8K>, off: i32,
 /// An activation type the strips read, in sub-blocks of `v` values (Q8_0:
 /// its blocks, `v` = 32; Q8_K: 16 or 32 values of a block), each with its
 /// scale and its exact sum.
-pub(in crate::quant) trait SubActs: Copy {
+pub(in crate::quant) trait SubActs: Pod {
     /// Values per block.
     const VALUES: usize;
     /// The scale and sum of sub-block `q` alone (the activations' prepared
@@ -556,7 +560,9 @@ impl SubActs for BlockQ8_0 {
     const VALUES: usize = QK;
     #[inline]
     fn scale_sum(row: &[Self], sums: &[i16], _v: usize, q: usize) -> (f32, i16) {
-        (row[q].d.to_f32(), sums[q])
+        // The software conversion, inlined: `to_f32` is a call that picks
+        // F16C at run time, the larger part of preparing a record.
+        (row[q].d.to_f32_const(), sums[q])
     }
     #[inline(always)]
     fn values_at(_v: usize, q: usize) -> usize {
@@ -629,6 +635,51 @@ impl<'a, A: SubActs> Acts<'a, A> {
     }
 }
 
+/// A call's activations packed for a kernel that takes its tokens in
+/// groups of `group` ([`Scratch::pack_acts`]): per token and sub-block one
+/// record of `rec` words, the sub-block's `v` values (`v / 4` words) then
+/// its offset correction `-off·Σa` (i32), scale `d_a` and minimum factor
+/// `d_a·Σa` (f32) and a word of padding. The tokens of a whole group are
+/// interleaved, sub-block `q` of the group's token `j` at record `q·group +
+/// j`; the tokens after the last whole group are one record row each. Every
+/// operand of a token is then at a constant offset from one pointer that
+/// moves by a constant per sub-block, where the kernel otherwise computed
+/// and bounds-checked three arrays' indices and a row pointer per token
+/// (more scalar than vector instructions in the AVX-512 strip kernel).
+pub(in crate::quant) struct PackedActs<'a> {
+    recs: &'a [u32],
+    n_tok: usize,
+    group: usize,
+    /// Words per token: `nsub·rec`.
+    per_tok: usize,
+}
+
+impl PackedActs<'_> {
+    /// The records of tokens `t..t + T`: a whole group (`T` the group size,
+    /// `t` its first token) or one token after the whole groups (`T` = 1).
+    ///
+    /// # Panics
+    /// For any other range.
+    #[inline(always)]
+    pub(in crate::quant) fn tokens<const T: usize>(&self, t: usize) -> &[u32] {
+        let full = self.n_tok / self.group * self.group;
+        assert!(
+            (T == self.group && t.is_multiple_of(T) && t + T <= full)
+                || (T == 1 && t >= full && t < self.n_tok),
+            "packed activations: tokens {t}..{} are not a group",
+            t + T
+        );
+        &self.recs[t * self.per_tok..(t + T) * self.per_tok]
+    }
+}
+
+/// Words per packed record of `v` values: the values, the correction, the
+/// two factors and one word of padding.
+#[inline(always)]
+pub(in crate::quant) const fn rec_words(v: usize) -> usize {
+    v / 4 + 4
+}
+
 impl Scratch {
     /// Prepares the activations' scales as f32, their corrections `-off·Σa`
     /// and the minimums' factors `d_a·Σa` (from the exact sums), per
@@ -662,6 +713,67 @@ impl Scratch {
                 corr[q] = -off * i32::from(sum);
                 dasa[q] = d * f32::from(sum);
             }
+        }
+    }
+
+    /// Packs the activations `a` in sub-blocks of `v` values for a kernel
+    /// taking `group` tokens at a time (see [`PackedActs`]), their offset
+    /// corrections for weights offset by `off`; read them with
+    /// [`Scratch::packed_acts`].
+    pub(in crate::quant) fn pack_acts<A: SubActs, const V: usize>(
+        &mut self,
+        a: &QuantActs<'_, A>,
+        off: i32,
+        group: usize,
+    ) {
+        let (n_tok, nb, v) = (a.n_tok, a.nb, V);
+        assert!(
+            a.blocks.len() >= n_tok * nb && v.is_multiple_of(4) && group > 0,
+            "strips: activations too short"
+        );
+        let (nsub, rec) = (nb * (A::VALUES / v), rec_words(v));
+        let per_tok = nsub * rec;
+        self.recs.resize(n_tok * per_tok, 0);
+        let full = n_tok / group * group;
+        for t in 0..n_tok {
+            let (row, sums) = (a.row(t), a.row_sums(t));
+            let bytes = as_bytes(row);
+            // The group's first token, its size and this token's place in it.
+            let (first, size, j) = if t < full {
+                (t - t % group, group, t % group)
+            } else {
+                (t, 1, 0)
+            };
+            let recs = &mut self.recs[first * per_tok..(first + size) * per_tok];
+            for q in 0..nsub {
+                let r = &mut recs[(q * size + j) * rec..(q * size + j + 1) * rec];
+                let values = &bytes[A::values_at(v, q)..][..v];
+                for (w, four) in r.iter_mut().zip(values.chunks_exact(4)) {
+                    *w = u32::from_ne_bytes([four[0], four[1], four[2], four[3]]);
+                }
+                let (d, sum) = A::scale_sum(row, sums, v, q);
+                r[v / 4] = (-off * i32::from(sum)) as u32;
+                r[v / 4 + 1] = d.to_bits();
+                r[v / 4 + 2] = (d * f32::from(sum)).to_bits();
+                r[v / 4 + 3] = 0;
+            }
+        }
+    }
+
+    /// The records [`Scratch::pack_acts`] packed for `a` in sub-blocks of
+    /// `v` values and groups of `group` tokens.
+    pub(in crate::quant) fn packed_acts<A: SubActs>(
+        &self,
+        a: &QuantActs<'_, A>,
+        v: usize,
+        group: usize,
+    ) -> PackedActs<'_> {
+        let per_tok = a.nb * (A::VALUES / v) * rec_words(v);
+        PackedActs {
+            recs: &self.recs[..a.n_tok * per_tok],
+            n_tok: a.n_tok,
+            group,
+            per_tok,
         }
     }
 
