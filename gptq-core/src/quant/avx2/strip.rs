@@ -39,10 +39,10 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    Acts, K16_LINES, K16_SUBS, STRIP, Strip, SubActs, TokenActs, Unpack, UnpackInt, chunk_tokens,
-    iq4_nl_signed, iq4_xs_signed, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned,
-    q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int,
-    q8_0_signed, with_int_strips, with_strips,
+    K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed,
+    iq4_xs_signed, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned, q4_1_unsigned,
+    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed, rec_words,
+    with_int_strips, with_strips,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -100,27 +100,51 @@ fn gemm_strips<
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
+    // Tokens per pass: see the constants.
+    let group = if SIGNED {
+        TG_Q8
+    } else if L == PASS_LINES {
+        TG_K16
+    } else {
+        TG_Q4
+    };
     with_strips(w, rows, nb, unpack, |s| {
-        s.prepare_acts(a, V, off);
-        let acts = s.acts(a, V);
-        let chunk = chunk_tokens(nb * std::mem::size_of::<A>(), TG_Q4);
+        s.pack_acts::<A, V>(a, off, group);
+        let acts = s.packed_acts(a, V, group);
+        let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG_Q4);
         let strip = |i: usize| s.strip(i, nsub, L);
         walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
             let mut sums = [_mm256_setzero_ps(); TG_Q4];
-            let n = if SIGNED && t + TG_Q8 <= t1 {
-                let v = half_tokens::<A, TG_Q8, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+            let n = if t + group > t1 {
+                [sums[0]] =
+                    half_tokens::<1, L, SIGNED, GROUP, MIN>(st, h, acts.tokens::<1>(t), nsub);
+                1
+            } else if SIGNED {
+                let v = half_tokens::<TG_Q8, L, SIGNED, GROUP, MIN>(
+                    st,
+                    h,
+                    acts.tokens::<TG_Q8>(t),
+                    nsub,
+                );
                 sums[..TG_Q8].copy_from_slice(&v);
                 TG_Q8
-            } else if !SIGNED && L == PASS_LINES && t + TG_K16 <= t1 {
-                let v = half_tokens::<A, TG_K16, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
+            } else if L == PASS_LINES {
+                let v = half_tokens::<TG_K16, L, SIGNED, GROUP, MIN>(
+                    st,
+                    h,
+                    acts.tokens::<TG_K16>(t),
+                    nsub,
+                );
                 sums[..TG_K16].copy_from_slice(&v);
                 TG_K16
-            } else if !SIGNED && t + TG_Q4 <= t1 {
-                sums = half_tokens::<A, TG_Q4, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                TG_Q4
             } else {
-                [sums[0]] = half_tokens::<A, 1, L, SIGNED, GROUP, MIN>(st, h, &acts, t);
-                1
+                sums = half_tokens::<TG_Q4, L, SIGNED, GROUP, MIN>(
+                    st,
+                    h,
+                    acts.tokens::<TG_Q4>(t),
+                    nsub,
+                );
+                TG_Q4
             };
             (sums, n)
         });
@@ -175,12 +199,12 @@ fn walk_halves<'s>(
     }
 }
 
-/// Tokens `t..t + T` times half `h` of one strip over every sub-block:
-/// register `j` holds token `t + j`'s eight row sums.
+/// Tokens `t..t + T` times half `h` of one strip over every sub-block, from
+/// their packed records `recs` (`nsub` sub-blocks, interleaved: see
+/// `PackedActs`): register `j` holds token `t + j`'s eight row sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn half_tokens<
-    A: SubActs,
     const T: usize,
     const L: usize,
     const SIGNED: bool,
@@ -189,37 +213,27 @@ fn half_tokens<
 >(
     st: &Strip<'_>,
     h: usize,
-    a: &Acts<'_, A>,
-    t: usize,
+    recs: &[u32],
+    nsub: usize,
 ) -> [__m256; T] {
-    let nsub = a.nsub;
+    // A record: L words of values, the correction, the scale, the minimum
+    // factor, padding.
+    let rec = rec_words(4 * L);
     assert!(st.lines.len() == nsub * L && st.dw.len() == nsub * STRIP && h < 2);
     assert!(
         st.dm.len() == nsub * STRIP
             && L.is_multiple_of(GROUP)
             && L.is_multiple_of(PASS_LINES)
-            && A::VALUES.is_multiple_of(L * 4)
+            && recs.len() == nsub * T * rec
     );
-    let TokenActs {
-        da,
-        corr,
-        dasa,
-        base,
-        row_bytes,
-    } = a.tokens::<T>(t);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for q in 0..nsub {
         let lines = &st.lines[q * L..(q + 1) * L];
-        let at = A::values_at(4 * L, q);
-        assert!(at + 4 * L <= row_bytes);
+        // The sub-block's T records, one after the other.
+        let sub = &recs[q * T * rec..(q + 1) * T * rec];
         // Token j's four activation bytes k of the sub-block, as one i32.
-        let quad = |j: usize, k: usize| {
-            // SAFETY: `base[j]` is a row of `row_bytes` readable bytes and
-            // `at + 4k + 4 <= at + 4L <= row_bytes` (k < L, asserted above);
-            // the read is unaligned.
-            unsafe { base[j].add(at + 4 * k).cast::<i32>().read_unaligned() }
-        };
+        let quad = |j: usize, k: usize| sub[j * rec + k] as i32;
         // Half `h` of line `k` of the sub-block.
         let half_line = |k: usize| {
             // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
@@ -228,7 +242,7 @@ fn half_tokens<
         };
         let mut isum = [_mm256_setzero_si256(); T];
         for (j, s) in isum.iter_mut().enumerate() {
-            *s = _mm256_set1_epi32(corr[j * nsub + q]);
+            *s = _mm256_set1_epi32(sub[j * rec + L] as i32);
         }
         if SIGNED {
             // Four lines' `|w|` at a time serve every token: with all eight
@@ -279,11 +293,14 @@ fn half_tokens<
             )
         };
         for (j, (acc, s)) in acc.iter_mut().zip(isum).enumerate() {
-            let i = j * nsub + q;
-            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[i]));
+            let (da, dasa) = (
+                f32::from_bits(sub[j * rec + L + 1]),
+                f32::from_bits(sub[j * rec + L + 2]),
+            );
+            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da));
             *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, *acc);
             if MIN {
-                *acc = _mm256_fmadd_ps(wm, _mm256_set1_ps(dasa[i]), *acc);
+                *acc = _mm256_fmadd_ps(wm, _mm256_set1_ps(dasa), *acc);
             }
         }
     }

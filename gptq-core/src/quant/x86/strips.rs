@@ -64,13 +64,13 @@ pub(in crate::quant) struct Scratch {
     pub(in crate::quant) dw: Vec<f32>,
     /// Weight minimums in the same order (Q4_1, Q5_1; zero for the others).
     pub(in crate::quant) dm: Vec<f32>,
-    /// The activations' sub-block scales as f32, token-major.
+    /// The integer strips' activation scales as f32, token-major
+    /// ([`prepare_pair_acts`]).
     pub(in crate::quant) da: Vec<f32>,
-    /// The activations' offset corrections `-off·Σa`, token-major.
+    /// The integer strips' offset corrections, token-major.
     pub(in crate::quant) corr: Vec<i32>,
-    /// `d_a·Σa`, the factor of a block's minimum, token-major.
-    pub(in crate::quant) dasa: Vec<f32>,
-    /// The activations packed into records ([`Scratch::pack_acts`]).
+    /// The other strips' activations, packed into records
+    /// ([`Scratch::pack_acts`]).
     recs: Vec<u32>,
     /// The integer sub-block scales of the 16-value K-quants without
     /// minimums (Q3_K, Q6_K) for the AVX2 kernel that sums a super-block in
@@ -87,7 +87,6 @@ thread_local! {
             dm: Vec::new(),
             da: Vec::new(),
             corr: Vec::new(),
-            dasa: Vec::new(),
             recs: Vec::new(),
             isc: Vec::new(),
         })
@@ -590,51 +589,6 @@ impl SubActs for BlockQ8K {
     }
 }
 
-/// The call's activations and, per sub-block (token-major), their scales,
-/// offset corrections and minimum factors: what both strip kernels (AVX2 and
-/// AVX-512) read beside a strip's weights.
-pub(in crate::quant) struct Acts<'a, A> {
-    a: &'a QuantActs<'a, A>,
-    da: &'a [f32],
-    corr: &'a [i32],
-    dasa: &'a [f32],
-    /// Sub-blocks per token.
-    pub(in crate::quant) nsub: usize,
-}
-
-/// Tokens `t..t + T` of [`Acts`]: their sub-blocks' scales, corrections and
-/// minimum factors (`T·nsub` each, token-major) and each token's row of
-/// blocks as a byte pointer, `row_bytes` long.
-pub(in crate::quant) struct TokenActs<'a, const T: usize> {
-    pub(in crate::quant) da: &'a [f32],
-    pub(in crate::quant) corr: &'a [i32],
-    pub(in crate::quant) dasa: &'a [f32],
-    pub(in crate::quant) base: [*const u8; T],
-    pub(in crate::quant) row_bytes: usize,
-}
-
-impl<'a, A: SubActs> Acts<'a, A> {
-    /// Tokens `t..t + T`.
-    #[inline(always)]
-    pub(in crate::quant) fn tokens<const T: usize>(&self, t: usize) -> TokenActs<'a, T> {
-        let nsub = self.nsub;
-        let row_bytes = self.a.nb * std::mem::size_of::<A>();
-        let mut base = [std::ptr::null::<u8>(); T];
-        for (j, p) in base.iter_mut().enumerate() {
-            let row = self.a.row(t + j);
-            assert_eq!(std::mem::size_of_val(row), row_bytes);
-            *p = row.as_ptr().cast();
-        }
-        TokenActs {
-            da: &self.da[t * nsub..(t + T) * nsub],
-            corr: &self.corr[t * nsub..(t + T) * nsub],
-            dasa: &self.dasa[t * nsub..(t + T) * nsub],
-            base,
-            row_bytes,
-        }
-    }
-}
-
 /// A call's activations packed for a kernel that takes its tokens in
 /// groups of `group` ([`Scratch::pack_acts`]): per token and sub-block one
 /// record of `rec` words, the sub-block's `v` values (`v / 4` words) then
@@ -643,9 +597,10 @@ impl<'a, A: SubActs> Acts<'a, A> {
 /// interleaved, sub-block `q` of the group's token `j` at record `q·group +
 /// j`; the tokens after the last whole group are one record row each. Every
 /// operand of a token is then at a constant offset from one pointer that
-/// moves by a constant per sub-block, where the kernel otherwise computed
+/// moves by a constant per sub-block, where the kernels otherwise computed
 /// and bounds-checked three arrays' indices and a row pointer per token
-/// (more scalar than vector instructions in the AVX-512 strip kernel).
+/// (more scalar than vector instructions in the AVX-512 strip kernel). Both
+/// x86 strip kernels read them (AVX2 in groups of two or four tokens).
 pub(in crate::quant) struct PackedActs<'a> {
     recs: &'a [u32],
     n_tok: usize,
@@ -681,41 +636,6 @@ pub(in crate::quant) const fn rec_words(v: usize) -> usize {
 }
 
 impl Scratch {
-    /// Prepares the activations' scales as f32, their corrections `-off·Σa`
-    /// and the minimums' factors `d_a·Σa` (from the exact sums), per
-    /// sub-block of `v` values, token-major; read them with [`Scratch::acts`].
-    pub(in crate::quant) fn prepare_acts<A: SubActs>(
-        &mut self,
-        a: &QuantActs<'_, A>,
-        v: usize,
-        off: i32,
-    ) {
-        let (n_tok, nb) = (a.n_tok, a.nb);
-        assert!(
-            a.blocks.len() >= n_tok * nb,
-            "strips: activations too short"
-        );
-        let per = nb * (A::VALUES / v);
-        self.da.resize(n_tok * per, 0.0);
-        self.corr.resize(n_tok * per, 0);
-        self.dasa.resize(n_tok * per, 0.0);
-        for t in 0..n_tok {
-            let (row, sums) = (a.row(t), a.row_sums(t));
-            let at = t * per;
-            let (da, corr, dasa) = (
-                &mut self.da[at..at + per],
-                &mut self.corr[at..at + per],
-                &mut self.dasa[at..at + per],
-            );
-            for q in 0..per {
-                let (d, sum) = A::scale_sum(row, sums, v, q);
-                da[q] = d;
-                corr[q] = -off * i32::from(sum);
-                dasa[q] = d * f32::from(sum);
-            }
-        }
-    }
-
     /// Packs the activations `a` in sub-blocks of `v` values for a kernel
     /// taking `group` tokens at a time (see [`PackedActs`]), their offset
     /// corrections for weights offset by `off`; read them with
@@ -774,24 +694,6 @@ impl Scratch {
             n_tok: a.n_tok,
             group,
             per_tok,
-        }
-    }
-
-    /// The activations [`Scratch::prepare_acts`] prepared for `a` in
-    /// sub-blocks of `v` values.
-    pub(in crate::quant) fn acts<'a, A: SubActs>(
-        &'a self,
-        a: &'a QuantActs<'a, A>,
-        v: usize,
-    ) -> Acts<'a, A> {
-        let nsub = a.nb * (A::VALUES / v);
-        let n = a.n_tok * nsub;
-        Acts {
-            a,
-            da: &self.da[..n],
-            corr: &self.corr[..n],
-            dasa: &self.dasa[..n],
-            nsub,
         }
     }
 }
