@@ -382,6 +382,7 @@ pub(crate) fn check_gemm<W: Gemm>(
         sums: &s,
         n_tok,
         nb,
+        id: 0,
     };
     let run = |table: VerifiedTable| {
         let mut y = vec![f32::NAN; n_tok * rows];
@@ -1054,6 +1055,7 @@ pub(crate) fn check_exact_integer_dots(
             sums: &s,
             n_tok,
             nb,
+            id: 0,
         };
         // The prefill and the decode products alike.
         for decode in [false, true] {
@@ -1103,6 +1105,7 @@ where
             sums: &sums,
             n_tok,
             nb,
+            id: 0,
         };
         assert_same_gemm_bits(x, y, &w, &acts, rows, "random");
     }
@@ -1128,6 +1131,7 @@ where
                 sums: &sums,
                 n_tok,
                 nb,
+                id: 0,
             };
             gemm_bits(t, &w, &acts, rows)
         };

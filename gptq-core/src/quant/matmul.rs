@@ -292,6 +292,7 @@ impl Product<'_, '_> {
             sums,
             n_tok,
             nb,
+            id: QuantActs::next_id(),
         }
     }
 }
@@ -406,6 +407,48 @@ mod tests {
             for t in 0..n_tok {
                 for r in 0..rows {
                     assert_eq!(y[t * rows + r], want(r, t), "{data:?} r{r} t{t}");
+                }
+            }
+        }
+    }
+
+    /// A product's tiles share one preparation of the activations per thread
+    /// (keyed by the quantization's id): a product through the same scratch
+    /// as the one before, its activations at the same addresses with other
+    /// values, gets its own results whatever came before it.
+    #[test]
+    fn activations_prepared_once_per_product_are_never_stale() {
+        if cfg!(miri) {
+            return; // the strips' sizes take minutes under Miri
+        }
+        let mut s = 11u64;
+        let (rows, cols, n_tok) = (80, 128, 40);
+        let wf: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut s)).collect();
+        let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
+        let mut w4 = vec![BlockQ4_0::ZERO; rows * cols / QK];
+        quantize_row_q8_0(&wf, &mut w8);
+        quantize_row_q4_0(&wf, &mut w4);
+        let xs: Vec<Vec<f32>> = (0..3)
+            .map(|_| (0..n_tok * cols).map(|_| lcg(&mut s)).collect())
+            .collect();
+        for path in crate::quant::KernelPath::available() {
+            let k = Kernels::new(path).unwrap();
+            for data in [WeightData::Q8_0(&w8), WeightData::Q4_0(&w4)] {
+                let m = Matrix::new(data, rows, cols).unwrap();
+                let mut shared = MatmulScratch::new(n_tok, cols);
+                for x in &xs {
+                    let (mut y, mut want) =
+                        (vec![0.0f32; n_tok * rows], vec![0.0f32; n_tok * rows]);
+                    matmul(&k, &m, x, n_tok, &mut y, &mut shared);
+                    let mut own = MatmulScratch::new(n_tok, cols);
+                    matmul(&Kernels::scalar(), &m, x, n_tok, &mut want, &mut own);
+                    for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                        // The strips sum in another order than the scalar
+                        // products; stale activations would be another
+                        // product altogether.
+                        let tol = 1e-3 * b.abs().max(1.0);
+                        assert!((a - b).abs() <= tol, "{path} {data:?} [{i}]: {a} vs {b}");
+                    }
                 }
             }
         }

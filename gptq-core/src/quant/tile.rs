@@ -20,6 +20,19 @@ pub struct QuantActs<'a, A = BlockQ8_0> {
     pub n_tok: usize,
     /// Blocks per token.
     pub nb: usize,
+    /// Which quantization these are: unique per product call (from
+    /// [`QuantActs::next_id`]), so that what a thread prepares from them
+    /// for one tile of the product serves its other tiles; 0 for
+    /// activations made elsewhere (tests), prepared for every tile.
+    pub id: u64,
+}
+
+impl QuantActs<'_> {
+    /// A fresh [`QuantActs::id`] (never 0).
+    pub fn next_id() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl<'a, A> QuantActs<'a, A> {

@@ -213,6 +213,7 @@ fn extreme_prefill_bits<W: Gemm<Partner = super::types::BlockQ8K> + Gen>(
             sums: &sums,
             n_tok,
             nb,
+            id: 0,
         };
         harness::assert_same_gemm_bits(x, y, &w, &acts, rows, "extremes");
     }
@@ -251,6 +252,7 @@ fn alone_equals_batched<W: Gemm + Gen>(
         sums: &s,
         n_tok,
         nb,
+        id: 0,
     };
     let mut all = vec![f32::NAN; n_tok * rows];
     t.gemv(&w, &acts, &mut OutTile::whole(&mut all, n_tok, rows));
@@ -265,6 +267,7 @@ fn alone_equals_batched<W: Gemm + Gen>(
             sums,
             n_tok: 1,
             nb,
+            id: 0,
         };
         let mut y = vec![f32::NAN; rows];
         t.gemv(&w, &one, &mut OutTile::whole(&mut y, 1, rows));

@@ -333,6 +333,7 @@ where
         sums: &s,
         n_tok,
         nb,
+        id: 0,
     };
     let run = |table: VerifiedTable| {
         let mut y = vec![f32::NAN; n_tok * rows];

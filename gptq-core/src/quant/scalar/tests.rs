@@ -28,6 +28,7 @@ where
         sums: &s,
         n_tok,
         nb,
+        id: 0,
     };
     let mut y = vec![f32::NAN; rows * n_tok];
     harness::scalar().gemm(&w, &acts, &mut OutTile::whole(&mut y, n_tok, rows));

@@ -72,6 +72,9 @@ pub(in crate::quant) struct Scratch {
     /// The other strips' activations, packed into records
     /// ([`Scratch::pack_acts`]).
     recs: Vec<u32>,
+    /// What `recs` hold: the activations' [`QuantActs::id`], the values per
+    /// sub-block, the offset and the group size.
+    packed: Option<(u64, usize, i32, usize)>,
     /// The integer sub-block scales of the 16-value K-quants without
     /// minimums (Q3_K, Q6_K) for the AVX2 kernel that sums a super-block in
     /// integers ([`repack_int`]): each scale in both i16 halves of an i32
@@ -88,6 +91,7 @@ thread_local! {
             da: Vec::new(),
             corr: Vec::new(),
             recs: Vec::new(),
+            packed: None,
             isc: Vec::new(),
         })
     };
@@ -651,6 +655,13 @@ impl Scratch {
             a.blocks.len() >= n_tok * nb && v.is_multiple_of(4) && group > 0,
             "strips: activations too short"
         );
+        // A product's tiles (several per thread) share one packing per
+        // thread: the same id is the same activations.
+        let key = (a.id, v, off, group);
+        if a.id != 0 && self.packed == Some(key) {
+            return;
+        }
+        self.packed = None;
         let (nsub, rec) = (nb * (A::VALUES / v), rec_words(v));
         let per_tok = nsub * rec;
         self.recs.resize(n_tok * per_tok, 0);
@@ -678,6 +689,7 @@ impl Scratch {
                 r[v / 4 + 3] = 0;
             }
         }
+        self.packed = (a.id != 0).then_some(key);
     }
 
     /// The records [`Scratch::pack_acts`] packed for `a` in sub-blocks of
