@@ -26,6 +26,7 @@ use std::sync::OnceLock;
 
 use super::tile::{OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, QK};
+use super::x86::strips::store_sums16;
 
 /// Tokens per activation tile, and weight rows per weight tile.
 const TILE: usize = 16;
@@ -226,7 +227,6 @@ unsafe fn gemm_impl<W: Unpack>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>
     s.da.clear();
     s.da.resize(nb * TILE, 0.0);
     let mut configured = 0;
-    let mut res = [0.0f32; TILE];
     for t0 in (0..n_tok).step_by(TILE) {
         let m = TILE.min(n_tok - t0);
         if m != configured {
@@ -260,15 +260,7 @@ unsafe fn gemm_impl<W: Unpack>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>
             let r0 = strip * TILE;
             let nr = TILE.min(rows - r0);
             for (t, v) in acc.iter().take(m).enumerate() {
-                if nr == TILE {
-                    let run = out.run_mut(t0 + t, r0, TILE);
-                    // SAFETY: `run` is 16 writable f32; the store is unaligned.
-                    unsafe { _mm512_storeu_ps(run.as_mut_ptr(), *v) };
-                } else {
-                    // SAFETY: `res` is 16 writable f32; the store is unaligned.
-                    unsafe { _mm512_storeu_ps(res.as_mut_ptr(), *v) };
-                    out.set_run(t0 + t, r0, &res[..nr]);
-                }
+                store_sums16(out, t0 + t, r0, nr, *v);
             }
         }
     }

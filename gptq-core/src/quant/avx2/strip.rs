@@ -42,7 +42,7 @@ use super::super::x86::strips::{
     K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed,
     iq4_xs_signed, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned, q4_1_unsigned,
     q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed, rec_words,
-    with_int_strips, with_strips,
+    store_sums8, with_int_strips, with_strips,
 };
 
 pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
@@ -165,7 +165,6 @@ fn walk_halves<'s>(
     strip: impl Fn(usize) -> Strip<'s>,
     mut pass: impl FnMut(&Strip<'s>, usize, usize, usize) -> ([__m256; TG_Q4], usize),
 ) {
-    let mut res = [0.0f32; HALF];
     for t0 in (0..n_tok).step_by(chunk) {
         let t1 = (t0 + chunk).min(n_tok);
         for i in 0..rows.div_ceil(STRIP) {
@@ -180,17 +179,7 @@ fn walk_halves<'s>(
                 while t < t1 {
                     let (sums, n) = pass(&st, h, t, t1);
                     for (j, v) in sums.iter().take(n).enumerate() {
-                        if nr == HALF {
-                            let run = out.run_mut(t + j, r0, HALF);
-                            // SAFETY: `run` is 8 writable f32; the store is
-                            // unaligned.
-                            unsafe { _mm256_storeu_ps(run.as_mut_ptr(), *v) };
-                        } else {
-                            // SAFETY: `res` is 8 writable f32; the store is
-                            // unaligned.
-                            unsafe { _mm256_storeu_ps(res.as_mut_ptr(), *v) };
-                            out.set_run(t + j, r0, &res[..nr]);
-                        }
+                        store_sums8(out, t + j, r0, nr, *v);
                     }
                     t += n;
                 }

@@ -44,7 +44,8 @@ use super::super::types::{
 use super::super::x86::strips::{
     PackedActs, STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_unsigned, iq4_xs_unsigned,
     q2_k_unsigned, q3_k_unsigned, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned,
-    q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, rec_words, with_strips,
+    q5_1_unsigned, q5_k_unsigned, q6_k_unsigned, q8_0_unsigned, rec_words, store_sums16,
+    with_strips,
 };
 
 #[cfg(doc)]
@@ -100,18 +101,7 @@ fn strip_pass<const L: usize, const MIN: bool>(
     r0: usize,
 ) {
     let nr = STRIP.min(out.rows() - r0);
-    let mut res = [0.0f32; STRIP];
-    let mut store = |t: usize, v: __m512| {
-        if nr == STRIP {
-            let run = out.run_mut(t, r0, STRIP);
-            // SAFETY: `run` is 16 writable f32; the store is unaligned.
-            unsafe { _mm512_storeu_ps(run.as_mut_ptr(), v) };
-        } else {
-            // SAFETY: `res` is 16 writable f32; the store is unaligned.
-            unsafe { _mm512_storeu_ps(res.as_mut_ptr(), v) };
-            out.set_run(t, r0, &res[..nr]);
-        }
-    };
+    let mut store = |t: usize, v: __m512| store_sums16(out, t, r0, nr, v);
     let mut t0 = t.start;
     while t0 + TG <= t.end {
         let sums = strip_tokens::<TG, L, MIN>(st, acts.tokens::<TG>(t0), nsub);

@@ -11,7 +11,7 @@
 use std::cell::Cell;
 
 use crate::gguf::{Pod, as_bytes};
-use crate::quant::tile::QuantActs;
+use crate::quant::tile::{OutTile, QuantActs};
 use crate::quant::types::iq4_nl::KVALUES;
 use crate::quant::types::q4_k::scale_min;
 use crate::quant::types::{
@@ -45,6 +45,55 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// `token_bytes` each within [`CHUNK_BYTES`], at least one group.
 pub(in crate::quant) fn chunk_tokens(token_bytes: usize, group: usize) -> usize {
     crate::quant::tile::tokens_within(CHUNK_BYTES, token_bytes, group)
+}
+
+/// Stores token `t`'s sums of rows `r0..r0 + nr` (`nr` ≤ 16) from their
+/// register: a whole run straight into the output, a partial one (a last
+/// strip) through a copy. (Every run through the copy was a `memmove` call
+/// per token and strip, 4 % of a 128-token prompt.)
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(in crate::quant) fn store_sums16(
+    out: &mut OutTile<'_>,
+    t: usize,
+    r0: usize,
+    nr: usize,
+    v: std::arch::x86_64::__m512,
+) {
+    let mut res = [0.0f32; 16];
+    let run = if nr == 16 {
+        out.run_mut(t, r0, 16)
+    } else {
+        &mut res[..]
+    };
+    // SAFETY: `run` is 16 writable f32; the store is unaligned.
+    unsafe { std::arch::x86_64::_mm512_storeu_ps(run.as_mut_ptr(), v) };
+    if nr < 16 {
+        out.set_run(t, r0, &res[..nr]);
+    }
+}
+
+/// [`store_sums16`] for eight rows in an AVX register.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(in crate::quant) fn store_sums8(
+    out: &mut OutTile<'_>,
+    t: usize,
+    r0: usize,
+    nr: usize,
+    v: std::arch::x86_64::__m256,
+) {
+    let mut res = [0.0f32; 8];
+    let run = if nr == 8 {
+        out.run_mut(t, r0, 8)
+    } else {
+        &mut res[..]
+    };
+    // SAFETY: `run` is 8 writable f32; the store is unaligned.
+    unsafe { std::arch::x86_64::_mm256_storeu_ps(run.as_mut_ptr(), v) };
+    if nr < 8 {
+        out.set_run(t, r0, &res[..nr]);
+    }
 }
 
 /// One line of a strip: four weight bytes of each of 16 rows.
