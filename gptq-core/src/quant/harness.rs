@@ -377,13 +377,7 @@ pub(crate) fn check_gemm<W: Gemm>(
     let nb = cols / W::ELEMS;
     assert_eq!(w.len(), rows * nb, "check_gemm: weights");
     let (q, s) = quantize_ref::<W::Partner>(x, n_tok);
-    let acts = QuantActs {
-        blocks: &q,
-        sums: &s,
-        n_tok,
-        nb,
-        id: 0,
-    };
+    let acts = QuantActs::new(&q, &s, n_tok, nb);
     let run = |table: VerifiedTable| {
         let mut y = vec![f32::NAN; n_tok * rows];
         table.gemm(w, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
@@ -1050,13 +1044,7 @@ pub(crate) fn check_exact_integer_dots(
         w4[1].qs = [0xff; 16];
         w8.iter_mut().for_each(|b| b.d = one);
         w4.iter_mut().for_each(|b| b.d = one);
-        let acts = QuantActs {
-            blocks: &a,
-            sums: &s,
-            n_tok,
-            nb,
-            id: 0,
-        };
+        let acts = QuantActs::new(&a, &s, n_tok, nb);
         // The prefill and the decode products alike.
         for decode in [false, true] {
             let (mut got8, mut got4) = (vec![f32::NAN; n_tok * rows], vec![f32::NAN; n_tok * rows]);
@@ -1100,13 +1088,7 @@ where
         let w: Vec<W> = rng.blocks(rows * nb);
         let xs = rng.acts(n_tok * nb * W::ELEMS);
         let (a, sums) = quantize_ref::<W::Partner>(&xs, n_tok);
-        let acts = QuantActs {
-            blocks: &a,
-            sums: &sums,
-            n_tok,
-            nb,
-            id: 0,
-        };
+        let acts = QuantActs::new(&a, &sums, n_tok, nb);
         assert_same_gemm_bits(x, y, &w, &acts, rows, "random");
     }
 }
@@ -1126,13 +1108,7 @@ where
         let w: Vec<W> = rng.blocks(rows * nb);
         let bits = |xs: &[f32]| {
             let (a, sums) = quantize_ref::<W::Partner>(xs, n_tok);
-            let acts = QuantActs {
-                blocks: &a,
-                sums: &sums,
-                n_tok,
-                nb,
-                id: 0,
-            };
+            let acts = QuantActs::new(&a, &sums, n_tok, nb);
             gemm_bits(t, &w, &acts, rows)
         };
         let (x1, x2) = (

@@ -287,13 +287,7 @@ impl Product<'_, '_> {
                 .zip(blocks.par_chunks_mut(nb))
                 .for_each(|(xr, br)| k.quantize(xr, br, &mut []));
         }
-        QuantActs {
-            blocks,
-            sums,
-            n_tok,
-            nb,
-            id: QuantActs::next_id(),
-        }
+        QuantActs::new(blocks, sums, n_tok, nb)
     }
 }
 

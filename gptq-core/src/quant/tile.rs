@@ -20,22 +20,27 @@ pub struct QuantActs<'a, A = BlockQ8_0> {
     pub n_tok: usize,
     /// Blocks per token.
     pub nb: usize,
-    /// Which quantization these are: unique per product call (from
-    /// [`QuantActs::next_id`]), so that what a thread prepares from them
-    /// for one tile of the product serves its other tiles; 0 for
-    /// activations made elsewhere (tests), prepared for every tile.
+    /// Which quantization these are: unique per [`QuantActs::new`], so that
+    /// what a thread prepares from them for one tile of a product serves its
+    /// other tiles; 0 (a literal built without `new`) is never reused.
     pub id: u64,
 }
 
-impl QuantActs<'_> {
-    /// A fresh [`QuantActs::id`] (never 0).
-    pub fn next_id() -> u64 {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
 impl<'a, A> QuantActs<'a, A> {
+    /// `n_tok` rows of `nb` blocks (and their sums, or none), with a fresh
+    /// [`id`](Self::id).
+    pub fn new(blocks: &'a [A], sums: &'a [i16], n_tok: usize, nb: usize) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        QuantActs {
+            blocks,
+            sums,
+            n_tok,
+            nb,
+            id,
+        }
+    }
+
     /// The blocks of token `t`.
     #[inline]
     pub fn row(&self, t: usize) -> &'a [A] {

@@ -208,13 +208,7 @@ fn extreme_prefill_bits<W: Gemm<Partner = super::types::BlockQ8K> + Gen>(
                     .sum();
             }
         }
-        let acts = QuantActs {
-            blocks: &a,
-            sums: &sums,
-            n_tok,
-            nb,
-            id: 0,
-        };
+        let acts = QuantActs::new(&a, &sums, n_tok, nb);
         harness::assert_same_gemm_bits(x, y, &w, &acts, rows, "extremes");
     }
 }
@@ -247,13 +241,7 @@ fn alone_equals_batched<W: Gemm + Gen>(
     let w: Vec<W> = rng.blocks(rows * nb);
     let x = rng.acts(n_tok * nb * W::ELEMS);
     let (q, s) = harness::quantize_ref::<W::Partner>(&x, n_tok);
-    let acts = QuantActs {
-        blocks: &q,
-        sums: &s,
-        n_tok,
-        nb,
-        id: 0,
-    };
+    let acts = QuantActs::new(&q, &s, n_tok, nb);
     let mut all = vec![f32::NAN; n_tok * rows];
     t.gemv(&w, &acts, &mut OutTile::whole(&mut all, n_tok, rows));
     for tok in 0..n_tok {
@@ -262,13 +250,7 @@ fn alone_equals_batched<W: Gemm + Gen>(
         } else {
             acts.row_sums(tok)
         };
-        let one = QuantActs {
-            blocks: acts.row(tok),
-            sums,
-            n_tok: 1,
-            nb,
-            id: 0,
-        };
+        let one = QuantActs::new(acts.row(tok), sums, 1, nb);
         let mut y = vec![f32::NAN; rows];
         t.gemv(&w, &one, &mut OutTile::whole(&mut y, 1, rows));
         for (r, v) in y.iter().enumerate() {

@@ -110,7 +110,7 @@ fn gemm_strips<
     };
     with_strips(w, rows, nb, unpack, |s| {
         s.pack_acts::<A, V>(a, off, group);
-        let acts = s.packed_acts(a, V, group);
+        let acts = s.packed_acts();
         let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG_Q4);
         let strip = |i: usize| s.strip(i, nsub, L);
         walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {

@@ -74,7 +74,7 @@ fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, co
     let nsub = nb * S;
     with_strips(w, rows, nb, unpack, |s| {
         s.pack_acts::<A, V>(a, off, TG);
-        let acts = s.packed_acts(a, V, TG);
+        let acts = s.packed_acts();
         let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG);
         for t0 in (0..n_tok).step_by(chunk) {
             let t1 = (t0 + chunk).min(n_tok);

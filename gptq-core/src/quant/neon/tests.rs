@@ -328,13 +328,7 @@ where
     let nb = w.len() / rows;
     let x = rng.acts(n_tok * nb * W::ELEMS);
     let (q, s) = harness::quantize_ref::<W::Partner>(&x, n_tok);
-    let acts = QuantActs {
-        blocks: &q,
-        sums: &s,
-        n_tok,
-        nb,
-        id: 0,
-    };
+    let acts = QuantActs::new(&q, &s, n_tok, nb);
     let run = |table: VerifiedTable| {
         let mut y = vec![f32::NAN; n_tok * rows];
         table.gemm(w, &acts, &mut OutTile::whole(&mut y, n_tok, rows));

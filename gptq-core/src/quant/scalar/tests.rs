@@ -23,13 +23,7 @@ where
     let x = rng.acts(n_tok * cols);
     let (q, s) = harness::quantize_ref::<W::Partner>(&x, n_tok);
     let nb = cols / W::ELEMS;
-    let acts = QuantActs {
-        blocks: &q,
-        sums: &s,
-        n_tok,
-        nb,
-        id: 0,
-    };
+    let acts = QuantActs::new(&q, &s, n_tok, nb);
     let mut y = vec![f32::NAN; rows * n_tok];
     harness::scalar().gemm(&w, &acts, &mut OutTile::whole(&mut y, n_tok, rows));
     for t in 0..n_tok {

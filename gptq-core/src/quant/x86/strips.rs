@@ -121,9 +121,8 @@ pub(in crate::quant) struct Scratch {
     /// The other strips' activations, packed into records
     /// ([`Scratch::pack_acts`]).
     recs: Vec<u32>,
-    /// What `recs` hold: the activations' [`QuantActs::id`], the values per
-    /// sub-block, the offset and the group size.
-    packed: Option<(u64, usize, i32, usize)>,
+    /// What `recs` hold (set by [`Scratch::pack_acts`]).
+    packed: Option<Packing>,
     /// The integer sub-block scales of the 16-value K-quants without
     /// minimums (Q3_K, Q6_K) for the AVX2 kernel that sums a super-block in
     /// integers ([`repack_int`]): each scale in both i16 halves of an i32
@@ -681,6 +680,19 @@ impl PackedActs<'_> {
     }
 }
 
+/// What a thread's records hold: which activations ([`QuantActs::id`]),
+/// packed how (values per sub-block, offset, group), and their layout.
+#[derive(Clone, Copy, PartialEq)]
+struct Packing {
+    id: u64,
+    v: usize,
+    off: i32,
+    group: usize,
+    n_tok: usize,
+    /// Words per token.
+    per_tok: usize,
+}
+
 /// Words per packed record of `v` values: the values, the correction, the
 /// two factors and one word of padding.
 #[inline(always)]
@@ -689,7 +701,7 @@ pub(in crate::quant) const fn rec_words(v: usize) -> usize {
 }
 
 impl Scratch {
-    /// Packs the activations `a` in sub-blocks of `v` values for a kernel
+    /// Packs the activations `a` in sub-blocks of `V` values for a kernel
     /// taking `group` tokens at a time (see [`PackedActs`]), their offset
     /// corrections for weights offset by `off`; read them with
     /// [`Scratch::packed_acts`].
@@ -704,15 +716,22 @@ impl Scratch {
             a.blocks.len() >= n_tok * nb && v.is_multiple_of(4) && group > 0,
             "strips: activations too short"
         );
+        let (nsub, rec) = (nb * (A::VALUES / v), rec_words(v));
+        let per_tok = nsub * rec;
+        let packing = Packing {
+            id: a.id,
+            v,
+            off,
+            group,
+            n_tok,
+            per_tok,
+        };
         // A product's tiles (several per thread) share one packing per
         // thread: the same id is the same activations.
-        let key = (a.id, v, off, group);
-        if a.id != 0 && self.packed == Some(key) {
+        if a.id != 0 && self.packed == Some(packing) {
             return;
         }
         self.packed = None;
-        let (nsub, rec) = (nb * (A::VALUES / v), rec_words(v));
-        let per_tok = nsub * rec;
         self.recs.resize(n_tok * per_tok, 0);
         let full = n_tok / group * group;
         for t in 0..n_tok {
@@ -738,23 +757,20 @@ impl Scratch {
                 r[v / 4 + 3] = 0;
             }
         }
-        self.packed = (a.id != 0).then_some(key);
+        self.packed = Some(packing);
     }
 
-    /// The records [`Scratch::pack_acts`] packed for `a` in sub-blocks of
-    /// `v` values and groups of `group` tokens.
-    pub(in crate::quant) fn packed_acts<A: SubActs>(
-        &self,
-        a: &QuantActs<'_, A>,
-        v: usize,
-        group: usize,
-    ) -> PackedActs<'_> {
-        let per_tok = a.nb * (A::VALUES / v) * rec_words(v);
+    /// The records the last [`Scratch::pack_acts`] packed.
+    ///
+    /// # Panics
+    /// When nothing was packed.
+    pub(in crate::quant) fn packed_acts(&self) -> PackedActs<'_> {
+        let p = self.packed.expect("strips: no packed activations");
         PackedActs {
-            recs: &self.recs[..a.n_tok * per_tok],
-            n_tok: a.n_tok,
-            group,
-            per_tok,
+            recs: &self.recs[..p.n_tok * p.per_tok],
+            n_tok: p.n_tok,
+            group: p.group,
+            per_tok: p.per_tok,
         }
     }
 }
