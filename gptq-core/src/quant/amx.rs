@@ -31,9 +31,14 @@ use super::x86::strips::store_sums16;
 /// Tokens per activation tile, and weight rows per weight tile.
 const TILE: usize = 16;
 
-/// Products of fewer tokens than this run the AVX-512 VNNI kernels: repacking
-/// the weights costs more than the tile unit saves on a handful of tokens.
-pub(super) const MIN_TOKENS: usize = 8;
+/// Products of fewer tokens than this run the AVX-512 VBMI table's kernels
+/// (its decode walk below 32 tokens, its strips from 32): repacking the
+/// weights into tiles costs more than the tile unit saves. Measured on the
+/// 124M shape, Q8_0, 2 threads (`gptq bench -p N -n 0`, the AVX-512 path and
+/// this one alternated): the AVX-512 kernels were ahead at 8–64 tokens
+/// (pp8 626–694 against 321–340 t/s, pp32 1174–1303 against 932–1035, pp64
+/// 1734–1798 against 1611–1613), even from 96 on.
+pub(super) const MIN_TOKENS: usize = 64;
 
 /// Bytes of one weight block's tile: 8 lines of 16 rows × 4 bytes.
 const LINES_PER_BLOCK: usize = QK / 4;

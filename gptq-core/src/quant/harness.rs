@@ -983,6 +983,52 @@ fn check_decode_matmul(t: VerifiedTable) {
     }
 }
 
+/// Prefill products of Q8_0 and Q4_0 weights through [`matmul_on`] with `t`
+/// of fewer tokens than the strips take ([`MIN_TOKENS`](crate::quant::x86::strips::MIN_TOKENS)):
+/// each token's row is bitwise the one it gets alone, on ragged shapes and
+/// token counts across the kernels' groups of four and their stack groups.
+/// The x86 tables run these products through their decode walks, so a short
+/// prompt chunk's logits do not depend on how it is cut.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn check_few_token_prefill_alone(t: VerifiedTable) {
+    let mut rng = Rng::new(12);
+    for (rows, cols) in [(67, 96), (33, 160), (48, 768), (20, 3072)] {
+        let wf = rng.uniform(rows * cols);
+        let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
+        let mut w4 = vec![BlockQ4_0::ZERO; rows * cols / QK];
+        quantize_row_q8_0(&wf, &mut w8);
+        quantize_row_q4_0(&wf, &mut w4);
+        let max_tok = crate::quant::x86::strips::MIN_TOKENS - 1;
+        let x: Vec<f32> = rng
+            .uniform(max_tok * cols)
+            .iter()
+            .map(|v| 3.0 * v)
+            .collect();
+        let mut scratch = MatmulScratch::new(max_tok, cols);
+        for data in [WeightData::Q8_0(&w8), WeightData::Q4_0(&w4)] {
+            let m = Matrix::new(data, rows, cols).unwrap();
+            let mut alone = vec![f32::NAN; max_tok * rows];
+            for (xt, yt) in x.chunks(cols).zip(alone.chunks_mut(rows)) {
+                matmul_on(Par::Pool, t, &m, xt, 1, yt, &mut scratch);
+            }
+            for n_tok in [2, 3, 4, 5, 7, 8, 9, 16, 25, max_tok] {
+                let mut y = vec![f32::NAN; n_tok * rows];
+                matmul_on(Par::Pool, t, &m, &x, n_tok, &mut y, &mut scratch);
+                for (i, (a, b)) in y.iter().zip(&alone).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{} prefill {data:?} {rows}x{cols}, {n_tok} tokens: token {} row {}",
+                        t.name(),
+                        i / rows,
+                        i % rows
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A weight type's scalar dot with Q8_0 activations against the f64 product
 /// of the two dequantized rows, on fixed smooth inputs (256 values): the
 /// per-type reference tests share it. `quantize` is the type's row quantizer.

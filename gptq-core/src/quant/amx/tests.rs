@@ -11,11 +11,12 @@ fn table() -> Option<VerifiedTable> {
     harness::table("amx")
 }
 
-/// Token tiles full and partial, strips of 16 rows full and partial.
+/// Token tiles full and partial (the last tile's 1, 3, 15 or 16 tokens),
+/// strips of 16 rows full and partial.
 const SUITE: GemmSuite = GemmSuite {
-    tokens: &[MIN_TOKENS, 16, 19],
+    tokens: &[MIN_TOKENS, 80, 83],
     ragged_rows: &[1, 2, 15, 16, 17, 31, 33],
-    ragged_tokens: &[MIN_TOKENS, 9, 15, 16, 17, 32, 35],
+    ragged_tokens: &[MIN_TOKENS, 65, 79, 80, 81, 96, 99],
     gpt2: &[(67, 33)],
     lm_head: None,
     extremes: (18, 17),
@@ -57,6 +58,15 @@ fn through_matmul() {
     }
 }
 
+/// Prompt products below the strips give each token its bits alone (they
+/// run the decode walk).
+#[test]
+fn few_token_prefill_matches_each_token_alone() {
+    if let Some(t) = table() {
+        harness::check_few_token_prefill_alone(t);
+    }
+}
+
 /// With every scale 1, each output is the exact sum of the blocks' integer
 /// dots: the tile products must match them bit for bit.
 #[test]
@@ -64,7 +74,15 @@ fn integer_tile_dots_are_exact() {
     if let Some(t) = table() {
         harness::check_exact_integer_dots(
             t,
-            &[(16, 16, 1), (33, 21, 3), (5, 9, 8), (17, 40, 16)],
+            &[
+                (16, 16, 1),
+                (33, 21, 3),
+                (5, 9, 8),
+                (17, 40, 16),
+                (16, 64, 1),
+                (33, 67, 3),
+                (17, 80, 4),
+            ],
             -128,
         );
     }

@@ -1,7 +1,9 @@
-//! Decode products (one token) on AVX2: Q8_0, Q4_0 and the 32-value types
-//! (Q4_1, Q5_0, Q5_1, IQ4_NL) whose prefill is [`avx2_tile!`](super::avx2_tile).
+//! Decode products on AVX2: Q8_0 and Q4_0 (also their products of fewer
+//! tokens than the strips take, prompts' included), and the 32-value types
+//! (Q4_1, Q5_0, Q5_1, IQ4_NL) whose few-token prefill is
+//! [`avx2_tile!`](super::avx2_tile).
 //!
-//! The tile walk of `tile_q8`/`tile_q4` at one row by one token redoes the
+//! The register tiles' walk at one row by one token redoes the
 //! activation side of every block for every row (load, `|a|` or the Q4_0
 //! offset, the f16 scale), and unpacks Q4_0 nibbles in four µops. Decode is the
 //! one product where that matters: it is bound by instructions on AVX2 (about
@@ -77,7 +79,7 @@ thread_local! {
 /// packed bytes broadcast to both halves, the high half shifted down by four.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn unpack_q4(b: &BlockQ4_0) -> __m256i {
+pub(super) fn unpack_q4(b: &BlockQ4_0) -> __m256i {
     // SAFETY: `qs` is 16 readable bytes; the load is unaligned.
     let x = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
     let both = _mm256_broadcastsi128_si256(x);

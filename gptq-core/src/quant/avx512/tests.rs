@@ -68,6 +68,15 @@ fn through_matmul() {
     }
 }
 
+/// Prompt products below the strips give each token its bits alone (the
+/// base table's register tiles and the VBMI table's decode walk alike).
+#[test]
+fn few_token_prefill_matches_each_token_alone() {
+    for t in [base(), vbmi()].into_iter().flatten() {
+        harness::check_few_token_prefill_alone(t);
+    }
+}
+
 /// The two blocks' integer dots through the kernels' helpers.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn simd_pair(u: __m512i, off: i32, a: [&BlockQ8_0; 2], s: [i16; 2]) -> [i32; 2] {
