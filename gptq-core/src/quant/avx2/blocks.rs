@@ -5,8 +5,10 @@
 //! The K-quants and IQ4_XS dot each weight row with four tokens at a time
 //! that share each block's unpacking (decode: one token, in a walk of its
 //! own); the 32-value types have block loaders here and go through the
-//! register tiles and the decode walk of Q8_0 and Q4_0 ([`avx2_tile!`],
-//! [`gemv`](super::gemv)). Either way a token's sums are the same
+//! decode walk of Q8_0 and Q4_0 ([`gemv`](super::gemv)) below the strips
+//! (`gptq bench -p N -n 0`, 355M mixes, AVX2, 2 threads, against the
+//! register tiles they ran before: Q5_0 pp8 1.16–1.21×, pp25 1.04–1.07×;
+//! Q4_1 pp8 1.10–1.15×, pp25 1.03–1.10×). Either way a token's sums are the same
 //! instructions in the same order, so its result does not depend on how many
 //! tokens share the call: one entry serves prefill, decode and batched
 //! decode. The integer part of every dot is exact, as in the scalar reference
@@ -24,14 +26,14 @@ use half::bf16;
 use crate::gguf::{Pod, as_bytes};
 
 use super::super::prefetch;
-use super::super::tile::{FloatActs, OutTile, QuantActs};
+use super::super::tile::{FloatActs, OutTile};
 use super::super::types::iq4_nl::KVALUES;
 use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
     BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
-use super::super::x86::driver::{drive, k_entry, prefill_entry};
-use super::{TR, TT, dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, h2f, hsum, q5_offset, q8_abs};
+use super::super::x86::driver::{k_entry, prefill_entry};
+use super::{h2f, hsum};
 
 /// 32 bytes from the start of `b` (at least 32 long).
 #[inline]
@@ -533,34 +535,6 @@ k_entry!(
     dot_iq4_xs
 );
 
-/// The entry of a 32-value type: decode through [`gemv`](super::gemv)'s
-/// prepared-activation walk, more tokens through register tiles of
-/// [`TR`] rows × [`TT`] tokens, as Q8_0 and Q4_0; both give a token the
-/// same sums (the same arithmetic per row and token, in the same order).
-macro_rules! entry_32 {
-    ($name:ident, $blk:ty, $tile:ident, $gemv:ident) => {
-        #[doc = concat!("AVX2 product of ", stringify!($blk), " weights and Q8_0 activations.")]
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            assert!(w.len() >= out.rows() * a.nb, "weights too short");
-            if a.n_tok == 1 {
-                return super::gemv::$gemv(w, a, out);
-            }
-            drive!($tile, w, a, out, TR, TT);
-        }
-    };
-}
-
-avx2_tile!(tile_q4_1, BlockQ4_1, load_q4_1, dot_u8_lanes, min);
-avx2_tile!(tile_q5_0, BlockQ5_0, load_q5_0, q5_offset, dot_q4_lanes);
-avx2_tile!(tile_q5_1, BlockQ5_1, load_q5_1, dot_u8_lanes, min);
-avx2_tile!(tile_iq4_nl, BlockIq4Nl, load_iq4_nl, q8_abs, dot_q8_lanes);
-
-entry_32!(gemm_q4_1, BlockQ4_1, tile_q4_1, gemv_q4_1);
-entry_32!(gemm_q5_0, BlockQ5_0, tile_q5_0, gemv_q5_0);
-entry_32!(gemm_q5_1, BlockQ5_1, tile_q5_1, gemv_q5_1);
-entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, gemv_iq4_nl);
-
 prefill_entry!(
     "avx2,fma,f16c",
     MIN_TOKENS,
@@ -568,7 +542,7 @@ prefill_entry!(
     BlockQ4_1,
     BlockQ8_0,
     super::strip::gemm_q4_1,
-    gemm_q4_1
+    super::gemv::gemv_q4_1
 );
 prefill_entry!(
     "avx2,fma,f16c",
@@ -577,7 +551,7 @@ prefill_entry!(
     BlockQ5_0,
     BlockQ8_0,
     super::strip::gemm_q5_0,
-    gemm_q5_0
+    super::gemv::gemv_q5_0
 );
 prefill_entry!(
     "avx2,fma,f16c",
@@ -586,7 +560,7 @@ prefill_entry!(
     BlockQ5_1,
     BlockQ8_0,
     super::strip::gemm_q5_1,
-    gemm_q5_1
+    super::gemv::gemv_q5_1
 );
 prefill_entry!(
     "avx2,fma,f16c",
@@ -595,7 +569,7 @@ prefill_entry!(
     BlockIq4Nl,
     BlockQ8_0,
     super::strip::gemm_iq4_nl,
-    gemm_iq4_nl
+    super::gemv::gemv_iq4_nl
 );
 prefill_entry!(
     "avx2,fma,f16c",

@@ -1,7 +1,6 @@
-//! Decode products on AVX2: Q8_0 and Q4_0 (also their products of fewer
-//! tokens than the strips take, prompts' included), and the 32-value types
-//! (Q4_1, Q5_0, Q5_1, IQ4_NL) whose few-token prefill is
-//! [`avx2_tile!`](super::avx2_tile).
+//! Decode products on AVX2 of Q8_0, Q4_0 and the other 32-value types
+//! (Q4_1, Q5_0, Q5_1, IQ4_NL), and their products of fewer tokens than the
+//! strips take (prompts' included), which ran register tiles before.
 //!
 //! The register tiles' walk at one row by one token redoes the
 //! activation side of every block for every row (load, `|a|` or the Q4_0
@@ -28,8 +27,7 @@
 //! a Q4_0 quad is about 30 vector µops, was 49. A row's last `nb mod 4`
 //! blocks go one at a time. A token's
 //! sums are the same whatever tokens share the call. The other types keep
-//! one block at a time: their batched decode runs the grouped walk
-//! (`blocks`), whose sums must stay the same bits as these.
+//! one block at a time.
 
 use std::arch::x86_64::*;
 use std::cell::Cell;
@@ -89,7 +87,7 @@ pub(super) fn unpack_q4(b: &BlockQ4_0) -> __m256i {
 
 /// Generates a decode product: `$wload` loads a weight block's 32 values,
 /// `$aux` derives the activation operand `$dot(w, a, aux)` needs. The `min`
-/// form is the types with a minimum, as in [`avx2_tile!`](super::avx2_tile):
+/// form is the types with a minimum, as the register tiles took them:
 /// the operand is [`min_term`](super::min_term) and each block adds
 /// `m·d_a·Σa` with one more FMA, in the tile's order.
 macro_rules! gemv {

@@ -2,7 +2,7 @@
 //! lanes: half a strip (`x86::strips`) per 256-bit register, eight rows of
 //! four values, times four values of one token broadcast to every row.
 //!
-//! The register tiles (`avx2_tile!`) put a block's 32 values across the lanes,
+//! The decode walk (`gemv`), like the register tiles before it, puts a block's 32 values across the lanes,
 //! so every (row, token) pair pays its own conversion, scale product and FMA,
 //! the activations' `|a|` or offset term and the f16 scales are redone for
 //! every tile, and the eight lanes are summed at the end. With rows in the
