@@ -305,8 +305,9 @@ mod x86 {
 
     pub(super) static AVX512: KernelTable = KernelTable {
         name: "avx512",
-        // Prefill: rows-in-lanes strips from 8 tokens on (their own order of
-        // sums, as a prompt chunk may have), the register tiles below that.
+        // Prefill: rows-in-lanes strips from 32 tokens on (their own order
+        // of sums, as a prompt chunk may have), the register tiles below
+        // that (the VBMI table's decode walk instead).
         gemm_q8_0: avx512::prefill_q8_0,
         gemm_q4_0: avx512::prefill_q4_0,
         // Decode: the tile walk computes every (row, token) alone: one token
