@@ -100,17 +100,17 @@ impl Model {
             // The quantized types the crate computes with (the floats are
             // the one-element "blocks"): every one has strips on x86-64.
             let quantized = WeightData::is_computable(t) && t.block_size() > 1;
+            // The AMX table's Q8_0 and Q4_0 tile products repack on their
+            // own, but its products of fewer tokens run the AVX-512 strips.
             match path {
-                KernelPath::Avx2 | KernelPath::Avx512 => quantized,
-                KernelPath::Amx => quantized && !matches!(t, G::Q8_0 | G::Q4_0),
+                KernelPath::Avx2 | KernelPath::Avx512 | KernelPath::Amx => quantized,
                 KernelPath::Scalar | KernelPath::Neon => false,
             }
         };
         if !self.gguf.tensors.iter().any(|t| strips(t.ty)) {
             return Err(Error::InvalidArgument(format!(
                 "repacking would change nothing here: the {} kernels repack no weight type of \
-                 this file (the AVX2 and AVX-512 prefill kernels repack the quantized types; \
-                 the AMX kernels repack Q8_0 and Q4_0 on their own)",
+                 this file (the AVX2 and AVX-512 prefill kernels repack the quantized types)",
                 self.kernels.describe()
             )));
         }

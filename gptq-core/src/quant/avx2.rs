@@ -19,6 +19,7 @@ use super::panels::{MIN_FLOAT_TOKENS, float_panels};
 use super::tile::{FloatActs, OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K};
 use super::x86::driver::drive;
+use super::x86::strips::min_tokens;
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -262,7 +263,7 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
 // Quantized matrix products.
 
 /// Q8_0 weight rows times quantized activations: fewer than
-/// [`strip::MIN_TOKENS`] tokens by the decode walk ([`gemv`]), prompts by
+/// [`min_tokens`] tokens (32, or 16 with a kept repack) by the decode walk ([`gemv`]), prompts by
 /// [`strip`]s. Below the strips the decode walk, which prepares each token's
 /// activations once per call and loads each weight block once for four
 /// tokens, is ahead of the register tiles the other 32-value types keep
@@ -272,7 +273,7 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    if a.n_tok >= strip::MIN_TOKENS {
+    if a.n_tok >= min_tokens(w) {
         return strip::gemm_q8_0(w, a, out);
     }
     gemv::gemv_q8_0(w, a, out)
@@ -282,7 +283,7 @@ pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
     assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    if a.n_tok >= strip::MIN_TOKENS {
+    if a.n_tok >= min_tokens(w) {
         return strip::gemm_q4_0(w, a, out);
     }
     gemv::gemv_q4_0(w, a, out)

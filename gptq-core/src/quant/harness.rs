@@ -1175,6 +1175,49 @@ where
     }
 }
 
+/// With `W`'s weights registered with the repack cache, `t`'s prefill of
+/// fewer tokens than [`MIN_TOKENS`](crate::quant::x86::strips::MIN_TOKENS)
+/// but at least [`MIN_TOKENS_KEPT`](crate::quant::x86::strips::MIN_TOKENS_KEPT)
+/// runs in strips: it keeps a repack, and each token gets the bits the strips
+/// give it in a product of more tokens (a strip's token sums each in its
+/// own lane, whatever tokens share the call).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn check_kept_repack_strips_from_fewer_tokens<W: Gemm + Gen + crate::gguf::Pod>(
+    t: VerifiedTable,
+) where
+    W::Partner: TestActs,
+{
+    use crate::quant::x86::{repacked, strips};
+    let mut rng = Rng::new(0x6b1);
+    let n_all = strips::MIN_TOKENS + 3;
+    for (rows, nb) in [(33, 24), (16, 3), (70, 5)] {
+        let w: Vec<W> = rng.blocks(rows * nb);
+        let xs = rng.acts(n_all * nb * W::ELEMS);
+        let bits = |n: usize| {
+            let (a, sums) = quantize_ref::<W::Partner>(&xs[..n * nb * W::ELEMS], n);
+            let acts = QuantActs::new(&a, &sums, n, nb);
+            gemm_bits(t, &w, &acts, rows)
+        };
+        let all = bits(n_all);
+        let bytes = crate::gguf::as_bytes(&w);
+        let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+        let reg = repacked::register(bytes);
+        for n in [strips::MIN_TOKENS_KEPT, 21, strips::MIN_TOKENS - 1] {
+            let what = format!("{} {:?} {rows}x{nb} × {n}", t.name(), W::TYPE);
+            assert!(
+                bits(n)[..] == all[..n * rows],
+                "{what}: not the strips' bits"
+            );
+        }
+        assert!(
+            repacked::kept_in(range.clone()) > 0,
+            "{rows}x{nb}: nothing kept"
+        );
+        drop(reg);
+        assert_eq!(repacked::kept_in(range), 0, "{rows}x{nb}: not evicted");
+    }
+}
+
 /// The bits of `t`'s prefill product of `w` (`rows` rows) and `acts`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn gemm_bits<W: Gemm>(

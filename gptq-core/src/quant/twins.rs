@@ -144,6 +144,25 @@ fn repack_cache_changes_no_bits() {
     }
 }
 
+/// With a kept repack (`--repack`) the 32-value types run in strips from
+/// fewer tokens, with the strips' bits, on both x86 paths.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn kept_repack_runs_strips_from_fewer_tokens() {
+    let tables: Vec<_> = ["avx2", "avx512", "avx512+vbmi"]
+        .into_iter()
+        .filter_map(harness::table)
+        .collect();
+    if tables.is_empty() {
+        eprintln!("skipped: needs the avx2 or avx512 table on this CPU");
+    }
+    for t in tables {
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ8_0>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ4_0>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ5_1>(t);
+    }
+}
+
 /// AVX2 sums each Q3_K and Q6_K super-block in integers, as the scalar twins
 /// do (not in the AVX-512 strips' order): its strips give the scalar bits, on
 /// random data and at the ends of the i16 and i32 ranges the kernel relies

@@ -28,7 +28,7 @@
 //! Each output accumulates block by block in one f32 lane in the same order as
 //! the AVX-512 strips and the AMX kernel: the same bits (a test checks it
 //! where those paths run); Q3_K and Q6_K instead give the scalar twin's bits
-//! (tested too). Used from [`MIN_TOKENS`] tokens on, where the per-call
+//! (tested too). Used from [`MIN_TOKENS`](crate::quant::x86::strips::MIN_TOKENS) tokens on, where the per-call
 //! repack is shared by enough tokens.
 
 use std::arch::x86_64::*;
@@ -44,8 +44,6 @@ use super::super::x86::strips::{
     q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed, rec_words,
     store_sums8, with_int_strips, with_strips,
 };
-
-pub(in crate::quant) use super::super::x86::strips::MIN_TOKENS;
 
 /// Rows per register: half a strip.
 const HALF: usize = 8;
@@ -405,7 +403,7 @@ fn half_tokens_int<const T: usize>(
 }
 
 /// Q6_K weights times Q8_K activations in strips (prefill of at least
-/// [`MIN_TOKENS`] tokens), each super-block summed in integers.
+/// [`MIN_TOKENS`](crate::quant::x86::strips::MIN_TOKENS) tokens), each super-block summed in integers.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q6_k(
     w: &[BlockQ6K],
@@ -416,7 +414,7 @@ pub(in crate::quant) fn gemm_q6_k(
 }
 
 /// Q3_K weights times Q8_K activations in strips (prefill of at least
-/// [`MIN_TOKENS`] tokens), each super-block summed in integers.
+/// [`MIN_TOKENS`](crate::quant::x86::strips::MIN_TOKENS) tokens), each super-block summed in integers.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn gemm_q3_k(
     w: &[BlockQ3K],
@@ -433,7 +431,7 @@ macro_rules! strip_entry {
     ) => {
         #[doc = concat!(
                             "", stringify!($blk), " weights times ", stringify!($act),
-                            " activations in strips (prefill of at least [`MIN_TOKENS`] tokens)."
+                            " activations in strips (prefill of at least [`MIN_TOKENS`](crate::quant::x86::strips::MIN_TOKENS) tokens)."
                         )]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_, $act>, out: &mut OutTile<'_>) {

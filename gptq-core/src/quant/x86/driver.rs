@@ -136,10 +136,10 @@ macro_rules! k_entry {
 pub(in crate::quant) use k_entry;
 
 /// A prefill table entry `$name` on one path (`$feat`: its `target_feature`
-/// list): the strips (`$strip`, see `x86::strips`) from `$min` tokens on
-/// (`MIN_TOKENS` or `MIN_TOKENS_K`), where the per-call repack is shared by
-/// enough tokens, else `$small` (the path's decode twin, register tiles or
-/// grouped kernels).
+/// list): the strips (`$strip`, see `x86::strips`) from `$min(w)` tokens on
+/// (`min_tokens` or `min_tokens_k`), where the per-call repack is shared by
+/// enough tokens (or is kept), else `$small` (the path's decode twin,
+/// register tiles or grouped kernels).
 macro_rules! prefill_entry {
     ($feat:literal, $min:ident, $name:ident, $blk:ty, $act:ty, $strip:path, $small:path) => {
         #[doc = concat!(
@@ -152,7 +152,7 @@ macro_rules! prefill_entry {
             a: &$crate::quant::tile::QuantActs<'_, $act>,
             out: &mut $crate::quant::tile::OutTile<'_>,
         ) {
-            if a.n_tok >= $crate::quant::x86::strips::$min {
+            if a.n_tok >= $crate::quant::x86::strips::$min(w) {
                 $strip(w, a, out)
             } else {
                 $small(w, a, out)

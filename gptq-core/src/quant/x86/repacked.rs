@@ -118,6 +118,15 @@ impl Drop for Registration {
     }
 }
 
+/// Whether products of `w` keep their repacks (`w` starts inside a
+/// registered range): their strips then pay no repack per call.
+pub(in crate::quant) fn is_kept<W>(w: &[W]) -> bool {
+    let at = w.as_ptr() as usize;
+    cache()
+        .as_ref()
+        .is_some_and(|c| c.ranges.iter().any(|r| r.contains(&at)))
+}
+
 /// The type id of `_x`'s type.
 fn type_id_of<T: 'static>(_x: &T) -> TypeId {
     TypeId::of::<T>()

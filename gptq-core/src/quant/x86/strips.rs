@@ -34,6 +34,30 @@ pub(in crate::quant) const MIN_TOKENS: usize = 32;
 /// costs more (at 32 tokens 0.8× their grouped kernels, at 64 ahead).
 pub(in crate::quant) const MIN_TOKENS_K: usize = 64;
 
+/// Where the call's repack is kept (`--repack`, see `x86::repacked`), the
+/// strips pay no repack and lead from fewer tokens. Measured on the 124M
+/// shape, Q8_0, 2 threads (`gptq bench -p N -n 0 --repack`, strips from 8
+/// tokens against the decode walk below 32, alternated): AVX-512 pp8
+/// 0.93–1.03×, pp16 1.24×, pp25 1.39–1.54×; AVX2 pp8 0.86–0.91×, pp16
+/// 1.07–1.15×, pp25 1.30–1.34×.
+pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
+
+/// The token count from which a product of `w` (a 32-value type) runs in
+/// strips: [`MIN_TOKENS_KEPT`] where its repack is kept, else [`MIN_TOKENS`].
+pub(in crate::quant) fn min_tokens<W>(w: &[W]) -> usize {
+    if super::repacked::is_kept(w) {
+        MIN_TOKENS_KEPT
+    } else {
+        MIN_TOKENS
+    }
+}
+
+/// The same for the K-quants and IQ4_XS: [`MIN_TOKENS_K`] either way (not
+/// measured with kept repacks).
+pub(in crate::quant) fn min_tokens_k<W>(_w: &[W]) -> usize {
+    MIN_TOKENS_K
+}
+
 /// Activation bytes one chunk of tokens holds while every strip of the call
 /// passes over it (a quarter of Zen 4's 1 MiB L2, an eighth of Intel's
 /// 2 MiB): the strips' walk takes the tokens in chunks, the strips inside, so
