@@ -5,9 +5,11 @@
 //! other table entry are the `avx512+vbmi` table's functions.
 //!
 //! Per kernel call, the weight rows are first repacked into a per-thread
-//! buffer in the tile unit's VNNI order (for each block: 8 lines of 16 rows ×
-//! 4 bytes, Q4_0 nibbles widened to `q - 8`) with f32 scales beside; that cost
-//! is shared by every token of the call. Then for each tile of 16 tokens (read
+//! buffer in the tile unit's VNNI order (the AVX-512 strips' layout,
+//! `x86::strips`: for each block 8 lines of 16 rows × 4 bytes, Q4_0 nibbles
+//! widened to `q - 8`) with f32 scales beside; that cost is shared by every
+//! token of the call, or, with `--repack`, by every call (`x86::repacked`;
+//! Q8_0 shares the AVX-512 strips' kept repack, Q4_0 keeps its own). Then for each tile of 16 tokens (read
 //! in place from the quantized activations, one row per token) and each strip
 //! of 16 weight rows, every block's integer tile is scaled by
 //! `d_w · d_a` into sixteen f32 registers with AVX-512, one per token.
@@ -26,7 +28,7 @@ use std::sync::OnceLock;
 
 use super::tile::{OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, QK};
-use super::x86::strips::store_sums16;
+use super::x86::strips::{Line, Unpack, q8_0_signed, store_sums16, with_strips};
 
 /// Tokens per activation tile, and weight rows per weight tile.
 const TILE: usize = 16;
@@ -39,6 +41,22 @@ const TILE: usize = 16;
 /// (pp8 626–694 against 321–340 t/s, pp32 1174–1303 against 932–1035, pp64
 /// 1734–1798 against 1611–1613), even from 96 on.
 pub(super) const MIN_TOKENS: usize = 64;
+
+/// Where the weights' repack is kept (`--repack`), the tile unit leads from
+/// fewer tokens: 124M Q8_0, 2 threads, `gptq bench -p N -n 0 --repack`,
+/// the tile unit from this many tokens against from [`MIN_TOKENS`]
+/// (alternated): pp8 1.09–1.12×, pp12 1.22–1.51×, pp16 1.17×, pp25
+/// 0.98–1.14×, pp48 1.02–1.11×; from 2 tokens instead, pp2–pp6 0.79–0.94×.
+const MIN_TOKENS_KEPT: usize = 8;
+
+/// The token count from which a product of `w` runs on the tile unit.
+fn min_tokens<W>(w: &[W]) -> usize {
+    if super::x86::repacked::is_kept(w) {
+        MIN_TOKENS_KEPT
+    } else {
+        MIN_TOKENS
+    }
+}
 
 /// Bytes of one weight block's tile: 8 lines of 16 rows × 4 bytes.
 const LINES_PER_BLOCK: usize = QK / 4;
@@ -136,90 +154,44 @@ unsafe fn tile_release() {
     unsafe { asm!("tilerelease", options(nostack, nomem)) }
 }
 
-/// One 64-byte line of a weight tile.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([i8; 64]);
-
 /// One product tile: 16 tokens × 16 rows of i32.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct ProductTile([[i32; TILE]; TILE]);
 
-/// A thread's repacked weights and scales, kept between calls so that once
-/// grown to the largest product a call allocates nothing.
-#[derive(Default)]
-struct Scratch {
-    /// `strips × nb × 8` lines: block `b` of strip `s` at `(s·nb + b)·8`.
-    lines: Vec<Line>,
-    /// Weight scales, `strips × nb × 16`: row `n` of block `b` of strip `s`
-    /// at `(s·nb + b)·16 + n` (zero for padding rows).
-    dw: Vec<f32>,
-    /// The current token tile's activation scales, `nb × 16`, block-major
-    /// (zero for padding tokens).
-    da: Vec<f32>,
-}
-
 thread_local! {
-    static SCRATCH: Cell<Scratch> = const {
-        Cell::new(Scratch { lines: Vec::new(), dw: Vec::new(), da: Vec::new() })
-    };
+    /// Each thread's activation scales of the current token tile, `nb × 16`,
+    /// block-major (zero for padding tokens), grown once to the largest.
+    static DA: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// A weight block as 32 signed values in element order and its scale.
-trait Unpack: Copy {
-    fn unpack(&self) -> (f32, [i8; QK]);
-}
-
-impl Unpack for BlockQ8_0 {
-    #[inline]
-    fn unpack(&self) -> (f32, [i8; QK]) {
-        (self.d.to_f32(), self.qs)
+/// Q4_0's values as the signed bytes `q - 8` the tile unit multiplies (the
+/// AVX-512 strips keep the unsigned nibbles and an offset instead).
+fn q4_0_signed(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1] {
+    let mut q = [0u8; QK];
+    for (j, &byte) in b.qs.iter().enumerate() {
+        q[j] = ((byte & 0x0f) as i8 - 8) as u8;
+        q[j + QK / 2] = ((byte >> 4) as i8 - 8) as u8;
     }
-}
-
-impl Unpack for BlockQ4_0 {
-    #[inline]
-    fn unpack(&self) -> (f32, [i8; QK]) {
-        let mut q = [0i8; QK];
-        for (j, &byte) in self.qs.iter().enumerate() {
-            q[j] = (byte & 0x0f) as i8 - 8;
-            q[j + QK / 2] = (byte >> 4) as i8 - 8;
-        }
-        (self.d.to_f32(), q)
-    }
-}
-
-/// Repacks `rows` rows of `nb` blocks into tile order: line `k` of a block's
-/// tile holds bytes `4k..4k + 4` of each of its strip's 16 rows.
-fn repack<W: Unpack>(w: &[W], rows: usize, nb: usize, s: &mut Scratch) {
-    let strips = rows.div_ceil(TILE);
-    s.lines.clear();
-    s.lines.resize(strips * nb * LINES_PER_BLOCK, Line([0; 64]));
-    s.dw.clear();
-    s.dw.resize(strips * nb * TILE, 0.0);
-    for (r, row) in w[..rows * nb].chunks_exact(nb).enumerate() {
-        let (strip, n) = (r / TILE, r % TILE);
-        for (b, blk) in row.iter().enumerate() {
-            let (d, q) = blk.unpack();
-            let at = strip * nb + b;
-            let lines = &mut s.lines[at * LINES_PER_BLOCK..(at + 1) * LINES_PER_BLOCK];
-            for (line, quad) in lines.iter_mut().zip(q.chunks_exact(4)) {
-                line.0[4 * n..4 * n + 4].copy_from_slice(quad);
-            }
-            s.dw[at * TILE + n] = d;
-        }
-    }
+    [(b.d.to_f32(), 0.0, q)]
 }
 
 /// `y[t][r] = Σ_b d_w[r][b]·d_a[t][b]·Σ_k w[r][b][k]·a[t][b][k]` over the
-/// tile unit.
+/// tile unit, with the weights in the strips' layout (`x86::strips`, the
+/// tile unit's VNNI order) as `unpack` makes them: repacked per call, or
+/// kept between calls where the model's repacks are (`--repack`; Q8_0 shares
+/// the AVX-512 strips' repack).
 ///
 /// # Safety
 /// AMX must be usable ([`supported`]) and the CPU must have AVX-512 F, AVX2,
 /// FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn gemm_impl<W: Unpack>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+unsafe fn gemm_impl<W>(
+    w: &[W],
+    unpack: impl Unpack<W, QK, 1> + 'static,
+    a: &QuantActs<'_>,
+    out: &mut OutTile<'_>,
+) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "amx gemm: weights too short");
     assert!(
@@ -227,53 +199,55 @@ unsafe fn gemm_impl<W: Unpack>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile<'_>
         "amx gemm: activations too short"
     );
     let strips = rows.div_ceil(TILE);
-    let mut s = SCRATCH.take();
-    repack(w, rows, nb, &mut s);
-    s.da.clear();
-    s.da.resize(nb * TILE, 0.0);
-    let mut configured = 0;
-    for t0 in (0..n_tok).step_by(TILE) {
-        let m = TILE.min(n_tok - t0);
-        if m != configured {
-            // SAFETY: the caller guarantees AMX is usable.
-            unsafe { TileConfig::new(m).load() };
-            configured = m;
-        }
-        for t in 0..TILE {
-            for b in 0..nb {
-                s.da[b * TILE + t] = if t < m {
-                    a.blocks[(t0 + t) * nb + b].d.to_f32()
-                } else {
-                    0.0
+    let mut da = DA.take();
+    da.clear();
+    da.resize(nb * TILE, 0.0);
+    with_strips(w, rows, nb, unpack, |st| {
+        let mut configured = 0;
+        for t0 in (0..n_tok).step_by(TILE) {
+            let m = TILE.min(n_tok - t0);
+            if m != configured {
+                // SAFETY: the caller guarantees AMX is usable.
+                unsafe { TileConfig::new(m).load() };
+                configured = m;
+            }
+            for t in 0..TILE {
+                for b in 0..nb {
+                    da[b * TILE + t] = if t < m {
+                        a.blocks[(t0 + t) * nb + b].d.to_f32()
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            let acts = &a.blocks[t0 * nb..(t0 + m) * nb];
+            for strip in 0..strips {
+                let at = strip * nb;
+                // SAFETY: the tiles are configured for `m` tokens and `acts`
+                // holds exactly `m` tokens' blocks; the caller guarantees the
+                // features.
+                let acc = unsafe {
+                    strip_product(
+                        acts,
+                        nb,
+                        &st.lines[at * LINES_PER_BLOCK..(at + nb) * LINES_PER_BLOCK],
+                        &st.dw[at * TILE..(at + nb) * TILE],
+                        &da,
+                    )
                 };
+                let r0 = strip * TILE;
+                let nr = TILE.min(rows - r0);
+                for (t, v) in acc.iter().take(m).enumerate() {
+                    store_sums16(out, t0 + t, r0, nr, *v);
+                }
             }
         }
-        let acts = &a.blocks[t0 * nb..(t0 + m) * nb];
-        for strip in 0..strips {
-            let at = strip * nb;
-            // SAFETY: the tiles are configured for `m` tokens and `acts` holds
-            // exactly `m` tokens' blocks; the caller guarantees the features.
-            let acc = unsafe {
-                strip_product(
-                    acts,
-                    nb,
-                    &s.lines[at * LINES_PER_BLOCK..(at + nb) * LINES_PER_BLOCK],
-                    &s.dw[at * TILE..(at + nb) * TILE],
-                    &s.da,
-                )
-            };
-            let r0 = strip * TILE;
-            let nr = TILE.min(rows - r0);
-            for (t, v) in acc.iter().take(m).enumerate() {
-                store_sums16(out, t0 + t, r0, nr, *v);
-            }
+        if configured != 0 {
+            // SAFETY: the caller guarantees AMX is usable.
+            unsafe { tile_release() };
         }
-    }
-    if configured != 0 {
-        // SAFETY: the caller guarantees AMX is usable.
-        unsafe { tile_release() };
-    }
-    SCRATCH.set(s);
+    });
+    DA.set(da);
 }
 
 /// One block's product on the tiles named: activations `$ta` from `$a`
@@ -356,7 +330,8 @@ unsafe fn strip_product(
 }
 
 /// Q8_0 weights times Q8_0 activations: the tile unit for prefill, the
-/// `avx512+vbmi` kernels for fewer than [`MIN_TOKENS`] tokens.
+/// `avx512+vbmi` kernels for fewer than [`MIN_TOKENS`] tokens
+/// ([`MIN_TOKENS_KEPT`] with a kept repack).
 ///
 /// # Safety
 /// AMX must be usable ([`supported`]); the CPU features are those enabled
@@ -367,12 +342,12 @@ pub(in crate::quant) unsafe fn gemm_q8_0(
     a: &QuantActs<'_>,
     out: &mut OutTile<'_>,
 ) {
-    if a.n_tok < MIN_TOKENS {
+    if a.n_tok < min_tokens(w) {
         return super::avx512::vbmi::gemm_q8_0(w, a, out);
     }
     // SAFETY: AMX is usable (this function's contract); the CPU features
     // `gemm_impl` needs are enabled here.
-    unsafe { gemm_impl(w, a, out) }
+    unsafe { gemm_impl(w, q8_0_signed, a, out) }
 }
 
 /// Q4_0 weights times Q8_0 activations, as [`gemm_q8_0`].
@@ -385,11 +360,11 @@ pub(in crate::quant) unsafe fn gemm_q4_0(
     a: &QuantActs<'_>,
     out: &mut OutTile<'_>,
 ) {
-    if a.n_tok < MIN_TOKENS {
+    if a.n_tok < min_tokens(w) {
         return super::avx512::vbmi::gemm_q4_0(w, a, out);
     }
     // SAFETY: as in `gemm_q8_0`.
-    unsafe { gemm_impl(w, a, out) }
+    unsafe { gemm_impl(w, q4_0_signed, a, out) }
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ fn strips_agree_across_paths() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repack_cache_changes_no_bits() {
-    let tables: Vec<_> = ["avx2", "avx512"]
+    let tables: Vec<_> = ["avx2", "avx512", "amx"]
         .into_iter()
         .filter_map(harness::table)
         .collect();
@@ -144,12 +144,13 @@ fn repack_cache_changes_no_bits() {
     }
 }
 
-/// With a kept repack (`--repack`) the 32-value types run in strips from
-/// fewer tokens, with the strips' bits, on both x86 paths.
+/// With a kept repack (`--repack`) the 32-value types run in strips (on the
+/// AMX path, its Q8_0 and Q4_0 on the tile unit) from fewer tokens, with
+/// the strips' bits, on every x86 path.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn kept_repack_runs_strips_from_fewer_tokens() {
-    let tables: Vec<_> = ["avx2", "avx512", "avx512+vbmi"]
+    let tables: Vec<_> = ["avx2", "avx512", "avx512+vbmi", "amx"]
         .into_iter()
         .filter_map(harness::table)
         .collect();
