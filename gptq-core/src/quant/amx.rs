@@ -43,16 +43,22 @@ const TILE: usize = 16;
 pub(super) const MIN_TOKENS: usize = 64;
 
 /// Where the weights' repack is kept (`--repack`), the tile unit leads from
-/// fewer tokens: 124M Q8_0, 2 threads, `gptq bench -p N -n 0 --repack`,
-/// the tile unit from this many tokens against from [`MIN_TOKENS`]
-/// (alternated): pp8 1.09–1.12×, pp12 1.22–1.51×, pp16 1.17×, pp25
-/// 0.98–1.14×, pp48 1.02–1.11×; from 2 tokens instead, pp2–pp6 0.79–0.94×.
-const MIN_TOKENS_KEPT: usize = 8;
+/// fewer tokens: from 8 for Q8_0 and from 16 for Q4_0, whose decode walk is
+/// the quicker at 8. 124M, 2 threads, `gptq bench -p N -n 0 --repack`, the
+/// tile unit from 8 tokens against from [`MIN_TOKENS`] (alternated): Q8_0
+/// pp8 1.09–1.12×, pp12 1.22–1.51×, pp16 1.17×, pp25 0.98–1.14×, pp48
+/// 1.02–1.11× (from 2 tokens instead, pp2–pp6 0.79–0.94×); Q4_0 pp8
+/// 0.80–0.87× against from 16, pp16 1.09–1.13× against from 64.
+const MIN_TOKENS_KEPT_Q8_0: usize = 8;
 
-/// The token count from which a product of `w` runs on the tile unit.
-fn min_tokens<W>(w: &[W]) -> usize {
+/// See [`MIN_TOKENS_KEPT_Q8_0`].
+const MIN_TOKENS_KEPT_Q4_0: usize = 16;
+
+/// The token count from which a product of `w` runs on the tile unit:
+/// `kept` where its repack is kept, else [`MIN_TOKENS`].
+fn min_tokens<W>(w: &[W], kept: usize) -> usize {
     if super::x86::repacked::is_kept(w) {
-        MIN_TOKENS_KEPT
+        kept
     } else {
         MIN_TOKENS
     }
@@ -331,7 +337,7 @@ unsafe fn strip_product(
 
 /// Q8_0 weights times Q8_0 activations: the tile unit for prefill, the
 /// `avx512+vbmi` kernels for fewer than [`MIN_TOKENS`] tokens
-/// ([`MIN_TOKENS_KEPT`] with a kept repack).
+/// ([`MIN_TOKENS_KEPT_Q8_0`] with a kept repack).
 ///
 /// # Safety
 /// AMX must be usable ([`supported`]); the CPU features are those enabled
@@ -342,7 +348,7 @@ pub(in crate::quant) unsafe fn gemm_q8_0(
     a: &QuantActs<'_>,
     out: &mut OutTile<'_>,
 ) {
-    if a.n_tok < min_tokens(w) {
+    if a.n_tok < min_tokens(w, MIN_TOKENS_KEPT_Q8_0) {
         return super::avx512::vbmi::gemm_q8_0(w, a, out);
     }
     // SAFETY: AMX is usable (this function's contract); the CPU features
@@ -360,7 +366,7 @@ pub(in crate::quant) unsafe fn gemm_q4_0(
     a: &QuantActs<'_>,
     out: &mut OutTile<'_>,
 ) {
-    if a.n_tok < min_tokens(w) {
+    if a.n_tok < min_tokens(w, MIN_TOKENS_KEPT_Q4_0) {
         return super::avx512::vbmi::gemm_q4_0(w, a, out);
     }
     // SAFETY: as in `gemm_q8_0`.
