@@ -144,9 +144,9 @@ fn repack_cache_changes_no_bits() {
     }
 }
 
-/// With a kept repack (`--repack`) the 32-value types run in strips (on the
-/// AMX path, its Q8_0 and Q4_0 on the tile unit) from fewer tokens, with
-/// the strips' bits, on every x86 path.
+/// With a kept repack (`--repack`) the 32-value types and the K-quants run
+/// in strips (on the AMX path, its Q8_0 and Q4_0 on the tile unit) from
+/// fewer tokens, with the strips' bits, on every x86 path.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn kept_repack_runs_strips_from_fewer_tokens() {
@@ -161,6 +161,8 @@ fn kept_repack_runs_strips_from_fewer_tokens() {
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ8_0>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ4_0>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ5_1>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ4K>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ6K>(t);
     }
 }
 

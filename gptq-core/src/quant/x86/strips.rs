@@ -31,8 +31,13 @@ pub(in crate::quant) const STRIP: usize = 16;
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
 
 /// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
-/// costs more (at 32 tokens 0.8× their grouped kernels, at 64 ahead).
-pub(in crate::quant) const MIN_TOKENS_K: usize = 64;
+/// costs more. With the packed activation records (355M mixes, 2 threads,
+/// `gptq bench -p N -n 0`, strips from 32 against from 64, alternated): at
+/// 48 tokens the strips lead everywhere (Q4_K_M mix 1.40–1.46×, Q3_K_M
+/// 1.41–1.45×, Q2_K 1.13×, Q6_K 1.07–1.12×, AVX-512 and AVX2), at 32 not for
+/// every type (Q4_K_M 1.27–1.30×, Q3_K_M 1.13–1.24×, but Q2_K 0.87–0.98×
+/// and Q6_K 0.86× on AVX-512); before the records it was 64.
+pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 
 /// Where the call's repack is kept (`--repack`, see `x86::repacked`), the
 /// strips pay no repack and lead from fewer tokens. Measured on the 124M
@@ -52,10 +57,16 @@ pub(in crate::quant) fn min_tokens<W>(w: &[W]) -> usize {
     }
 }
 
-/// The same for the K-quants and IQ4_XS: [`MIN_TOKENS_K`] either way (not
-/// measured with kept repacks).
-pub(in crate::quant) fn min_tokens_k<W>(_w: &[W]) -> usize {
-    MIN_TOKENS_K
+/// The same for the K-quants and IQ4_XS: [`MIN_TOKENS_KEPT`] where the
+/// repack is kept (124M Q4_K_M mix, `--repack`, strips from 16 against from
+/// 64: AVX-512 pp16 1.20–1.33×, pp25 1.51–1.58×, pp48 1.78–1.85×; AVX2
+/// 1.40–1.46×, 1.64–1.70×, 1.84–1.88×), else [`MIN_TOKENS_K`].
+pub(in crate::quant) fn min_tokens_k<W>(w: &[W]) -> usize {
+    if super::repacked::is_kept(w) {
+        MIN_TOKENS_KEPT
+    } else {
+        MIN_TOKENS_K
+    }
 }
 
 /// Activation bytes one chunk of tokens holds while every strip of the call
