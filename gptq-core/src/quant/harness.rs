@@ -939,48 +939,8 @@ pub(crate) fn check_matmul(t: VerifiedTable) {
 /// ragged shapes and token counts across the kernels' register and stack
 /// groups. Called by [`check_matmul`].
 fn check_decode_matmul(t: VerifiedTable) {
-    let mut rng = Rng::new(11);
-    for (rows, cols) in [(67, 96), (33, 160), (48, 768), (20, 3072), (5, 8192)] {
-        let wf = rng.uniform(rows * cols);
-        let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
-        let mut w4 = vec![BlockQ4_0::ZERO; rows * cols / QK];
-        quantize_row_q8_0(&wf, &mut w8);
-        quantize_row_q4_0(&wf, &mut w4);
-        let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
-        let max_tok = 23;
-        let x: Vec<f32> = rng
-            .uniform(max_tok * cols)
-            .iter()
-            .map(|v| 3.0 * v)
-            .collect();
-        let mut scratch = MatmulScratch::new(max_tok, cols);
-        for data in [
-            WeightData::F32(&wf),
-            WeightData::F16(&wh),
-            WeightData::Q8_0(&w8),
-            WeightData::Q4_0(&w4),
-        ] {
-            let m = Matrix::new(data, rows, cols).unwrap();
-            let mut alone = vec![f32::NAN; max_tok * rows];
-            for (xt, yt) in x.chunks(cols).zip(alone.chunks_mut(rows)) {
-                matmul_on(Par::Pool, t, &m, xt, 1, yt, &mut scratch);
-            }
-            for n_tok in [1, 2, 3, 4, 5, 7, 8, 9, 11, 16, 17, max_tok] {
-                let mut y = vec![f32::NAN; n_tok * rows];
-                matmul_decode_on(Par::Pool, t, &m, &x, n_tok, &mut y, &mut scratch);
-                for (i, (a, b)) in y.iter().zip(&alone).enumerate() {
-                    assert_eq!(
-                        a.to_bits(),
-                        b.to_bits(),
-                        "{} decode {data:?} {rows}x{cols}, {n_tok} tokens: token {} row {}",
-                        t.name(),
-                        i / rows,
-                        i % rows
-                    );
-                }
-            }
-        }
-    }
+    let counts = [1, 2, 3, 4, 5, 7, 8, 9, 11, 16, 17, 23];
+    check_each_token_alone(t, "decode", true, &counts, matmul_decode_on);
 }
 
 /// Prefill products of Q8_0 and Q4_0 weights through [`matmul_on`] with `t`
@@ -991,34 +951,58 @@ fn check_decode_matmul(t: VerifiedTable) {
 /// prompt chunk's logits do not depend on how it is cut.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn check_few_token_prefill_alone(t: VerifiedTable) {
-    let mut rng = Rng::new(12);
-    for (rows, cols) in [(67, 96), (33, 160), (48, 768), (20, 3072)] {
+    let max_tok = crate::quant::x86::strips::MIN_TOKENS - 1;
+    let counts = [2, 3, 4, 5, 7, 8, 9, 16, 25, max_tok];
+    check_each_token_alone(t, "prefill", false, &counts, matmul_on);
+}
+
+/// [`matmul_on`] or [`matmul_decode_on`].
+type ProductFn =
+    fn(Par<'_>, VerifiedTable, &Matrix<'_>, &[f32], usize, &mut [f32], &mut MatmulScratch);
+
+/// A product through `t` and `product` of each count of `counts` tokens
+/// gives every token's row bitwise as [`matmul_on`] gives it alone: Q8_0 and
+/// Q4_0 weights (and F32 and F16 with `floats`), ragged shapes.
+fn check_each_token_alone(
+    t: VerifiedTable,
+    what: &str,
+    floats: bool,
+    counts: &[usize],
+    product: ProductFn,
+) {
+    let mut rng = Rng::new(11);
+    let max_tok = counts.iter().copied().max().unwrap_or(1);
+    for (rows, cols) in [(67, 96), (33, 160), (48, 768), (20, 3072), (5, 8192)] {
         let wf = rng.uniform(rows * cols);
         let mut w8 = vec![BlockQ8_0::ZERO; rows * cols / QK];
         let mut w4 = vec![BlockQ4_0::ZERO; rows * cols / QK];
         quantize_row_q8_0(&wf, &mut w8);
         quantize_row_q4_0(&wf, &mut w4);
-        let max_tok = crate::quant::x86::strips::MIN_TOKENS - 1;
+        let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
         let x: Vec<f32> = rng
             .uniform(max_tok * cols)
             .iter()
             .map(|v| 3.0 * v)
             .collect();
         let mut scratch = MatmulScratch::new(max_tok, cols);
-        for data in [WeightData::Q8_0(&w8), WeightData::Q4_0(&w4)] {
+        let mut data = vec![WeightData::Q8_0(&w8), WeightData::Q4_0(&w4)];
+        if floats {
+            data.extend([WeightData::F32(&wf), WeightData::F16(&wh)]);
+        }
+        for data in data {
             let m = Matrix::new(data, rows, cols).unwrap();
             let mut alone = vec![f32::NAN; max_tok * rows];
             for (xt, yt) in x.chunks(cols).zip(alone.chunks_mut(rows)) {
                 matmul_on(Par::Pool, t, &m, xt, 1, yt, &mut scratch);
             }
-            for n_tok in [2, 3, 4, 5, 7, 8, 9, 16, 25, max_tok] {
+            for &n_tok in counts {
                 let mut y = vec![f32::NAN; n_tok * rows];
-                matmul_on(Par::Pool, t, &m, &x, n_tok, &mut y, &mut scratch);
+                product(Par::Pool, t, &m, &x, n_tok, &mut y, &mut scratch);
                 for (i, (a, b)) in y.iter().zip(&alone).enumerate() {
                     assert_eq!(
                         a.to_bits(),
                         b.to_bits(),
-                        "{} prefill {data:?} {rows}x{cols}, {n_tok} tokens: token {} row {}",
+                        "{} {what} {data:?} {rows}x{cols}, {n_tok} tokens: token {} row {}",
                         t.name(),
                         i / rows,
                         i % rows

@@ -123,19 +123,22 @@ fn strips_agree_across_paths() {
     harness::check_same_prefill_bits::<BlockIq4Xs>(x, y);
 }
 
-/// The repack cache (`--repack`) changes no bits, on both x86 paths, for a
+/// The x86 tables named that this CPU runs (a note on stderr when none).
+#[cfg(target_arch = "x86_64")]
+fn x86_tables(names: &[&str]) -> Vec<crate::quant::table::VerifiedTable> {
+    let tables: Vec<_> = names.iter().copied().filter_map(harness::table).collect();
+    if tables.is_empty() {
+        eprintln!("skipped: needs one of the {names:?} tables on this CPU");
+    }
+    tables
+}
+
+/// The repack cache (`--repack`) changes no bits, on the x86 paths, for a
 /// signed, an unsigned, a minimum-carrying and both kinds of K-quant types.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repack_cache_changes_no_bits() {
-    let tables: Vec<_> = ["avx2", "avx512", "amx"]
-        .into_iter()
-        .filter_map(harness::table)
-        .collect();
-    if tables.is_empty() {
-        eprintln!("skipped: needs the avx2 or avx512 table on this CPU");
-    }
-    for t in tables {
+    for t in x86_tables(&["avx2", "avx512", "amx"]) {
         harness::check_repack_cache::<BlockQ8_0>(t);
         harness::check_repack_cache::<BlockQ4_0>(t);
         harness::check_repack_cache::<BlockQ5_1>(t);
@@ -150,14 +153,7 @@ fn repack_cache_changes_no_bits() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn kept_repack_runs_strips_from_fewer_tokens() {
-    let tables: Vec<_> = ["avx2", "avx512", "avx512+vbmi", "amx"]
-        .into_iter()
-        .filter_map(harness::table)
-        .collect();
-    if tables.is_empty() {
-        eprintln!("skipped: needs the avx2 or avx512 table on this CPU");
-    }
-    for t in tables {
+    for t in x86_tables(&["avx2", "avx512", "avx512+vbmi", "amx"]) {
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ8_0>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ4_0>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ5_1>(t);
