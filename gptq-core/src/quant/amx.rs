@@ -48,7 +48,7 @@ pub(super) const MIN_TOKENS: usize = 64;
 /// tile unit from 8 tokens against from [`MIN_TOKENS`] (alternated): Q8_0
 /// pp8 1.09–1.12×, pp12 1.22–1.51×, pp16 1.17×, pp25 0.98–1.14×, pp48
 /// 1.02–1.11× (from 2 tokens instead, pp2–pp6 0.79–0.94×); Q4_0 pp8
-/// 0.80–0.87× against from 16, pp16 1.09–1.13× against from 64.
+/// 0.82–0.87× against from 16, pp16 1.11–1.15× against from 64.
 const MIN_TOKENS_KEPT_Q8_0: usize = 8;
 
 /// See [`MIN_TOKENS_KEPT_Q8_0`].
