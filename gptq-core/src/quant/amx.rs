@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 
 use super::tile::{OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, QK};
+use super::x86::repacked::reaches;
 use super::x86::strips::{Line, Unpack, q8_0_signed, store_sums16, with_strips};
 
 /// Tokens per activation tile, and weight rows per weight tile.
@@ -53,16 +54,6 @@ const MIN_TOKENS_KEPT_Q8_0: usize = 8;
 
 /// See [`MIN_TOKENS_KEPT_Q8_0`].
 const MIN_TOKENS_KEPT_Q4_0: usize = 16;
-
-/// The token count from which a product of `w` runs on the tile unit:
-/// `kept` where its repack is kept, else [`MIN_TOKENS`].
-fn min_tokens<W>(w: &[W], kept: usize) -> usize {
-    if super::x86::repacked::is_kept(w) {
-        kept
-    } else {
-        MIN_TOKENS
-    }
-}
 
 /// Bytes of one weight block's tile: 8 lines of 16 rows × 4 bytes.
 const LINES_PER_BLOCK: usize = QK / 4;
@@ -348,7 +339,7 @@ pub(in crate::quant) unsafe fn gemm_q8_0(
     a: &QuantActs<'_>,
     out: &mut OutTile<'_>,
 ) {
-    if a.n_tok < min_tokens(w, MIN_TOKENS_KEPT_Q8_0) {
+    if !reaches(w, a.n_tok, MIN_TOKENS_KEPT_Q8_0, MIN_TOKENS) {
         return super::avx512::vbmi::gemm_q8_0(w, a, out);
     }
     // SAFETY: AMX is usable (this function's contract); the CPU features
@@ -366,7 +357,7 @@ pub(in crate::quant) unsafe fn gemm_q4_0(
     a: &QuantActs<'_>,
     out: &mut OutTile<'_>,
 ) {
-    if a.n_tok < min_tokens(w, MIN_TOKENS_KEPT_Q4_0) {
+    if !reaches(w, a.n_tok, MIN_TOKENS_KEPT_Q4_0, MIN_TOKENS) {
         return super::avx512::vbmi::gemm_q4_0(w, a, out);
     }
     // SAFETY: as in `gemm_q8_0`.

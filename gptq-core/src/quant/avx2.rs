@@ -16,10 +16,9 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::panels::{MIN_FLOAT_TOKENS, float_panels};
-use super::tile::{FloatActs, OutTile, QuantActs};
+use super::tile::{FloatActs, OutTile};
 use super::types::{BlockQ4_0, BlockQ8_0, BlockQ8K, QK, QK_K};
-use super::x86::driver::drive;
-use super::x86::strips::min_tokens;
+use super::x86::driver::{drive, prefill_entry};
 
 /// Weight rows per register tile.
 const TR: usize = 4;
@@ -262,32 +261,31 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
 // ---------------------------------------------------------------------------
 // Quantized matrix products.
 
-/// Q8_0 weight rows times quantized activations: fewer than
-/// [`min_tokens`] tokens (32, or 16 with a kept repack) by the decode walk ([`gemv`]), prompts by
-/// [`strip`]s. Below the strips the decode walk, which prepares each token's
-/// activations once per call and loads each weight block once for four
-/// tokens, is ahead of the register tiles the other 32-value types keep
-/// (`gptq bench -p N -n 0`, 124M, 2 threads, alternated: Q8_0 pp16
-/// 1.09–1.27×, pp25 1.05–1.28×; Q4_0 pp8 1.53×, pp16 1.56×, pp25 1.50×),
-/// and a token's sums then do not depend on how many tokens share the call.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    assert!(w.len() >= out.rows() * a.nb, "gemm_q8_0: weights too short");
-    if a.n_tok >= min_tokens(w) {
-        return strip::gemm_q8_0(w, a, out);
-    }
-    gemv::gemv_q8_0(w, a, out)
-}
-
-/// Q4_0 weight rows times quantized activations, as [`gemm_q8_0`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    assert!(w.len() >= out.rows() * a.nb, "gemm_q4_0: weights too short");
-    if a.n_tok >= min_tokens(w) {
-        return strip::gemm_q4_0(w, a, out);
-    }
-    gemv::gemv_q4_0(w, a, out)
-}
+// Q8_0 and Q4_0 products: below the strips (32 tokens, or 16 with a kept
+// repack) the decode walk ([`gemv`]), which prepares each token's activations
+// once per call and loads each weight block once for four tokens, is ahead
+// of the register tiles it replaced (`gptq bench -p N -n 0`, 124M, 2
+// threads, alternated: Q8_0 pp16 1.09–1.27×, pp25 1.05–1.28×; Q4_0 pp8
+// 1.53×, pp16 1.56×, pp25 1.50×), and a token's sums then do not depend on
+// how many tokens share the call.
+prefill_entry!(
+    "avx2,fma,f16c",
+    use_strips,
+    gemm_q8_0,
+    BlockQ8_0,
+    BlockQ8_0,
+    strip::gemm_q8_0,
+    gemv::gemv_q8_0
+);
+prefill_entry!(
+    "avx2,fma,f16c",
+    use_strips,
+    gemm_q4_0,
+    BlockQ4_0,
+    BlockQ8_0,
+    strip::gemm_q4_0,
+    gemv::gemv_q4_0
+);
 
 /// The per-token operand of the types with a minimum (Q4_1, Q5_1, see
 /// [`gemv`]): `d_a·Σa` of activation block `b` (its exact sum `sum`) in lane

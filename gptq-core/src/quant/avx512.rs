@@ -333,7 +333,7 @@ vnni_tile!(tile_iq4_nl, BlockIq4Nl, w_iq4_nl);
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    min_tokens,
+    use_strips,
     prefill_q8_0,
     BlockQ8_0,
     BlockQ8_0,
@@ -342,7 +342,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    min_tokens,
+    use_strips,
     prefill_q4_0,
     BlockQ4_0,
     BlockQ8_0,
@@ -391,7 +391,7 @@ entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, Start::Offset(128));
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    min_tokens,
+    use_strips,
     prefill_q4_1,
     BlockQ4_1,
     BlockQ8_0,
@@ -400,7 +400,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    min_tokens,
+    use_strips,
     prefill_q5_0,
     BlockQ5_0,
     BlockQ8_0,
@@ -409,7 +409,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    min_tokens,
+    use_strips,
     prefill_q5_1,
     BlockQ5_1,
     BlockQ8_0,
@@ -418,7 +418,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    min_tokens,
+    use_strips,
     prefill_iq4_nl,
     BlockIq4Nl,
     BlockQ8_0,

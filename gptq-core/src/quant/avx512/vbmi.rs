@@ -26,8 +26,7 @@
 //! number of tokens, each token's sums the ones it gets alone), and its
 //! Q8_0 and Q4_0 products of fewer tokens than the strips take (prompts'
 //! included: ahead of the generic path's register tiles there, see
-//! [`gemm_q8_0`]); from [`min_tokens`] tokens on (32, or 16 with a kept
-//! repack) the strips run.
+//! `gemm_q8_0`); from 32 tokens on (16 with a kept repack) the strips run.
 
 use std::arch::x86_64::*;
 use std::cell::Cell;
@@ -36,35 +35,35 @@ use super::super::prefetch;
 use super::super::scratch::with_prepared;
 use super::super::tile::{OutTile, QuantActs};
 use super::super::types::{BlockQ4_0, BlockQ8_0};
-use super::super::x86::strips::min_tokens;
+use super::super::x86::driver::prefill_entry;
 
 /// Blocks per step.
 const QB: usize = 4;
 
-/// Q8_0 weight rows times quantized activations: [`gemv_q8_0`] below
-/// [`min_tokens`] tokens, the AVX-512 strips from there. Below the strips the
-/// decode walk is ahead of the generic path's register tiles (`gptq bench -p
-/// N -n 0`, 124M, 2 threads, alternated: Q8_0 pp8 1.10–1.30×, pp16
-/// 1.11–1.15×, pp25 1.11–1.13×; Q4_0 pp8 1.18–1.22×, pp25 1.10–1.29×), and a
-/// token's sums then do not depend on how many tokens share the call.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if a.n_tok < min_tokens(w) {
-        gemv_q8_0(w, a, out)
-    } else {
-        super::strip::gemm_q8_0(w, a, out)
-    }
-}
-
-/// Q4_0 weight rows times quantized activations, as [`gemm_q8_0`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
-pub(in crate::quant) fn gemm_q4_0(w: &[BlockQ4_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-    if a.n_tok < min_tokens(w) {
-        gemv_q4_0(w, a, out)
-    } else {
-        super::strip::gemm_q4_0(w, a, out)
-    }
-}
+// Q8_0 and Q4_0 products: [`gemv_q8_0`] / [`gemv_q4_0`] below the strips (32
+// tokens, or 16 with a kept repack), the AVX-512 strips from there. Below the
+// strips the decode walk is ahead of the generic path's register tiles
+// (`gptq bench -p N -n 0`, 124M, 2 threads, alternated: Q8_0 pp8 1.10–1.30×,
+// pp16 1.11–1.15×, pp25 1.11–1.13×; Q4_0 pp8 1.18–1.22×, pp25 1.10–1.29×),
+// and a token's sums then do not depend on how many tokens share the call.
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c",
+    use_strips,
+    gemm_q8_0,
+    BlockQ8_0,
+    BlockQ8_0,
+    super::strip::gemm_q8_0,
+    gemv_q8_0
+);
+prefill_entry!(
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c",
+    use_strips,
+    gemm_q4_0,
+    BlockQ4_0,
+    BlockQ8_0,
+    super::strip::gemm_q4_0,
+    gemv_q4_0
+);
 
 /// One token's activations for four blocks, in the order the weights unpack
 /// to: block `k`'s elements `0..16` at bytes `16k..16k + 16` of `lo` and its

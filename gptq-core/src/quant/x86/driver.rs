@@ -136,15 +136,15 @@ macro_rules! k_entry {
 pub(in crate::quant) use k_entry;
 
 /// A prefill table entry `$name` on one path (`$feat`: its `target_feature`
-/// list): the strips (`$strip`, see `x86::strips`) from `$min(w)` tokens on
-/// (`min_tokens` or `min_tokens_k`), where the per-call repack is shared by
-/// enough tokens (or is kept), else `$small` (the path's decode twin,
-/// register tiles or grouped kernels).
+/// list): the strips (`$strip`, see `x86::strips`) where `$use(w, n_tok)`
+/// says (`use_strips` or `use_strips_k`: enough tokens to share the per-call
+/// repack, or fewer where it is kept), else `$small` (the path's decode
+/// walk, register tiles or grouped kernels).
 macro_rules! prefill_entry {
-    ($feat:literal, $min:ident, $name:ident, $blk:ty, $act:ty, $strip:path, $small:path) => {
+    ($feat:literal, $use:ident, $name:ident, $blk:ty, $act:ty, $strip:path, $small:path) => {
         #[doc = concat!(
-            "Prefill of ", stringify!($blk), " weights: the strips from `", stringify!($min),
-            "` tokens on, else the table's decode product."
+            "Prefill of ", stringify!($blk), " weights: the strips where `", stringify!($use),
+            "` says, else `", stringify!($small), "`."
         )]
         #[target_feature(enable = $feat)]
         pub(in crate::quant) fn $name(
@@ -152,7 +152,7 @@ macro_rules! prefill_entry {
             a: &$crate::quant::tile::QuantActs<'_, $act>,
             out: &mut $crate::quant::tile::OutTile<'_>,
         ) {
-            if a.n_tok >= $crate::quant::x86::strips::$min(w) {
+            if $crate::quant::x86::strips::$use(w, a.n_tok) {
                 $strip(w, a, out)
             } else {
                 $small(w, a, out)

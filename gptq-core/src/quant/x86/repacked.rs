@@ -118,9 +118,18 @@ impl Drop for Registration {
     }
 }
 
-/// Whether products of `w` keep their repacks (`w` starts inside a
-/// registered range): their strips then pay no repack per call.
-pub(in crate::quant) fn is_kept<W>(w: &[W]) -> bool {
+/// Whether a product of `n_tok` tokens of `w` reaches a kernel's threshold:
+/// `kept` tokens where its repack is kept (`w` starts inside a registered
+/// range, so the kernel pays no repack per call), else `unkept` (at least
+/// `kept`). The registry, behind a lock, is consulted only between the two:
+/// decode's one-token products and long prompts never take it.
+pub(in crate::quant) fn reaches<W>(w: &[W], n_tok: usize, kept: usize, unkept: usize) -> bool {
+    if n_tok >= unkept {
+        return true;
+    }
+    if n_tok < kept {
+        return false;
+    }
     let at = w.as_ptr() as usize;
     cache()
         .as_ref()

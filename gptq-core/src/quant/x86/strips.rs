@@ -47,26 +47,20 @@ pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 /// 1.07–1.15×, pp25 1.30–1.34×.
 pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 
-/// The token count from which a product of `w` (a 32-value type) runs in
-/// strips: [`MIN_TOKENS_KEPT`] where its repack is kept, else [`MIN_TOKENS`].
-pub(in crate::quant) fn min_tokens<W>(w: &[W]) -> usize {
-    if super::repacked::is_kept(w) {
-        MIN_TOKENS_KEPT
-    } else {
-        MIN_TOKENS
-    }
+/// Whether a product of `n_tok` tokens of `w` (a 32-value type) runs in
+/// strips: from [`MIN_TOKENS_KEPT`] tokens where its repack is kept, else
+/// from [`MIN_TOKENS`].
+pub(in crate::quant) fn use_strips<W>(w: &[W], n_tok: usize) -> bool {
+    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS)
 }
 
-/// The same for the K-quants and IQ4_XS: [`MIN_TOKENS_KEPT`] where the
-/// repack is kept (124M Q4_K_M mix, `--repack`, strips from 16 against from
-/// 64: AVX-512 pp16 1.20–1.33×, pp25 1.51–1.58×, pp48 1.78–1.85×; AVX2
-/// 1.40–1.46×, 1.64–1.70×, 1.84–1.88×), else [`MIN_TOKENS_K`].
-pub(in crate::quant) fn min_tokens_k<W>(w: &[W]) -> usize {
-    if super::repacked::is_kept(w) {
-        MIN_TOKENS_KEPT
-    } else {
-        MIN_TOKENS_K
-    }
+/// The same for the K-quants and IQ4_XS: from [`MIN_TOKENS_KEPT`] tokens
+/// where the repack is kept (124M Q4_K_M mix, `--repack`, strips from 16
+/// against from 64: AVX-512 pp16 1.20–1.33×, pp25 1.51–1.58×, pp48
+/// 1.78–1.85×; AVX2 1.40–1.46×, 1.64–1.70×, 1.84–1.88×), else from
+/// [`MIN_TOKENS_K`].
+pub(in crate::quant) fn use_strips_k<W>(w: &[W], n_tok: usize) -> bool {
+    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_K)
 }
 
 /// Activation bytes one chunk of tokens holds while every strip of the call
