@@ -101,18 +101,23 @@ fn hsum_i32(v: __m256i) -> i32 {
 }
 
 /// The integer dot of a Q8_0 weight block `w` and a Q8_0 activation block `a`
-/// (with `aabs = |a|`, [`q8_abs`]) in eight i32 lanes (each the sum of four
-/// products).
+/// in eight i32 lanes (each the sum of four products): `maddubs(|w|, sign(a,
+/// w))`, the sign of `w` moved onto `a`.
 ///
-/// Exact for activations in -128..=127 (the activation quantizer emits -128
-/// only for blocks whose scale is zero) and weights in -127..=127, the range
-/// ggml's Q8_0 quantizer produces: the sign of `a` moves onto `w`, and
-/// `maddubs` multiplies the unsigned `|a|` by the signed result.
+/// Exact for every weight byte (`|-128|` is 128 read unsigned) and for
+/// activations in -127..=127, all the activation quantizer emits but in
+/// blocks of scale zero (whose -128s are multiplied by that zero). The other
+/// way round, `maddubs(|a|, sign(w, a))`, wrapped a weight of -128 against a
+/// negative activation to -128 (a crafted file's byte; ggml's quantizer writes
+/// -127..=127). The third operand is unused: the decode walk's prepared
+/// blocks keep a slot for the operand other types' dots take. `|w|` is
+/// the same for every token of a pass, so the walk computes it once per
+/// weight block (the compiler hoists it out of the token loop), where `|a|`
+/// was prepared once per call: the same µops per block and token.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q8_lanes(w: __m256i, a: __m256i, aabs: __m256i) -> __m256i {
-    let sw = _mm256_sign_epi8(w, a);
-    let p16 = _mm256_maddubs_epi16(aabs, sw);
+pub(super) fn dot_q8_lanes(w: __m256i, a: __m256i, _unused: __m256i) -> __m256i {
+    let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
 }
 
@@ -128,11 +133,11 @@ pub(super) fn dot_q4_lanes(q: __m256i, a: __m256i, c: __m256i) -> __m256i {
     _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
 }
 
-/// `|a|`: the unsigned operand of [`dot_q8_lanes`].
+/// No operand beside the activations: the prepared slot of [`dot_q8_lanes`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q8_abs(a: __m256i) -> __m256i {
-    _mm256_sign_epi8(a, a)
+pub(super) fn no_aux(_a: __m256i) -> __m256i {
+    _mm256_setzero_si256()
 }
 
 /// `maddubs(8, a)`: the offset term of [`dot_q4_lanes`].

@@ -1041,10 +1041,10 @@ pub(crate) fn check_dot_matches_dequantized<W: VecDot<Partner = BlockQ8_0> + Clo
 /// With every scale 1, each output of `t`'s Q8_0 and Q4_0 products, prefill
 /// and decode, is the exact sum of the blocks' integer dots (below 2²⁴, so
 /// exact in f32): they must match bit for bit, extreme weights and
-/// activations included, for each `(rows, n_tok, nb)` of `shapes`. The
-/// prefill products get Q8_0 weights down to `w_min` (-128 where they are
-/// exact for every byte, as the x86 strips are); the decode products down
-/// to -127, ggml's range, which the AVX2 decode is exact for.
+/// activations included, for each `(rows, n_tok, nb)` of `shapes`. Q8_0
+/// weights go down to `w_min`: -128 where the products are exact for every
+/// byte (every x86 table's, prefill and decode), -127 (ggml's range) for the
+/// rest.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn check_exact_integer_dots(
     t: VerifiedTable,
@@ -1079,7 +1079,6 @@ pub(crate) fn check_exact_integer_dots(
         for decode in [false, true] {
             let (mut got8, mut got4) = (vec![f32::NAN; n_tok * rows], vec![f32::NAN; n_tok * rows]);
             if decode {
-                w8[0].qs = [-127; 32];
                 t.gemv(&w8, &acts, &mut OutTile::whole(&mut got8, n_tok, rows));
                 t.gemv(&w4, &acts, &mut OutTile::whole(&mut got4, n_tok, rows));
             } else {

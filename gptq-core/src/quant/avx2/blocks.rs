@@ -482,8 +482,8 @@ pub(super) fn load_q5_1(b: &BlockQ5_1) -> __m256i {
     _mm256_or_si256(nibbles(&b.qs), fifth_bits(b.qh))
 }
 
-/// An IQ4_NL block's table values (signed, -127..=113: never -128, so the
-/// sign trick of [`dot_q8_lanes`] is exact for them).
+/// An IQ4_NL block's table values (signed, -127..=113), multiplied as Q8_0's
+/// ([`dot_q8_lanes`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn load_iq4_nl(b: &BlockIq4Nl) -> __m256i {

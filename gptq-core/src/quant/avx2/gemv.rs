@@ -40,12 +40,13 @@ use super::super::tile::{OutTile, QuantActs};
 use super::super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::blocks::{load_iq4_nl, load_q4_1, load_q5_0, load_q5_1};
 use super::{
-    dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, h2f, hsum, load_q8, q4_offset, q5_offset, q8_abs,
+    dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, h2f, hsum, load_q8, no_aux, q4_offset, q5_offset,
 };
 
 /// One activation block, prepared: its values, the per-block operand the
-/// weight type's dot needs beside them (`|a|` for Q8_0, the offset term for
-/// Q4_0), and its scale in every lane.
+/// weight type's dot needs beside them (the offset term for Q4_0 and Q5_0,
+/// the minimum's for Q4_1 and Q5_1, none for Q8_0 and IQ4_NL), and its scale
+/// in every lane.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 struct Prep {
@@ -314,7 +315,7 @@ fn put<const T: usize>(out: &mut OutTile<'_>, t: usize, r: usize, v: &[f32; T]) 
     }
 }
 
-gemv!(gemv_q8_0, BlockQ8_0, load_q8, q8_abs, dot_q8_lanes, quads);
+gemv!(gemv_q8_0, BlockQ8_0, load_q8, no_aux, dot_q8_lanes, quads);
 gemv!(
     gemv_q4_0,
     BlockQ4_0,
@@ -326,4 +327,4 @@ gemv!(
 gemv!(gemv_q4_1, BlockQ4_1, load_q4_1, dot_u8_lanes, min);
 gemv!(gemv_q5_0, BlockQ5_0, load_q5_0, q5_offset, dot_q4_lanes);
 gemv!(gemv_q5_1, BlockQ5_1, load_q5_1, dot_u8_lanes, min);
-gemv!(gemv_iq4_nl, BlockIq4Nl, load_iq4_nl, q8_abs, dot_q8_lanes);
+gemv!(gemv_iq4_nl, BlockIq4Nl, load_iq4_nl, no_aux, dot_q8_lanes);

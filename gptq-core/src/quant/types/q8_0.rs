@@ -255,6 +255,9 @@ mod tests {
             vec![
                 b(f16::ONE, &|_| -127),
                 b(f16::ONE, &|_| 127),
+                // Outside ggml's quantizer's range, but a valid byte.
+                b(f16::ONE, &|_| -128),
+                b(f16::ONE, &|j| if j % 2 == 0 { -128 } else { 127 }),
                 BlockQ8_0::ZERO,
                 b(f16::MAX, &|j| if j % 2 == 0 { -127 } else { 127 }),
                 b(f16::from_bits(1), &|j| j as i8 * 4 - 64),
