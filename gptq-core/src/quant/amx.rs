@@ -35,7 +35,7 @@ use super::x86::strips::{Line, Unpack, q8_0_signed, store_sums16, with_strips};
 const TILE: usize = 16;
 
 /// Products of fewer tokens than this run the AVX-512 VBMI table's kernels
-/// (its decode walk below 32 tokens, its strips from 32): repacking the
+/// (its decode walk below 24 or 32 tokens, its strips from there): repacking the
 /// weights into tiles costs more than the tile unit saves. Measured on the
 /// 124M shape, Q8_0, 2 threads (`gptq bench -p N -n 0`, the AVX-512 path and
 /// this one alternated): the AVX-512 kernels were ahead at 8–64 tokens

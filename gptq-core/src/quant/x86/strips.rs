@@ -47,11 +47,28 @@ pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 /// 1.07–1.15×, pp25 1.30–1.34×.
 pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 
+/// Where the strips lead from fewer tokens than [`MIN_TOKENS`] even with the
+/// per-call repack: Q4_0 on the AVX2 path (whose decode walk unpacks the
+/// nibbles again for every group of four tokens) and Q8_0 on the AVX-512
+/// VBMI path. Measured with `gptq bench -p N -n 0 -r 3`, 2 threads, strips
+/// from 16 against from 32 (one build, the threshold from the environment),
+/// alternated twice: AVX2 Q4_0 124M pp20 0.92–0.97×, pp24 1.09–1.12×, pp28
+/// 1.16–1.20×, 355M pp24 1.18–1.19×; VBMI Q8_0 124M pp20 0.93–0.98×, pp24
+/// 1.05–1.07×, pp28 1.08–1.21×, 355M pp24 1.05–1.08×. The other two stay at
+/// [`MIN_TOKENS`]: AVX2 Q8_0 pp24 0.89–0.97× (355M 0.96–0.99×), pp28
+/// 1.00–1.05×; VBMI Q4_0 pp24 1.05–1.22× on 124M but 0.84–1.02× on 355M.
+pub(in crate::quant) const MIN_TOKENS_EARLY: usize = 24;
+
 /// Whether a product of `n_tok` tokens of `w` (a 32-value type) runs in
 /// strips: from [`MIN_TOKENS_KEPT`] tokens where its repack is kept, else
 /// from [`MIN_TOKENS`].
 pub(in crate::quant) fn use_strips<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS)
+}
+
+/// [`use_strips`] from [`MIN_TOKENS_EARLY`] tokens (AVX2 Q4_0, VBMI Q8_0).
+pub(in crate::quant) fn use_strips_early<W>(w: &[W], n_tok: usize) -> bool {
+    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_EARLY)
 }
 
 /// The same for the K-quants and IQ4_XS: from [`MIN_TOKENS_KEPT`] tokens
