@@ -26,6 +26,7 @@ use std::arch::x86_64::*;
 use std::cell::Cell;
 use std::sync::OnceLock;
 
+use super::prefetch;
 use super::tile::{OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, QK};
 use super::x86::repacked::reaches;
@@ -298,6 +299,12 @@ unsafe fn strip_product(
         // tile's first token.
         let ap = base.wrapping_add(b * size_of::<BlockQ8_0>() + qs_offset);
         let bp = lines[b * LINES_PER_BLOCK..].as_ptr();
+        // The weight tile's load waits for its lines: where the repack is
+        // kept (`--repack`) they come from memory, not from the call's
+        // freshly written strips, and each is read once per token tile.
+        for line in &lines[b * LINES_PER_BLOCK..(b + 1) * LINES_PER_BLOCK] {
+            prefetch::stream(line);
+        }
         let ct = &mut c[b & 1];
         let cp = ct.0.as_mut_ptr();
         // SAFETY: the activation tile reads `m` rows of 32 bytes at `ap +
