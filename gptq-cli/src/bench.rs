@@ -20,17 +20,27 @@ use crate::load;
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Prompt tokens evaluated in one batch (pp test; 0 = skip).
+    /// Prompt tokens evaluated in one batch (pp test; 0 = skip). Several
+    /// values, comma-separated or repeated as llama-bench takes them
+    /// (`-p 16,128,512`), run one test each.
     #[arg(
         short = 'p',
         long = "n-prompt",
         value_name = "N",
-        default_value_t = 512
+        value_delimiter = ',',
+        default_values_t = [512]
     )]
-    pub n_prompt: usize,
-    /// Tokens generated one at a time from an empty context (tg test; 0 = skip).
-    #[arg(short = 'n', long = "n-gen", value_name = "N", default_value_t = 128)]
-    pub n_gen: usize,
+    pub n_prompt: Vec<usize>,
+    /// Tokens generated one at a time from an empty context (tg test; 0 =
+    /// skip); several values as for `-p`.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_name = "N",
+        value_delimiter = ',',
+        default_values_t = [128]
+    )]
+    pub n_gen: Vec<usize>,
     /// Repetitions of each test.
     #[arg(
         short = 'r',
@@ -65,32 +75,41 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// The tests a `-p` or `-n` list asks for: its non-zero values, in order.
+fn sizes(list: &[usize]) -> Vec<usize> {
+    list.iter().copied().filter(|&n| n > 0).collect()
+}
+
 /// Runs `gptq bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.repetitions == 0 {
         bail!("-r must be at least 1");
     }
-    if args.n_prompt == 0 && args.n_gen == 0 {
+    let (pps, tgs) = (sizes(&args.n_prompt), sizes(&args.n_gen));
+    if pps.is_empty() && tgs.is_empty() {
         bail!("nothing to measure: both -p and -n are 0");
     }
-    if args.model.repack && args.n_prompt == 0 {
+    if args.model.repack && pps.is_empty() {
         bail!("--repack speeds up prompt processing only: with -p 0 it would change nothing");
+    }
+    if args.json && (pps.len() > 1 || tgs.len() > 1) {
+        bail!("--json reports one -p and one -n value: run it once per value");
     }
     let loaded = load::load(&args.model)?;
     let model = &loaded.model;
     let hp = model.hparams();
-    let need = args.n_prompt.max(args.n_gen);
+    let max_pp = pps.iter().copied().max().unwrap_or(0);
+    let max_tg = tgs.iter().copied().max().unwrap_or(0);
+    let need = max_pp.max(max_tg);
     if need > hp.n_ctx {
         bail!(
-            "-p {} / -n {} do not fit the model's context of {} tokens",
-            args.n_prompt,
-            args.n_gen,
+            "-p {max_pp} / -n {max_tg} do not fit the model's context of {} tokens",
             hp.n_ctx
         );
     }
     let params = SessionParams {
         n_ctx: need,
-        n_batch: args.model.batch_size.unwrap_or(args.n_prompt.max(1)),
+        n_batch: args.model.batch_size.unwrap_or(max_pp.max(1)),
         n_outputs: 1,
         kv_type: args.model.cache_type.into(),
     };
@@ -103,83 +122,81 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let kernel = model.kernels().describe();
 
-    // Warm-up, as llama-bench's: one untimed run of the whole prompt (every
+    // Warm-up, as llama-bench's: one untimed run of the longest prompt (every
     // weight page, the KV cache and the scratch buffers touched, the thread
     // pool started; with --repack it makes every product's repack, as
     // `-rtr` repacks at load) and one untimed token. With only a few warm-up
     // tokens the first timed prompt paid the first touch of the cache pages
     // the rest of it writes.
-    let prompt = tokens(args.n_prompt);
-    session.feed(&tokens(args.n_prompt.max(1)))?;
+    session.feed(&tokens(max_pp.max(1)))?;
     session.reset();
-    if args.n_gen > 0 {
+    if !tgs.is_empty() {
         session.step(tokens(1)[0])?;
         session.reset();
     }
 
-    let mut pp = Vec::new();
-    if args.n_prompt > 0 {
+    // (test name, tokens, mean t/s, sd) per test, the prompts first.
+    let mut results: Vec<(String, usize, f64, f64)> = Vec::new();
+    for &n in &pps {
+        let prompt = tokens(n);
+        let mut v = Vec::with_capacity(args.repetitions);
         for _ in 0..args.repetitions {
             session.reset();
             let t = Instant::now();
             session.feed(&prompt)?;
-            pp.push(args.n_prompt as f64 / t.elapsed().as_secs_f64());
+            v.push(n as f64 / t.elapsed().as_secs_f64());
         }
+        let (m, sd) = mean_sd(&v);
+        results.push((format!("pp{n}"), n, m, sd));
     }
-    let mut tg = Vec::new();
-    if args.n_gen > 0 {
-        let gen_tokens = tokens(args.n_gen);
+    for &n in &tgs {
+        let gen_tokens = tokens(n);
+        let mut v = Vec::with_capacity(args.repetitions);
         for _ in 0..args.repetitions {
             session.reset();
             let t = Instant::now();
             for &id in &gen_tokens {
                 session.step(id)?;
             }
-            tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
+            v.push(n as f64 / t.elapsed().as_secs_f64());
         }
+        let (m, sd) = mean_sd(&v);
+        results.push((format!("tg{n}"), n, m, sd));
     }
+    let (pp_results, tg_results) = results.split_at(pps.len());
     let repacked_mib = gptq_core::quant::repacked_bytes() as f64 / 1048576.0;
     let bytes_per_token = model.weight_bytes_per_token() as f64;
     // Two references: a buffer beyond the caches (the memory bound), and one
     // the size of the weights, which decode re-reads every token: where the
     // last-level cache holds much of that, decode can beat the first.
-    let membw = (!args.no_membw).then(|| {
+    let membw = (!args.no_membw && !tgs.is_empty()).then(|| {
         (
             stream_read_gbps((args.membw_mib as usize) << 20, 5),
             stream_read_gbps(bytes_per_token as usize, 5),
         )
     });
-
-    let (pp_m, pp_sd) = if pp.is_empty() {
-        (0.0, 0.0)
-    } else {
-        mean_sd(&pp)
-    };
-    let (tg_m, tg_sd) = if tg.is_empty() {
-        (0.0, 0.0)
-    } else {
-        mean_sd(&tg)
-    };
-    let tg_gbps = tg_m * bytes_per_token / 1e9;
     let file_mib = std::fs::metadata(model.path()).map_or(0.0, |m| m.len() as f64 / 1048576.0);
     let name = model.name().unwrap_or("gpt2").to_string();
 
     // Written with `?`, not println!, so a closed pipe ends the command quietly.
     let mut out = std::io::stdout().lock();
     if args.json {
+        let one =
+            |r: &[(String, usize, f64, f64)]| r.first().map_or((0, 0.0, 0.0), |x| (x.1, x.2, x.3));
+        let ((n_prompt, pp_m, pp_sd), (n_gen, tg_m, tg_sd)) = (one(pp_results), one(tg_results));
         let mut v = serde_json::json!({
             "model": name,
             "file_mib": file_mib,
             "kernel": kernel,
             "threads": threads,
-            "n_prompt": args.n_prompt,
-            "n_gen": args.n_gen,
+            "n_prompt": n_prompt,
+            "n_gen": n_gen,
             "repetitions": args.repetitions,
             "pp_tps": pp_m,
             "pp_sd": pp_sd,
             "tg_tps": tg_m,
             "tg_sd": tg_sd,
-            "tg_gbps": tg_gbps,
+            "tg_gbps": tg_m * bytes_per_token / 1e9,
             "weight_bytes_per_token": bytes_per_token,
         });
         if let Some((bw, bw_weights)) = membw {
@@ -196,17 +213,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         out,
         "| model | size | kernel | threads | test | t/s |\n| --- | ---: | --- | ---: | ---: | ---: |"
     )?;
-    let tests = [
-        (format!("pp{}", args.n_prompt), !pp.is_empty(), pp_m, pp_sd),
-        (format!("tg{}", args.n_gen), !tg.is_empty(), tg_m, tg_sd),
-    ];
-    for (test, ran, m, sd) in tests {
-        if ran {
-            writeln!(
-                out,
-                "| {name} | {file_mib:.2} MiB | {kernel} | {threads} | {test} | {m:.2} ± {sd:.2} |"
-            )?;
-        }
+    for (test, _, m, sd) in &results {
+        writeln!(
+            out,
+            "| {name} | {file_mib:.2} MiB | {kernel} | {threads} | {test} | {m:.2} ± {sd:.2} |"
+        )?;
     }
     if args.model.repack {
         write!(
@@ -214,17 +225,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "\nrepacked weights (made by one untimed prompt first): {repacked_mib:.1} MiB beside \
              the {file_mib:.1} MiB mapping"
         )?;
-        if tg.is_empty() {
+        if tg_results.is_empty() {
             writeln!(out)?;
         }
     }
-    if !tg.is_empty() {
-        write!(
+    for (i, (test, _, tg_m, _)) in tg_results.iter().enumerate() {
+        let tg_gbps = tg_m * bytes_per_token / 1e9;
+        // One tg test keeps the line as it always read; several name theirs.
+        let what = if tg_results.len() == 1 {
+            "tg".to_string()
+        } else {
+            test.clone()
+        };
+        if i == 0 {
+            writeln!(out)?;
+        }
+        writeln!(
             out,
-            "\ntg weight bandwidth: {tg_gbps:.2} GB/s ({:.1} MB of weights per token)",
+            "{what} weight bandwidth: {tg_gbps:.2} GB/s ({:.1} MB of weights per token)",
             bytes_per_token / 1e6
         )?;
-        writeln!(out)?;
         if let Some((bw, bw_weights)) = membw {
             writeln!(
                 out,

@@ -151,6 +151,62 @@ fn bad_flags_are_usage_errors() {
     }
 }
 
+/// `gptq bench` takes llama-bench's value lists (`-p 8,16`, repeated flags)
+/// and reports one row per test; `--json` reports one test of each kind and
+/// refuses lists.
+#[test]
+fn bench_runs_each_listed_size() {
+    let out = run(&[
+        "bench",
+        "-p",
+        "8,16",
+        "-p",
+        "0",
+        "-n",
+        "2,3",
+        "-r",
+        "1",
+        "--no-membw",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tests: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| trained-small"))
+        .map(|l| l.split('|').nth(5).unwrap().trim())
+        .collect();
+    assert_eq!(tests, ["pp8", "pp16", "tg2", "tg3"], "{stdout}");
+    assert!(stdout.contains("tg2 weight bandwidth") && stdout.contains("tg3 weight bandwidth"));
+    let out = run(&[
+        "bench",
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--no-membw",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["n_prompt"].as_u64(), v["n_gen"].as_u64()),
+        (Some(8), Some(2))
+    );
+    assert!(v["pp_tps"].as_f64().unwrap() > 0.0 && v["tg_tps"].as_f64().unwrap() > 0.0);
+    let out = run(&["bench", "-p", "8,16", "-n", "2", "--json"]);
+    assert_one_error_line(&out, &["--json", "once per value"]);
+}
+
 #[test]
 fn perplexity_json_on_the_default_model() {
     let text = Path::new(env!("CARGO_MANIFEST_DIR"))
