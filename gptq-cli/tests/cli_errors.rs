@@ -22,6 +22,17 @@ fn run(args: &[&str]) -> Output {
     gptq().args(args).output().expect("gptq runs")
 }
 
+/// Runs a `--json` command that must succeed and returns its JSON.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON value on stdout")
+}
+
 /// Exits non-zero with exactly one non-empty stderr line that contains every
 /// piece of `want`, and nothing on stdout.
 fn assert_one_error_line(out: &Output, want: &[&str]) {
@@ -181,7 +192,7 @@ fn bench_runs_each_listed_size() {
         .collect();
     assert_eq!(tests, ["pp8", "pp16", "tg2", "tg3"], "{stdout}");
     assert!(stdout.contains("tg2 weight bandwidth") && stdout.contains("tg3 weight bandwidth"));
-    let out = run(&[
+    let v = run_json(&[
         "bench",
         "-p",
         "8",
@@ -192,12 +203,6 @@ fn bench_runs_each_listed_size() {
         "--no-membw",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (v["n_prompt"].as_u64(), v["n_gen"].as_u64()),
         (Some(8), Some(2))
@@ -214,7 +219,7 @@ fn perplexity_json_on_the_default_model() {
         .join("testdata")
         .join("text")
         .join("heldout-books.txt");
-    let out = run(&[
+    let v = run_json(&[
         "perplexity",
         "-f",
         text.to_str().unwrap(),
@@ -222,12 +227,6 @@ fn perplexity_json_on_the_default_model() {
         "256",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["chunks"], 156);
     assert_eq!(v["tokens"], 19812);
     let ppl = v["ppl"].as_f64().unwrap();

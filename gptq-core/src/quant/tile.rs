@@ -23,6 +23,8 @@ pub struct QuantActs<'a, A = BlockQ8_0> {
     /// Which quantization these are: unique per [`QuantActs::new`], so that
     /// what a thread prepares from them for one tile of a product serves its
     /// other tiles; 0 (a literal built without `new`) is never reused.
+    /// (Only the x86 strips prepare such things.)
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub id: u64,
 }
 

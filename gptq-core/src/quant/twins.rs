@@ -12,9 +12,12 @@ use super::table::{Gemm, VerifiedTable};
 use super::tile::{OutTile, QuantActs, grouped_chunk_tokens};
 use super::types::testkit::{blocks_from_bytes, scale_ranges};
 use super::types::{
-    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
-    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, QuantBlock,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1,
+    BlockQ5K, BlockQ6K, QuantBlock,
 };
+// Only the x86 repack checks take these (NEON has no repack).
+#[cfg(target_arch = "x86_64")]
+use super::types::{BlockQ4_0, BlockQ8_0};
 use crate::gguf::as_bytes;
 
 /// A block of type `B` from `fill` bytes, its f16 scales set to `scale`.
