@@ -267,9 +267,10 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
 // Quantized matrix products.
 
 // Q8_0 and Q4_0 products: below the strips (32 tokens for Q8_0, 24 for Q4_0,
-// 16 with a kept repack; `x86::strips::MIN_TOKENS_EARLY`) the decode walk ([`gemv`]), which prepares each token's activations
-// once per call and loads each weight block once for four tokens, is ahead
-// of the register tiles it replaced (`gptq bench -p N -n 0`, 124M, 2
+// 16 with a kept repack; `x86::strips::MIN_TOKENS_EARLY`) the decode walk
+// ([`gemv`]), which prepares each token's activations once per call and
+// loads each weight block once for four tokens, is ahead of the register
+// tiles it replaced (`gptq bench -p N -n 0`, 124M, 2
 // threads, alternated: Q8_0 pp16 1.09–1.27×, pp25 1.05–1.28×; Q4_0 pp8
 // 1.53×, pp16 1.56×, pp25 1.50×), and a token's sums then do not depend on
 // how many tokens share the call.

@@ -83,7 +83,6 @@ fn integer_tile_dots_are_exact() {
                 (33, 67, 3),
                 (17, 80, 4),
             ],
-            -128,
         );
     }
 }

@@ -23,11 +23,13 @@ use crate::quant::x86::repacked::with_repacked;
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
 
-/// Products of fewer tokens go through the register tiles: the repack (a
-/// scalar pass over the call's weights, tens of cycles per block and row)
-/// would cost more than it saves. Measured on the 124M shape (avx512+vbmi
-/// and AVX2 paths, Q8_0 and Q4_0): at 8 and 16 tokens the strips were
-/// 0.6–0.9× the register tiles, at 32 even, at 64 ahead.
+/// Products of fewer tokens go through the path's smaller kernels (for Q8_0
+/// and Q4_0 the decode walk, where they once took register tiles): the
+/// repack (a scalar pass over the call's weights, tens of cycles per block
+/// and row) would cost more than it saves. Measured on the 124M shape
+/// (avx512+vbmi and AVX2 paths, Q8_0 and Q4_0, against the register tiles):
+/// at 8 and 16 tokens the strips were 0.6–0.9×, at 32 even, at 64 ahead.
+/// Two pairs start earlier: [`MIN_TOKENS_EARLY`].
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
 
 /// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
@@ -51,8 +53,8 @@ pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 /// per-call repack: Q4_0 on the AVX2 path (whose decode walk unpacks the
 /// nibbles again for every group of four tokens) and Q8_0 on the AVX-512
 /// VBMI path. Measured with `gptq bench -p N -n 0 -r 3`, 2 threads, strips
-/// from 16 against from 32 (one build, the threshold from the environment),
-/// alternated twice: AVX2 Q4_0 124M pp20 0.92–0.97×, pp24 1.09–1.12×, pp28
+/// from 16 (124M) or 24 (355M) against from 32 (one build, the threshold from
+/// the environment), alternated twice: AVX2 Q4_0 124M pp20 0.92–0.97×, pp24 1.09–1.12×, pp28
 /// 1.16–1.20×, 355M pp24 1.18–1.19×; VBMI Q8_0 124M pp20 0.93–0.98×, pp24
 /// 1.05–1.07×, pp28 1.08–1.21×, 355M pp24 1.05–1.08×. The other two stay at
 /// [`MIN_TOKENS`]: AVX2 Q8_0 pp24 0.89–0.97× (355M 0.96–0.99×), pp28
