@@ -427,32 +427,46 @@ prefill_entry!(
 );
 
 /// Queries attended together by [`attend_head_f32`]: each transposed key row
-/// and each value row loaded serves this many.
-const QG: usize = 4;
+/// and each value row loaded serves this many. Eight (four before): each
+/// load serves twice the products, the group's accumulators still fit the
+/// 32 registers with [`KB`] and two value registers per pass.
+const QG: usize = 8;
 
 /// Key blocks (of sixteen positions) per pass of [`scores`]: `QG · KB`
-/// independent FMA chains, as two FMA ports of four cycles' latency need.
-const KB: usize = 2;
+/// independent FMA chains (two FMA ports of four cycles' latency need eight),
+/// three blocks so that each broadcast query element serves three products.
+const KB: usize = 3;
 
 /// The group's scaled scores of key blocks `b..b + K` (sixteen positions
 /// each) into `sc` (row `g` at `g·ldk`): each score sums its `d` terms in
-/// order in one lane.
+/// order in one lane. `qt` holds the group's queries transposed (`qt[d·QG +
+/// g]`), so that each `d` reads its [`QG`] query elements from one place.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 fn scores<const K: usize>(
     kt: &[f32],
     ldk: usize,
     hd: usize,
-    qs: &[&[f32]; QG],
+    qt: &[f32],
     b: usize,
     scale: __m512,
     sc: &mut [f32],
 ) {
+    assert!(
+        hd >= 1 && qt.len() >= hd * QG && kt.len() >= (hd - 1) * ldk + 16 * (b + K),
+        "scores: sizes"
+    );
     let mut acc = [[_mm512_setzero_ps(); K]; QG];
-    for d in 0..hd {
-        let kv: [__m512; K] = std::array::from_fn(|j| load16(&kt[d * ldk + 16 * (b + j)..]));
-        for (a, q) in acc.iter_mut().zip(qs) {
-            let qd = _mm512_set1_ps(q[d]);
+    let kp = kt.as_ptr();
+    for (d, q) in qt.chunks_exact(QG).take(hd).enumerate() {
+        // SAFETY: `d < hd` and `j < K`, so the sixteen floats at
+        // `d·ldk + 16·(b + j)` end by `(hd - 1)·ldk + 16·(b + K)`, inside
+        // `kt` (asserted above); the loads are unaligned. (Checked slices
+        // here cost a compare and branch per load, a third of the loop.)
+        let kv: [__m512; K] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(kp.add(d * ldk + 16 * (b + j))) });
+        for (a, &qv) in acc.iter_mut().zip(q) {
+            let qd = _mm512_set1_ps(qv);
             for (x, k) in a.iter_mut().zip(&kv) {
                 *x = _mm512_fmadd_ps(qd, *k, *x);
             }
@@ -466,9 +480,10 @@ fn scores<const K: usize>(
 }
 
 thread_local! {
-    /// Each thread's transposed keys and group scores for [`attend_head_f32`],
-    /// grown once to the longest context.
-    static ATTEND: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+    /// Each thread's transposed keys, group scores and transposed group
+    /// queries for [`attend_head_f32`], grown once to the longest context.
+    static ATTEND: Cell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { Cell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// All of one head's queries at once. The head's keys are first transposed
@@ -494,7 +509,7 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
         "attend_head: cache too short"
     );
     let ldk = n_keys.next_multiple_of(16);
-    let (mut kt, mut sc) = ATTEND.take();
+    let (mut kt, mut sc, mut qt) = ATTEND.take();
     sc.clear();
     sc.resize(QG * ldk, 0.0);
     if !hd.is_multiple_of(16) {
@@ -503,7 +518,7 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
             let len = pos0 + i + 1;
             super::avx2::attend_f32(q, h.k, h.v, h.kv_stride, len, h.scale, &mut sc, o);
         }
-        ATTEND.set((kt, sc));
+        ATTEND.set((kt, sc, qt));
         return;
     }
     super::avx2::attend::transpose_keys(h, n_keys, &mut kt, ldk);
@@ -511,40 +526,46 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
     for g0 in (0..n).step_by(QG) {
         let gn = QG.min(n - g0);
         // Padding queries of a short last group repeat its last query.
-        let qs: [&[f32]; QG] =
-            std::array::from_fn(|g| &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd]);
+        qt.clear();
+        qt.resize(hd * QG, 0.0);
+        for g in 0..QG {
+            let q = &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd];
+            for (d, &x) in q.iter().enumerate() {
+                qt[d * QG + g] = x;
+            }
+        }
         let keys = pos0 + g0 + gn;
         let blocks = keys.div_ceil(16);
         let mut b = 0;
         while b + KB <= blocks {
-            scores::<KB>(&kt, ldk, hd, &qs, b, scale, &mut sc);
+            scores::<KB>(&kt, ldk, hd, &qt, b, scale, &mut sc);
             b += KB;
         }
         while b < blocks {
-            scores::<1>(&kt, ldk, hd, &qs, b, scale, &mut sc);
+            scores::<1>(&kt, ldk, hd, &qt, b, scale, &mut sc);
             b += 1;
         }
         for g in 0..QG {
             let row = &mut sc[g * ldk..(g + 1) * ldk];
             if g < gn {
                 let len = pos0 + g0 + g + 1;
-                super::avx2::softmax(&mut row[..len]);
+                softmax(&mut row[..len]);
                 row[len..keys].fill(0.0);
             } else {
                 row[..keys].fill(0.0);
             }
         }
         let mut c = 0;
-        while c + 64 <= hd {
-            weighted_values::<4>(h, &sc, ldk, keys, c, &mut out[g0 * hd..], gn);
-            c += 64;
+        while c + 32 <= hd {
+            weighted_values::<2>(h, &sc, ldk, keys, c, &mut out[g0 * hd..], gn);
+            c += 32;
         }
         while c < hd {
             weighted_values::<1>(h, &sc, ldk, keys, c, &mut out[g0 * hd..], gn);
             c += 16;
         }
     }
-    ATTEND.set((kt, sc));
+    ATTEND.set((kt, sc, qt));
 }
 
 /// Columns `c..c + 16·W` of the group's outputs: `Σ_p w[g][p] · v[p]` over the
@@ -560,12 +581,27 @@ fn weighted_values<const W: usize>(
     out: &mut [f32],
     gn: usize,
 ) {
+    assert!(
+        keys >= 1
+            && sc.len() >= (QG - 1) * ldk + keys
+            && h.v.len() >= (keys - 1) * h.kv_stride + c + 16 * W,
+        "weighted_values: sizes"
+    );
     let mut acc = [[_mm512_setzero_ps(); W]; QG];
+    let rows: [*const f32; QG] = std::array::from_fn(|g| sc[g * ldk..].as_ptr());
+    let vp = h.v[c..].as_ptr();
     for p in 0..keys {
-        let row = &h.v[p * h.kv_stride + c..][..16 * W];
-        let vv: [__m512; W] = std::array::from_fn(|j| load16(&row[16 * j..]));
-        for (g, a) in acc.iter_mut().enumerate() {
-            let w = _mm512_set1_ps(sc[g * ldk + p]);
+        // SAFETY: `p < keys`, so value row `p`'s floats `c..c + 16·W` end by
+        // `(keys - 1)·kv_stride + c + 16·W` and score `p` of row `g` lies
+        // before `(QG - 1)·ldk + keys`, both asserted above; the loads are
+        // unaligned. (As in [`scores`], checked indexing cost a compare and
+        // branch per load.)
+        let vv: [__m512; W] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_ps(vp.add(p * h.kv_stride + 16 * j)) });
+        for (a, &row) in acc.iter_mut().zip(&rows) {
+            // SAFETY: row `g` starts at `g·ldk` of `sc`, so its score `p`
+            // (`p < keys`) lies before `(QG - 1)·ldk + keys`, asserted above.
+            let w = _mm512_set1_ps(unsafe { *row.add(p) });
             for (x, v) in a.iter_mut().zip(&vv) {
                 *x = _mm512_fmadd_ps(w, *v, *x);
             }
@@ -575,6 +611,87 @@ fn weighted_values<const W: usize>(
         for (j, x) in a.iter().enumerate() {
             store16(&mut out[g * h.hd + c + 16 * j..], *x);
         }
+    }
+}
+
+/// `e^x` in sixteen lanes: [`avx2::exp8`](super::avx2::exp8)'s steps at
+/// twice the width (each lane's result is the same bits).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn exp16(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(x, _mm512_set1_ps(88.376_26));
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-88.376_26));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm512_set1_ps(1.987_569_2e-4);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_2e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.166_666_65));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+    let r2 = _mm512_mul_ps(r, r);
+    let e = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+    let ni = _mm512_cvtps_epi32(n);
+    let pow = _mm512_slli_epi32::<23>(_mm512_add_epi32(ni, _mm512_set1_epi32(127)));
+    _mm512_mul_ps(e, _mm512_castsi512_ps(pow))
+}
+
+/// The first `n` floats of `x` (`n` < 16) in the low lanes, `fill` above.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn load_part(x: &[f32], fill: f32) -> __m512 {
+    assert!(x.len() < 16);
+    let k: __mmask16 = (1u16 << x.len()) - 1;
+    // SAFETY: the masked load reads only the `x.len()` lanes of `k`, all
+    // inside `x`; the others are not accessed.
+    unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), k, x.as_ptr()) }
+}
+
+/// `v`'s low `x.len()` lanes (`x.len()` < 16) into `x`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn store_part(x: &mut [f32], v: __m512) {
+    assert!(x.len() < 16);
+    let k: __mmask16 = (1u16 << x.len()) - 1;
+    // SAFETY: the masked store writes only the `x.len()` lanes of `k`, all
+    // inside `x`.
+    unsafe { _mm512_mask_storeu_ps(x.as_mut_ptr(), k, v) }
+}
+
+/// The stable softmax of `x` in place, sixteen lanes at a time (the last
+/// `len mod 16` through masks): the many-query kernel's score rows, where
+/// the eight-lane [`avx2::softmax`](super::avx2::softmax) was a fifth of the
+/// head's time at 512 tokens.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn softmax(x: &mut [f32]) {
+    let full = x.len() - x.len() % 16;
+    let (body, tail) = x.split_at_mut(full);
+    let mut mv = load_part(tail, f32::NEG_INFINITY);
+    for c in body.chunks_exact(16) {
+        mv = _mm512_max_ps(mv, load16(c));
+    }
+    let m = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    let mut acc = _mm512_setzero_ps();
+    for c in body.chunks_exact_mut(16) {
+        let e = exp16(_mm512_sub_ps(load16(c), m));
+        store16(c, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if !tail.is_empty() {
+        // Lanes past the end hold -inf: their exp is 0, not added.
+        let e = exp16(_mm512_sub_ps(load_part(tail, f32::NEG_INFINITY), m));
+        store_part(tail, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(acc));
+    for c in body.chunks_exact_mut(16) {
+        store16(c, _mm512_mul_ps(load16(c), inv));
+    }
+    if !tail.is_empty() {
+        store_part(tail, _mm512_mul_ps(load_part(tail, 0.0), inv));
     }
 }
 

@@ -183,3 +183,76 @@ fn strips_equal_the_tile_unit_bitwise() {
         _ => eprintln!("skipped: strips vs AMX needs the avx512 and amx tables on this CPU"),
     }
 }
+
+/// The many-query kernel's sixteen-lane softmax: against the scalar one on
+/// random rows of every length modulo 16 (the masked tail), long rows, and
+/// masked entries beside a huge spread.
+#[test]
+fn softmax_matches_scalar() {
+    if base().is_none() {
+        return;
+    }
+    let mut rng = Rng::new(13);
+    for n in (1..=100).chain([1023, 1024, 4096]) {
+        let x: Vec<f32> = rng.uniform(n).iter().map(|v| v * 30.0).collect();
+        let (mut got, mut want) = (x.clone(), x);
+        // SAFETY: `base()` found the CPU has the AVX-512 table's features.
+        unsafe { softmax(&mut got) };
+        crate::quant::scalar::softmax(&mut want);
+        let s: f32 = got.iter().sum();
+        assert!((s - 1.0).abs() < 1e-5, "sum {s}");
+        for i in 0..n {
+            assert!(
+                // The scalar sum of `n` exponentials is sequential.
+                (got[i] - want[i]).abs() <= 1e-5 * want[i] + 1e-9,
+                "softmax {n} {i}: {} vs {}",
+                got[i],
+                want[i]
+            );
+        }
+    }
+    for n in [11, 16, 17, 40] {
+        let mut x = vec![f32::NEG_INFINITY; n];
+        x[3] = 5.0;
+        x[9] = -200.0;
+        // SAFETY: as above.
+        unsafe { softmax(&mut x) };
+        assert_eq!(x[3], 1.0, "{n}");
+        assert!(
+            x.iter().enumerate().all(|(i, &v)| i == 3 || v == 0.0),
+            "{n}"
+        );
+    }
+}
+
+/// `exp16` is `exp8` lane for lane, bit for bit, over its whole range and
+/// past both clamps.
+#[test]
+fn exp16_is_exp8_per_lane() {
+    if base().is_none() {
+        return;
+    }
+    let mut v = -100.0f32;
+    while v < 100.0 {
+        let xs: [f32; 16] = std::array::from_fn(|i| v + 0.003 * i as f32);
+        let (mut wide, mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 8], [0.0f32; 8]);
+        // SAFETY: `base()` found the CPU has AVX-512 F (and AVX2, FMA); the
+        // loads and stores are of arrays of the right lengths.
+        unsafe {
+            _mm512_storeu_ps(wide.as_mut_ptr(), exp16(_mm512_loadu_ps(xs.as_ptr())));
+            _mm256_storeu_ps(
+                lo.as_mut_ptr(),
+                super::super::avx2::exp8(_mm256_loadu_ps(xs.as_ptr())),
+            );
+            _mm256_storeu_ps(
+                hi.as_mut_ptr(),
+                super::super::avx2::exp8(_mm256_loadu_ps(xs[8..].as_ptr())),
+            );
+        }
+        for i in 0..16 {
+            let want = if i < 8 { lo[i] } else { hi[i - 8] };
+            assert_eq!(wide[i].to_bits(), want.to_bits(), "exp({})", xs[i]);
+        }
+        v += 0.0517;
+    }
+}
