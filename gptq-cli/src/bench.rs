@@ -41,6 +41,12 @@ pub struct BenchArgs {
         default_values_t = [128]
     )]
     pub n_gen: Vec<usize>,
+    /// Generation after a prompt (ik_llama.cpp's `-gp`): `PP,TG` reads a
+    /// PP-token prompt (not timed), then times TG tokens generated one at a
+    /// time at that depth, where attention over the cache adds to the weight
+    /// stream; reported as `tgTG@ppPP`. Repeat the flag for several.
+    #[arg(long = "gp", value_name = "PP,TG", value_parser = parse_pair)]
+    pub gp: Vec<(usize, usize)>,
     /// Repetitions of each test.
     #[arg(
         short = 'r',
@@ -75,6 +81,21 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// `PP,TG` of `--gp`: two positive counts.
+fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("expected PP,TG (two counts), got {s:?}"))?;
+    let num = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("expected PP,TG with both counts at least 1, got {s:?}"))
+    };
+    Ok((num(a)?, num(b)?))
+}
+
 /// The tests a `-p` or `-n` list asks for: its non-zero values, in order.
 fn sizes(list: &[usize]) -> Vec<usize> {
     list.iter().copied().filter(|&n| n > 0).collect()
@@ -86,8 +107,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("-r must be at least 1");
     }
     let (pps, tgs) = (sizes(&args.n_prompt), sizes(&args.n_gen));
-    if pps.is_empty() && tgs.is_empty() {
-        bail!("nothing to measure: both -p and -n are 0");
+    if pps.is_empty() && tgs.is_empty() && args.gp.is_empty() {
+        bail!("nothing to measure: both -p and -n are 0 (and no --gp)");
     }
     if args.model.repack && pps.is_empty() {
         bail!("--repack speeds up prompt processing only: with -p 0 it would change nothing");
@@ -95,21 +116,35 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.json && (pps.len() > 1 || tgs.len() > 1) {
         bail!("--json reports one -p and one -n value: run it once per value");
     }
+    if args.json && !args.gp.is_empty() {
+        bail!("--json reports -p and -n only: run --gp without --json");
+    }
     let loaded = load::load(&args.model)?;
     let model = &loaded.model;
     let hp = model.hparams();
     let max_pp = pps.iter().copied().max().unwrap_or(0);
     let max_tg = tgs.iter().copied().max().unwrap_or(0);
-    let need = max_pp.max(max_tg);
-    if need > hp.n_ctx {
+    if max_pp.max(max_tg) > hp.n_ctx {
         bail!(
             "-p {max_pp} / -n {max_tg} do not fit the model's context of {} tokens",
             hp.n_ctx
         );
     }
+    if let Some(&(pp, tg)) = args.gp.iter().find(|(pp, tg)| pp + tg > hp.n_ctx) {
+        bail!(
+            "--gp {pp},{tg} does not fit the model's context of {} tokens",
+            hp.n_ctx
+        );
+    }
+    let gp_pp = args.gp.iter().map(|g| g.0).max().unwrap_or(0);
+    let need = args
+        .gp
+        .iter()
+        .map(|(pp, tg)| pp + tg)
+        .fold(max_pp.max(max_tg), usize::max);
     let params = SessionParams {
         n_ctx: need,
-        n_batch: args.model.batch_size.unwrap_or(max_pp.max(1)),
+        n_batch: args.model.batch_size.unwrap_or(max_pp.max(gp_pp).max(1)),
         n_outputs: 1,
         kv_type: args.model.cache_type.into(),
     };
@@ -128,9 +163,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // `-rtr` repacks at load) and one untimed token. With only a few warm-up
     // tokens the first timed prompt paid the first touch of the cache pages
     // the rest of it writes.
-    session.feed(&tokens(max_pp.max(1)))?;
+    session.feed(&tokens(max_pp.max(gp_pp).max(1)))?;
     session.reset();
-    if !tgs.is_empty() {
+    if !tgs.is_empty() || !args.gp.is_empty() {
         session.step(tokens(1)[0])?;
         session.reset();
     }
@@ -162,6 +197,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         let (m, sd) = mean_sd(&v);
         results.push((format!("tg{n}"), n, m, sd));
+    }
+    // Generation at depth: the prompt read untimed before each repetition.
+    let mut gp_results: Vec<(String, usize, f64, f64)> = Vec::new();
+    for &(pp, tg) in &args.gp {
+        let (prompt, gen_tokens) = (tokens(pp), tokens(tg));
+        let mut v = Vec::with_capacity(args.repetitions);
+        for _ in 0..args.repetitions {
+            session.reset();
+            session.feed(&prompt)?;
+            let t = Instant::now();
+            for &id in &gen_tokens {
+                session.step(id)?;
+            }
+            v.push(tg as f64 / t.elapsed().as_secs_f64());
+        }
+        let (m, sd) = mean_sd(&v);
+        gp_results.push((format!("tg{tg}@pp{pp}"), tg, m, sd));
     }
     let (pp_results, tg_results) = results.split_at(pps.len());
     let repacked_mib = gptq_core::quant::repacked_bytes() as f64 / 1048576.0;
@@ -213,7 +265,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         out,
         "| model | size | kernel | threads | test | t/s |\n| --- | ---: | --- | ---: | ---: | ---: |"
     )?;
-    for (test, _, m, sd) in &results {
+    for (test, _, m, sd) in results.iter().chain(&gp_results) {
         writeln!(
             out,
             "| {name} | {file_mib:.2} MiB | {kernel} | {threads} | {test} | {m:.2} ± {sd:.2} |"

@@ -212,6 +212,35 @@ fn bench_runs_each_listed_size() {
     assert_one_error_line(&out, &["--json", "once per value"]);
 }
 
+/// `--gp PP,TG` (ik_llama.cpp's `-gp`): generation timed after an untimed
+/// prompt, one row per pair; a pair that is not two positive counts, one
+/// past the context and one with `--json` are refused.
+#[test]
+fn bench_generation_after_a_prompt() {
+    let out = run(&[
+        "bench", "-p", "0", "-n", "0", "--gp", "8,2", "--gp", "16,3", "-r", "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tests: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| trained-small"))
+        .map(|l| l.split('|').nth(5).unwrap().trim())
+        .collect();
+    assert_eq!(tests, ["tg2@pp8", "tg3@pp16"], "{stdout}");
+    for bad in ["8", "8,0", "0,8", "a,b"] {
+        assert_usage_error(&["bench", "--gp", bad], &["--gp", "PP,TG"]);
+    }
+    let out = run(&["bench", "-p", "0", "-n", "0", "--gp", "250,10"]);
+    assert_one_error_line(&out, &["--gp 250,10", "context of 256"]);
+    let out = run(&["bench", "--gp", "8,2", "--json"]);
+    assert_one_error_line(&out, &["--json", "--gp"]);
+}
+
 #[test]
 fn perplexity_json_on_the_default_model() {
     let text = Path::new(env!("CARGO_MANIFEST_DIR"))
