@@ -184,35 +184,30 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (m, sd) = mean_sd(&v);
         results.push((format!("pp{n}"), n, m, sd));
     }
-    for &n in &tgs {
-        let gen_tokens = tokens(n);
+    // Generation from an empty context (tg), then after an untimed prompt
+    // (--gp): each repetition starts from a reset session.
+    let mut generation = |prompt: &[u32], gen_tokens: &[u32]| -> Result<(f64, f64)> {
         let mut v = Vec::with_capacity(args.repetitions);
         for _ in 0..args.repetitions {
             session.reset();
+            if !prompt.is_empty() {
+                session.feed(prompt)?;
+            }
             let t = Instant::now();
-            for &id in &gen_tokens {
+            for &id in gen_tokens {
                 session.step(id)?;
             }
-            v.push(n as f64 / t.elapsed().as_secs_f64());
+            v.push(gen_tokens.len() as f64 / t.elapsed().as_secs_f64());
         }
-        let (m, sd) = mean_sd(&v);
+        Ok(mean_sd(&v))
+    };
+    for &n in &tgs {
+        let (m, sd) = generation(&[], &tokens(n))?;
         results.push((format!("tg{n}"), n, m, sd));
     }
-    // Generation at depth: the prompt read untimed before each repetition.
     let mut gp_results: Vec<(String, usize, f64, f64)> = Vec::new();
     for &(pp, tg) in &args.gp {
-        let (prompt, gen_tokens) = (tokens(pp), tokens(tg));
-        let mut v = Vec::with_capacity(args.repetitions);
-        for _ in 0..args.repetitions {
-            session.reset();
-            session.feed(&prompt)?;
-            let t = Instant::now();
-            for &id in &gen_tokens {
-                session.step(id)?;
-            }
-            v.push(tg as f64 / t.elapsed().as_secs_f64());
-        }
-        let (m, sd) = mean_sd(&v);
+        let (m, sd) = generation(&tokens(pp), &tokens(tg))?;
         gp_results.push((format!("tg{tg}@pp{pp}"), tg, m, sd));
     }
     let (pp_results, tg_results) = results.split_at(pps.len());

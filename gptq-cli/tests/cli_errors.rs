@@ -162,6 +162,23 @@ fn bad_flags_are_usage_errors() {
     }
 }
 
+/// A successful `gptq bench` run's stdout and the test column of its table
+/// rows, in order.
+fn bench_tests(out: &Output) -> (String, Vec<String>) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let tests = stdout
+        .lines()
+        .filter(|l| l.starts_with("| trained-small"))
+        .map(|l| l.split('|').nth(5).unwrap().trim().to_string())
+        .collect();
+    (stdout, tests)
+}
+
 /// `gptq bench` takes llama-bench's value lists (`-p 8,16`, repeated flags)
 /// and reports one row per test; `--json` reports one test of each kind and
 /// refuses lists.
@@ -179,17 +196,7 @@ fn bench_runs_each_listed_size() {
         "1",
         "--no-membw",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tests: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("| trained-small"))
-        .map(|l| l.split('|').nth(5).unwrap().trim())
-        .collect();
+    let (stdout, tests) = bench_tests(&out);
     assert_eq!(tests, ["pp8", "pp16", "tg2", "tg3"], "{stdout}");
     assert!(stdout.contains("tg2 weight bandwidth") && stdout.contains("tg3 weight bandwidth"));
     let v = run_json(&[
@@ -220,17 +227,7 @@ fn bench_generation_after_a_prompt() {
     let out = run(&[
         "bench", "-p", "0", "-n", "0", "--gp", "8,2", "--gp", "16,3", "-r", "1",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tests: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("| trained-small"))
-        .map(|l| l.split('|').nth(5).unwrap().trim())
-        .collect();
+    let (stdout, tests) = bench_tests(&out);
     assert_eq!(tests, ["tg2@pp8", "tg3@pp16"], "{stdout}");
     for bad in ["8", "8,0", "0,8", "a,b"] {
         assert_usage_error(&["bench", "--gp", bad], &["--gp", "PP,TG"]);

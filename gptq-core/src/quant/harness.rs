@@ -787,6 +787,47 @@ pub(crate) fn check_gelu(t: VerifiedTable) {
     }
 }
 
+/// A vector softmax against the scalar one on random rows of every length
+/// to 100 (every tail) and long ones, and on rows of masked (`-inf`)
+/// entries beside a huge spread.
+///
+/// # Safety
+/// `softmax` must be callable: the CPU has its target features.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) unsafe fn check_softmax(softmax: unsafe fn(&mut [f32]), seed: u64) {
+    let mut rng = Rng::new(seed);
+    for n in (1..=100).chain([1023, 1024, 4096]) {
+        let x: Vec<f32> = rng.uniform(n).iter().map(|v| v * 30.0).collect();
+        let (mut got, mut want) = (x.clone(), x);
+        // SAFETY: the caller vouches for `softmax`'s target features.
+        unsafe { softmax(&mut got) };
+        super::scalar::softmax(&mut want);
+        let s: f32 = got.iter().sum();
+        assert!((s - 1.0).abs() < 1e-5, "sum {s}");
+        for i in 0..n {
+            assert!(
+                // The scalar sum of `n` exponentials is sequential.
+                (got[i] - want[i]).abs() <= 1e-5 * want[i] + 1e-9,
+                "softmax {n} {i}: {} vs {}",
+                got[i],
+                want[i]
+            );
+        }
+    }
+    for n in [11, 16, 17, 40] {
+        let mut x = vec![f32::NEG_INFINITY; n];
+        x[3] = 5.0;
+        x[9] = -200.0;
+        // SAFETY: as above.
+        unsafe { softmax(&mut x) };
+        assert_eq!(x[3], 1.0, "{n}");
+        assert!(
+            x.iter().enumerate().all(|(i, &v)| i == 3 || v == 0.0),
+            "{n}"
+        );
+    }
+}
+
 /// `t`'s attention over an f32 and an f16 cache against the scalar
 /// composition (dot, softmax, axpy), for head sizes with and without vector
 /// tails and spans of positions from 1 to 300: within 1e-5 (each output is
