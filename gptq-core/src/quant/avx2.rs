@@ -548,10 +548,12 @@ float_tile!(tile_f16, f16, ldh, |v: f16| v.to_f32());
 macro_rules! attend {
     ($name:ident, $t:ty, $ld:ident, $dot:ident, $one:expr) => {
         /// One query over `n` positions of one head: the scores in one pass
-        /// without a call per position, the stable softmax, then the weighted
-        /// sum of values with the output held in registers across all
-        /// positions (32 lanes at a time), instead of a load and store of the
-        /// output per position.
+        /// without a call per position (four positions at a time against a
+        /// register-resident query where the head size is 64), the stable
+        /// softmax, then the weighted sum of values with the output held in
+        /// registers across all positions (all 64 lanes at once for a head of
+        /// 64, else 32 at a time), instead of a load and store of the output
+        /// per position.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(in crate::quant) fn $name(
