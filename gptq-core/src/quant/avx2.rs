@@ -551,9 +551,9 @@ macro_rules! attend {
         /// without a call per position (four positions at a time against a
         /// register-resident query where the head size is 64), the stable
         /// softmax, then the weighted sum of values with the output held in
-        /// registers across all positions (all 64 lanes at once for a head of
-        /// 64, else 32 at a time), instead of a load and store of the output
-        /// per position.
+        /// registers across all positions (64 lanes per pass where the head
+        /// has them, else 32, then 8), instead of a load and store of the
+        /// output per position.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(in crate::quant) fn $name(
@@ -620,27 +620,20 @@ macro_rules! attend {
                 *s = $dot(&k[p * stride..p * stride + hd], q) * scale;
             }
             softmax(scores);
-            if hd == HD64 {
-                // All 64 lanes in one pass over the positions: each score is
-                // broadcast once, each value row read once.
-                let mut acc = [_mm256_setzero_ps(); 8];
+            /// Output columns `c..c + 8·W`: each score broadcast once per
+            /// pass, each value row's `8·W` columns read once.
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn columns<const W: usize>(
+                scores: &[f32],
+                v: &[$t],
+                stride: usize,
+                c: usize,
+                out: &mut [f32],
+            ) {
+                let mut acc = [_mm256_setzero_ps(); W];
                 for (p, &w) in scores.iter().enumerate() {
-                    let row = &v[p * stride..p * stride + HD64];
-                    let wv = _mm256_set1_ps(w);
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(wv, $ld(&row[8 * i..]), *a);
-                    }
-                }
-                for (i, a) in acc.iter().enumerate() {
-                    st(&mut out[8 * i..8 * i + 8], *a);
-                }
-                return;
-            }
-            let mut c = 0;
-            while c + 32 <= hd {
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for (p, &w) in scores.iter().enumerate() {
-                    let row = &v[p * stride + c..p * stride + c + 32];
+                    let row = &v[p * stride + c..p * stride + c + 8 * W];
                     let wv = _mm256_set1_ps(w);
                     for (i, a) in acc.iter_mut().enumerate() {
                         *a = _mm256_fmadd_ps(wv, $ld(&row[8 * i..]), *a);
@@ -649,14 +642,20 @@ macro_rules! attend {
                 for (i, a) in acc.iter().enumerate() {
                     st(&mut out[c + 8 * i..c + 8 * i + 8], *a);
                 }
+            }
+            // All 64 lanes of a GPT-2 head in one pass, else 32, then 8 at a
+            // time: every lane sums its positions in order either way.
+            let mut c = 0;
+            while c + 64 <= hd {
+                columns::<8>(scores, v, stride, c, out);
+                c += 64;
+            }
+            while c + 32 <= hd {
+                columns::<4>(scores, v, stride, c, out);
                 c += 32;
             }
             while c + 8 <= hd {
-                let mut acc = _mm256_setzero_ps();
-                for (p, &w) in scores.iter().enumerate() {
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(w), $ld(&v[p * stride + c..]), acc);
-                }
-                st(&mut out[c..c + 8], acc);
+                columns::<1>(scores, v, stride, c, out);
                 c += 8;
             }
             for (j, o) in out.iter_mut().enumerate().skip(c) {

@@ -526,14 +526,7 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
     for g0 in (0..n).step_by(QG) {
         let gn = QG.min(n - g0);
         // Padding queries of a short last group repeat its last query.
-        qt.clear();
-        qt.resize(hd * QG, 0.0);
-        for g in 0..QG {
-            let q = &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd];
-            for (d, &x) in q.iter().enumerate() {
-                qt[d * QG + g] = x;
-            }
-        }
+        super::avx2::attend::transpose_queries(h, g0, gn, QG, &mut qt);
         let keys = pos0 + g0 + gn;
         let blocks = keys.div_ceil(16);
         let mut b = 0;

@@ -71,14 +71,7 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
     for g0 in (0..n).step_by(QG) {
         let gn = QG.min(n - g0);
         // Padding queries of a short last group repeat its last query.
-        qt.clear();
-        qt.resize(hd * QG, 0.0);
-        for g in 0..QG {
-            let q = &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd];
-            for (d, &x) in q.iter().enumerate() {
-                qt[d * QG + g] = x;
-            }
-        }
+        transpose_queries(h, g0, gn, QG, &mut qt);
         let keys = pos0 + g0 + gn;
         let blocks = keys.div_ceil(8);
         let mut b = 0;
@@ -111,6 +104,27 @@ pub(in crate::quant) fn attend_head_f32(h: &HeadQueries<'_>, out: &mut [f32]) {
         }
     }
     ATTEND.set((kt, sc, qt));
+}
+
+/// Queries `g0..g0 + gn` of `h` transposed into `qt` (`qt[d·group + g]`,
+/// `group` ≥ `gn` of them, the padding ones repeating the last query), so
+/// that a group's scores read each `d`'s query elements from one place.
+pub(in crate::quant) fn transpose_queries(
+    h: &HeadQueries<'_>,
+    g0: usize,
+    gn: usize,
+    group: usize,
+    qt: &mut Vec<f32>,
+) {
+    let hd = h.hd;
+    assert!(gn >= 1 && gn <= group, "transpose_queries: group");
+    qt.resize(hd * group, 0.0);
+    for g in 0..group {
+        let q = &h.q[(g0 + g.min(gn - 1)) * h.q_stride..][..hd];
+        for (d, &x) in q.iter().enumerate() {
+            qt[d * group + g] = x;
+        }
+    }
 }
 
 /// The head's first `n_keys` keys transposed into `kt` (`kt[d·ldk + p]`,
