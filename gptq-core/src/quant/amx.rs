@@ -184,7 +184,7 @@ fn q4_0_signed(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1] {
 /// AMX must be usable ([`supported`]) and the CPU must have AVX-512 F, AVX2,
 /// FMA and F16C.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn gemm_impl<W>(
+unsafe fn gemm_impl<W: 'static>(
     w: &[W],
     unpack: impl Unpack<W, QK, 1> + 'static,
     a: &QuantActs<'_>,
@@ -200,7 +200,7 @@ unsafe fn gemm_impl<W>(
     let mut da = DA.take();
     da.clear();
     da.resize(nb * TILE, 0.0);
-    with_strips(w, rows, nb, unpack, |st| {
+    with_strips::<_, 32, 1, false, _>(w, rows, nb, unpack, |st| {
         let mut configured = 0;
         for t0 in (0..n_tok).step_by(TILE) {
             let m = TILE.min(n_tok - t0);

@@ -333,7 +333,7 @@ vnni_tile!(tile_iq4_nl, BlockIq4Nl, w_iq4_nl);
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips,
+    use_strips_q8_0,
     prefill_q8_0,
     BlockQ8_0,
     BlockQ8_0,

@@ -39,10 +39,10 @@ use super::super::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
 };
 use super::super::x86::strips::{
-    K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed,
-    iq4_xs_signed, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned, q4_1_unsigned,
-    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed, rec_words,
-    store_sums8, with_int_strips, with_strips,
+    K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed_abs,
+    iq4_xs_signed_abs, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned, q4_1_unsigned,
+    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed_abs,
+    rec_words, store_sums8, with_int_strips, with_strips,
 };
 
 /// Rows per register: half a strip.
@@ -79,24 +79,27 @@ const PASS_LINES: usize = 4;
 /// its weight term times `d_a·Σa` with one more FMA.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemm_strips<
-    W,
+    W: 'static,
     A: SubActs,
     const V: usize,
     const S: usize,
     const L: usize,
+    const VW: usize,
     const SIGNED: bool,
     const GROUP: usize,
     const MIN: bool,
 >(
     w: &[W],
     off: i32,
-    unpack: impl Unpack<W, V, S> + 'static,
+    unpack: impl Unpack<W, VW, S> + 'static,
     a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
 ) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
-    assert!(L * 4 == V && V * S == A::VALUES);
+    // The signed types' strips hold each sub-block's lines of `w` and then
+    // of `|w|` (`with_magnitudes`): twice the activations' lines.
+    assert!(L * 4 == V && V * S == A::VALUES && VW == if SIGNED { 2 * V } else { V });
     let nsub = nb * S;
     // Tokens per pass: see the constants.
     let group = if SIGNED {
@@ -106,11 +109,11 @@ fn gemm_strips<
     } else {
         TG_Q4
     };
-    with_strips(w, rows, nb, unpack, |s| {
+    with_strips::<_, VW, S, SIGNED, _>(w, rows, nb, unpack, |s| {
         s.pack_acts::<A, V>(a, off, group);
         let acts = s.packed_acts();
         let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG_Q4);
-        let strip = |i: usize| s.strip(i, nsub, L);
+        let strip = |i: usize| s.strip(i, nsub, VW / 4);
         walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
             let mut sums = [_mm256_setzero_ps(); TG_Q4];
             let n = if t + group > t1 {
@@ -206,7 +209,9 @@ fn half_tokens<
     // A record: L words of values, the correction, the scale, the minimum
     // factor, padding.
     let rec = rec_words(4 * L);
-    assert!(st.lines.len() == nsub * L && st.dw.len() == nsub * STRIP && h < 2);
+    // Lines per sub-block in the strip: `w`'s and then `|w|`'s if signed.
+    let lw = if SIGNED { 2 * L } else { L };
+    assert!(st.lines.len() == nsub * lw && st.dw.len() == nsub * STRIP && h < 2);
     assert!(
         st.dm.len() == nsub * STRIP
             && L.is_multiple_of(GROUP)
@@ -216,34 +221,42 @@ fn half_tokens<
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for q in 0..nsub {
-        let lines = &st.lines[q * L..(q + 1) * L];
+        let lines = &st.lines[q * lw..(q + 1) * lw];
         // The sub-block's T records, one after the other.
         let sub = &recs[q * T * rec..(q + 1) * T * rec];
         // Token j's four activation bytes k of the sub-block, as one i32.
         let quad = |j: usize, k: usize| sub[j * rec + k] as i32;
-        // Half `h` of line `k` of the sub-block.
+        // Half `h` of line `k` of the sub-block; signed: its `w` (`m` 0) or
+        // `|w|` (`m` 1), both in line `2k + h`.
         let half_line = |k: usize| {
             // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
             // (h < 2), so 32 readable bytes aligned to 32.
             unsafe { _mm256_load_si256(lines[k].0.as_ptr().add(HALF * 4 * h).cast()) }
+        };
+        let signed_line = |k: usize, m: usize| {
+            // SAFETY: line 2k + h of the sub-block's 2L (k < L, h < 2), bytes
+            // 32m..32m + 32 (m < 2): 32 readable bytes aligned to 32.
+            unsafe { _mm256_load_si256(lines[2 * k + h].0.as_ptr().add(HALF * 4 * m).cast()) }
         };
         let mut isum = [_mm256_setzero_si256(); T];
         for (j, s) in isum.iter_mut().enumerate() {
             *s = _mm256_set1_epi32(sub[j * rec + L] as i32);
         }
         if SIGNED {
-            // Four lines' `|w|` at a time serve every token: with all eight
-            // held, the tokens' sums and the temporaries spilled.
+            // Four lines' `|w|` (repacked beside `w`) at a time serve every
+            // token: with all eight held, the tokens' sums and the
+            // temporaries spilled.
             for g in (0..L).step_by(PASS_LINES) {
                 let mut wa = [_mm256_setzero_si256(); PASS_LINES];
                 for (k, v) in wa.iter_mut().enumerate() {
-                    let x = half_line(g + k);
-                    *v = _mm256_sign_epi8(x, x);
+                    *v = signed_line(g + k, 1);
                 }
                 for (j, s) in isum.iter_mut().enumerate() {
                     for (k, wa) in wa.iter().enumerate() {
-                        let sa =
-                            _mm256_sign_epi8(_mm256_set1_epi32(quad(j, g + k)), half_line(g + k));
+                        let sa = _mm256_sign_epi8(
+                            _mm256_set1_epi32(quad(j, g + k)),
+                            signed_line(g + k, 0),
+                        );
                         let p = _mm256_maddubs_epi16(*wa, sa);
                         *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
                     }
@@ -435,7 +448,9 @@ macro_rules! strip_entry {
                         )]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_, $act>, out: &mut OutTile<'_>) {
-            gemm_strips::<_, _, $v, $s, { $v / 4 }, $signed, $group, $min>(w, $off, $unpack, a, out)
+            gemm_strips::<_, _, $v, $s, { $v / 4 }, { if $signed { 2 * $v } else { $v } }, $signed, $group, $min>(
+                w, $off, $unpack, a, out,
+            )
         }
     };
 }
@@ -450,7 +465,7 @@ strip_entry!(
     8,
     false,
     0,
-    q8_0_signed
+    q8_0_signed_abs
 );
 strip_entry!(
     gemm_q4_0,
@@ -510,7 +525,7 @@ strip_entry!(
     8,
     false,
     0,
-    iq4_nl_signed
+    iq4_nl_signed_abs
 );
 strip_entry!(
     gemm_q2_k,
@@ -558,5 +573,5 @@ strip_entry!(
     4,
     false,
     0,
-    iq4_xs_signed
+    iq4_xs_signed_abs
 );

@@ -61,7 +61,14 @@ const TG: usize = 8;
 /// the rows in the lanes; `MIN`: each sub-block adds its weight term times
 /// `d_a·Σa` (Q4_1, Q5_1, the K-quants with minimums).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, const MIN: bool>(
+fn gemm_strips<
+    W: 'static,
+    A: SubActs,
+    const V: usize,
+    const S: usize,
+    const L: usize,
+    const MIN: bool,
+>(
     w: &[W],
     off: i32,
     unpack: impl Unpack<W, V, S> + 'static,
@@ -72,7 +79,7 @@ fn gemm_strips<W, A: SubActs, const V: usize, const S: usize, const L: usize, co
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
-    with_strips(w, rows, nb, unpack, |s| {
+    with_strips::<_, V, S, false, _>(w, rows, nb, unpack, |s| {
         s.pack_acts::<A, V>(a, off, TG);
         let acts = s.packed_acts();
         let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG);

@@ -8,6 +8,7 @@
 //! Repacking is one pass over the call's weights with no `target_feature`:
 //! every token of the call shares it.
 
+use std::any::TypeId;
 use std::cell::Cell;
 
 use crate::gguf::{Pod, as_bytes};
@@ -18,6 +19,7 @@ use crate::quant::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QK_K,
 };
+use crate::quant::x86::q8_repack::{Q8Layout, repack_q8_0_strip};
 use crate::quant::x86::repacked::with_repacked;
 
 /// Weight rows per strip.
@@ -51,8 +53,8 @@ pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 
 /// Where the strips lead from fewer tokens than [`MIN_TOKENS`] even with the
 /// per-call repack: Q4_0 on the AVX2 path (whose decode walk unpacks the
-/// nibbles again for every group of four tokens) and Q8_0 on the AVX-512
-/// VBMI path. Measured with `gptq bench -p N -n 0 -r 3`, 2 threads, strips
+/// nibbles again for every group of four tokens), and Q8_0 on the AVX-512
+/// VBMI path before its repack was a transposition ([`MIN_TOKENS_Q8_0`]). Measured with `gptq bench -p N -n 0 -r 3`, 2 threads, strips
 /// from 16 (124M) or 24 (355M) against from 32 (one build, the threshold from
 /// the environment), alternated twice: AVX2 Q4_0 124M pp20 0.92–0.97×, pp24 1.09–1.12×, pp28
 /// 1.16–1.20×, 355M pp24 1.18–1.19×; VBMI Q8_0 124M pp20 0.93–0.98×, pp24
@@ -61,6 +63,17 @@ pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 /// 1.00–1.05×; VBMI Q4_0 pp24 1.05–1.22× on 124M but 0.84–1.02× on 355M.
 pub(in crate::quant) const MIN_TOKENS_EARLY: usize = 24;
 
+/// The same for Q8_0, whose repack is a transposition in registers
+/// ([`repack_q8_0_strip`]): as where the repack is kept, from
+/// [`MIN_TOKENS_KEPT`]. Measured with `gptq bench -p N -n 0 -r 3`, 124M Q8_0,
+/// 2 threads, strips from 16 (or 8, 12) against the thresholds before (32 on
+/// AVX2 and AVX-512, 24 on VBMI; one build, the threshold from the
+/// environment), alternated twice: AVX2 pp16 1.04–1.33×, pp20 1.03–1.33×, pp24
+/// 1.10–1.28×, pp28 1.17–1.20×, but from 8 pp8 0.78–0.89× and pp12 0.84–1.19×;
+/// AVX-512 pp16 1.13–1.26×, pp20 1.26–1.35×, from 12 pp12 0.98–1.02×. (The
+/// AMX tile unit stays from 64: from 16 or 32 it was 0.85–1.1× at pp24–pp48.)
+pub(in crate::quant) const MIN_TOKENS_Q8_0: usize = MIN_TOKENS_KEPT;
+
 /// Whether a product of `n_tok` tokens of `w` (a 32-value type) runs in
 /// strips: from [`MIN_TOKENS_KEPT`] tokens where its repack is kept, else
 /// from [`MIN_TOKENS`].
@@ -68,7 +81,12 @@ pub(in crate::quant) fn use_strips<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS)
 }
 
-/// [`use_strips`] from [`MIN_TOKENS_EARLY`] tokens (AVX2 Q4_0, VBMI Q8_0).
+/// [`use_strips`] for Q8_0: from [`MIN_TOKENS_Q8_0`] tokens.
+pub(in crate::quant) fn use_strips_q8_0<W>(w: &[W], n_tok: usize) -> bool {
+    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_Q8_0)
+}
+
+/// [`use_strips`] from [`MIN_TOKENS_EARLY`] tokens (AVX2 Q4_0).
 pub(in crate::quant) fn use_strips_early<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_EARLY)
 }
@@ -201,7 +219,13 @@ pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R 
 /// Runs `f` with this thread's scratch holding `rows` rows of `nb` blocks of
 /// `w` repacked into strips by `unpack` ([`repack`]): kept between calls for
 /// weights a model registered (`repacked`), else repacked now.
-pub(in crate::quant) fn with_strips<W, const V: usize, const S: usize, R>(
+pub(in crate::quant) fn with_strips<
+    W: 'static,
+    const V: usize,
+    const S: usize,
+    const MAGS: bool,
+    R,
+>(
     w: &[W],
     rows: usize,
     nb: usize,
@@ -215,7 +239,7 @@ pub(in crate::quant) fn with_strips<W, const V: usize, const S: usize, R>(
             nb,
             &unpack,
             s,
-            |s| repack(w, rows, nb, unpack, s),
+            |s| repack::<W, V, S, MAGS>(w, rows, nb, unpack, s),
             f,
         )
     })
@@ -299,6 +323,40 @@ pub(in crate::quant) fn q8_0_signed(b: &BlockQ8_0) -> [(f32, f32, [u8; QK]); 1] 
     [(b.d.to_f32(), 0.0, b.qs.map(|v| v as u8))]
 }
 
+/// Signed sub-blocks' bytes followed by their magnitudes `|w|` as unsigned
+/// bytes (128 for −128): the AVX2 sign trick's two operands,
+/// `maddubs(|w|, sign(a, w))`. Repacked once per product (or kept), the
+/// magnitudes cost the kernel nothing per pass; taken there with one
+/// `vpsignb` per line and pass, they were a seventh of its `p0`/`p1` µops
+/// (124M Q8_0 pp512 on the AVX2 path: 1.08–1.13× with them repacked).
+fn with_magnitudes<const S: usize>(
+    subs: [(f32, f32, [u8; QK]); S],
+) -> [(f32, f32, [u8; 2 * QK]); S] {
+    subs.map(|(d, m, u)| {
+        let mut both = [0u8; 2 * QK];
+        both[..QK].copy_from_slice(&u);
+        for (a, &v) in both[QK..].iter_mut().zip(&u) {
+            *a = (v as i8).unsigned_abs();
+        }
+        (d, m, both)
+    })
+}
+
+/// Q8_0's signed bytes and their magnitudes ([`with_magnitudes`]).
+pub(in crate::quant) fn q8_0_signed_abs(b: &BlockQ8_0) -> [(f32, f32, [u8; 2 * QK]); 1] {
+    with_magnitudes(q8_0_signed(b))
+}
+
+/// IQ4_NL's signed table values and their magnitudes ([`with_magnitudes`]).
+pub(in crate::quant) fn iq4_nl_signed_abs(b: &BlockIq4Nl) -> [(f32, f32, [u8; 2 * QK]); 1] {
+    with_magnitudes(iq4_nl_signed(b))
+}
+
+/// IQ4_XS's signed table values and their magnitudes ([`with_magnitudes`]).
+pub(in crate::quant) fn iq4_xs_signed_abs(b: &BlockIq4Xs) -> [(f32, f32, [u8; 2 * QK]); 8] {
+    with_magnitudes(iq4_xs_signed(b))
+}
+
 /// Q4_0's nibbles `q = w + 8` as bytes 0..=15.
 pub(in crate::quant) fn q4_0_unsigned(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1] {
     [(b.d.to_f32(), 0.0, nibbles(&b.qs))]
@@ -326,7 +384,7 @@ pub(in crate::quant) fn iq4_nl_unsigned(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK])
 }
 
 /// IQ4_NL's signed table values (-127..=113).
-pub(in crate::quant) fn iq4_nl_signed(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK]); 1] {
+fn iq4_nl_signed(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK]); 1] {
     let q = nibbles(&b.qs).map(|i| KVALUES[usize::from(i)] as u8);
     [(b.d.to_f32(), 0.0, q)]
 }
@@ -427,7 +485,7 @@ pub(in crate::quant) fn iq4_xs_unsigned(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32])
 }
 
 /// IQ4_XS with its signed table values (no offset).
-pub(in crate::quant) fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 8] {
+fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 8] {
     let d = b.d.to_f32();
     std::array::from_fn(|j| {
         let u = std::array::from_fn(|l| KVALUES[usize::from(b.q(32 * j + l))] as u8);
@@ -471,22 +529,40 @@ fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
 
 /// Repacks `rows` rows of `nb` blocks (`nb·S` sub-blocks of `V` values)
 /// into strip order: line `k` of a sub-block holds values `4k..4k + 4` of
-/// each of its strip's 16 rows. The weights are one sequential read from
+/// each of its strip's 16 rows; with `MAGS` (the AVX2 sign trick's
+/// [`with_magnitudes`] sub-blocks, `w` then `|w|`) line `2k + h` holds
+/// values `4k..4k + 4` of half `h`'s eight rows in its first 32 bytes and
+/// their magnitudes in its last 32, so that a kernel's pass over one half
+/// reads whole cache lines. The weights are one sequential read from
 /// the mapping (L3 or DRAM), hinted ahead as decode hints them. (Repacking
 /// each strip just before the kernel's first pass over it, so that the reads
 /// would overlap the previous strip's products, measured no faster: 0.9–1.0×
 /// at 128 tokens on AVX-512.)
-pub(in crate::quant) fn repack<W, const V: usize, const S: usize>(
+///
+/// Q8_0 (its three unpackings) goes through [`repack_q8_0_strip`]'s
+/// transposition in registers where the CPU has AVX2: the same lines.
+pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const MAGS: bool>(
     w: &[W],
     rows: usize,
     nb: usize,
-    unpack: impl Unpack<W, V, S>,
+    unpack: impl Unpack<W, V, S> + 'static,
     s: &mut Scratch,
 ) {
     let (nsub, lps) = (nb * S, V / 4);
     reserve_strips(s, rows, nsub, lps, true);
+    let q8 = q8_0_layout(w, &unpack);
     for i in 0..rows.div_ceil(STRIP) {
-        repack_strip(
+        if let Some((w, layout)) = q8
+            && repack_q8_0_strip(
+                w,
+                (rows, nb, i),
+                layout,
+                (&mut s.lines, &mut s.dw, &mut s.dm),
+            )
+        {
+            continue;
+        }
+        repack_strip::<W, V, S, MAGS>(
             w,
             (rows, nb, i),
             unpack,
@@ -495,11 +571,41 @@ pub(in crate::quant) fn repack<W, const V: usize, const S: usize>(
     }
 }
 
-/// Strip `i` of [`repack`]: rows `16i..` (at most 16) of `rows`.
+/// `w` as Q8_0 blocks and the layout its unpacking makes, when `unpack` is
+/// one of Q8_0's three ([`q8_0_signed`], [`q8_0_unsigned`],
+/// [`q8_0_signed_abs`]): which function a kernel passed is known only by
+/// its type here (as the kept repacks are keyed by it).
+fn q8_0_layout<'w, W: 'static, U: 'static>(
+    w: &'w [W],
+    _unpack: &U,
+) -> Option<(&'w [BlockQ8_0], Q8Layout)> {
+    fn id<T: 'static>(_: &T) -> TypeId {
+        TypeId::of::<T>()
+    }
+    if TypeId::of::<W>() != TypeId::of::<BlockQ8_0>() {
+        return None;
+    }
+    let u = TypeId::of::<U>();
+    let layout = if u == id(&q8_0_signed) {
+        Q8Layout::Signed
+    } else if u == id(&q8_0_unsigned) {
+        Q8Layout::Unsigned
+    } else if u == id(&q8_0_signed_abs) {
+        Q8Layout::Magnitudes
+    } else {
+        return None;
+    };
+    // SAFETY: `W` is `BlockQ8_0` (the type ids are equal): the same slice.
+    let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ8_0>(), w.len()) };
+    Some((w, layout))
+}
+
+/// Strip `i` of [`repack`]: rows `16i..` (at most 16) of `rows`, by the
+/// generic walk.
 // Not inlined into the kernels: compiled with their AVX-512 features, the
 // per-row stores below became `vpscatterqd`s (slower than plain stores).
 #[inline(never)]
-fn repack_strip<W, const V: usize, const S: usize>(
+pub(in crate::quant) fn repack_strip<W, const V: usize, const S: usize, const MAGS: bool>(
     w: &[W],
     (rows, nb, i): (usize, usize, usize),
     unpack: impl Unpack<W, V, S>,
@@ -519,11 +625,17 @@ fn repack_strip<W, const V: usize, const S: usize>(
             crate::quant::prefetch::stream(blk);
             for (j, (d, m, u)) in unpack(blk).iter().enumerate() {
                 let at = b * S + j;
-                for (line, quad) in lines[at * lps..(at + 1) * lps]
-                    .iter_mut()
-                    .zip(u.chunks_exact(4))
-                {
-                    line.0[4 * n..4 * n + 4].copy_from_slice(quad);
+                let sub = &mut lines[at * lps..(at + 1) * lps];
+                for (k, quad) in u.chunks_exact(4).enumerate() {
+                    let (line, byte) = if MAGS {
+                        // Values `4k'..` of half `n / 8` and their
+                        // magnitudes share line `2k' + n / 8`.
+                        let (k1, mag) = (k % (lps / 2), k / (lps / 2));
+                        (2 * k1 + n / 8, 32 * mag + 4 * (n % 8))
+                    } else {
+                        (k, 4 * n)
+                    };
+                    sub[line].0[byte..byte + 4].copy_from_slice(quad);
                 }
                 dw[at * STRIP + n] = *d;
                 dm[at * STRIP + n] = *m;
