@@ -30,7 +30,7 @@ use super::prefetch;
 use super::tile::{OutTile, QuantActs};
 use super::types::{BlockQ4_0, BlockQ8_0, QK};
 use super::x86::repacked::reaches;
-use super::x86::strips::{Line, Unpack, q8_0_signed, store_sums16, with_strips};
+use super::x86::strips::{Line, Unpack, q4_0_signed, q8_0_signed, store_sums16, with_strips};
 
 /// Tokens per activation tile, and weight rows per weight tile.
 const TILE: usize = 16;
@@ -161,17 +161,6 @@ thread_local! {
     /// Each thread's activation scales of the current token tile, `nb × 16`,
     /// block-major (zero for padding tokens), grown once to the largest.
     static DA: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-/// Q4_0's values as the signed bytes `q - 8` the tile unit multiplies (the
-/// AVX-512 strips keep the unsigned nibbles and an offset instead).
-fn q4_0_signed(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1] {
-    let mut q = [0u8; QK];
-    for (j, &byte) in b.qs.iter().enumerate() {
-        q[j] = ((byte & 0x0f) as i8 - 8) as u8;
-        q[j + QK / 2] = ((byte >> 4) as i8 - 8) as u8;
-    }
-    [(b.d.to_f32(), 0.0, q)]
 }
 
 /// `y[t][r] = Σ_b d_w[r][b]·d_a[t][b]·Σ_k w[r][b][k]·a[t][b][k]` over the

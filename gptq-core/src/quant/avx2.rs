@@ -266,9 +266,8 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
 // ---------------------------------------------------------------------------
 // Quantized matrix products.
 
-// Q8_0 and Q4_0 products: below the strips (16 tokens for Q8_0,
-// `x86::strips::MIN_TOKENS_Q8_0`; 24 for Q4_0, 16 with a kept repack,
-// `x86::strips::MIN_TOKENS_EARLY`) the decode walk
+// Q8_0 and Q4_0 products: below the strips (16 tokens,
+// `x86::strips::MIN_TOKENS_TRANSPOSED`) the decode walk
 // ([`gemv`]), which prepares each token's activations once per call and
 // loads each weight block once for four tokens, is ahead of the register
 // tiles it replaced (`gptq bench -p N -n 0`, 124M, 2
@@ -277,7 +276,7 @@ pub(in crate::quant) fn quantize_q8_k(x: &[f32], q: &mut [BlockQ8K], _sums: &mut
 // how many tokens share the call.
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_q8_0,
+    use_strips_transposed,
     gemm_q8_0,
     BlockQ8_0,
     BlockQ8_0,
@@ -286,7 +285,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_early,
+    use_strips_transposed,
     gemm_q4_0,
     BlockQ4_0,
     BlockQ8_0,

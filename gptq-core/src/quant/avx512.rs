@@ -333,7 +333,7 @@ vnni_tile!(tile_iq4_nl, BlockIq4Nl, w_iq4_nl);
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_q8_0,
+    use_strips_transposed,
     prefill_q8_0,
     BlockQ8_0,
     BlockQ8_0,
@@ -342,7 +342,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips,
+    use_strips_transposed,
     prefill_q4_0,
     BlockQ4_0,
     BlockQ8_0,

@@ -985,15 +985,15 @@ fn check_decode_matmul(t: VerifiedTable) {
 }
 
 /// Prefill products of Q8_0 and Q4_0 weights through [`matmul_on`] with `t`
-/// of fewer tokens than the strips take (from [`MIN_TOKENS_Q8_0`](crate::quant::x86::strips::MIN_TOKENS_Q8_0), the lowest):
+/// of fewer tokens than the strips take ([`MIN_TOKENS_TRANSPOSED`](crate::quant::x86::strips::MIN_TOKENS_TRANSPOSED)):
 /// each token's row is bitwise the one it gets alone, on ragged shapes and
 /// token counts across the kernels' groups of four and their stack groups.
 /// The x86 tables run these products through their decode walks, so a short
 /// prompt chunk's logits do not depend on how it is cut.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn check_few_token_prefill_alone(t: VerifiedTable) {
-    // Below every table's strips (Q8_0's start at 16, Q4_0's at 24 or 32).
-    let max_tok = crate::quant::x86::strips::MIN_TOKENS_Q8_0 - 1;
+    // Below every table's strips (Q8_0's and Q4_0's start at 16).
+    let max_tok = crate::quant::x86::strips::MIN_TOKENS_TRANSPOSED - 1;
     let counts = [2, 3, 4, 5, 7, 8, 9, 13, max_tok];
     check_each_token_alone(t, "prefill", false, &counts, matmul_on);
 }

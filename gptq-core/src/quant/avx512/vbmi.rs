@@ -42,15 +42,15 @@ use super::super::x86::driver::prefill_entry;
 const QB: usize = 4;
 
 // Q8_0 and Q4_0 products: [`gemv_q8_0`] / [`gemv_q4_0`] below the strips (16
-// tokens for Q8_0, `x86::strips::MIN_TOKENS_Q8_0`; 32 for Q4_0, 16 with a
-// kept repack), the AVX-512 strips from there. Below the
+// tokens, `x86::strips::MIN_TOKENS_TRANSPOSED`), the AVX-512 strips from
+// there. Below the
 // strips the decode walk is ahead of the generic path's register tiles
 // (`gptq bench -p N -n 0`, 124M, 2 threads, alternated: Q8_0 pp8 1.10–1.30×,
 // pp16 1.11–1.15×, pp25 1.11–1.13×; Q4_0 pp8 1.18–1.22×, pp25 1.10–1.29×),
 // and a token's sums then do not depend on how many tokens share the call.
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c",
-    use_strips_q8_0,
+    use_strips_transposed,
     gemm_q8_0,
     BlockQ8_0,
     BlockQ8_0,
@@ -59,7 +59,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c",
-    use_strips,
+    use_strips_transposed,
     gemm_q4_0,
     BlockQ4_0,
     BlockQ8_0,

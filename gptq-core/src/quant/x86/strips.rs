@@ -5,8 +5,9 @@
 //! the activations' scales and offset corrections as plain arrays. A 512-bit
 //! register holds a whole line; a 256-bit register half of one (8 rows).
 //!
-//! Repacking is one pass over the call's weights with no `target_feature`:
-//! every token of the call shares it.
+//! Repacking is one pass over the call's weights, which every token of the
+//! call shares: a generic walk with no `target_feature`, and for Q8_0 and
+//! Q4_0 a transposition in AVX2 registers (`x86::transpose`).
 
 use std::any::TypeId;
 use std::cell::Cell;
@@ -19,19 +20,19 @@ use crate::quant::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QK_K,
 };
-use crate::quant::x86::q8_repack::{Q8Layout, repack_q8_0_strip};
 use crate::quant::x86::repacked::with_repacked;
+use crate::quant::x86::transpose::{Source, Values, repack_transposed};
 
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
 
-/// Products of fewer tokens go through the path's smaller kernels (for Q8_0
-/// and Q4_0 the decode walk, where they once took register tiles): the
-/// repack (a scalar pass over the call's weights, tens of cycles per block
-/// and row) would cost more than it saves. Measured on the 124M shape
+/// Products of fewer tokens go through the path's smaller kernels (the
+/// register tiles; for Q8_0 and Q4_0 the decode walk): the generic repack (a
+/// scalar pass over the call's weights, tens of cycles per block and row)
+/// would cost more than it saves. Measured on the 124M shape
 /// (avx512+vbmi and AVX2 paths, Q8_0 and Q4_0, against the register tiles):
 /// at 8 and 16 tokens the strips were 0.6–0.9×, at 32 even, at 64 ahead.
-/// Two pairs start earlier: [`MIN_TOKENS_EARLY`].
+/// Q8_0 and Q4_0 start earlier: [`MIN_TOKENS_TRANSPOSED`].
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
 
 /// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
@@ -51,28 +52,19 @@ pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 /// 1.07–1.15×, pp25 1.30–1.34×.
 pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 
-/// Where the strips lead from fewer tokens than [`MIN_TOKENS`] even with the
-/// per-call repack: Q4_0 on the AVX2 path (whose decode walk unpacks the
-/// nibbles again for every group of four tokens), and Q8_0 on the AVX-512
-/// VBMI path before its repack was a transposition ([`MIN_TOKENS_Q8_0`]). Measured with `gptq bench -p N -n 0 -r 3`, 2 threads, strips
-/// from 16 (124M) or 24 (355M) against from 32 (one build, the threshold from
-/// the environment), alternated twice: AVX2 Q4_0 124M pp20 0.92–0.97×, pp24 1.09–1.12×, pp28
-/// 1.16–1.20×, 355M pp24 1.18–1.19×; VBMI Q8_0 124M pp20 0.93–0.98×, pp24
-/// 1.05–1.07×, pp28 1.08–1.21×, 355M pp24 1.05–1.08×. The other two stay at
-/// [`MIN_TOKENS`]: AVX2 Q8_0 pp24 0.89–0.97× (355M 0.96–0.99×), pp28
-/// 1.00–1.05×; VBMI Q4_0 pp24 1.05–1.22× on 124M but 0.84–1.02× on 355M.
-pub(in crate::quant) const MIN_TOKENS_EARLY: usize = 24;
-
-/// The same for Q8_0, whose repack is a transposition in registers
-/// ([`repack_q8_0_strip`]): as where the repack is kept, from
-/// [`MIN_TOKENS_KEPT`]. Measured with `gptq bench -p N -n 0 -r 3`, 124M Q8_0,
-/// 2 threads, strips from 16 (or 8, 12) against the thresholds before (32 on
-/// AVX2 and AVX-512, 24 on VBMI; one build, the threshold from the
-/// environment), alternated twice: AVX2 pp16 1.04–1.33×, pp20 1.03–1.33×, pp24
-/// 1.10–1.28×, pp28 1.17–1.20×, but from 8 pp8 0.78–0.89× and pp12 0.84–1.19×;
-/// AVX-512 pp16 1.13–1.26×, pp20 1.26–1.35×, from 12 pp12 0.98–1.02×. (The
-/// AMX tile unit stays from 64: from 16 or 32 it was 0.85–1.1× at pp24–pp48.)
-pub(in crate::quant) const MIN_TOKENS_Q8_0: usize = MIN_TOKENS_KEPT;
+/// The same for Q8_0 and Q4_0, whose repack is a transposition in registers
+/// ([`repack_transposed`]): as where the repack is kept, from
+/// [`MIN_TOKENS_KEPT`]. Measured with `gptq bench -p N -n 0 -r 3`, 124M, 2
+/// threads, strips from 16 (or 8, 12) against the thresholds before (32, and
+/// 24 for AVX2 Q4_0 and VBMI Q8_0; one build, the threshold from the
+/// environment), alternated twice: Q8_0 AVX2 pp16 1.04–1.33×, pp20
+/// 1.03–1.33×, pp24 1.10–1.28×, pp28 1.17–1.20× (from 8: pp8 0.78–0.89×,
+/// pp12 0.84–1.19×), AVX-512 pp16 1.13–1.26×, pp20 1.26–1.35× (from 12:
+/// pp12 0.98–1.02×); Q4_0 AVX2 pp16 1.11–1.19×, pp20 1.18–1.25× (from 12:
+/// pp12 0.94–1.06×), AVX-512 pp16 1.01–1.08×, pp20 1.13–1.32×, pp24
+/// 1.32–1.44× (from 12: pp12 0.91–0.92×). (The AMX tile unit stays from 64:
+/// from 16 or 32 it was 0.85–1.1× at pp24–pp48.)
+pub(in crate::quant) const MIN_TOKENS_TRANSPOSED: usize = MIN_TOKENS_KEPT;
 
 /// Whether a product of `n_tok` tokens of `w` (a 32-value type) runs in
 /// strips: from [`MIN_TOKENS_KEPT`] tokens where its repack is kept, else
@@ -81,14 +73,9 @@ pub(in crate::quant) fn use_strips<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS)
 }
 
-/// [`use_strips`] for Q8_0: from [`MIN_TOKENS_Q8_0`] tokens.
-pub(in crate::quant) fn use_strips_q8_0<W>(w: &[W], n_tok: usize) -> bool {
-    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_Q8_0)
-}
-
-/// [`use_strips`] from [`MIN_TOKENS_EARLY`] tokens (AVX2 Q4_0).
-pub(in crate::quant) fn use_strips_early<W>(w: &[W], n_tok: usize) -> bool {
-    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_EARLY)
+/// [`use_strips`] for Q8_0 and Q4_0: from [`MIN_TOKENS_TRANSPOSED`] tokens.
+pub(in crate::quant) fn use_strips_transposed<W>(w: &[W], n_tok: usize) -> bool {
+    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_TRANSPOSED)
 }
 
 /// The same for the K-quants and IQ4_XS: from [`MIN_TOKENS_KEPT`] tokens
@@ -362,6 +349,16 @@ pub(in crate::quant) fn q4_0_unsigned(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1
     [(b.d.to_f32(), 0.0, nibbles(&b.qs))]
 }
 
+/// Q4_0's values as the signed bytes `q - 8` the AMX tile unit multiplies
+/// (the AVX-512 and AVX2 strips keep the unsigned nibbles and an offset).
+pub(in crate::quant) fn q4_0_signed(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1] {
+    [(
+        b.d.to_f32(),
+        0.0,
+        nibbles(&b.qs).map(|q| (q as i8 - 8) as u8),
+    )]
+}
+
 /// Q4_1's values `u` (0..=15; the element is `d·u + m`).
 pub(in crate::quant) fn q4_1_unsigned(b: &BlockQ4_1) -> [(f32, f32, [u8; QK]); 1] {
     [(b.d.to_f32(), b.m.to_f32(), nibbles(&b.qs))]
@@ -539,8 +536,9 @@ fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
 /// would overlap the previous strip's products, measured no faster: 0.9–1.0×
 /// at 128 tokens on AVX-512.)
 ///
-/// Q8_0 (its three unpackings) goes through [`repack_q8_0_strip`]'s
-/// transposition in registers where the CPU has AVX2: the same lines.
+/// Q8_0 and Q4_0 (their unpackings for the x86 kernels) go through
+/// [`repack_transposed`]'s transposition in registers where the CPU has
+/// AVX2: the same lines.
 pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const MAGS: bool>(
     w: &[W],
     rows: usize,
@@ -550,15 +548,10 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 ) {
     let (nsub, lps) = (nb * S, V / 4);
     reserve_strips(s, rows, nsub, lps, true);
-    let q8 = q8_0_layout(w, &unpack);
+    let fast = transposable(w, &unpack);
     for i in 0..rows.div_ceil(STRIP) {
-        if let Some((w, layout)) = q8
-            && repack_q8_0_strip(
-                w,
-                (rows, nb, i),
-                layout,
-                (&mut s.lines, &mut s.dw, &mut s.dm),
-            )
+        if let Some(src) = fast
+            && repack_transposed(src, (rows, nb, i), (&mut s.lines, &mut s.dw, &mut s.dm))
         {
             continue;
         }
@@ -571,33 +564,40 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
     }
 }
 
-/// `w` as Q8_0 blocks and the layout its unpacking makes, when `unpack` is
-/// one of Q8_0's three ([`q8_0_signed`], [`q8_0_unsigned`],
-/// [`q8_0_signed_abs`]): which function a kernel passed is known only by
-/// its type here (as the kept repacks are keyed by it).
-fn q8_0_layout<'w, W: 'static, U: 'static>(
-    w: &'w [W],
-    _unpack: &U,
-) -> Option<(&'w [BlockQ8_0], Q8Layout)> {
+/// `w` as the blocks of a type [`transpose`](super::transpose) repacks and
+/// the values its unpacking makes, when `unpack` is one of Q8_0's three
+/// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
+/// ([`q4_0_unsigned`], [`q4_0_signed`]): which function a kernel passed is
+/// known only by its type here (as the kept repacks are keyed by it).
+fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<Source<'w>> {
     fn id<T: 'static>(_: &T) -> TypeId {
         TypeId::of::<T>()
     }
-    if TypeId::of::<W>() != TypeId::of::<BlockQ8_0>() {
-        return None;
-    }
-    let u = TypeId::of::<U>();
-    let layout = if u == id(&q8_0_signed) {
-        Q8Layout::Signed
+    let (u, wt) = (TypeId::of::<U>(), TypeId::of::<W>());
+    let values = if u == id(&q8_0_signed) {
+        Values::Q8Signed
     } else if u == id(&q8_0_unsigned) {
-        Q8Layout::Unsigned
+        Values::Q8Unsigned
     } else if u == id(&q8_0_signed_abs) {
-        Q8Layout::Magnitudes
+        Values::Q8Magnitudes
+    } else if u == id(&q4_0_unsigned) {
+        Values::Q4Unsigned
+    } else if u == id(&q4_0_signed) {
+        Values::Q4Signed
     } else {
         return None;
     };
-    // SAFETY: `W` is `BlockQ8_0` (the type ids are equal): the same slice.
-    let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ8_0>(), w.len()) };
-    Some((w, layout))
+    if wt == TypeId::of::<BlockQ8_0>() && values.is_q8_0() {
+        // SAFETY: `W` is `BlockQ8_0` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ8_0>(), w.len()) };
+        Some(Source::Q8_0(w, values))
+    } else if wt == TypeId::of::<BlockQ4_0>() && !values.is_q8_0() {
+        // SAFETY: `W` is `BlockQ4_0` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4_0>(), w.len()) };
+        Some(Source::Q4_0(w, values))
+    } else {
+        None
+    }
 }
 
 /// Strip `i` of [`repack`]: rows `16i..` (at most 16) of `rows`, by the
