@@ -88,10 +88,10 @@ impl Model {
     /// made at each product's first prefill). The file is not changed.
     ///
     /// # Errors
-    /// When the kernel path has no repacking prefill for any of the model's
-    /// weight types (the scalar and NEON paths, float weights, and Q8_0 or
-    /// Q4_0 on the AMX path, whose tile kernel repacks on its own): the
-    /// option would do nothing.
+    /// When the kernel path keeps no repack of any of the model's weight
+    /// types (the scalar and NEON paths, float weights, and Q8_0 and Q4_0 on
+    /// the AVX2 and AVX-512 paths, whose repack is a transposition about as
+    /// fast as reading the weights): the option would do nothing.
     pub fn enable_repack(&mut self) -> Result<()> {
         use crate::gguf::GgmlType as G;
         use crate::quant::{KernelPath, WeightData};
@@ -100,17 +100,21 @@ impl Model {
             // The quantized types the crate computes with (the floats are
             // the one-element "blocks"): every one has strips on x86-64.
             let quantized = WeightData::is_computable(t) && t.block_size() > 1;
-            // The AMX table's Q8_0 and Q4_0 tile products repack on their
-            // own, but its products of fewer tokens run the AVX-512 strips.
+            // Q8_0 and Q4_0 are kept only for the AMX tile unit (see
+            // `quant::x86::transpose::Values::worth_keeping`).
+            let transposed = matches!(t, G::Q8_0 | G::Q4_0);
             match path {
-                KernelPath::Avx2 | KernelPath::Avx512 | KernelPath::Amx => quantized,
+                KernelPath::Avx2 | KernelPath::Avx512 => quantized && !transposed,
+                KernelPath::Amx => quantized,
                 KernelPath::Scalar | KernelPath::Neon => false,
             }
         };
         if !self.gguf.tensors.iter().any(|t| strips(t.ty)) {
             return Err(Error::InvalidArgument(format!(
-                "repacking would change nothing here: the {} kernels repack no weight type of \
-                 this file (the AVX2 and AVX-512 prefill kernels repack the quantized types)",
+                "repacking would change nothing here: the {} kernels keep no repack of any \
+                 weight type of this file (the AVX2 and AVX-512 prefill kernels keep those of \
+                 the quantized types but Q8_0 and Q4_0, the AMX path those of every quantized \
+                 type)",
                 self.kernels.describe()
             )));
         }

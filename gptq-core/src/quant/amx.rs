@@ -166,8 +166,7 @@ thread_local! {
 /// `y[t][r] = Σ_b d_w[r][b]·d_a[t][b]·Σ_k w[r][b][k]·a[t][b][k]` over the
 /// tile unit, with the weights in the strips' layout (`x86::strips`, the
 /// tile unit's VNNI order) as `unpack` makes them: repacked per call, or
-/// kept between calls where the model's repacks are (`--repack`; Q8_0 shares
-/// the AVX-512 strips' repack).
+/// kept between calls where the model's repacks are (`--repack`).
 ///
 /// # Safety
 /// AMX must be usable ([`supported`]) and the CPU must have AVX-512 F, AVX2,

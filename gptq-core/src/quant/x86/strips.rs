@@ -205,7 +205,9 @@ pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R 
 
 /// Runs `f` with this thread's scratch holding `rows` rows of `nb` blocks of
 /// `w` repacked into strips by `unpack` ([`repack`]): kept between calls for
-/// weights a model registered (`repacked`), else repacked now.
+/// weights a model registered (`repacked`), else repacked now. The AVX2 and
+/// AVX-512 strips' Q8_0 and Q4_0 repacks are never kept
+/// ([`Values::worth_keeping`]).
 pub(in crate::quant) fn with_strips<
     W: 'static,
     const V: usize,
@@ -220,6 +222,10 @@ pub(in crate::quant) fn with_strips<
     f: impl FnOnce(&mut Scratch) -> R,
 ) -> R {
     with_scratch(|s| {
+        if transposable(w, &unpack).is_some_and(|src| !src.values().worth_keeping()) {
+            repack::<W, V, S, MAGS>(w, rows, nb, unpack, s);
+            return f(s);
+        }
         with_repacked(
             w,
             rows,

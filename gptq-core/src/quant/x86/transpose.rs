@@ -42,6 +42,19 @@ impl Values {
         )
     }
 
+    /// Whether a kept copy (`--repack`) of these lines pays: only the AMX
+    /// tile unit's (signed values), which runs from fewer tokens with one.
+    /// The transposition repacks at close to the speed of reading the
+    /// weights, so the AVX2 and AVX-512 strips' kept copies (as large as
+    /// the weights, twice with the magnitudes) only added their own reads:
+    /// 124M, 2 threads, `gptq bench -p 16,128 -n 0 -r 3` with `--repack`
+    /// against without, alternated: AVX2 Q8_0 pp128 0.94–0.97×, Q4_0
+    /// 0.92–0.99×; AVX-512 Q8_0 0.98×, Q4_0 pp16 0.85–0.99×; native (AMX)
+    /// Q8_0 pp16 1.33–1.39×, Q4_0 1.29–1.32×.
+    pub(in crate::quant) fn worth_keeping(self) -> bool {
+        matches!(self, Values::Q8Signed | Values::Q4Signed)
+    }
+
     /// Lines per block: eight, sixteen with the magnitudes.
     fn lines(self) -> usize {
         if self == Values::Q8Magnitudes { 16 } else { 8 }
@@ -54,6 +67,15 @@ impl Values {
 pub(in crate::quant) enum Source<'w> {
     Q8_0(&'w [BlockQ8_0], Values),
     Q4_0(&'w [BlockQ4_0], Values),
+}
+
+impl Source<'_> {
+    /// The values the repack makes.
+    pub(in crate::quant) fn values(self) -> Values {
+        match self {
+            Source::Q8_0(_, v) | Source::Q4_0(_, v) => v,
+        }
+    }
 }
 
 /// Repacks strip `i` (rows `16i..`, at most 16, of `rows` rows of `nb`
@@ -70,9 +92,7 @@ pub(in crate::quant) fn repack_transposed(
     {
         return false;
     }
-    let values = match src {
-        Source::Q8_0(_, v) | Source::Q4_0(_, v) => v,
-    };
+    let values = src.values();
     let lps = values.lines();
     let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
     let lines = &mut lines[i * nb * lps..(i + 1) * nb * lps];
