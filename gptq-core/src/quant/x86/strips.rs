@@ -573,8 +573,9 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 /// `w` as the blocks of a type [`transpose`](super::transpose) repacks and
 /// the values its unpacking makes, when `unpack` is one of Q8_0's three
 /// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
-/// ([`q4_0_unsigned`], [`q4_0_signed`]): which function a kernel passed is
-/// known only by its type here (as the kept repacks are keyed by it).
+/// ([`q4_0_unsigned`], [`q4_0_signed`]) or Q4_K's ([`q4_k_unsigned`]): which
+/// function a kernel passed is known only by its type here (as the kept
+/// repacks are keyed by it).
 fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<Source<'w>> {
     fn id<T: 'static>(_: &T) -> TypeId {
         TypeId::of::<T>()
@@ -590,6 +591,8 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q4Unsigned
     } else if u == id(&q4_0_signed) {
         Values::Q4Signed
+    } else if u == id(&q4_k_unsigned) {
+        Values::Q4KUnsigned
     } else {
         return None;
     };
@@ -597,10 +600,14 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         // SAFETY: `W` is `BlockQ8_0` (the type ids are equal): the same slice.
         let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ8_0>(), w.len()) };
         Some(Source::Q8_0(w, values))
-    } else if wt == TypeId::of::<BlockQ4_0>() && !values.is_q8_0() {
+    } else if wt == TypeId::of::<BlockQ4_0>() && values.is_q4_0() {
         // SAFETY: `W` is `BlockQ4_0` (the type ids are equal): the same slice.
         let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4_0>(), w.len()) };
         Some(Source::Q4_0(w, values))
+    } else if wt == TypeId::of::<BlockQ4K>() && values == Values::Q4KUnsigned {
+        // SAFETY: `W` is `BlockQ4K` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4K>(), w.len()) };
+        Some(Source::Q4K(w))
     } else {
         None
     }

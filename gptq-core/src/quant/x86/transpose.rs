@@ -1,20 +1,23 @@
-//! The strip repack of Q8_0 and Q4_0 in registers: each block's 32 values
-//! of eight rows (Q8_0's bytes loaded, Q4_0's nibbles unpacked by one
-//! broadcast, shift and `and`) are one 8×8 transposition of 4-byte words
-//! (24 shuffles) into the eight lines' halves, instead of
-//! [`repack_strip`](super::strips::repack_strip)'s generic walk, which
+//! The strip repack of Q8_0, Q4_0 and Q4_K in registers: each sub-block's 32
+//! values of eight rows (Q8_0's bytes loaded, Q4_0's nibbles unpacked by one
+//! broadcast, shift and `and`, Q4_K's by a shift and `and`) are one 8×8
+//! transposition of 4-byte words (24 shuffles) into the eight lines'
+//! halves, instead of [`repack_strip`](super::strips::repack_strip)'s
+//! generic walk, which
 //! unpacks every block to an array and copies its values four bytes at a
 //! time. The generic walk was a fifth of a 128-token AVX2 prefill (124M
 //! Q8_0, `perf`, with `|w|` repacked beside `w`; a tenth before); every x86
 //! path (AVX2, AVX-512, AMX) repacks per call unless `--repack` keeps the
-//! copies. Twin-tested against the generic walk (the same lines, scales and
-//! minimums for every row a strip holds).
+//! copies (124M Q4_K_M mix, alternated: pp48 1.04–1.13×, pp128 1.00–1.08×
+//! on AVX2 and AVX-512). Twin-tested against the generic walk (the same
+//! lines, scales and minimums for every row a strip holds).
 
 use std::arch::x86_64::*;
 
 use super::strips::{Line, STRIP};
 use crate::quant::prefetch;
-use crate::quant::types::{BlockQ4_0, BlockQ8_0};
+use crate::quant::types::q4_k::scale_min;
+use crate::quant::types::{BlockQ4_0, BlockQ4K, BlockQ8_0};
 
 /// The values a strip's lines hold (the unpackings of `strips`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -31,10 +34,13 @@ pub(in crate::quant) enum Values {
     Q4Unsigned,
     /// Q4_0's `q - 8` (`q4_0_signed`: the AMX tiles).
     Q4Signed,
+    /// Q4_K's nibbles `u` (0..=15) in eight sub-blocks of 32
+    /// (`q4_k_unsigned`).
+    Q4KUnsigned,
 }
 
 impl Values {
-    /// Whether these are Q8_0's (else Q4_0's).
+    /// Whether these are Q8_0's.
     pub(in crate::quant) fn is_q8_0(self) -> bool {
         matches!(
             self,
@@ -42,8 +48,15 @@ impl Values {
         )
     }
 
-    /// Whether a kept copy (`--repack`) of these lines pays: only the AMX
-    /// tile unit's (signed values), which runs from fewer tokens with one.
+    /// Whether these are Q4_0's.
+    pub(in crate::quant) fn is_q4_0(self) -> bool {
+        matches!(self, Values::Q4Unsigned | Values::Q4Signed)
+    }
+
+    /// Whether a kept copy (`--repack`) of these lines pays: the AMX tile
+    /// unit's (signed values), which runs from fewer tokens with one, and
+    /// the K-quants' (their strips too; not measured since Q4_K's repack
+    /// became a transposition).
     /// The transposition repacks at close to the speed of reading the
     /// weights, so the AVX2 and AVX-512 strips' kept copies (as large as
     /// the weights, twice with the magnitudes) only added their own reads:
@@ -52,7 +65,10 @@ impl Values {
     /// 0.92–0.99×; AVX-512 Q8_0 0.98×, Q4_0 pp16 0.85–0.99×; native (AMX)
     /// Q8_0 pp16 1.33–1.39×, Q4_0 1.29–1.32×.
     pub(in crate::quant) fn worth_keeping(self) -> bool {
-        matches!(self, Values::Q8Signed | Values::Q4Signed)
+        matches!(
+            self,
+            Values::Q8Signed | Values::Q4Signed | Values::Q4KUnsigned
+        )
     }
 
     /// Lines per block: eight, sixteen with the magnitudes.
@@ -67,6 +83,7 @@ impl Values {
 pub(in crate::quant) enum Source<'w> {
     Q8_0(&'w [BlockQ8_0], Values),
     Q4_0(&'w [BlockQ4_0], Values),
+    Q4K(&'w [BlockQ4K]),
 }
 
 impl Source<'_> {
@@ -74,14 +91,15 @@ impl Source<'_> {
     pub(in crate::quant) fn values(self) -> Values {
         match self {
             Source::Q8_0(_, v) | Source::Q4_0(_, v) => v,
+            Source::Q4K(_) => Values::Q4KUnsigned,
         }
     }
 }
 
 /// Repacks strip `i` (rows `16i..`, at most 16, of `rows` rows of `nb`
-/// blocks) of `src` into `lines` (`nb` sub-blocks of 8 lines, 16 for
-/// [`Values::Q8Magnitudes`]), `dw` (the scales) and `dm` (zeros), as the
-/// generic walk does; `false` (nothing written) where the CPU lacks AVX2 or
+/// blocks) of `src` into `lines` (each block's sub-blocks of 8 lines, 16 for
+/// [`Values::Q8Magnitudes`]), `dw` (the scales) and `dm` (the minimums'
+/// terms), as the generic walk does; `false` (nothing written) where the CPU lacks AVX2 or
 /// F16C, for the caller's generic walk.
 pub(in crate::quant) fn repack_transposed(
     src: Source<'_>,
@@ -93,48 +111,94 @@ pub(in crate::quant) fn repack_transposed(
         return false;
     }
     let values = src.values();
-    let lps = values.lines();
+    // Sub-blocks per block and lines per sub-block.
+    let (subs, lps) = match src {
+        Source::Q4K(_) => (8, values.lines()),
+        _ => (1, values.lines()),
+    };
     let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
-    let lines = &mut lines[i * nb * lps..(i + 1) * nb * lps];
+    let nsub = nb * subs;
+    let lines = &mut lines[i * nsub * lps..(i + 1) * nsub * lps];
     let (dw, dm) = (
-        &mut dw[i * nb * STRIP..(i + 1) * nb * STRIP],
-        &mut dm[i * nb * STRIP..(i + 1) * nb * STRIP],
+        &mut dw[i * nsub * STRIP..(i + 1) * nsub * STRIP],
+        &mut dm[i * nsub * STRIP..(i + 1) * nsub * STRIP],
     );
     assert!(r0 < r1, "repack_transposed: rows");
+    let bufs = (lines, dw, dm);
     match src {
-        Source::Q8_0(w, _) => {
-            assert!(w.len() >= r1 * nb, "repack_transposed: rows");
-            // SAFETY: AVX2 and F16C were detected above.
-            unsafe { strip(&w[r0 * nb..r1 * nb], nb, values, (lines, dw, dm)) }
-        }
-        Source::Q4_0(w, _) => {
-            assert!(w.len() >= r1 * nb, "repack_transposed: rows");
-            // SAFETY: AVX2 and F16C were detected above.
-            unsafe { strip(&w[r0 * nb..r1 * nb], nb, values, (lines, dw, dm)) }
-        }
+        // SAFETY: AVX2 and F16C were detected above.
+        Source::Q8_0(w, _) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q4_0(w, _) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
     }
     true
 }
 
-/// A block type [`strip`] repacks: its scale and its 32 values as bytes in
-/// element order.
-trait Block32 {
-    /// The f16 scale's bits.
-    fn scale(&self) -> u16;
+/// Rows `r0..r1` of `nb` blocks each of `w`.
+fn rows_of<B>(w: &[B], r0: usize, r1: usize, nb: usize) -> &[B] {
+    assert!(w.len() >= r1 * nb, "repack_transposed: rows");
+    &w[r0 * nb..r1 * nb]
+}
 
+/// A block type [`strip`] repacks: `SUBS` sub-blocks of 32 values, each
+/// its values as bytes in element order and its scale and minimum's term
+/// (as the type's generic unpacking computes them: the same bits).
+trait Block32 {
+    const SUBS: usize;
+
+    /// Sub-block `j`'s scale and minimum's term.
+    ///
+    /// # Safety
+    /// The CPU must have F16C.
+    unsafe fn scales(&self, j: usize) -> (f32, f32);
+
+    /// Sub-block `j`'s values.
+    ///
     /// # Safety
     /// The CPU must have AVX2.
-    unsafe fn values(&self) -> __m256i;
+    unsafe fn values(&self, j: usize) -> __m256i;
+}
+
+/// An f16 as f32 by one `vcvtph2ps` (`half`'s `to_f32` is a call per value
+/// that checks the CPU: it was a fifth of a 16-token repack).
+///
+/// # Safety
+/// The CPU must have F16C.
+#[inline(always)]
+unsafe fn f16_to_f32(h: half::f16) -> f32 {
+    // SAFETY: F16C (this function's contract).
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(h.to_bits())))) }
+}
+
+/// 32 packed bytes' low (`high` false) or high nibbles.
+///
+/// # Safety
+/// The CPU must have AVX2; `p` must be 32 readable bytes.
+#[inline(always)]
+unsafe fn nibbles32(p: *const u8, high: bool) -> __m256i {
+    // SAFETY: AVX2 and 32 readable bytes (this function's contract); the
+    // load is unaligned.
+    unsafe {
+        let x = _mm256_loadu_si256(p.cast());
+        let x = if high { _mm256_srli_epi16(x, 4) } else { x };
+        _mm256_and_si256(x, _mm256_set1_epi8(0x0f))
+    }
 }
 
 impl Block32 for BlockQ8_0 {
-    fn scale(&self) -> u16 {
-        self.d.to_bits()
+    const SUBS: usize = 1;
+
+    #[inline(always)]
+    unsafe fn scales(&self, _j: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        (unsafe { f16_to_f32(self.d) }, 0.0)
     }
 
     /// The 32 signed bytes.
     #[inline(always)]
-    unsafe fn values(&self) -> __m256i {
+    unsafe fn values(&self, _j: usize) -> __m256i {
         // SAFETY: AVX2 (this function's contract); `qs` is 32 readable
         // bytes; the load is unaligned.
         unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) }
@@ -142,14 +206,18 @@ impl Block32 for BlockQ8_0 {
 }
 
 impl Block32 for BlockQ4_0 {
-    fn scale(&self) -> u16 {
-        self.d.to_bits()
+    const SUBS: usize = 1;
+
+    #[inline(always)]
+    unsafe fn scales(&self, _j: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        (unsafe { f16_to_f32(self.d) }, 0.0)
     }
 
     /// The nibbles: the 16 packed bytes in both halves, the high half
     /// shifted down by four.
     #[inline(always)]
-    unsafe fn values(&self) -> __m256i {
+    unsafe fn values(&self, _j: usize) -> __m256i {
         // SAFETY: AVX2 (this function's contract); `qs` is 16 readable
         // bytes; the load is unaligned.
         unsafe {
@@ -157,6 +225,27 @@ impl Block32 for BlockQ4_0 {
             let shifted = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
             _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
         }
+    }
+}
+
+impl Block32 for BlockQ4K {
+    const SUBS: usize = 8;
+
+    /// `d·sc` and `−dmin·m`, as `q4_k_unsigned`.
+    #[inline(always)]
+    unsafe fn scales(&self, j: usize) -> (f32, f32) {
+        let (sc, m) = scale_min(j, &self.scales);
+        // SAFETY: F16C (this function's contract).
+        let (d, dmin) = unsafe { (f16_to_f32(self.d), f16_to_f32(self.dmin)) };
+        (d * f32::from(sc), -(dmin * f32::from(m)))
+    }
+
+    /// Sub-block `j`: the low (even `j`) or high nibbles of 32 bytes.
+    #[inline(always)]
+    unsafe fn values(&self, j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); bytes 32(j/2).. of the
+        // 128-byte `qs` (j < 8): 32 readable bytes.
+        unsafe { nibbles32(self.qs[32 * (j / 2)..].as_ptr(), j % 2 == 1) }
     }
 }
 
@@ -170,53 +259,57 @@ fn strip<B: Block32>(
     (lines, dw, dm): (&mut [Line], &mut [f32], &mut [f32]),
 ) {
     let n = w.len() / nb;
-    let lps = values.lines();
-    assert!(n <= STRIP && w.len() == n * nb && lines.len() == nb * lps);
-    assert!(dw.len() == nb * STRIP && dm.len() == dw.len());
+    let (lps, nsub) = (values.lines(), nb * B::SUBS);
+    assert!(n <= STRIP && w.len() == n * nb && lines.len() == nsub * lps);
+    assert!(dw.len() == nsub * STRIP && dm.len() == dw.len());
     let (flip, eight) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi8(8));
     for b in 0..nb {
-        for h in 0..STRIP / 8 {
-            // Rows past the strip's last leave zeros (padding rows: their
-            // scales are zero and their sums never stored).
-            let mut r = [_mm256_setzero_si256(); 8];
-            for (j, v) in r.iter_mut().enumerate() {
-                if 8 * h + j < n {
-                    let blk = &w[(8 * h + j) * nb + b];
-                    prefetch::stream(blk);
-                    // SAFETY: AVX2 is enabled here.
-                    *v = unsafe { blk.values() };
+        for j in 0..B::SUBS {
+            let q = b * B::SUBS + j;
+            for h in 0..STRIP / 8 {
+                // Rows past the strip's last leave zeros (padding rows:
+                // their scales are zero and their sums never stored).
+                let mut r = [_mm256_setzero_si256(); 8];
+                for (k, v) in r.iter_mut().enumerate() {
+                    if 8 * h + k < n {
+                        let blk = &w[(8 * h + k) * nb + b];
+                        if j == 0 {
+                            prefetch::stream(blk);
+                        }
+                        // SAFETY: AVX2 is enabled here.
+                        *v = unsafe { blk.values(j) };
+                    }
                 }
-            }
-            let sub = &mut lines[b * lps..(b + 1) * lps];
-            for (k, v) in transpose8(r).into_iter().enumerate() {
-                let (line, at, v, mags) = match values {
-                    Values::Q8Signed | Values::Q4Unsigned => (k, 32 * h, v, None),
-                    Values::Q8Unsigned => (k, 32 * h, _mm256_xor_si256(v, flip), None),
-                    Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
-                    Values::Q8Magnitudes => (2 * k + h, 0, v, Some(_mm256_abs_epi8(v))),
-                };
-                let dst = sub[line].0.as_mut_ptr();
-                // SAFETY: bytes `at..at + 32` (`at` 0 or 32) and, with the
-                // magnitudes, 32..64 of a 64-byte line: in bounds; the stores
-                // are unaligned.
-                unsafe {
-                    _mm256_storeu_si256(dst.add(at).cast(), v);
-                    if let Some(m) = mags {
-                        _mm256_storeu_si256(dst.add(32).cast(), m);
+                let sub = &mut lines[q * lps..(q + 1) * lps];
+                for (k, v) in transpose8(r).into_iter().enumerate() {
+                    let (line, at, v, mags) = match values {
+                        Values::Q8Signed | Values::Q4Unsigned | Values::Q4KUnsigned => {
+                            (k, 32 * h, v, None)
+                        }
+                        Values::Q8Unsigned => (k, 32 * h, _mm256_xor_si256(v, flip), None),
+                        Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
+                        Values::Q8Magnitudes => (2 * k + h, 0, v, Some(_mm256_abs_epi8(v))),
+                    };
+                    let dst = sub[line].0.as_mut_ptr();
+                    // SAFETY: bytes `at..at + 32` (`at` 0 or 32) and, with
+                    // the magnitudes, 32..64 of a 64-byte line: in bounds;
+                    // the stores are unaligned.
+                    unsafe {
+                        _mm256_storeu_si256(dst.add(at).cast(), v);
+                        if let Some(m) = mags {
+                            _mm256_storeu_si256(dst.add(32).cast(), m);
+                        }
                     }
                 }
             }
-        }
-        for (row, (d, m)) in dw[b * STRIP..b * STRIP + n]
-            .iter_mut()
-            .zip(&mut dm[b * STRIP..b * STRIP + n])
-            .enumerate()
-        {
-            // One `vcvtph2ps` (`half`'s `to_f32` was a call per scale
-            // that checks the CPU: a fifth of a 16-token repack).
-            let bits = _mm_cvtsi32_si128(i32::from(w[row * nb + b].scale()));
-            *d = _mm_cvtss_f32(_mm_cvtph_ps(bits));
-            *m = 0.0;
+            for (row, (d, m)) in dw[q * STRIP..q * STRIP + n]
+                .iter_mut()
+                .zip(&mut dm[q * STRIP..q * STRIP + n])
+                .enumerate()
+            {
+                // SAFETY: F16C is enabled here.
+                (*d, *m) = unsafe { w[row * nb + b].scales(j) };
+            }
         }
     }
 }
@@ -259,7 +352,8 @@ mod tests {
 
     use super::*;
     use crate::quant::x86::strips::{
-        q4_0_signed, q4_0_unsigned, q8_0_signed, q8_0_signed_abs, q8_0_unsigned, repack_strip,
+        q4_0_signed, q4_0_unsigned, q4_k_unsigned, q8_0_signed, q8_0_signed_abs, q8_0_unsigned,
+        repack_strip,
     };
 
     /// A small deterministic generator (the tests need no statistics).
@@ -301,13 +395,29 @@ mod tests {
             .collect()
     }
 
+    /// Q4_K blocks of every nibble and every packed scale byte.
+    fn q4_k(n: usize, seed: u64) -> Vec<BlockQ4K> {
+        let r = bytes(n * 142, seed);
+        (0..n)
+            .map(|i| {
+                let r = &r[142 * i..142 * (i + 1)];
+                BlockQ4K {
+                    d: scale(r[0]),
+                    dmin: scale(r[1]),
+                    scales: std::array::from_fn(|j| r[2 + j]),
+                    qs: std::array::from_fn(|j| r[14 + j]),
+                }
+            })
+            .collect()
+    }
+
     /// The bytes of `lines` that belong to the strips' rows below `rows`:
     /// padding rows hold whatever each walk left.
-    fn kept_bytes(lines: &[Line], values: Values, rows: usize, nb: usize) -> Vec<u8> {
+    fn kept_bytes(lines: &[Line], values: Values, rows: usize, nsub: usize) -> Vec<u8> {
         let lps = values.lines();
         let mut out = Vec::new();
         for (li, line) in lines.iter().enumerate() {
-            let (strip, k) = (li / (nb * lps), li % lps);
+            let (strip, k) = (li / (nsub * lps), li % lps);
             for (byte, &v) in line.0.iter().enumerate() {
                 let row = match values {
                     Values::Q8Magnitudes => 8 * (k % 2) + (byte % 32) / 4,
@@ -346,19 +456,27 @@ mod tests {
             Values::Q8Magnitudes,
             Values::Q4Unsigned,
             Values::Q4Signed,
+            Values::Q4KUnsigned,
         ];
         for (rows, nb) in [(1, 1), (7, 3), (16, 1), (17, 2), (33, 5), (48, 24), (9, 96)] {
             let seed = (rows * 100 + nb) as u64;
-            let (w8, w4) = (q8_0(rows * nb, seed), q4_0(rows * nb, seed));
+            let (w8, w4, wk) = (
+                q8_0(rows * nb, seed),
+                q4_0(rows * nb, seed),
+                q4_k(rows * nb, seed),
+            );
             for values in all {
                 let strips = rows.div_ceil(STRIP);
-                let (n_lines, n_scales) = (strips * nb * values.lines(), strips * nb * STRIP);
+                let nsub = nb * if values == Values::Q4KUnsigned { 8 } else { 1 };
+                let (n_lines, n_scales) = (strips * nsub * values.lines(), strips * nsub * STRIP);
                 let (mut fl, mut fd, mut fm) = buffers(n_lines, n_scales, 0xa5);
                 let (mut gl, mut gd, mut gm) = buffers(n_lines, n_scales, 0x5a);
                 let src = if values.is_q8_0() {
                     Source::Q8_0(&w8, values)
-                } else {
+                } else if values.is_q4_0() {
                     Source::Q4_0(&w4, values)
+                } else {
+                    Source::Q4K(&wk)
                 };
                 for i in 0..strips {
                     let fast = (&mut fl[..], &mut fd[..], &mut fm[..]);
@@ -381,16 +499,19 @@ mod tests {
                         Values::Q4Signed => {
                             repack_strip::<_, 32, 1, false>(&w4, at, q4_0_signed, g)
                         }
+                        Values::Q4KUnsigned => {
+                            repack_strip::<_, 32, 8, false>(&wk, at, q4_k_unsigned, g)
+                        }
                     }
                 }
                 let what = format!("{values:?}, {rows} rows of {nb} blocks");
                 assert_eq!(
-                    kept_bytes(&fl, values, rows, nb),
-                    kept_bytes(&gl, values, rows, nb),
+                    kept_bytes(&fl, values, rows, nsub),
+                    kept_bytes(&gl, values, rows, nsub),
                     "lines: {what}"
                 );
-                for q in 0..strips * nb {
-                    for n in 0..STRIP.min(rows - q / nb * STRIP) {
+                for q in 0..strips * nsub {
+                    for n in 0..STRIP.min(rows - q / nsub * STRIP) {
                         let at = q * STRIP + n;
                         assert_eq!(fd[at].to_bits(), gd[at].to_bits(), "scales: {what}");
                         assert_eq!(fm[at].to_bits(), gm[at].to_bits(), "minimums: {what}");
