@@ -146,13 +146,23 @@ fn rows_of<B>(w: &[B], r0: usize, r1: usize, nb: usize) -> &[B] {
 /// its values as bytes in element order and its scale and minimum's term
 /// (as the type's generic unpacking computes them: the same bits).
 trait Block32 {
-    const SUBS: usize;
+    /// Sub-blocks per block: one unless said.
+    const SUBS: usize = 1;
 
-    /// Sub-block `j`'s scale and minimum's term.
+    /// The block's f16 scale (the whole block's, for the one-sub-block
+    /// types).
+    fn d(&self) -> half::f16;
+
+    /// Sub-block `j`'s scale and minimum's term: the block's scale and none
+    /// unless said.
     ///
     /// # Safety
     /// The CPU must have F16C.
-    unsafe fn scales(&self, j: usize) -> (f32, f32);
+    #[inline(always)]
+    unsafe fn scales(&self, _j: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        (unsafe { f16_to_f32(self.d()) }, 0.0)
+    }
 
     /// Sub-block `j`'s values.
     ///
@@ -188,12 +198,8 @@ unsafe fn nibbles32(p: *const u8, high: bool) -> __m256i {
 }
 
 impl Block32 for BlockQ8_0 {
-    const SUBS: usize = 1;
-
-    #[inline(always)]
-    unsafe fn scales(&self, _j: usize) -> (f32, f32) {
-        // SAFETY: F16C (this function's contract).
-        (unsafe { f16_to_f32(self.d) }, 0.0)
+    fn d(&self) -> half::f16 {
+        self.d
     }
 
     /// The 32 signed bytes.
@@ -206,12 +212,8 @@ impl Block32 for BlockQ8_0 {
 }
 
 impl Block32 for BlockQ4_0 {
-    const SUBS: usize = 1;
-
-    #[inline(always)]
-    unsafe fn scales(&self, _j: usize) -> (f32, f32) {
-        // SAFETY: F16C (this function's contract).
-        (unsafe { f16_to_f32(self.d) }, 0.0)
+    fn d(&self) -> half::f16 {
+        self.d
     }
 
     /// The nibbles: the 16 packed bytes in both halves, the high half
@@ -230,6 +232,10 @@ impl Block32 for BlockQ4_0 {
 
 impl Block32 for BlockQ4K {
     const SUBS: usize = 8;
+
+    fn d(&self) -> half::f16 {
+        self.d
+    }
 
     /// `d·sc` and `−dmin·m`, as `q4_k_unsigned`.
     #[inline(always)]
