@@ -573,9 +573,9 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 /// `w` as the blocks of a type [`transpose`](super::transpose) repacks and
 /// the values its unpacking makes, when `unpack` is one of Q8_0's three
 /// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
-/// ([`q4_0_unsigned`], [`q4_0_signed`]) or Q4_K's ([`q4_k_unsigned`]): which
-/// function a kernel passed is known only by its type here (as the kept
-/// repacks are keyed by it).
+/// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_K's ([`q4_k_unsigned`]) or
+/// Q5_K's ([`q5_k_unsigned`]): which function a kernel passed is known only
+/// by its type here (as the kept repacks are keyed by it).
 fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<Source<'w>> {
     fn id<T: 'static>(_: &T) -> TypeId {
         TypeId::of::<T>()
@@ -593,6 +593,8 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q4Signed
     } else if u == id(&q4_k_unsigned) {
         Values::Q4KUnsigned
+    } else if u == id(&q5_k_unsigned) {
+        Values::Q5KUnsigned
     } else {
         return None;
     };
@@ -608,6 +610,10 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         // SAFETY: `W` is `BlockQ4K` (the type ids are equal): the same slice.
         let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4K>(), w.len()) };
         Some(Source::Q4K(w))
+    } else if wt == TypeId::of::<BlockQ5K>() && values == Values::Q5KUnsigned {
+        // SAFETY: `W` is `BlockQ5K` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5K>(), w.len()) };
+        Some(Source::Q5K(w))
     } else {
         None
     }

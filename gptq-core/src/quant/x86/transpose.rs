@@ -1,6 +1,7 @@
-//! The strip repack of Q8_0, Q4_0 and Q4_K in registers: each sub-block's 32
-//! values of eight rows (Q8_0's bytes loaded, Q4_0's nibbles unpacked by one
-//! broadcast, shift and `and`, Q4_K's by a shift and `and`) are one 8×8
+//! The strip repack of Q8_0, Q4_0, Q4_K and Q5_K in registers: each
+//! sub-block's 32 values of eight rows (Q8_0's bytes loaded, Q4_0's nibbles
+//! unpacked by one broadcast, shift and `and`, Q4_K's by a shift and `and`,
+//! Q5_K's fifth bits by an `and` and a compare) are one 8×8
 //! transposition of 4-byte words (24 shuffles) into the eight lines'
 //! halves, instead of [`repack_strip`](super::strips::repack_strip)'s
 //! generic walk, which
@@ -17,7 +18,7 @@ use std::arch::x86_64::*;
 use super::strips::{Line, STRIP};
 use crate::quant::prefetch;
 use crate::quant::types::q4_k::scale_min;
-use crate::quant::types::{BlockQ4_0, BlockQ4K, BlockQ8_0};
+use crate::quant::types::{BlockQ4_0, BlockQ4K, BlockQ5K, BlockQ8_0};
 
 /// The values a strip's lines hold (the unpackings of `strips`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,6 +38,9 @@ pub(in crate::quant) enum Values {
     /// Q4_K's nibbles `u` (0..=15) in eight sub-blocks of 32
     /// (`q4_k_unsigned`).
     Q4KUnsigned,
+    /// Q5_K's five bits `u` (0..=31) in eight sub-blocks of 32
+    /// (`q5_k_unsigned`).
+    Q5KUnsigned,
 }
 
 impl Values {
@@ -55,8 +59,8 @@ impl Values {
 
     /// Whether a kept copy (`--repack`) of these lines pays: the AMX tile
     /// unit's (signed values), which runs from fewer tokens with one, and
-    /// the K-quants' (their strips too; not measured since Q4_K's repack
-    /// became a transposition).
+    /// the K-quants' (their strips too; not measured since Q4_K's and
+    /// Q5_K's repacks became transpositions).
     /// The transposition repacks at close to the speed of reading the
     /// weights, so the AVX2 and AVX-512 strips' kept copies (as large as
     /// the weights, twice with the magnitudes) only added their own reads:
@@ -67,7 +71,7 @@ impl Values {
     pub(in crate::quant) fn worth_keeping(self) -> bool {
         matches!(
             self,
-            Values::Q8Signed | Values::Q4Signed | Values::Q4KUnsigned
+            Values::Q8Signed | Values::Q4Signed | Values::Q4KUnsigned | Values::Q5KUnsigned
         )
     }
 
@@ -84,6 +88,7 @@ pub(in crate::quant) enum Source<'w> {
     Q8_0(&'w [BlockQ8_0], Values),
     Q4_0(&'w [BlockQ4_0], Values),
     Q4K(&'w [BlockQ4K]),
+    Q5K(&'w [BlockQ5K]),
 }
 
 impl Source<'_> {
@@ -92,6 +97,7 @@ impl Source<'_> {
         match self {
             Source::Q8_0(_, v) | Source::Q4_0(_, v) => v,
             Source::Q4K(_) => Values::Q4KUnsigned,
+            Source::Q5K(_) => Values::Q5KUnsigned,
         }
     }
 }
@@ -113,7 +119,7 @@ pub(in crate::quant) fn repack_transposed(
     let values = src.values();
     // Sub-blocks per block and lines per sub-block.
     let (subs, lps) = match src {
-        Source::Q4K(_) => (8, values.lines()),
+        Source::Q4K(_) | Source::Q5K(_) => (8, values.lines()),
         _ => (1, values.lines()),
     };
     let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
@@ -132,6 +138,8 @@ pub(in crate::quant) fn repack_transposed(
         Source::Q4_0(w, _) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
         // SAFETY: as above.
         Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q5K(w) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
     }
     true
 }
@@ -255,6 +263,38 @@ impl Block32 for BlockQ4K {
     }
 }
 
+impl Block32 for BlockQ5K {
+    const SUBS: usize = 8;
+
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// `d·sc` and `−dmin·m`, as `q5_k_unsigned`.
+    #[inline(always)]
+    unsafe fn scales(&self, j: usize) -> (f32, f32) {
+        let (sc, m) = scale_min(j, &self.scales);
+        // SAFETY: F16C (this function's contract).
+        let (d, dmin) = unsafe { (f16_to_f32(self.d), f16_to_f32(self.dmin)) };
+        (d * f32::from(sc), -(dmin * f32::from(m)))
+    }
+
+    /// Sub-block `j`: Q4_K's nibbles plus bit `j` of `qh[l]` as the fifth.
+    #[inline(always)]
+    unsafe fn values(&self, j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); bytes 32(j/2).. of the
+        // 128-byte `qs` (j < 8) and the 32 bytes of `qh`: readable; the load
+        // is unaligned.
+        unsafe {
+            let low = nibbles32(self.qs[32 * (j / 2)..].as_ptr(), j % 2 == 1);
+            let bit = _mm256_set1_epi8((1u8 << j) as i8);
+            let qh = _mm256_and_si256(_mm256_loadu_si256(self.qh.as_ptr().cast()), bit);
+            let high = _mm256_and_si256(_mm256_cmpeq_epi8(qh, bit), _mm256_set1_epi8(16));
+            _mm256_or_si256(low, high)
+        }
+    }
+}
+
 /// [`repack_transposed`] of the strip's rows `w` (`nb` blocks each, at most
 /// 16 rows) into the strip's own lines, scales and minimums.
 #[target_feature(enable = "avx2,f16c")]
@@ -289,9 +329,10 @@ fn strip<B: Block32>(
                 let sub = &mut lines[q * lps..(q + 1) * lps];
                 for (k, v) in transpose8(r).into_iter().enumerate() {
                     let (line, at, v, mags) = match values {
-                        Values::Q8Signed | Values::Q4Unsigned | Values::Q4KUnsigned => {
-                            (k, 32 * h, v, None)
-                        }
+                        Values::Q8Signed
+                        | Values::Q4Unsigned
+                        | Values::Q4KUnsigned
+                        | Values::Q5KUnsigned => (k, 32 * h, v, None),
                         Values::Q8Unsigned => (k, 32 * h, _mm256_xor_si256(v, flip), None),
                         Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
                         Values::Q8Magnitudes => (2 * k + h, 0, v, Some(_mm256_abs_epi8(v))),
@@ -358,8 +399,8 @@ mod tests {
 
     use super::*;
     use crate::quant::x86::strips::{
-        q4_0_signed, q4_0_unsigned, q4_k_unsigned, q8_0_signed, q8_0_signed_abs, q8_0_unsigned,
-        repack_strip,
+        q4_0_signed, q4_0_unsigned, q4_k_unsigned, q5_k_unsigned, q8_0_signed, q8_0_signed_abs,
+        q8_0_unsigned, repack_strip,
     };
 
     /// A small deterministic generator (the tests need no statistics).
@@ -417,6 +458,23 @@ mod tests {
             .collect()
     }
 
+    /// Q5_K blocks of every value and every packed scale byte.
+    fn q5_k(n: usize, seed: u64) -> Vec<BlockQ5K> {
+        let r = bytes(n * 174, seed);
+        (0..n)
+            .map(|i| {
+                let r = &r[174 * i..174 * (i + 1)];
+                BlockQ5K {
+                    d: scale(r[0]),
+                    dmin: scale(r[1]),
+                    scales: std::array::from_fn(|j| r[2 + j]),
+                    qh: std::array::from_fn(|j| r[14 + j]),
+                    qs: std::array::from_fn(|j| r[46 + j]),
+                }
+            })
+            .collect()
+    }
+
     /// The bytes of `lines` that belong to the strips' rows below `rows`:
     /// padding rows hold whatever each walk left.
     fn kept_bytes(lines: &[Line], values: Values, rows: usize, nsub: usize) -> Vec<u8> {
@@ -463,6 +521,7 @@ mod tests {
             Values::Q4Unsigned,
             Values::Q4Signed,
             Values::Q4KUnsigned,
+            Values::Q5KUnsigned,
         ];
         for (rows, nb) in [(1, 1), (7, 3), (16, 1), (17, 2), (33, 5), (48, 24), (9, 96)] {
             let seed = (rows * 100 + nb) as u64;
@@ -471,9 +530,11 @@ mod tests {
                 q4_0(rows * nb, seed),
                 q4_k(rows * nb, seed),
             );
+            let w5 = q5_k(rows * nb, seed);
             for values in all {
                 let strips = rows.div_ceil(STRIP);
-                let nsub = nb * if values == Values::Q4KUnsigned { 8 } else { 1 };
+                let k = matches!(values, Values::Q4KUnsigned | Values::Q5KUnsigned);
+                let nsub = nb * if k { 8 } else { 1 };
                 let (n_lines, n_scales) = (strips * nsub * values.lines(), strips * nsub * STRIP);
                 let (mut fl, mut fd, mut fm) = buffers(n_lines, n_scales, 0xa5);
                 let (mut gl, mut gd, mut gm) = buffers(n_lines, n_scales, 0x5a);
@@ -481,8 +542,10 @@ mod tests {
                     Source::Q8_0(&w8, values)
                 } else if values.is_q4_0() {
                     Source::Q4_0(&w4, values)
-                } else {
+                } else if values == Values::Q4KUnsigned {
                     Source::Q4K(&wk)
+                } else {
+                    Source::Q5K(&w5)
                 };
                 for i in 0..strips {
                     let fast = (&mut fl[..], &mut fd[..], &mut fm[..]);
@@ -507,6 +570,9 @@ mod tests {
                         }
                         Values::Q4KUnsigned => {
                             repack_strip::<_, 32, 8, false>(&wk, at, q4_k_unsigned, g)
+                        }
+                        Values::Q5KUnsigned => {
+                            repack_strip::<_, 32, 8, false>(&w5, at, q5_k_unsigned, g)
                         }
                     }
                 }
