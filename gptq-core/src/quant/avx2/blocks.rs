@@ -591,7 +591,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k,
+    use_strips_k_transposed,
     prefill_q4_k,
     BlockQ4K,
     BlockQ8K,
@@ -600,7 +600,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k,
+    use_strips_k_transposed,
     prefill_q5_k,
     BlockQ5K,
     BlockQ8K,

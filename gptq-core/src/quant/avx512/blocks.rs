@@ -428,7 +428,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k,
+    use_strips_k_transposed,
     prefill_q4_k,
     BlockQ4K,
     BlockQ8K,
@@ -437,7 +437,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k,
+    use_strips_k_transposed,
     prefill_q5_k,
     BlockQ5K,
     BlockQ8K,

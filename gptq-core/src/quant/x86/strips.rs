@@ -36,7 +36,7 @@ pub(in crate::quant) const STRIP: usize = 16;
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
 
 /// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
-/// costs more. With the packed activation records (355M mixes, 2 threads,
+/// costs more (but Q4_K and Q5_K: [`MIN_TOKENS_TRANSPOSED`]). With the packed activation records (355M mixes, 2 threads,
 /// `gptq bench -p N -n 0`, strips from 32 against from 64, alternated): at
 /// 48 tokens the strips lead everywhere (Q4_K_M mix 1.40–1.46×, Q3_K_M
 /// 1.41–1.45×, Q2_K 1.13×, Q6_K 1.07–1.12×, AVX-512 and AVX2), at 32 not for
@@ -52,9 +52,13 @@ pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 /// 1.07–1.15×, pp25 1.30–1.34×.
 pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 
-/// The same for Q8_0 and Q4_0, whose repack is a transposition in registers
-/// ([`repack_transposed`]): as where the repack is kept, from
-/// [`MIN_TOKENS_KEPT`]. Measured with `gptq bench -p N -n 0 -r 3`, 124M, 2
+/// The same for Q8_0, Q4_0, Q4_K and Q5_K, whose repack is a transposition in
+/// registers ([`repack_transposed`]): as where the repack is kept, from
+/// [`MIN_TOKENS_KEPT`]. Q4_K and Q5_K (Q4_K_M mix, strips from 16 against
+/// 40, the same way): 124M AVX2 pp16 1.27×, pp24 1.42–1.46×, pp32
+/// 1.45–1.51×, AVX-512 1.17–1.24×, 1.41–1.45×, 1.56–1.58×; 355M AVX2 pp16
+/// 1.25–1.40×, pp24 1.32–1.63×, AVX-512 1.14–1.17×, 1.35–1.46× (from 8:
+/// AVX-512 pp8 0.80–0.85×, pp12 0.94–0.96×). Measured with `gptq bench -p N -n 0 -r 3`, 124M, 2
 /// threads, strips from 16 (or 8, 12) against the thresholds before (32, and
 /// 24 for AVX2 Q4_0 and VBMI Q8_0; one build, the threshold from the
 /// environment), alternated twice: Q8_0 AVX2 pp16 1.04–1.33×, pp20
@@ -71,6 +75,11 @@ pub(in crate::quant) const MIN_TOKENS_TRANSPOSED: usize = MIN_TOKENS_KEPT;
 /// from [`MIN_TOKENS`].
 pub(in crate::quant) fn use_strips<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS)
+}
+
+/// [`use_strips_k`] for Q4_K and Q5_K: from [`MIN_TOKENS_TRANSPOSED`] tokens.
+pub(in crate::quant) fn use_strips_k_transposed<W>(w: &[W], n_tok: usize) -> bool {
+    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_TRANSPOSED)
 }
 
 /// [`use_strips`] for Q8_0 and Q4_0: from [`MIN_TOKENS_TRANSPOSED`] tokens.
