@@ -238,6 +238,19 @@ impl Block32 for BlockQ4_0 {
     }
 }
 
+/// Sub-block `j`'s `d·sc` and `−dmin·m` of a Q4_K or Q5_K block (its
+/// `d`, `dmin` and packed scales), as `q4_k_unsigned` computes them.
+///
+/// # Safety
+/// The CPU must have F16C.
+#[inline(always)]
+unsafe fn k_scales(d: half::f16, dmin: half::f16, packed: &[u8; 12], j: usize) -> (f32, f32) {
+    let (sc, m) = scale_min(j, packed);
+    // SAFETY: F16C (this function's contract).
+    let (d, dmin) = unsafe { (f16_to_f32(d), f16_to_f32(dmin)) };
+    (d * f32::from(sc), -(dmin * f32::from(m)))
+}
+
 impl Block32 for BlockQ4K {
     const SUBS: usize = 8;
 
@@ -245,13 +258,11 @@ impl Block32 for BlockQ4K {
         self.d
     }
 
-    /// `d·sc` and `−dmin·m`, as `q4_k_unsigned`.
+    /// As `q4_k_unsigned`.
     #[inline(always)]
     unsafe fn scales(&self, j: usize) -> (f32, f32) {
-        let (sc, m) = scale_min(j, &self.scales);
         // SAFETY: F16C (this function's contract).
-        let (d, dmin) = unsafe { (f16_to_f32(self.d), f16_to_f32(self.dmin)) };
-        (d * f32::from(sc), -(dmin * f32::from(m)))
+        unsafe { k_scales(self.d, self.dmin, &self.scales, j) }
     }
 
     /// Sub-block `j`: the low (even `j`) or high nibbles of 32 bytes.
@@ -270,13 +281,11 @@ impl Block32 for BlockQ5K {
         self.d
     }
 
-    /// `d·sc` and `−dmin·m`, as `q5_k_unsigned`.
+    /// As `q5_k_unsigned`.
     #[inline(always)]
     unsafe fn scales(&self, j: usize) -> (f32, f32) {
-        let (sc, m) = scale_min(j, &self.scales);
         // SAFETY: F16C (this function's contract).
-        let (d, dmin) = unsafe { (f16_to_f32(self.d), f16_to_f32(self.dmin)) };
-        (d * f32::from(sc), -(dmin * f32::from(m)))
+        unsafe { k_scales(self.d, self.dmin, &self.scales, j) }
     }
 
     /// Sub-block `j`: Q4_K's nibbles plus bit `j` of `qh[l]` as the fifth.
