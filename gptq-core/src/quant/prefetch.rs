@@ -28,6 +28,13 @@ pub fn ahead_l1<B>(p: &B, ahead: usize) {
     hint::<B, 0>(p, ahead);
 }
 
+/// Hints the line `ahead` bytes past `p` into L2.
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub fn l2_at<B>(p: &B, ahead: usize) {
+    hint::<B, 1>(p, ahead);
+}
+
 /// Hints the line `ahead` bytes past `p` into L1 (`LEVEL` 0) or L2 (1).
 #[inline(always)]
 fn hint<B, const LEVEL: u8>(p: &B, ahead: usize) {

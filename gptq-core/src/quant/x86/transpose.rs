@@ -131,23 +131,25 @@ pub(in crate::quant) fn repack_transposed(
     );
     assert!(r0 < r1, "repack_transposed: rows");
     let bufs = (lines, dw, dm);
+    // The rows of this strip and of the next (empty after the last).
+    let r2 = rows.min(r1 + STRIP);
     match src {
         // SAFETY: AVX2 and F16C were detected above.
-        Source::Q8_0(w, _) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
+        Source::Q8_0(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
-        Source::Q4_0(w, _) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
+        Source::Q4_0(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
-        Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
+        Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
-        Source::Q5K(w) => unsafe { strip(rows_of(w, r0, r1, nb), nb, values, bufs) },
+        Source::Q5K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
     }
     true
 }
 
-/// Rows `r0..r1` of `nb` blocks each of `w`.
-fn rows_of<B>(w: &[B], r0: usize, r1: usize, nb: usize) -> &[B] {
-    assert!(w.len() >= r1 * nb, "repack_transposed: rows");
-    &w[r0 * nb..r1 * nb]
+/// Rows `r0..r1` and `r1..r2` of `nb` blocks each of `w`.
+fn rows_of<B>(w: &[B], r0: usize, r1: usize, r2: usize, nb: usize) -> (&[B], &[B]) {
+    assert!(w.len() >= r2 * nb, "repack_transposed: rows");
+    (&w[r0 * nb..r1 * nb], &w[r1 * nb..r2 * nb])
 }
 
 /// A block type [`strip`] repacks: `SUBS` sub-blocks of 32 values, each
@@ -305,10 +307,20 @@ impl Block32 for BlockQ5K {
 }
 
 /// [`repack_transposed`] of the strip's rows `w` (`nb` blocks each, at most
-/// 16 rows) into the strip's own lines, scales and minimums.
+/// 16 rows) into the strip's own lines, scales and minimums; `next`, the
+/// next strip's rows, is hinted into L2 meanwhile.
+///
+/// The repack reads its sixteen rows side by side, one block of each per
+/// step: sixteen short streams (a 355M row is 1 or 4 KiB) that the
+/// per-row hints ahead only partly cover, and a 16-token product of the
+/// AVX-512 strips waits on these reads for about half its time. So each
+/// step also hints its share of the next strip's bytes (a contiguous run)
+/// into L2, the whole strip over the current one: 355M and 124M Q8_0 and
+/// the 124M Q4_K_M mix, native, pp16 1.05–1.10×, pp32 1.03–1.10×, pp128
+/// 1.02–1.03×; AVX2 (its products the larger share) 0.98–1.02×.
 #[target_feature(enable = "avx2,f16c")]
 fn strip<B: Block32>(
-    w: &[B],
+    (w, next): (&[B], &[B]),
     nb: usize,
     values: Values,
     (lines, dw, dm): (&mut [Line], &mut [f32], &mut [f32]),
@@ -318,7 +330,15 @@ fn strip<B: Block32>(
     assert!(n <= STRIP && w.len() == n * nb && lines.len() == nsub * lps);
     assert!(dw.len() == nsub * STRIP && dm.len() == dw.len());
     let (flip, eight) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi8(8));
+    let next_bytes = std::mem::size_of_val(next);
     for b in 0..nb {
+        if let Some(first) = next.first() {
+            // Lines `b/nb..(b+1)/nb` of the way through the next strip.
+            let (s0, s1) = (b * next_bytes / nb, (b + 1) * next_bytes / nb);
+            for at in (s0 & !63..s1).step_by(64) {
+                prefetch::l2_at(first, at);
+            }
+        }
         for j in 0..B::SUBS {
             let q = b * B::SUBS + j;
             for h in 0..STRIP / 8 {
