@@ -609,7 +609,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k,
+    use_strips_k_transposed,
     prefill_q6_k,
     BlockQ6K,
     BlockQ8K,

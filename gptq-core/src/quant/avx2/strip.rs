@@ -321,7 +321,7 @@ fn half_tokens<
 /// of the other types (a second `madd`, a conversion, a scale product and an
 /// FMA more) ran Q6_K at 0.98× ik_llama.cpp's AVX2 prefill.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn gemm_strips_int<W>(
+fn gemm_strips_int<W: 'static>(
     w: &[W],
     off: i32,
     unpack: impl UnpackInt<W> + 'static,

@@ -446,7 +446,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k,
+    use_strips_k_transposed,
     prefill_q6_k,
     BlockQ6K,
     BlockQ8K,

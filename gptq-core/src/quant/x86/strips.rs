@@ -21,7 +21,7 @@ use crate::quant::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QK_K,
 };
 use crate::quant::x86::repacked::with_repacked;
-use crate::quant::x86::transpose::{Source, Values, repack_transposed};
+use crate::quant::x86::transpose::{Source, Values, repack_transposed, repack_transposed_int};
 
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
@@ -36,7 +36,7 @@ pub(in crate::quant) const STRIP: usize = 16;
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
 
 /// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
-/// costs more (but Q4_K and Q5_K: [`MIN_TOKENS_TRANSPOSED`]). With the packed activation records (355M mixes, 2 threads,
+/// costs more (but Q4_K, Q5_K and Q6_K: [`MIN_TOKENS_TRANSPOSED`]). With the packed activation records (355M mixes, 2 threads,
 /// `gptq bench -p N -n 0`, strips from 32 against from 64, alternated): at
 /// 48 tokens the strips lead everywhere (Q4_K_M mix 1.40–1.46×, Q3_K_M
 /// 1.41–1.45×, Q2_K 1.13×, Q6_K 1.07–1.12×, AVX-512 and AVX2), at 32 not for
@@ -52,9 +52,12 @@ pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 /// 1.07–1.15×, pp25 1.30–1.34×.
 pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 
-/// The same for Q8_0, Q4_0, Q4_K and Q5_K, whose repack is a transposition in
-/// registers ([`repack_transposed`]): as where the repack is kept, from
-/// [`MIN_TOKENS_KEPT`]. Q4_K and Q5_K (Q4_K_M mix, strips from 16 against
+/// The same for Q8_0, Q4_0, Q4_K, Q5_K and Q6_K, whose repack is a
+/// transposition in registers ([`repack_transposed`]): as where the repack
+/// is kept, from [`MIN_TOKENS_KEPT`]. Q6_K (124M Q6_K mix, strips from 8
+/// against 40, the same way): AVX-512 pp16 1.06×, pp24 1.32–1.40×, pp32
+/// 1.42–1.67× (pp8 0.79–0.84×, pp12 0.90–0.92×); AVX2 pp16 1.04–1.18×,
+/// pp24 1.28–1.39×, pp32 1.44–1.51× (pp8 0.80×, pp12 0.88–1.08×). Q4_K and Q5_K (Q4_K_M mix, strips from 16 against
 /// 40, the same way): 124M AVX2 pp16 1.27×, pp24 1.42–1.46×, pp32
 /// 1.45–1.51×, AVX-512 1.17–1.24×, 1.41–1.45×, 1.56–1.58×; 355M AVX2 pp16
 /// 1.25–1.40×, pp24 1.32–1.63×, AVX-512 1.14–1.17×, 1.35–1.46× (from 8:
@@ -77,7 +80,8 @@ pub(in crate::quant) fn use_strips<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS)
 }
 
-/// [`use_strips_k`] for Q4_K and Q5_K: from [`MIN_TOKENS_TRANSPOSED`] tokens.
+/// [`use_strips_k`] for Q4_K, Q5_K and Q6_K: from [`MIN_TOKENS_TRANSPOSED`]
+/// tokens.
 pub(in crate::quant) fn use_strips_k_transposed<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_TRANSPOSED)
 }
@@ -248,7 +252,7 @@ pub(in crate::quant) fn with_strips<
 }
 
 /// [`with_strips`] for the integer-scale strips ([`repack_int`]).
-pub(in crate::quant) fn with_int_strips<W, R>(
+pub(in crate::quant) fn with_int_strips<W: 'static, R>(
     w: &[W],
     rows: usize,
     nb: usize,
@@ -551,9 +555,9 @@ fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
 /// would overlap the previous strip's products, measured no faster: 0.9–1.0×
 /// at 128 tokens on AVX-512.)
 ///
-/// Q8_0 and Q4_0 (their unpackings for the x86 kernels) go through
-/// [`repack_transposed`]'s transposition in registers where the CPU has
-/// AVX2: the same lines.
+/// Q8_0, Q4_0, Q4_K, Q5_K and Q6_K (their unpackings for the x86 kernels,
+/// [`transposable`]) go through [`repack_transposed`]'s transposition in
+/// registers where the CPU has AVX2: the same lines.
 pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const MAGS: bool>(
     w: &[W],
     rows: usize,
@@ -582,8 +586,9 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 /// `w` as the blocks of a type [`transpose`](super::transpose) repacks and
 /// the values its unpacking makes, when `unpack` is one of Q8_0's three
 /// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
-/// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_K's ([`q4_k_unsigned`]) or
-/// Q5_K's ([`q5_k_unsigned`]): which function a kernel passed is known only
+/// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_K's ([`q4_k_unsigned`]),
+/// Q5_K's ([`q5_k_unsigned`]) or Q6_K's two ([`q6_k_unsigned`], and
+/// [`q6_k_int`] for [`repack_int`]): which function a kernel passed is known only
 /// by its type here (as the kept repacks are keyed by it).
 fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<Source<'w>> {
     fn id<T: 'static>(_: &T) -> TypeId {
@@ -604,6 +609,10 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q4KUnsigned
     } else if u == id(&q5_k_unsigned) {
         Values::Q5KUnsigned
+    } else if u == id(&q6_k_unsigned) {
+        Values::Q6KUnsigned
+    } else if u == id(&q6_k_int) {
+        Values::Q6KInt
     } else {
         return None;
     };
@@ -623,6 +632,12 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         // SAFETY: `W` is `BlockQ5K` (the type ids are equal): the same slice.
         let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5K>(), w.len()) };
         Some(Source::Q5K(w))
+    } else if wt == TypeId::of::<BlockQ6K>()
+        && matches!(values, Values::Q6KUnsigned | Values::Q6KInt)
+    {
+        // SAFETY: `W` is `BlockQ6K` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ6K>(), w.len()) };
+        Some(Source::Q6K(w, values))
     } else {
         None
     }
@@ -676,19 +691,25 @@ pub(in crate::quant) fn repack_strip<W, const V: usize, const S: usize, const MA
 /// sub-blocks, four lines each): the same lines; `dw` holds each row's
 /// super-block scale `d` (at each of its sub-blocks) and `isc` the
 /// sub-blocks' integer scales, duplicated into i16 pairs (zero for the
-/// padding rows, like `dw`).
-pub(in crate::quant) fn repack_int<W>(
+/// padding rows, like `dw`). Q6_K goes through [`repack_transposed_int`].
+pub(in crate::quant) fn repack_int<W: 'static>(
     w: &[W],
     rows: usize,
     nb: usize,
-    unpack: impl UnpackInt<W>,
+    unpack: impl UnpackInt<W> + 'static,
     s: &mut Scratch,
 ) {
     let nsub = nb * K16_SUBS;
     reserve_strips(s, rows, nsub, K16_LINES, false);
     s.isc.resize(s.dw.len(), 0);
     zero_padding_rows(&mut s.isc, rows, nsub);
+    let fast = transposable(w, &unpack);
     for i in 0..rows.div_ceil(STRIP) {
+        if let Some(src) = fast
+            && repack_transposed_int(src, (rows, nb, i), (&mut s.lines, &mut s.dw, &mut s.isc))
+        {
+            continue;
+        }
         repack_strip_int(
             w,
             (rows, nb, i),
@@ -705,13 +726,13 @@ pub(in crate::quant) const K16_SUBS: usize = QK_K / 16;
 pub(in crate::quant) const K16_LINES: usize = 4;
 
 /// A signed scale in both i16 halves of an i32.
-fn pair_i16(lo: i16, hi: i16) -> i32 {
+pub(in crate::quant) fn pair_i16(lo: i16, hi: i16) -> i32 {
     (u32::from(lo as u16) | (u32::from(hi as u16) << 16)) as i32
 }
 
 /// Strip `i` of [`repack_int`] (as [`repack_strip`]).
 #[inline(never)]
-fn repack_strip_int<W>(
+pub(in crate::quant) fn repack_strip_int<W>(
     w: &[W],
     (rows, nb, i): (usize, usize, usize),
     unpack: impl UnpackInt<W>,

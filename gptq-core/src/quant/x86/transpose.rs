@@ -1,7 +1,8 @@
-//! The strip repack of Q8_0, Q4_0, Q4_K and Q5_K in registers: each
-//! sub-block's 32 values of eight rows (Q8_0's bytes loaded, Q4_0's nibbles
+//! The strip repack of Q8_0, Q4_0, Q4_K, Q5_K and Q6_K in registers: each
+//! run of 32 values of eight rows (Q8_0's bytes loaded, Q4_0's nibbles
 //! unpacked by one broadcast, shift and `and`, Q4_K's by a shift and `and`,
-//! Q5_K's fifth bits by an `and` and a compare) are one 8×8
+//! Q5_K's fifth bits by an `and` and a compare, Q6_K's two high bits by a
+//! shift and `and`) are one 8×8
 //! transposition of 4-byte words (24 shuffles) into the eight lines'
 //! halves, instead of [`repack_strip`](super::strips::repack_strip)'s
 //! generic walk, which
@@ -15,10 +16,11 @@
 
 use std::arch::x86_64::*;
 
+use super::strips::pair_i16;
 use super::strips::{Line, STRIP};
 use crate::quant::prefetch;
 use crate::quant::types::q4_k::scale_min;
-use crate::quant::types::{BlockQ4_0, BlockQ4K, BlockQ5K, BlockQ8_0};
+use crate::quant::types::{BlockQ4_0, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0};
 
 /// The values a strip's lines hold (the unpackings of `strips`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -41,6 +43,13 @@ pub(in crate::quant) enum Values {
     /// Q5_K's five bits `u` (0..=31) in eight sub-blocks of 32
     /// (`q5_k_unsigned`).
     Q5KUnsigned,
+    /// Q6_K's six bits `u` (0..=63) in sixteen sub-blocks of 16, with
+    /// float scales `d·sc` (`q6_k_unsigned`).
+    Q6KUnsigned,
+    /// The same values with the integer-scale strips' scales: `d` in `dw`
+    /// and each sub-block's `sc` in both i16 halves of an `isc` word
+    /// (`q6_k_int`, [`repack_transposed_int`]).
+    Q6KInt,
 }
 
 impl Values {
@@ -71,7 +80,12 @@ impl Values {
     pub(in crate::quant) fn worth_keeping(self) -> bool {
         matches!(
             self,
-            Values::Q8Signed | Values::Q4Signed | Values::Q4KUnsigned | Values::Q5KUnsigned
+            Values::Q8Signed
+                | Values::Q4Signed
+                | Values::Q4KUnsigned
+                | Values::Q5KUnsigned
+                | Values::Q6KUnsigned
+                | Values::Q6KInt
         )
     }
 
@@ -89,13 +103,15 @@ pub(in crate::quant) enum Source<'w> {
     Q4_0(&'w [BlockQ4_0], Values),
     Q4K(&'w [BlockQ4K]),
     Q5K(&'w [BlockQ5K]),
+    /// With [`Values::Q6KUnsigned`] or [`Values::Q6KInt`].
+    Q6K(&'w [BlockQ6K], Values),
 }
 
 impl Source<'_> {
     /// The values the repack makes.
     pub(in crate::quant) fn values(self) -> Values {
         match self {
-            Source::Q8_0(_, v) | Source::Q4_0(_, v) => v,
+            Source::Q8_0(_, v) | Source::Q4_0(_, v) | Source::Q6K(_, v) => v,
             Source::Q4K(_) => Values::Q4KUnsigned,
             Source::Q5K(_) => Values::Q5KUnsigned,
         }
@@ -103,34 +119,79 @@ impl Source<'_> {
 }
 
 /// Repacks strip `i` (rows `16i..`, at most 16, of `rows` rows of `nb`
-/// blocks) of `src` into `lines` (each block's sub-blocks of 8 lines, 16 for
-/// [`Values::Q8Magnitudes`]), `dw` (the scales) and `dm` (the minimums'
-/// terms), as the generic walk does; `false` (nothing written) where the CPU lacks AVX2 or
-/// F16C, for the caller's generic walk.
+/// blocks) of `src` into `lines` (each block's runs of 32 values as 8
+/// lines, 16 for [`Values::Q8Magnitudes`]), `dw` (the scales) and `dm` (the
+/// minimums' terms), one entry per sub-block (of 32 values, of 16 for
+/// Q6_K), as the generic walk does; `false` (nothing written) where the CPU
+/// lacks AVX2 or F16C, for the caller's generic walk.
 pub(in crate::quant) fn repack_transposed(
     src: Source<'_>,
-    (rows, nb, i): (usize, usize, usize),
+    at: (usize, usize, usize),
     (lines, dw, dm): (&mut [Line], &mut [f32], &mut [f32]),
+) -> bool {
+    assert!(
+        src.values() != Values::Q6KInt,
+        "repack_transposed: integer scales"
+    );
+    transposed(src, at, (lines, dw, Terms::Mins(dm)))
+}
+
+/// [`repack_transposed`] for the integer-scale strips (`repack_int`,
+/// [`Values::Q6KInt`]): `dw` gets each row's super-block scale `d` at each
+/// of its sub-blocks and `isc` the sub-blocks' scales as i16 pairs.
+pub(in crate::quant) fn repack_transposed_int(
+    src: Source<'_>,
+    at: (usize, usize, usize),
+    (lines, dw, isc): (&mut [Line], &mut [f32], &mut [i32]),
+) -> bool {
+    assert!(
+        src.values() == Values::Q6KInt,
+        "repack_transposed_int: values"
+    );
+    transposed(src, at, (lines, dw, Terms::Ints(isc)))
+}
+
+/// The per-row terms beside the scales: the minimums' (float strips) or the
+/// integer sub-block scales.
+enum Terms<'a> {
+    Mins(&'a mut [f32]),
+    Ints(&'a mut [i32]),
+}
+
+impl Terms<'_> {
+    /// Entries `r` of the terms.
+    fn slice(self, r: std::ops::Range<usize>) -> Self {
+        match self {
+            Terms::Mins(m) => Terms::Mins(&mut m[r]),
+            Terms::Ints(m) => Terms::Ints(&mut m[r]),
+        }
+    }
+}
+
+/// [`repack_transposed`] and [`repack_transposed_int`].
+fn transposed(
+    src: Source<'_>,
+    (rows, nb, i): (usize, usize, usize),
+    (lines, dw, terms): (&mut [Line], &mut [f32], Terms<'_>),
 ) -> bool {
     if !std::arch::is_x86_feature_detected!("avx2") || !std::arch::is_x86_feature_detected!("f16c")
     {
         return false;
     }
     let values = src.values();
-    // Sub-blocks per block and lines per sub-block.
-    let (subs, lps) = match src {
-        Source::Q4K(_) | Source::Q5K(_) => (8, values.lines()),
-        _ => (1, values.lines()),
+    // Runs of 32 values per block, lines per run and sub-blocks per run.
+    let (runs, lpr, spr) = match src {
+        Source::Q4K(_) | Source::Q5K(_) => (8, values.lines(), 1),
+        Source::Q6K(..) => (8, values.lines(), 2),
+        _ => (1, values.lines(), 1),
     };
     let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
-    let nsub = nb * subs;
-    let lines = &mut lines[i * nsub * lps..(i + 1) * nsub * lps];
-    let (dw, dm) = (
-        &mut dw[i * nsub * STRIP..(i + 1) * nsub * STRIP],
-        &mut dm[i * nsub * STRIP..(i + 1) * nsub * STRIP],
-    );
+    let (nrun, nsub) = (nb * runs, nb * runs * spr);
+    let lines = &mut lines[i * nrun * lpr..(i + 1) * nrun * lpr];
+    let scales = i * nsub * STRIP..(i + 1) * nsub * STRIP;
+    let (dw, terms) = (&mut dw[scales.clone()], terms.slice(scales));
     assert!(r0 < r1, "repack_transposed: rows");
-    let bufs = (lines, dw, dm);
+    let bufs = (lines, dw, terms);
     // The rows of this strip and of the next (empty after the last).
     let r2 = rows.min(r1 + STRIP);
     match src {
@@ -142,6 +203,8 @@ pub(in crate::quant) fn repack_transposed(
         Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
         Source::Q5K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q6K(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
     }
     true
 }
@@ -152,29 +215,44 @@ fn rows_of<B>(w: &[B], r0: usize, r1: usize, r2: usize, nb: usize) -> (&[B], &[B
     (&w[r0 * nb..r1 * nb], &w[r1 * nb..r2 * nb])
 }
 
-/// A block type [`strip`] repacks: `SUBS` sub-blocks of 32 values, each
-/// its values as bytes in element order and its scale and minimum's term
-/// (as the type's generic unpacking computes them: the same bits).
+/// A block type [`strip`] repacks: `SUBS` runs of 32 values, each its
+/// values as bytes in element order and the scales and minimums' terms of
+/// its one or two sub-blocks (as the type's generic unpacking computes
+/// them: the same bits).
 trait Block32 {
-    /// Sub-blocks per block: one unless said.
+    /// Runs of 32 values per block: one unless said.
     const SUBS: usize = 1;
+
+    /// Sub-blocks per run: one (of 32 values) unless said.
+    const HALVES: usize = 1;
 
     /// The block's f16 scale (the whole block's, for the one-sub-block
     /// types).
     fn d(&self) -> half::f16;
 
-    /// Sub-block `j`'s scale and minimum's term: the block's scale and none
-    /// unless said.
+    /// Sub-block `h` of run `j`: its scale and minimum's term (the block's
+    /// scale and none unless said).
     ///
     /// # Safety
     /// The CPU must have F16C.
     #[inline(always)]
-    unsafe fn scales(&self, _j: usize) -> (f32, f32) {
+    unsafe fn scales(&self, _j: usize, _h: usize) -> (f32, f32) {
         // SAFETY: F16C (this function's contract).
         (unsafe { f16_to_f32(self.d()) }, 0.0)
     }
 
-    /// Sub-block `j`'s values.
+    /// Sub-block `h` of run `j` for the integer-scale strips: the block's
+    /// scale and the sub-block's integer scale (Q6_K only: no other type
+    /// makes [`Terms::Ints`]).
+    ///
+    /// # Safety
+    /// The CPU must have F16C.
+    #[inline(always)]
+    unsafe fn int_scales(&self, _j: usize, _h: usize) -> (f32, i8) {
+        unreachable!("integer scales of a type without them")
+    }
+
+    /// Run `j`'s values.
     ///
     /// # Safety
     /// The CPU must have AVX2.
@@ -262,7 +340,7 @@ impl Block32 for BlockQ4K {
 
     /// As `q4_k_unsigned`.
     #[inline(always)]
-    unsafe fn scales(&self, j: usize) -> (f32, f32) {
+    unsafe fn scales(&self, j: usize, _h: usize) -> (f32, f32) {
         // SAFETY: F16C (this function's contract).
         unsafe { k_scales(self.d, self.dmin, &self.scales, j) }
     }
@@ -285,7 +363,7 @@ impl Block32 for BlockQ5K {
 
     /// As `q5_k_unsigned`.
     #[inline(always)]
-    unsafe fn scales(&self, j: usize) -> (f32, f32) {
+    unsafe fn scales(&self, j: usize, _h: usize) -> (f32, f32) {
         // SAFETY: F16C (this function's contract).
         unsafe { k_scales(self.d, self.dmin, &self.scales, j) }
     }
@@ -301,6 +379,48 @@ impl Block32 for BlockQ5K {
             let bit = _mm256_set1_epi8((1u8 << j) as i8);
             let qh = _mm256_and_si256(_mm256_loadu_si256(self.qh.as_ptr().cast()), bit);
             let high = _mm256_and_si256(_mm256_cmpeq_epi8(qh, bit), _mm256_set1_epi8(16));
+            _mm256_or_si256(low, high)
+        }
+    }
+}
+
+impl Block32 for BlockQ6K {
+    const SUBS: usize = 8;
+    const HALVES: usize = 2;
+
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// As `q6_k_unsigned`: `d·sc`.
+    #[inline(always)]
+    unsafe fn scales(&self, j: usize, h: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        let d = unsafe { f16_to_f32(self.d) };
+        (d * f32::from(self.scales[2 * j + h]), 0.0)
+    }
+
+    /// As `q6_k_int`: `d` and `sc`.
+    #[inline(always)]
+    unsafe fn int_scales(&self, j: usize, h: usize) -> (f32, i8) {
+        // SAFETY: F16C (this function's contract).
+        (unsafe { f16_to_f32(self.d) }, self.scales[2 * j + h])
+    }
+
+    /// Run `j` (elements `32j..`): quarter `j % 4` of half `j / 4`, the
+    /// low (quarters 0, 1) or high nibbles of 32 `ql` bytes and bits
+    /// `2(j % 4)..` of the half's 32 `qh` bytes as the fifth and sixth.
+    #[inline(always)]
+    unsafe fn values(&self, j: usize) -> __m256i {
+        let (half, k) = (j / 4, j % 4);
+        // SAFETY: AVX2 (this function's contract); bytes 64·half + 32(k % 2)
+        // .. + 32 of the 128-byte `ql` and 32·half .. + 32 of the 64-byte
+        // `qh` (j < 8): readable; the loads are unaligned.
+        unsafe {
+            let low = nibbles32(self.ql[64 * half + 32 * (k % 2)..].as_ptr(), k >= 2);
+            let qh = _mm256_loadu_si256(self.qh[32 * half..].as_ptr().cast());
+            let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32));
+            let high = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(3)), 4);
             _mm256_or_si256(low, high)
         }
     }
@@ -323,12 +443,16 @@ fn strip<B: Block32>(
     (w, next): (&[B], &[B]),
     nb: usize,
     values: Values,
-    (lines, dw, dm): (&mut [Line], &mut [f32], &mut [f32]),
+    (lines, dw, mut terms): (&mut [Line], &mut [f32], Terms<'_>),
 ) {
     let n = w.len() / nb;
-    let (lps, nsub) = (values.lines(), nb * B::SUBS);
-    assert!(n <= STRIP && w.len() == n * nb && lines.len() == nsub * lps);
-    assert!(dw.len() == nsub * STRIP && dm.len() == dw.len());
+    let (lps, nrun) = (values.lines(), nb * B::SUBS);
+    assert!(n <= STRIP && w.len() == n * nb && lines.len() == nrun * lps);
+    let n_terms = match &terms {
+        Terms::Mins(m) => m.len(),
+        Terms::Ints(m) => m.len(),
+    };
+    assert!(dw.len() == nrun * B::HALVES * STRIP && n_terms == dw.len());
     let (flip, eight) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi8(8));
     let next_bytes = std::mem::size_of_val(next);
     for b in 0..nb {
@@ -361,7 +485,9 @@ fn strip<B: Block32>(
                         Values::Q8Signed
                         | Values::Q4Unsigned
                         | Values::Q4KUnsigned
-                        | Values::Q5KUnsigned => (k, 32 * h, v, None),
+                        | Values::Q5KUnsigned
+                        | Values::Q6KUnsigned
+                        | Values::Q6KInt => (k, 32 * h, v, None),
                         Values::Q8Unsigned => (k, 32 * h, _mm256_xor_si256(v, flip), None),
                         Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
                         Values::Q8Magnitudes => (2 * k + h, 0, v, Some(_mm256_abs_epi8(v))),
@@ -378,13 +504,22 @@ fn strip<B: Block32>(
                     }
                 }
             }
-            for (row, (d, m)) in dw[q * STRIP..q * STRIP + n]
-                .iter_mut()
-                .zip(&mut dm[q * STRIP..q * STRIP + n])
-                .enumerate()
-            {
-                // SAFETY: F16C is enabled here.
-                (*d, *m) = unsafe { w[row * nb + b].scales(j) };
+            for row in 0..n {
+                let blk = &w[row * nb + b];
+                for half in 0..B::HALVES {
+                    let at = (q * B::HALVES + half) * STRIP + row;
+                    match &mut terms {
+                        Terms::Mins(dm) => {
+                            // SAFETY: F16C is enabled here.
+                            (dw[at], dm[at]) = unsafe { blk.scales(j, half) };
+                        }
+                        Terms::Ints(isc) => {
+                            // SAFETY: F16C is enabled here.
+                            let (d, sc) = unsafe { blk.int_scales(j, half) };
+                            (dw[at], isc[at]) = (d, pair_i16(i16::from(sc), i16::from(sc)));
+                        }
+                    }
+                }
             }
         }
     }
@@ -428,8 +563,8 @@ mod tests {
 
     use super::*;
     use crate::quant::x86::strips::{
-        q4_0_signed, q4_0_unsigned, q4_k_unsigned, q5_k_unsigned, q8_0_signed, q8_0_signed_abs,
-        q8_0_unsigned, repack_strip,
+        q4_0_signed, q4_0_unsigned, q4_k_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned,
+        q8_0_signed, q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
     };
 
     /// A small deterministic generator (the tests need no statistics).
@@ -504,6 +639,22 @@ mod tests {
             .collect()
     }
 
+    /// Q6_K blocks of every value and every (signed) sub-block scale.
+    fn q6_k(n: usize, seed: u64) -> Vec<BlockQ6K> {
+        let r = bytes(n * 209, seed);
+        (0..n)
+            .map(|i| {
+                let r = &r[209 * i..209 * (i + 1)];
+                BlockQ6K {
+                    d: scale(r[0]),
+                    scales: std::array::from_fn(|j| r[1 + j] as i8),
+                    qh: std::array::from_fn(|j| r[17 + j]),
+                    ql: std::array::from_fn(|j| r[81 + j]),
+                }
+            })
+            .collect()
+    }
+
     /// The bytes of `lines` that belong to the strips' rows below `rows`:
     /// padding rows hold whatever each walk left.
     fn kept_bytes(lines: &[Line], values: Values, rows: usize, nsub: usize) -> Vec<u8> {
@@ -551,6 +702,8 @@ mod tests {
             Values::Q4Signed,
             Values::Q4KUnsigned,
             Values::Q5KUnsigned,
+            Values::Q6KUnsigned,
+            Values::Q6KInt,
         ];
         for (rows, nb) in [(1, 1), (7, 3), (16, 1), (17, 2), (33, 5), (48, 24), (9, 96)] {
             let seed = (rows * 100 + nb) as u64;
@@ -559,24 +712,40 @@ mod tests {
                 q4_0(rows * nb, seed),
                 q4_k(rows * nb, seed),
             );
-            let w5 = q5_k(rows * nb, seed);
+            let (w5, w6) = (q5_k(rows * nb, seed), q6_k(rows * nb, seed));
             for values in all {
                 let strips = rows.div_ceil(STRIP);
-                let k = matches!(values, Values::Q4KUnsigned | Values::Q5KUnsigned);
-                let nsub = nb * if k { 8 } else { 1 };
-                let (n_lines, n_scales) = (strips * nsub * values.lines(), strips * nsub * STRIP);
+                // Runs of 32 values per block and sub-blocks per run.
+                let (runs, spr) = match values {
+                    Values::Q4KUnsigned | Values::Q5KUnsigned => (8, 1),
+                    Values::Q6KUnsigned | Values::Q6KInt => (8, 2),
+                    _ => (1, 1),
+                };
+                let (nrun, nsub) = (nb * runs, nb * runs * spr);
+                let (n_lines, n_scales) = (strips * nrun * values.lines(), strips * nsub * STRIP);
                 let (mut fl, mut fd, mut fm) = buffers(n_lines, n_scales, 0xa5);
                 let (mut gl, mut gd, mut gm) = buffers(n_lines, n_scales, 0x5a);
+                let (mut fi, mut gi) = (vec![0x5a5a; n_scales], vec![-1; n_scales]);
                 let src = if values.is_q8_0() {
                     Source::Q8_0(&w8, values)
                 } else if values.is_q4_0() {
                     Source::Q4_0(&w4, values)
                 } else if values == Values::Q4KUnsigned {
                     Source::Q4K(&wk)
-                } else {
+                } else if values == Values::Q5KUnsigned {
                     Source::Q5K(&w5)
+                } else {
+                    Source::Q6K(&w6, values)
                 };
                 for i in 0..strips {
+                    if values == Values::Q6KInt {
+                        let at = (rows, nb, i);
+                        let fast = (&mut fl[..], &mut fd[..], &mut fi[..]);
+                        assert!(repack_transposed_int(src, at, fast));
+                        let g = (&mut gl[..], &mut gd[..], &mut gi[..]);
+                        repack_strip_int(&w6, at, q6_k_int, g);
+                        continue;
+                    }
                     let fast = (&mut fl[..], &mut fd[..], &mut fm[..]);
                     assert!(repack_transposed(src, (rows, nb, i), fast));
                     let g = (&mut gl[..], &mut gd[..], &mut gm[..]);
@@ -603,19 +772,27 @@ mod tests {
                         Values::Q5KUnsigned => {
                             repack_strip::<_, 32, 8, false>(&w5, at, q5_k_unsigned, g)
                         }
+                        Values::Q6KUnsigned => {
+                            repack_strip::<_, 16, 16, false>(&w6, at, q6_k_unsigned, g)
+                        }
+                        Values::Q6KInt => unreachable!("above"),
                     }
                 }
                 let what = format!("{values:?}, {rows} rows of {nb} blocks");
                 assert_eq!(
-                    kept_bytes(&fl, values, rows, nsub),
-                    kept_bytes(&gl, values, rows, nsub),
+                    kept_bytes(&fl, values, rows, nrun),
+                    kept_bytes(&gl, values, rows, nrun),
                     "lines: {what}"
                 );
                 for q in 0..strips * nsub {
                     for n in 0..STRIP.min(rows - q / nsub * STRIP) {
                         let at = q * STRIP + n;
                         assert_eq!(fd[at].to_bits(), gd[at].to_bits(), "scales: {what}");
-                        assert_eq!(fm[at].to_bits(), gm[at].to_bits(), "minimums: {what}");
+                        if values == Values::Q6KInt {
+                            assert_eq!(fi[at], gi[at], "integer scales: {what}");
+                        } else {
+                            assert_eq!(fm[at].to_bits(), gm[at].to_bits(), "minimums: {what}");
+                        }
                     }
                 }
             }
