@@ -437,7 +437,10 @@ impl Block32 for BlockQ6K {
 /// step also hints its share of the next strip's bytes (a contiguous run)
 /// into L2, the whole strip over the current one: 355M and 124M Q8_0 and
 /// the 124M Q4_K_M mix, native, pp16 1.05–1.10×, pp32 1.03–1.10×, pp128
-/// 1.02–1.03×; AVX2 (its products the larger share) 0.98–1.02×.
+/// 1.02–1.03×; AVX2 (its products the larger share) 0.98–1.02×. Hinted
+/// per run of 32 values rather than per block (a K-quant block is 144–210
+/// bytes a row, so a block's share came as bursts of 50 hints that
+/// stalled): 355M Q6_K mix pp16 1.05–1.08×, pp32 1.07–1.11×.
 #[target_feature(enable = "avx2,f16c")]
 fn strip<B: Block32>(
     (w, next): (&[B], &[B]),
@@ -456,15 +459,16 @@ fn strip<B: Block32>(
     let (flip, eight) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi8(8));
     let next_bytes = std::mem::size_of_val(next);
     for b in 0..nb {
-        if let Some(first) = next.first() {
-            // Lines `b/nb..(b+1)/nb` of the way through the next strip.
-            let (s0, s1) = (b * next_bytes / nb, (b + 1) * next_bytes / nb);
-            for at in (s0 & !63..s1).step_by(64) {
-                prefetch::l2_at(first, at);
-            }
-        }
         for j in 0..B::SUBS {
             let q = b * B::SUBS + j;
+            if let Some(first) = next.first() {
+                // Lines `q/nrun..(q+1)/nrun` of the way through the next
+                // strip.
+                let (s0, s1) = (q * next_bytes / nrun, (q + 1) * next_bytes / nrun);
+                for at in (s0 & !63..s1).step_by(64) {
+                    prefetch::l2_at(first, at);
+                }
+            }
             for h in 0..STRIP / 8 {
                 // Rows past the strip's last leave zeros (padding rows:
                 // their scales are zero and their sums never stored).
