@@ -537,7 +537,7 @@ k_entry!(
 
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips,
+    use_strips_legacy,
     prefill_q4_1,
     BlockQ4_1,
     BlockQ8_0,
@@ -546,7 +546,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips,
+    use_strips_legacy,
     prefill_q5_0,
     BlockQ5_0,
     BlockQ8_0,
@@ -555,7 +555,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips,
+    use_strips_legacy,
     prefill_q5_1,
     BlockQ5_1,
     BlockQ8_0,
@@ -564,7 +564,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips,
+    use_strips_legacy,
     prefill_iq4_nl,
     BlockIq4Nl,
     BlockQ8_0,

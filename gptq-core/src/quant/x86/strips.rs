@@ -26,13 +26,15 @@ use crate::quant::x86::transpose::{Source, Values, repack_transposed, repack_tra
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
 
-/// Products of fewer tokens go through the path's smaller kernels (the
-/// register tiles; for Q8_0 and Q4_0 the decode walk): the generic repack (a
-/// scalar pass over the call's weights, tens of cycles per block and row)
-/// would cost more than it saves. Measured on the 124M shape
-/// (avx512+vbmi and AVX2 paths, Q8_0 and Q4_0, against the register tiles):
-/// at 8 and 16 tokens the strips were 0.6–0.9×, at 32 even, at 64 ahead.
-/// Q8_0 and Q4_0 start earlier: [`MIN_TOKENS_TRANSPOSED`].
+/// A token count from which the products of every 32-value type run in
+/// strips on every x86 table (the tests' prompts use it). Each type's own
+/// threshold is lower now: Q8_0 and Q4_0 from [`MIN_TOKENS_TRANSPOSED`],
+/// Q4_1, Q5_0, Q5_1 and IQ4_NL from [`MIN_TOKENS_LEGACY`]. It was their
+/// threshold while the repack was the generic walk (a scalar pass over the
+/// call's weights, tens of cycles per block and row): on the 124M shape
+/// (avx512+vbmi and AVX2 paths, Q8_0 and Q4_0, against the register tiles)
+/// the strips were 0.6–0.9× at 8 and 16 tokens, even at 32, ahead at 64.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
 
 /// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
@@ -73,11 +75,21 @@ pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 /// from 16 or 32 it was 0.85–1.1× at pp24–pp48.)
 pub(in crate::quant) const MIN_TOKENS_TRANSPOSED: usize = MIN_TOKENS_KEPT;
 
-/// Whether a product of `n_tok` tokens of `w` (a 32-value type) runs in
-/// strips: from [`MIN_TOKENS_KEPT`] tokens where its repack is kept, else
-/// from [`MIN_TOKENS`].
-pub(in crate::quant) fn use_strips<W>(w: &[W], n_tok: usize) -> bool {
-    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS)
+/// The same for Q4_1, Q5_0, Q5_1 and IQ4_NL, whose repack is a transposition
+/// too and whose smaller kernels (the AVX2 decode walk, the AVX-512 register
+/// tiles) gain little from a second token: measured on the 124M shape
+/// (Q4_1 mix, Q5_1 and IQ4_NL `--pure`, 2 threads, `gptq bench -p N -n 0
+/// -r 3`, strips from 4 or 12 against from 32, one build, the threshold from
+/// the environment, alternated twice): AVX-512 pp8 1.09–1.58×, pp12
+/// 1.27–1.61×, pp16 1.47–1.87×, pp24 1.78–2.08×; AVX2 pp8 1.12–1.54×,
+/// pp12 1.20–1.83×, pp16 1.44–2.11×, pp24 1.60–2.65×; pp6 1.04–1.42× on
+/// both, but pp4 0.50–1.14×.
+pub(in crate::quant) const MIN_TOKENS_LEGACY: usize = 8;
+
+/// Whether a product of `n_tok` tokens of `w` (Q4_1, Q5_0, Q5_1 or IQ4_NL)
+/// runs in strips: from [`MIN_TOKENS_LEGACY`] tokens.
+pub(in crate::quant) fn use_strips_legacy<W>(_w: &[W], n_tok: usize) -> bool {
+    n_tok >= MIN_TOKENS_LEGACY
 }
 
 /// [`use_strips_k`] for Q4_K, Q5_K and Q6_K: from [`MIN_TOKENS_TRANSPOSED`]
@@ -86,7 +98,9 @@ pub(in crate::quant) fn use_strips_k_transposed<W>(w: &[W], n_tok: usize) -> boo
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_TRANSPOSED)
 }
 
-/// [`use_strips`] for Q8_0 and Q4_0: from [`MIN_TOKENS_TRANSPOSED`] tokens.
+/// Whether a product of `n_tok` tokens of `w` (Q8_0 or Q4_0) runs in strips:
+/// from [`MIN_TOKENS_KEPT`] tokens where its repack is kept (the AMX tile
+/// copies), else from [`MIN_TOKENS_TRANSPOSED`].
 pub(in crate::quant) fn use_strips_transposed<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_TRANSPOSED)
 }
@@ -555,7 +569,8 @@ fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
 /// would overlap the previous strip's products, measured no faster: 0.9–1.0×
 /// at 128 tokens on AVX-512.)
 ///
-/// Q8_0, Q4_0, Q4_K, Q5_K and Q6_K (their unpackings for the x86 kernels,
+/// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K and Q6_K (their
+/// unpackings for the x86 kernels,
 /// [`transposable`]) go through [`repack_transposed`]'s transposition in
 /// registers where the CPU has AVX2: the same lines.
 pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const MAGS: bool>(
@@ -586,7 +601,9 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 /// `w` as the blocks of a type [`transpose`](super::transpose) repacks and
 /// the values its unpacking makes, when `unpack` is one of Q8_0's three
 /// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
-/// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_K's ([`q4_k_unsigned`]),
+/// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_1's, Q5_0's and Q5_1's
+/// ([`q4_1_unsigned`], [`q5_0_unsigned`], [`q5_1_unsigned`]), IQ4_NL's two
+/// ([`iq4_nl_unsigned`], [`iq4_nl_signed_abs`]), Q4_K's ([`q4_k_unsigned`]),
 /// Q5_K's ([`q5_k_unsigned`]) or Q6_K's two ([`q6_k_unsigned`], and
 /// [`q6_k_int`] for [`repack_int`]): which function a kernel passed is known only
 /// by its type here (as the kept repacks are keyed by it).
@@ -609,6 +626,16 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q4KUnsigned
     } else if u == id(&q5_k_unsigned) {
         Values::Q5KUnsigned
+    } else if u == id(&q4_1_unsigned) {
+        Values::Q41Unsigned
+    } else if u == id(&q5_0_unsigned) {
+        Values::Q50Unsigned
+    } else if u == id(&q5_1_unsigned) {
+        Values::Q51Unsigned
+    } else if u == id(&iq4_nl_unsigned) {
+        Values::Iq4NlUnsigned
+    } else if u == id(&iq4_nl_signed_abs) {
+        Values::Iq4NlMagnitudes
     } else if u == id(&q6_k_unsigned) {
         Values::Q6KUnsigned
     } else if u == id(&q6_k_int) {
@@ -632,6 +659,24 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         // SAFETY: `W` is `BlockQ5K` (the type ids are equal): the same slice.
         let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5K>(), w.len()) };
         Some(Source::Q5K(w))
+    } else if wt == TypeId::of::<BlockQ4_1>() && values == Values::Q41Unsigned {
+        // SAFETY: `W` is `BlockQ4_1` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4_1>(), w.len()) };
+        Some(Source::Q4_1(w))
+    } else if wt == TypeId::of::<BlockQ5_0>() && values == Values::Q50Unsigned {
+        // SAFETY: `W` is `BlockQ5_0` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5_0>(), w.len()) };
+        Some(Source::Q5_0(w))
+    } else if wt == TypeId::of::<BlockQ5_1>() && values == Values::Q51Unsigned {
+        // SAFETY: `W` is `BlockQ5_1` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5_1>(), w.len()) };
+        Some(Source::Q5_1(w))
+    } else if wt == TypeId::of::<BlockIq4Nl>()
+        && matches!(values, Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes)
+    {
+        // SAFETY: `W` is `BlockIq4Nl` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockIq4Nl>(), w.len()) };
+        Some(Source::Iq4Nl(w, values))
     } else if wt == TypeId::of::<BlockQ6K>()
         && matches!(values, Values::Q6KUnsigned | Values::Q6KInt)
     {

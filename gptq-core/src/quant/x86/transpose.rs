@@ -1,8 +1,10 @@
-//! The strip repack of Q8_0, Q4_0, Q4_K, Q5_K and Q6_K in registers: each
-//! run of 32 values of eight rows (Q8_0's bytes loaded, Q4_0's nibbles
-//! unpacked by one broadcast, shift and `and`, Q4_K's by a shift and `and`,
-//! Q5_K's fifth bits by an `and` and a compare, Q6_K's two high bits by a
-//! shift and `and`) are one 8×8
+//! The strip repack of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K and
+//! Q6_K in registers: each run of 32 values of eight rows (Q8_0's bytes
+//! loaded, Q4_0's and Q4_1's nibbles unpacked by one broadcast, shift and
+//! `and`, IQ4_NL's looked up from them by one `vpshufb`, Q5_0's and Q5_1's
+//! fifth bits by a byte shuffle, an `and` and a compare, Q4_K's by a shift
+//! and `and`, Q5_K's fifth bits by an `and` and a compare, Q6_K's two high
+//! bits by a shift and `and`) are one 8×8
 //! transposition of 4-byte words (24 shuffles) into the eight lines'
 //! halves, instead of [`repack_strip`](super::strips::repack_strip)'s
 //! generic walk, which
@@ -19,8 +21,11 @@ use std::arch::x86_64::*;
 use super::strips::pair_i16;
 use super::strips::{Line, STRIP};
 use crate::quant::prefetch;
+use crate::quant::types::iq4_nl::KVALUES;
 use crate::quant::types::q4_k::scale_min;
-use crate::quant::types::{BlockQ4_0, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0};
+use crate::quant::types::{
+    BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
+};
 
 /// The values a strip's lines hold (the unpackings of `strips`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,6 +42,19 @@ pub(in crate::quant) enum Values {
     Q4Unsigned,
     /// Q4_0's `q - 8` (`q4_0_signed`: the AMX tiles).
     Q4Signed,
+    /// Q4_1's nibbles `u` (0..=15), scale `d` and minimum `m`
+    /// (`q4_1_unsigned`).
+    Q41Unsigned,
+    /// Q5_0's five bits as stored (0..=31, `q5_0_unsigned`).
+    Q50Unsigned,
+    /// Q5_1's five bits `u` (0..=31), scale `d` and minimum `m`
+    /// (`q5_1_unsigned`).
+    Q51Unsigned,
+    /// IQ4_NL's table values offset to `v + 128` (`iq4_nl_unsigned`).
+    Iq4NlUnsigned,
+    /// IQ4_NL's signed table values and their magnitudes, laid out as
+    /// [`Values::Q8Magnitudes`] (`iq4_nl_signed_abs`: the AVX2 sign trick).
+    Iq4NlMagnitudes,
     /// Q4_K's nibbles `u` (0..=15) in eight sub-blocks of 32
     /// (`q4_k_unsigned`).
     Q4KUnsigned,
@@ -82,6 +100,11 @@ impl Values {
             self,
             Values::Q8Signed
                 | Values::Q4Signed
+                | Values::Q41Unsigned
+                | Values::Q50Unsigned
+                | Values::Q51Unsigned
+                | Values::Iq4NlUnsigned
+                | Values::Iq4NlMagnitudes
                 | Values::Q4KUnsigned
                 | Values::Q5KUnsigned
                 | Values::Q6KUnsigned
@@ -89,9 +112,15 @@ impl Values {
         )
     }
 
-    /// Lines per block: eight, sixteen with the magnitudes.
+    /// Whether each line holds half its rows' values and their
+    /// magnitudes ([`Values::Q8Magnitudes`]'s layout).
+    fn magnitudes(self) -> bool {
+        matches!(self, Values::Q8Magnitudes | Values::Iq4NlMagnitudes)
+    }
+
+    /// Lines per run of 32 values: eight, sixteen with the magnitudes.
     fn lines(self) -> usize {
-        if self == Values::Q8Magnitudes { 16 } else { 8 }
+        if self.magnitudes() { 16 } else { 8 }
     }
 }
 
@@ -101,6 +130,11 @@ impl Values {
 pub(in crate::quant) enum Source<'w> {
     Q8_0(&'w [BlockQ8_0], Values),
     Q4_0(&'w [BlockQ4_0], Values),
+    Q4_1(&'w [BlockQ4_1]),
+    Q5_0(&'w [BlockQ5_0]),
+    Q5_1(&'w [BlockQ5_1]),
+    /// With [`Values::Iq4NlUnsigned`] or [`Values::Iq4NlMagnitudes`].
+    Iq4Nl(&'w [BlockIq4Nl], Values),
     Q4K(&'w [BlockQ4K]),
     Q5K(&'w [BlockQ5K]),
     /// With [`Values::Q6KUnsigned`] or [`Values::Q6KInt`].
@@ -111,7 +145,10 @@ impl Source<'_> {
     /// The values the repack makes.
     pub(in crate::quant) fn values(self) -> Values {
         match self {
-            Source::Q8_0(_, v) | Source::Q4_0(_, v) | Source::Q6K(_, v) => v,
+            Source::Q8_0(_, v) | Source::Q4_0(_, v) | Source::Iq4Nl(_, v) | Source::Q6K(_, v) => v,
+            Source::Q4_1(_) => Values::Q41Unsigned,
+            Source::Q5_0(_) => Values::Q50Unsigned,
+            Source::Q5_1(_) => Values::Q51Unsigned,
             Source::Q4K(_) => Values::Q4KUnsigned,
             Source::Q5K(_) => Values::Q5KUnsigned,
         }
@@ -199,6 +236,14 @@ fn transposed(
         Source::Q8_0(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
         Source::Q4_0(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q4_1(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q5_0(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q5_1(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Iq4Nl(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
         Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
@@ -308,12 +353,110 @@ impl Block32 for BlockQ4_0 {
     /// shifted down by four.
     #[inline(always)]
     unsafe fn values(&self, _j: usize) -> __m256i {
-        // SAFETY: AVX2 (this function's contract); `qs` is 16 readable
-        // bytes; the load is unaligned.
+        // SAFETY: AVX2 (this function's contract); `qs` is 16 bytes.
+        unsafe { nibbles16(self.qs.as_ptr()) }
+    }
+}
+
+/// 16 packed bytes' nibbles in element order (the low nibbles, then the
+/// high ones), as bytes.
+///
+/// # Safety
+/// The CPU must have AVX2; `p` must be 16 readable bytes.
+#[inline(always)]
+unsafe fn nibbles16(p: *const u8) -> __m256i {
+    // SAFETY: AVX2 and 16 readable bytes (this function's contract); the
+    // load is unaligned.
+    unsafe {
+        let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast()));
+        let shifted = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
+        _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
+    }
+}
+
+/// 16 where bit `j` of the little-endian `qh` is set, at byte `j` (the
+/// fifth bits of Q5_0 and Q5_1).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fifth_bits(qh: [u8; 4]) -> __m256i {
+    // Byte j takes byte j / 8 of `qh` (a shuffle within each 128-bit half of
+    // the broadcast word), then keeps its bit j % 8.
+    let pick = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(qh)), pick);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(16))
+}
+
+impl Block32 for BlockQ4_1 {
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// As `q4_1_unsigned`: `d` and `m`.
+    #[inline(always)]
+    unsafe fn scales(&self, _j: usize, _h: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        unsafe { (f16_to_f32(self.d), f16_to_f32(self.m)) }
+    }
+
+    /// The nibbles.
+    #[inline(always)]
+    unsafe fn values(&self, _j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); `qs` is 16 bytes.
+        unsafe { nibbles16(self.qs.as_ptr()) }
+    }
+}
+
+impl Block32 for BlockQ5_0 {
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// The nibbles and the fifth bits.
+    #[inline(always)]
+    unsafe fn values(&self, _j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); `qs` is 16 bytes.
+        unsafe { _mm256_or_si256(nibbles16(self.qs.as_ptr()), fifth_bits(self.qh)) }
+    }
+}
+
+impl Block32 for BlockQ5_1 {
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// As `q5_1_unsigned`: `d` and `m`.
+    #[inline(always)]
+    unsafe fn scales(&self, _j: usize, _h: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        unsafe { (f16_to_f32(self.d), f16_to_f32(self.m)) }
+    }
+
+    /// The nibbles and the fifth bits.
+    #[inline(always)]
+    unsafe fn values(&self, _j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); `qs` is 16 bytes.
+        unsafe { _mm256_or_si256(nibbles16(self.qs.as_ptr()), fifth_bits(self.qh)) }
+    }
+}
+
+impl Block32 for BlockIq4Nl {
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// The signed table values of the nibbles (the offset or the
+    /// magnitudes are the caller's).
+    #[inline(always)]
+    unsafe fn values(&self, _j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); `qs` is 16 bytes.
         unsafe {
-            let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(self.qs.as_ptr().cast()));
-            let shifted = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
-            _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f))
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES.as_ptr().cast()));
+            _mm256_shuffle_epi8(table, nibbles16(self.qs.as_ptr()))
         }
     }
 }
@@ -491,10 +634,17 @@ fn strip<B: Block32>(
                         | Values::Q4KUnsigned
                         | Values::Q5KUnsigned
                         | Values::Q6KUnsigned
-                        | Values::Q6KInt => (k, 32 * h, v, None),
-                        Values::Q8Unsigned => (k, 32 * h, _mm256_xor_si256(v, flip), None),
+                        | Values::Q6KInt
+                        | Values::Q41Unsigned
+                        | Values::Q50Unsigned
+                        | Values::Q51Unsigned => (k, 32 * h, v, None),
+                        Values::Q8Unsigned | Values::Iq4NlUnsigned => {
+                            (k, 32 * h, _mm256_xor_si256(v, flip), None)
+                        }
                         Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
-                        Values::Q8Magnitudes => (2 * k + h, 0, v, Some(_mm256_abs_epi8(v))),
+                        Values::Q8Magnitudes | Values::Iq4NlMagnitudes => {
+                            (2 * k + h, 0, v, Some(_mm256_abs_epi8(v)))
+                        }
                     };
                     let dst = sub[line].0.as_mut_ptr();
                     // SAFETY: bytes `at..at + 32` (`at` 0 or 32) and, with
@@ -567,7 +717,8 @@ mod tests {
 
     use super::*;
     use crate::quant::x86::strips::{
-        q4_0_signed, q4_0_unsigned, q4_k_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned,
+        iq4_nl_signed_abs, iq4_nl_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned,
+        q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned,
         q8_0_signed, q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
     };
 
@@ -607,6 +758,48 @@ mod tests {
                 d: scale(r[17 * i]),
                 qs: std::array::from_fn(|j| r[17 * i + 1 + j]),
             })
+            .collect()
+    }
+
+    /// Q4_1 blocks of every nibble.
+    fn q4_1(n: usize, seed: u64) -> Vec<BlockQ4_1> {
+        let r = bytes(n * 18, seed);
+        (0..n)
+            .map(|i| BlockQ4_1 {
+                d: scale(r[18 * i]),
+                m: scale(r[18 * i + 1]),
+                qs: std::array::from_fn(|j| r[18 * i + 2 + j]),
+            })
+            .collect()
+    }
+
+    /// Q5_0 and Q5_1 blocks (`m` unused by Q5_0) of every value.
+    fn q5(n: usize, seed: u64) -> (Vec<BlockQ5_0>, Vec<BlockQ5_1>) {
+        let r = bytes(n * 22, seed);
+        let at = |i: usize| &r[22 * i..22 * (i + 1)];
+        let q5_0 = (0..n)
+            .map(|i| BlockQ5_0 {
+                d: scale(at(i)[0]),
+                qh: std::array::from_fn(|j| at(i)[2 + j]),
+                qs: std::array::from_fn(|j| at(i)[6 + j]),
+            })
+            .collect();
+        let q5_1 = (0..n)
+            .map(|i| BlockQ5_1 {
+                d: scale(at(i)[0]),
+                m: scale(at(i)[1]),
+                qh: std::array::from_fn(|j| at(i)[2 + j]),
+                qs: std::array::from_fn(|j| at(i)[6 + j]),
+            })
+            .collect();
+        (q5_0, q5_1)
+    }
+
+    /// IQ4_NL blocks of every nibble.
+    fn iq4_nl(n: usize, seed: u64) -> Vec<BlockIq4Nl> {
+        q4_0(n, seed)
+            .into_iter()
+            .map(|b| BlockIq4Nl { d: b.d, qs: b.qs })
             .collect()
     }
 
@@ -667,9 +860,10 @@ mod tests {
         for (li, line) in lines.iter().enumerate() {
             let (strip, k) = (li / (nsub * lps), li % lps);
             for (byte, &v) in line.0.iter().enumerate() {
-                let row = match values {
-                    Values::Q8Magnitudes => 8 * (k % 2) + (byte % 32) / 4,
-                    _ => byte / 4,
+                let row = if values.magnitudes() {
+                    8 * (k % 2) + (byte % 32) / 4
+                } else {
+                    byte / 4
                 };
                 if strip * STRIP + row < rows {
                     out.push(v);
@@ -704,6 +898,11 @@ mod tests {
             Values::Q8Magnitudes,
             Values::Q4Unsigned,
             Values::Q4Signed,
+            Values::Q41Unsigned,
+            Values::Q50Unsigned,
+            Values::Q51Unsigned,
+            Values::Iq4NlUnsigned,
+            Values::Iq4NlMagnitudes,
             Values::Q4KUnsigned,
             Values::Q5KUnsigned,
             Values::Q6KUnsigned,
@@ -717,6 +916,11 @@ mod tests {
                 q4_k(rows * nb, seed),
             );
             let (w5, w6) = (q5_k(rows * nb, seed), q6_k(rows * nb, seed));
+            let (w41, (w50, w51), wnl) = (
+                q4_1(rows * nb, seed),
+                q5(rows * nb, seed),
+                iq4_nl(rows * nb, seed),
+            );
             for values in all {
                 let strips = rows.div_ceil(STRIP);
                 // Runs of 32 values per block and sub-blocks per run.
@@ -730,16 +934,16 @@ mod tests {
                 let (mut fl, mut fd, mut fm) = buffers(n_lines, n_scales, 0xa5);
                 let (mut gl, mut gd, mut gm) = buffers(n_lines, n_scales, 0x5a);
                 let (mut fi, mut gi) = (vec![0x5a5a; n_scales], vec![-1; n_scales]);
-                let src = if values.is_q8_0() {
-                    Source::Q8_0(&w8, values)
-                } else if values.is_q4_0() {
-                    Source::Q4_0(&w4, values)
-                } else if values == Values::Q4KUnsigned {
-                    Source::Q4K(&wk)
-                } else if values == Values::Q5KUnsigned {
-                    Source::Q5K(&w5)
-                } else {
-                    Source::Q6K(&w6, values)
+                let src = match values {
+                    v if v.is_q8_0() => Source::Q8_0(&w8, values),
+                    v if v.is_q4_0() => Source::Q4_0(&w4, values),
+                    Values::Q41Unsigned => Source::Q4_1(&w41),
+                    Values::Q50Unsigned => Source::Q5_0(&w50),
+                    Values::Q51Unsigned => Source::Q5_1(&w51),
+                    Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes => Source::Iq4Nl(&wnl, values),
+                    Values::Q4KUnsigned => Source::Q4K(&wk),
+                    Values::Q5KUnsigned => Source::Q5K(&w5),
+                    _ => Source::Q6K(&w6, values),
                 };
                 for i in 0..strips {
                     if values == Values::Q6KInt {
@@ -769,6 +973,21 @@ mod tests {
                         }
                         Values::Q4Signed => {
                             repack_strip::<_, 32, 1, false>(&w4, at, q4_0_signed, g)
+                        }
+                        Values::Q41Unsigned => {
+                            repack_strip::<_, 32, 1, false>(&w41, at, q4_1_unsigned, g)
+                        }
+                        Values::Q50Unsigned => {
+                            repack_strip::<_, 32, 1, false>(&w50, at, q5_0_unsigned, g)
+                        }
+                        Values::Q51Unsigned => {
+                            repack_strip::<_, 32, 1, false>(&w51, at, q5_1_unsigned, g)
+                        }
+                        Values::Iq4NlUnsigned => {
+                            repack_strip::<_, 32, 1, false>(&wnl, at, iq4_nl_unsigned, g)
+                        }
+                        Values::Iq4NlMagnitudes => {
+                            repack_strip::<_, 64, 1, true>(&wnl, at, iq4_nl_signed_abs, g)
                         }
                         Values::Q4KUnsigned => {
                             repack_strip::<_, 32, 8, false>(&wk, at, q4_k_unsigned, g)
