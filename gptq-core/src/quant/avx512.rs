@@ -391,7 +391,7 @@ entry_32!(gemm_iq4_nl, BlockIq4Nl, tile_iq4_nl, Start::Offset(128));
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_q4_1,
     BlockQ4_1,
     BlockQ8_0,
@@ -400,7 +400,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_q5_0,
     BlockQ5_0,
     BlockQ8_0,
@@ -409,7 +409,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_q5_1,
     BlockQ5_1,
     BlockQ8_0,
@@ -418,7 +418,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_iq4_nl,
     BlockIq4Nl,
     BlockQ8_0,

@@ -1221,7 +1221,7 @@ pub(crate) fn check_kept_repack_strips_from_fewer_tokens<W: Gemm + Gen + crate::
 {
     use crate::quant::x86::{repacked, strips};
     let mut rng = Rng::new(0x6b1);
-    let n_all = strips::MIN_TOKENS.max(strips::MIN_TOKENS_K) + 3;
+    let n_all = strips::MIN_TOKENS + 3;
     for (rows, nb) in [(33, 24), (16, 3), (70, 5)] {
         let w: Vec<W> = rng.blocks(rows * nb);
         let xs = rng.acts(n_all * nb * W::ELEMS);

@@ -537,7 +537,7 @@ k_entry!(
 
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_q4_1,
     BlockQ4_1,
     BlockQ8_0,
@@ -546,7 +546,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_q5_0,
     BlockQ5_0,
     BlockQ8_0,
@@ -555,7 +555,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_q5_1,
     BlockQ5_1,
     BlockQ8_0,
@@ -564,7 +564,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_legacy,
+    use_strips_few,
     prefill_iq4_nl,
     BlockIq4Nl,
     BlockQ8_0,
@@ -573,7 +573,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k,
+    use_strips_transposed,
     prefill_q2_k,
     BlockQ2K,
     BlockQ8K,
@@ -582,7 +582,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k,
+    use_strips_transposed,
     prefill_q3_k,
     BlockQ3K,
     BlockQ8K,
@@ -591,7 +591,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k_transposed,
+    use_strips_transposed,
     prefill_q4_k,
     BlockQ4K,
     BlockQ8K,
@@ -600,7 +600,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k_transposed,
+    use_strips_transposed,
     prefill_q5_k,
     BlockQ5K,
     BlockQ8K,
@@ -609,7 +609,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k_transposed,
+    use_strips_transposed,
     prefill_q6_k,
     BlockQ6K,
     BlockQ8K,
@@ -618,7 +618,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx2,fma,f16c",
-    use_strips_k,
+    use_strips_few,
     prefill_iq4_xs,
     BlockIq4Xs,
     BlockQ8K,

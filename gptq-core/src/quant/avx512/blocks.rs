@@ -410,7 +410,7 @@ k_entry!(
 
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k,
+    use_strips_transposed,
     prefill_q2_k,
     BlockQ2K,
     BlockQ8K,
@@ -419,7 +419,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k,
+    use_strips_transposed,
     prefill_q3_k,
     BlockQ3K,
     BlockQ8K,
@@ -428,7 +428,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k_transposed,
+    use_strips_transposed,
     prefill_q4_k,
     BlockQ4K,
     BlockQ8K,
@@ -437,7 +437,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k_transposed,
+    use_strips_transposed,
     prefill_q5_k,
     BlockQ5K,
     BlockQ8K,
@@ -446,7 +446,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k_transposed,
+    use_strips_transposed,
     prefill_q6_k,
     BlockQ6K,
     BlockQ8K,
@@ -455,7 +455,7 @@ prefill_entry!(
 );
 prefill_entry!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    use_strips_k,
+    use_strips_few,
     prefill_iq4_xs,
     BlockIq4Xs,
     BlockQ8K,

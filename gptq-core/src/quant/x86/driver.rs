@@ -137,7 +137,7 @@ pub(in crate::quant) use k_entry;
 
 /// A prefill table entry `$name` on one path (`$feat`: its `target_feature`
 /// list): the strips (`$strip`, see `x86::strips`) where `$use(w, n_tok)`
-/// says (`use_strips_legacy`, `use_strips_k` and the like: enough tokens to share the per-call
+/// says (`use_strips_transposed` or `use_strips_few`: enough tokens to share the per-call
 /// repack, or fewer where it is kept), else `$small` (the path's decode
 /// walk, register tiles or grouped kernels).
 macro_rules! prefill_entry {

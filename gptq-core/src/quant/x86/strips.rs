@@ -26,25 +26,15 @@ use crate::quant::x86::transpose::{Source, Values, repack_transposed, repack_tra
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
 
-/// A token count from which the products of every 32-value type run in
-/// strips on every x86 table (the tests' prompts use it). Each type's own
-/// threshold is lower now: Q8_0 and Q4_0 from [`MIN_TOKENS_TRANSPOSED`],
-/// Q4_1, Q5_0, Q5_1 and IQ4_NL from [`MIN_TOKENS_LEGACY`]. It was their
-/// threshold while the repack was the generic walk (a scalar pass over the
-/// call's weights, tens of cycles per block and row): on the 124M shape
-/// (avx512+vbmi and AVX2 paths, Q8_0 and Q4_0, against the register tiles)
-/// the strips were 0.6–0.9× at 8 and 16 tokens, even at 32, ahead at 64.
+/// A token count from which the products of every type run in strips on
+/// every x86 table (the tests' prompts use it; every threshold below is
+/// lower). It was the 32-value types' threshold while the repack was the
+/// generic walk (a scalar pass over the call's weights, tens of cycles per
+/// block and row): on the 124M shape (avx512+vbmi and AVX2 paths, Q8_0 and
+/// Q4_0, against the register tiles) the strips were 0.6–0.9× at 8 and 16
+/// tokens, even at 32, ahead at 64; the K-quants' was 40.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
-
-/// The same for the K-quants and IQ4_XS, whose unpacking into sub-blocks
-/// costs more (but Q4_K, Q5_K and Q6_K: [`MIN_TOKENS_TRANSPOSED`]). With the packed activation records (355M mixes, 2 threads,
-/// `gptq bench -p N -n 0`, strips from 32 against from 64, alternated): at
-/// 48 tokens the strips lead everywhere (Q4_K_M mix 1.40–1.46×, Q3_K_M
-/// 1.41–1.45×, Q2_K 1.13×, Q6_K 1.07–1.12×, AVX-512 and AVX2), at 32 not for
-/// every type (Q4_K_M 1.27–1.30×, Q3_K_M 1.13–1.24×, but Q2_K 0.87–0.98×
-/// and Q6_K 0.86× on AVX-512); before the records it was 64.
-pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 
 /// Where the call's repack is kept (`--repack`, see `x86::repacked`), the
 /// strips pay no repack and lead from fewer tokens. Measured on the 124M
@@ -54,64 +44,63 @@ pub(in crate::quant) const MIN_TOKENS_K: usize = 40;
 /// 1.07–1.15×, pp25 1.30–1.34×.
 pub(in crate::quant) const MIN_TOKENS_KEPT: usize = 16;
 
-/// The same for Q8_0, Q4_0, Q4_K, Q5_K and Q6_K, whose repack is a
-/// transposition in registers ([`repack_transposed`]): as where the repack
-/// is kept, from [`MIN_TOKENS_KEPT`]. Q6_K (124M Q6_K mix, strips from 8
-/// against 40, the same way): AVX-512 pp16 1.06×, pp24 1.32–1.40×, pp32
-/// 1.42–1.67× (pp8 0.79–0.84×, pp12 0.90–0.92×); AVX2 pp16 1.04–1.18×,
-/// pp24 1.28–1.39×, pp32 1.44–1.51× (pp8 0.80×, pp12 0.88–1.08×). Q4_K and Q5_K (Q4_K_M mix, strips from 16 against
-/// 40, the same way): 124M AVX2 pp16 1.27×, pp24 1.42–1.46×, pp32
-/// 1.45–1.51×, AVX-512 1.17–1.24×, 1.41–1.45×, 1.56–1.58×; 355M AVX2 pp16
-/// 1.25–1.40×, pp24 1.32–1.63×, AVX-512 1.14–1.17×, 1.35–1.46× (from 8:
-/// AVX-512 pp8 0.80–0.85×, pp12 0.94–0.96×). Measured with `gptq bench -p N -n 0 -r 3`, 124M, 2
-/// threads, strips from 16 (or 8, 12) against the thresholds before (32, and
-/// 24 for AVX2 Q4_0 and VBMI Q8_0; one build, the threshold from the
-/// environment), alternated twice: Q8_0 AVX2 pp16 1.04–1.33×, pp20
-/// 1.03–1.33×, pp24 1.10–1.28×, pp28 1.17–1.20× (from 8: pp8 0.78–0.89×,
-/// pp12 0.84–1.19×), AVX-512 pp16 1.13–1.26×, pp20 1.26–1.35× (from 12:
-/// pp12 0.98–1.02×); Q4_0 AVX2 pp16 1.11–1.19×, pp20 1.18–1.25× (from 12:
-/// pp12 0.94–1.06×), AVX-512 pp16 1.01–1.08×, pp20 1.13–1.32×, pp24
-/// 1.32–1.44× (from 12: pp12 0.91–0.92×). (The AMX tile unit stays from 64:
-/// from 16 or 32 it was 0.85–1.1× at pp24–pp48.)
+/// Products of fewer tokens go through the path's smaller kernels (the decode
+/// walk, the register tiles): the strips' repack per call, a transposition
+/// in registers ([`repack_transposed`]) but still a pass over the call's
+/// weights, costs more than it saves below this. For Q8_0, Q4_0, Q2_K,
+/// Q3_K, Q4_K, Q5_K and Q6_K (the others: [`MIN_TOKENS_FEW`]). Measured
+/// with `gptq bench -p N -n 0 -r 3`, 2 threads, strips from 16 (or 8, 12)
+/// against the thresholds before (one build, the threshold from the
+/// environment, alternated twice), 124M shape:
+/// - Q8_0 (against 32, or 24 for VBMI): AVX2 pp16 1.04–1.33×, pp20
+///   1.03–1.33×, pp24 1.10–1.28×, pp28 1.17–1.20× (from 8: pp8 0.78–0.89×,
+///   pp12 0.84–1.19×), AVX-512 pp16 1.13–1.26×, pp20 1.26–1.35× (from 12:
+///   pp12 0.98–1.02×);
+/// - Q4_0 (against 32, or 24 for AVX2): AVX2 pp16 1.11–1.19×, pp20
+///   1.18–1.25× (from 12: pp12 0.94–1.06×), AVX-512 pp16 1.01–1.08×, pp20
+///   1.13–1.32×, pp24 1.32–1.44× (from 12: pp12 0.91–0.92×);
+/// - Q4_K and Q5_K (Q4_K_M mix, against 40): AVX2 pp16 1.27×, pp24
+///   1.42–1.46×, pp32 1.45–1.51×, AVX-512 1.17–1.24×, 1.41–1.45×,
+///   1.56–1.58×; 355M AVX2 pp16 1.25–1.40×, pp24 1.32–1.63×, AVX-512
+///   1.14–1.17×, 1.35–1.46× (from 8: AVX-512 pp8 0.80–0.85×, pp12
+///   0.94–0.96×);
+/// - Q6_K (Q6_K mix, from 8 against 40): AVX-512 pp16 1.06×, pp24
+///   1.32–1.40×, pp32 1.42–1.67× (pp8 0.79–0.84×, pp12 0.90–0.92×); AVX2
+///   pp16 1.04–1.18×, pp24 1.28–1.39×, pp32 1.44–1.51× (pp8 0.80×, pp12
+///   0.88–1.08×);
+/// - Q2_K (Q2_K mix, from 8 against 40): AVX-512 pp16 0.97–1.00×, pp24
+///   1.19–1.22×, pp32 1.26–1.38× (pp8 0.74×, pp12 0.83×); AVX2 pp16
+///   1.10–1.18×, pp24 1.18–1.37× (pp8 0.89–0.92×, pp12 1.05×);
+/// - Q3_K (Q3_K_M mix, the same): AVX-512 pp16 1.04–1.05×, pp24
+///   1.09–1.16×, pp32 1.25×; AVX2 pp16 1.10–1.12×, pp24 1.19–1.22× (pp12
+///   0.86–0.96× on AVX-512).
+///
+/// (The AMX tile unit stays from 64: from 16 or 32 it was 0.85–1.1× at
+/// pp24–pp48.)
 pub(in crate::quant) const MIN_TOKENS_TRANSPOSED: usize = MIN_TOKENS_KEPT;
 
-/// The same for Q4_1, Q5_0, Q5_1 and IQ4_NL, whose repack is a transposition
-/// too and whose smaller kernels (the AVX2 decode walk, the AVX-512 register
-/// tiles) gain little from a second token: measured on the 124M shape
-/// (Q4_1 mix, Q5_1 and IQ4_NL `--pure`, 2 threads, `gptq bench -p N -n 0
-/// -r 3`, strips from 4 or 12 against from 32, one build, the threshold from
-/// the environment, alternated twice): AVX-512 pp8 1.09–1.58×, pp12
-/// 1.27–1.61×, pp16 1.47–1.87×, pp24 1.78–2.08×; AVX2 pp8 1.12–1.54×,
-/// pp12 1.20–1.83×, pp16 1.44–2.11×, pp24 1.60–2.65×; pp6 1.04–1.42× on
-/// both, but pp4 0.50–1.14×.
-pub(in crate::quant) const MIN_TOKENS_LEGACY: usize = 8;
+/// The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS, whose smaller kernels
+/// (the AVX2 decode walk, the AVX-512 register tiles) gain little from a
+/// second token: measured on the 124M shape (Q4_1 mix, Q5_1, IQ4_NL and
+/// IQ4_XS `--pure`, 2 threads, `gptq bench -p N -n 0 -r 3`, strips from 4,
+/// 8 or 12 against from 32 (IQ4_XS: 40), one build, the threshold from the
+/// environment, alternated twice): AVX-512 pp8 1.09–1.59×, pp12 1.27–1.78×,
+/// pp16 1.47–2.23×, pp24 1.78–3.09×; AVX2 pp8 1.04–1.54×, pp12 1.16–1.83×,
+/// pp16 1.24–2.11×, pp24 1.52–2.65×; pp6 1.04–1.42× on both, but pp4
+/// 0.50–1.14×.
+pub(in crate::quant) const MIN_TOKENS_FEW: usize = 8;
 
-/// Whether a product of `n_tok` tokens of `w` (Q4_1, Q5_0, Q5_1 or IQ4_NL)
-/// runs in strips: from [`MIN_TOKENS_LEGACY`] tokens.
-pub(in crate::quant) fn use_strips_legacy<W>(_w: &[W], n_tok: usize) -> bool {
-    n_tok >= MIN_TOKENS_LEGACY
+/// Whether a product of `n_tok` tokens of `w` (Q4_1, Q5_0, Q5_1, IQ4_NL or
+/// IQ4_XS) runs in strips: from [`MIN_TOKENS_FEW`] tokens.
+pub(in crate::quant) fn use_strips_few<W>(_w: &[W], n_tok: usize) -> bool {
+    n_tok >= MIN_TOKENS_FEW
 }
 
-/// [`use_strips_k`] for Q4_K, Q5_K and Q6_K: from [`MIN_TOKENS_TRANSPOSED`]
-/// tokens.
-pub(in crate::quant) fn use_strips_k_transposed<W>(w: &[W], n_tok: usize) -> bool {
-    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_TRANSPOSED)
-}
-
-/// Whether a product of `n_tok` tokens of `w` (Q8_0 or Q4_0) runs in strips:
-/// from [`MIN_TOKENS_KEPT`] tokens where its repack is kept (the AMX tile
-/// copies), else from [`MIN_TOKENS_TRANSPOSED`].
+/// Whether a product of `n_tok` tokens of `w` (Q8_0, Q4_0, Q2_K, Q3_K, Q4_K,
+/// Q5_K or Q6_K) runs in strips: from [`MIN_TOKENS_KEPT`] tokens where its
+/// repack is kept, else from [`MIN_TOKENS_TRANSPOSED`].
 pub(in crate::quant) fn use_strips_transposed<W>(w: &[W], n_tok: usize) -> bool {
     super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_TRANSPOSED)
-}
-
-/// The same for the K-quants and IQ4_XS: from [`MIN_TOKENS_KEPT`] tokens
-/// where the repack is kept (124M Q4_K_M mix, `--repack`, strips from 16
-/// against from 64: AVX-512 pp16 1.20–1.33×, pp25 1.51–1.58×, pp48
-/// 1.78–1.85×; AVX2 1.40–1.46×, 1.64–1.70×, 1.84–1.88×), else from
-/// [`MIN_TOKENS_K`].
-pub(in crate::quant) fn use_strips_k<W>(w: &[W], n_tok: usize) -> bool {
-    super::repacked::reaches(w, n_tok, MIN_TOKENS_KEPT, MIN_TOKENS_K)
 }
 
 /// Activation bytes one chunk of tokens holds while every strip of the call
@@ -603,7 +592,10 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 /// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
 /// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_1's, Q5_0's and Q5_1's
 /// ([`q4_1_unsigned`], [`q5_0_unsigned`], [`q5_1_unsigned`]), IQ4_NL's two
-/// ([`iq4_nl_unsigned`], [`iq4_nl_signed_abs`]), Q4_K's ([`q4_k_unsigned`]),
+/// ([`iq4_nl_unsigned`], [`iq4_nl_signed_abs`]), Q2_K's ([`q2_k_unsigned`]),
+/// Q3_K's two ([`q3_k_unsigned`], and [`q3_k_int`] for [`repack_int`]),
+/// IQ4_XS's two ([`iq4_xs_unsigned`], [`iq4_xs_signed_abs`]), Q4_K's
+/// ([`q4_k_unsigned`]),
 /// Q5_K's ([`q5_k_unsigned`]) or Q6_K's two ([`q6_k_unsigned`], and
 /// [`q6_k_int`] for [`repack_int`]): which function a kernel passed is known only
 /// by its type here (as the kept repacks are keyed by it).
@@ -636,6 +628,16 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Iq4NlUnsigned
     } else if u == id(&iq4_nl_signed_abs) {
         Values::Iq4NlMagnitudes
+    } else if u == id(&q2_k_unsigned) {
+        Values::Q2KUnsigned
+    } else if u == id(&q3_k_unsigned) {
+        Values::Q3KUnsigned
+    } else if u == id(&q3_k_int) {
+        Values::Q3KInt
+    } else if u == id(&iq4_xs_unsigned) {
+        Values::Iq4XsUnsigned
+    } else if u == id(&iq4_xs_signed_abs) {
+        Values::Iq4XsMagnitudes
     } else if u == id(&q6_k_unsigned) {
         Values::Q6KUnsigned
     } else if u == id(&q6_k_int) {
@@ -677,6 +679,22 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         // SAFETY: `W` is `BlockIq4Nl` (the type ids are equal): the same slice.
         let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockIq4Nl>(), w.len()) };
         Some(Source::Iq4Nl(w, values))
+    } else if wt == TypeId::of::<BlockQ2K>() && values == Values::Q2KUnsigned {
+        // SAFETY: `W` is `BlockQ2K` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ2K>(), w.len()) };
+        Some(Source::Q2K(w))
+    } else if wt == TypeId::of::<BlockQ3K>()
+        && matches!(values, Values::Q3KUnsigned | Values::Q3KInt)
+    {
+        // SAFETY: `W` is `BlockQ3K` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ3K>(), w.len()) };
+        Some(Source::Q3K(w, values))
+    } else if wt == TypeId::of::<BlockIq4Xs>()
+        && matches!(values, Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes)
+    {
+        // SAFETY: `W` is `BlockIq4Xs` (the type ids are equal): the same slice.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockIq4Xs>(), w.len()) };
+        Some(Source::Iq4Xs(w, values))
     } else if wt == TypeId::of::<BlockQ6K>()
         && matches!(values, Values::Q6KUnsigned | Values::Q6KInt)
     {
@@ -736,7 +754,8 @@ pub(in crate::quant) fn repack_strip<W, const V: usize, const S: usize, const MA
 /// sub-blocks, four lines each): the same lines; `dw` holds each row's
 /// super-block scale `d` (at each of its sub-blocks) and `isc` the
 /// sub-blocks' integer scales, duplicated into i16 pairs (zero for the
-/// padding rows, like `dw`). Q6_K goes through [`repack_transposed_int`].
+/// padding rows, like `dw`). Q3_K and Q6_K go through
+/// [`repack_transposed_int`].
 pub(in crate::quant) fn repack_int<W: 'static>(
     w: &[W],
     rows: usize,

@@ -1,10 +1,12 @@
-//! The strip repack of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K and
-//! Q6_K in registers: each run of 32 values of eight rows (Q8_0's bytes
-//! loaded, Q4_0's and Q4_1's nibbles unpacked by one broadcast, shift and
-//! `and`, IQ4_NL's looked up from them by one `vpshufb`, Q5_0's and Q5_1's
-//! fifth bits by a byte shuffle, an `and` and a compare, Q4_K's by a shift
-//! and `and`, Q5_K's fifth bits by an `and` and a compare, Q6_K's two high
-//! bits by a shift and `and`) are one 8×8
+//! The strip repack of every quantized type the x86 strips take (Q8_0,
+//! Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS) in
+//! registers: each run of 32 values of eight rows (Q8_0's bytes loaded,
+//! Q4_0's and Q4_1's nibbles unpacked by one broadcast, shift and `and`,
+//! IQ4_NL's and IQ4_XS's looked up from them by one `vpshufb`, Q5_0's and
+//! Q5_1's fifth bits by a byte shuffle, an `and` and a compare, Q2_K's and
+//! Q3_K's two bits by a shift and `and`, Q3_K's third and Q5_K's fifth bits
+//! by an `and` and a compare, Q4_K's nibbles by a shift and `and`, Q6_K's two
+//! high bits by a shift and `and`) are one 8×8
 //! transposition of 4-byte words (24 shuffles) into the eight lines'
 //! halves, instead of [`repack_strip`](super::strips::repack_strip)'s
 //! generic walk, which
@@ -24,7 +26,8 @@ use crate::quant::prefetch;
 use crate::quant::types::iq4_nl::KVALUES;
 use crate::quant::types::q4_k::scale_min;
 use crate::quant::types::{
-    BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
+    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0,
 };
 
 /// The values a strip's lines hold (the unpackings of `strips`).
@@ -55,6 +58,21 @@ pub(in crate::quant) enum Values {
     /// IQ4_NL's signed table values and their magnitudes, laid out as
     /// [`Values::Q8Magnitudes`] (`iq4_nl_signed_abs`: the AVX2 sign trick).
     Iq4NlMagnitudes,
+    /// Q2_K's two bits `u` (0..=3) in sixteen sub-blocks of 16, scales
+    /// `d·sc` and minimums' terms `−dmin·m` (`q2_k_unsigned`).
+    Q2KUnsigned,
+    /// Q3_K's `u = q + 4` (0..=7) in sixteen sub-blocks of 16 with float
+    /// scales `d·sc` (`q3_k_unsigned`).
+    Q3KUnsigned,
+    /// The same values with the integer-scale strips' scales (`q3_k_int`,
+    /// as [`Values::Q6KInt`]).
+    Q3KInt,
+    /// IQ4_XS's table values offset to `v + 128` in eight sub-blocks of 32
+    /// (`iq4_xs_unsigned`).
+    Iq4XsUnsigned,
+    /// IQ4_XS's signed table values and their magnitudes
+    /// (`iq4_xs_signed_abs`), laid out as [`Values::Q8Magnitudes`].
+    Iq4XsMagnitudes,
     /// Q4_K's nibbles `u` (0..=15) in eight sub-blocks of 32
     /// (`q4_k_unsigned`).
     Q4KUnsigned,
@@ -105,6 +123,11 @@ impl Values {
                 | Values::Q51Unsigned
                 | Values::Iq4NlUnsigned
                 | Values::Iq4NlMagnitudes
+                | Values::Q2KUnsigned
+                | Values::Q3KUnsigned
+                | Values::Q3KInt
+                | Values::Iq4XsUnsigned
+                | Values::Iq4XsMagnitudes
                 | Values::Q4KUnsigned
                 | Values::Q5KUnsigned
                 | Values::Q6KUnsigned
@@ -115,7 +138,10 @@ impl Values {
     /// Whether each line holds half its rows' values and their
     /// magnitudes ([`Values::Q8Magnitudes`]'s layout).
     fn magnitudes(self) -> bool {
-        matches!(self, Values::Q8Magnitudes | Values::Iq4NlMagnitudes)
+        matches!(
+            self,
+            Values::Q8Magnitudes | Values::Iq4NlMagnitudes | Values::Iq4XsMagnitudes
+        )
     }
 
     /// Lines per run of 32 values: eight, sixteen with the magnitudes.
@@ -135,6 +161,11 @@ pub(in crate::quant) enum Source<'w> {
     Q5_1(&'w [BlockQ5_1]),
     /// With [`Values::Iq4NlUnsigned`] or [`Values::Iq4NlMagnitudes`].
     Iq4Nl(&'w [BlockIq4Nl], Values),
+    Q2K(&'w [BlockQ2K]),
+    /// With [`Values::Q3KUnsigned`] or [`Values::Q3KInt`].
+    Q3K(&'w [BlockQ3K], Values),
+    /// With [`Values::Iq4XsUnsigned`] or [`Values::Iq4XsMagnitudes`].
+    Iq4Xs(&'w [BlockIq4Xs], Values),
     Q4K(&'w [BlockQ4K]),
     Q5K(&'w [BlockQ5K]),
     /// With [`Values::Q6KUnsigned`] or [`Values::Q6KInt`].
@@ -145,7 +176,13 @@ impl Source<'_> {
     /// The values the repack makes.
     pub(in crate::quant) fn values(self) -> Values {
         match self {
-            Source::Q8_0(_, v) | Source::Q4_0(_, v) | Source::Iq4Nl(_, v) | Source::Q6K(_, v) => v,
+            Source::Q8_0(_, v)
+            | Source::Q4_0(_, v)
+            | Source::Iq4Nl(_, v)
+            | Source::Q3K(_, v)
+            | Source::Iq4Xs(_, v)
+            | Source::Q6K(_, v) => v,
+            Source::Q2K(_) => Values::Q2KUnsigned,
             Source::Q4_1(_) => Values::Q41Unsigned,
             Source::Q5_0(_) => Values::Q50Unsigned,
             Source::Q5_1(_) => Values::Q51Unsigned,
@@ -167,14 +204,14 @@ pub(in crate::quant) fn repack_transposed(
     (lines, dw, dm): (&mut [Line], &mut [f32], &mut [f32]),
 ) -> bool {
     assert!(
-        src.values() != Values::Q6KInt,
+        !matches!(src.values(), Values::Q6KInt | Values::Q3KInt),
         "repack_transposed: integer scales"
     );
     transposed(src, at, (lines, dw, Terms::Mins(dm)))
 }
 
 /// [`repack_transposed`] for the integer-scale strips (`repack_int`,
-/// [`Values::Q6KInt`]): `dw` gets each row's super-block scale `d` at each
+/// [`Values::Q6KInt`], [`Values::Q3KInt`]): `dw` gets each row's super-block scale `d` at each
 /// of its sub-blocks and `isc` the sub-blocks' scales as i16 pairs.
 pub(in crate::quant) fn repack_transposed_int(
     src: Source<'_>,
@@ -182,7 +219,7 @@ pub(in crate::quant) fn repack_transposed_int(
     (lines, dw, isc): (&mut [Line], &mut [f32], &mut [i32]),
 ) -> bool {
     assert!(
-        src.values() == Values::Q6KInt,
+        matches!(src.values(), Values::Q6KInt | Values::Q3KInt),
         "repack_transposed_int: values"
     );
     transposed(src, at, (lines, dw, Terms::Ints(isc)))
@@ -218,8 +255,8 @@ fn transposed(
     let values = src.values();
     // Runs of 32 values per block, lines per run and sub-blocks per run.
     let (runs, lpr, spr) = match src {
-        Source::Q4K(_) | Source::Q5K(_) => (8, values.lines(), 1),
-        Source::Q6K(..) => (8, values.lines(), 2),
+        Source::Q4K(_) | Source::Q5K(_) | Source::Iq4Xs(..) => (8, values.lines(), 1),
+        Source::Q2K(_) | Source::Q3K(..) | Source::Q6K(..) => (8, values.lines(), 2),
         _ => (1, values.lines(), 1),
     };
     let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
@@ -244,6 +281,12 @@ fn transposed(
         Source::Q5_1(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
         Source::Iq4Nl(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q2K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Q3K(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        // SAFETY: as above.
+        Source::Iq4Xs(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
         Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
         // SAFETY: as above.
@@ -287,8 +330,8 @@ trait Block32 {
     }
 
     /// Sub-block `h` of run `j` for the integer-scale strips: the block's
-    /// scale and the sub-block's integer scale (Q6_K only: no other type
-    /// makes [`Terms::Ints`]).
+    /// scale and the sub-block's integer scale (Q3_K and Q6_K only: no other
+    /// type makes [`Terms::Ints`]).
     ///
     /// # Safety
     /// The CPU must have F16C.
@@ -454,10 +497,140 @@ impl Block32 for BlockIq4Nl {
     #[inline(always)]
     unsafe fn values(&self, _j: usize) -> __m256i {
         // SAFETY: AVX2 (this function's contract); `qs` is 16 bytes.
+        unsafe { table_values(nibbles16(self.qs.as_ptr())) }
+    }
+}
+
+/// Run `j`'s two-bit fields of the 32 `qs` bytes at `p` (Q2_K's and Q3_K's
+/// low bits: bits `2(j % 4)..` of byte `l` of half `j / 4`).
+///
+/// # Safety
+/// The CPU must have AVX2; `p` must be 32 readable bytes.
+#[inline(always)]
+unsafe fn two_bits(p: *const u8, j: usize) -> __m256i {
+    // SAFETY: AVX2 and 32 readable bytes (this function's contract); the
+    // load is unaligned.
+    unsafe {
+        let x = _mm256_loadu_si256(p.cast());
+        let x = _mm256_srl_epi16(x, _mm_cvtsi32_si128(2 * (j % 4) as i32));
+        _mm256_and_si256(x, _mm256_set1_epi8(3))
+    }
+}
+
+/// 32 bytes' table values (IQ4_NL's and IQ4_XS's `KVALUES`) of their
+/// nibbles `q` (0..=15).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn table_values(q: __m256i) -> __m256i {
+    // SAFETY: `KVALUES` is 16 readable bytes; the load is unaligned.
+    let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(KVALUES.as_ptr().cast()) });
+    _mm256_shuffle_epi8(table, q)
+}
+
+impl Block32 for BlockQ2K {
+    const SUBS: usize = 8;
+    const HALVES: usize = 2;
+
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// As `q2_k_unsigned`: `d·sc` and `−dmin·m`.
+    #[inline(always)]
+    unsafe fn scales(&self, j: usize, h: usize) -> (f32, f32) {
+        let packed = self.scales[2 * j + h];
+        // SAFETY: F16C (this function's contract).
+        let (d, dmin) = unsafe { (f16_to_f32(self.d), f16_to_f32(self.dmin)) };
+        (
+            d * f32::from(packed & 0x0f),
+            -(dmin * f32::from(packed >> 4)),
+        )
+    }
+
+    /// Run `j`: the two-bit fields.
+    #[inline(always)]
+    unsafe fn values(&self, j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); bytes 32(j/4).. of the
+        // 64-byte `qs` (j < 8): 32 readable bytes.
+        unsafe { two_bits(self.qs[32 * (j / 4)..].as_ptr(), j) }
+    }
+}
+
+/// Q3_K's sub-block scale `s` (−32..=31) from its packed twelve bytes, as
+/// `BlockQ3K::scales` unpacks them.
+fn q3_k_scale(packed: &[u8; 12], s: usize) -> i8 {
+    let low = if s < 8 {
+        packed[s] & 0x0f
+    } else {
+        packed[s - 8] >> 4
+    };
+    let high = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+    (low | (high << 4)) as i8 - 32
+}
+
+impl Block32 for BlockQ3K {
+    const SUBS: usize = 8;
+    const HALVES: usize = 2;
+
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// As `q3_k_unsigned`: `d·sc`.
+    #[inline(always)]
+    unsafe fn scales(&self, j: usize, h: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        let d = unsafe { f16_to_f32(self.d) };
+        (d * f32::from(q3_k_scale(&self.scales, 2 * j + h)), 0.0)
+    }
+
+    /// As `q3_k_int`: `d` and `sc`.
+    #[inline(always)]
+    unsafe fn int_scales(&self, j: usize, h: usize) -> (f32, i8) {
+        // SAFETY: F16C (this function's contract).
+        let d = unsafe { f16_to_f32(self.d) };
+        (d, q3_k_scale(&self.scales, 2 * j + h))
+    }
+
+    /// Run `j`: `u = q + 4`, the two low bits plus 4 where bit `j` of
+    /// `hmask[l]` is set.
+    #[inline(always)]
+    unsafe fn values(&self, j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); bytes 32(j/4).. of the
+        // 64-byte `qs` (j < 8) and the 32 bytes of `hmask`: readable; the
+        // load is unaligned.
         unsafe {
-            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES.as_ptr().cast()));
-            _mm256_shuffle_epi8(table, nibbles16(self.qs.as_ptr()))
+            let low = two_bits(self.qs[32 * (j / 4)..].as_ptr(), j);
+            let bit = _mm256_set1_epi8((1u8 << j) as i8);
+            let hm = _mm256_and_si256(_mm256_loadu_si256(self.hmask.as_ptr().cast()), bit);
+            let high = _mm256_and_si256(_mm256_cmpeq_epi8(hm, bit), _mm256_set1_epi8(4));
+            _mm256_or_si256(low, high)
         }
+    }
+}
+
+impl Block32 for BlockIq4Xs {
+    const SUBS: usize = 8;
+
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+
+    /// As `iq4_xs_unsigned`: `d·ls`.
+    #[inline(always)]
+    unsafe fn scales(&self, j: usize, _h: usize) -> (f32, f32) {
+        // SAFETY: F16C (this function's contract).
+        let d = unsafe { f16_to_f32(self.d) };
+        (d * f32::from(self.scale(j)), 0.0)
+    }
+
+    /// Run `j`: the signed table values of the nibbles of `qs[16j..]` (the
+    /// offset or the magnitudes are the caller's).
+    #[inline(always)]
+    unsafe fn values(&self, j: usize) -> __m256i {
+        // SAFETY: AVX2 (this function's contract); bytes 16j.. of the
+        // 128-byte `qs` (j < 8): 16 readable bytes.
+        unsafe { table_values(nibbles16(self.qs[16 * j..].as_ptr())) }
     }
 }
 
@@ -637,14 +810,17 @@ fn strip<B: Block32>(
                         | Values::Q6KInt
                         | Values::Q41Unsigned
                         | Values::Q50Unsigned
-                        | Values::Q51Unsigned => (k, 32 * h, v, None),
-                        Values::Q8Unsigned | Values::Iq4NlUnsigned => {
+                        | Values::Q51Unsigned
+                        | Values::Q2KUnsigned
+                        | Values::Q3KUnsigned
+                        | Values::Q3KInt => (k, 32 * h, v, None),
+                        Values::Q8Unsigned | Values::Iq4NlUnsigned | Values::Iq4XsUnsigned => {
                             (k, 32 * h, _mm256_xor_si256(v, flip), None)
                         }
                         Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
-                        Values::Q8Magnitudes | Values::Iq4NlMagnitudes => {
-                            (2 * k + h, 0, v, Some(_mm256_abs_epi8(v)))
-                        }
+                        Values::Q8Magnitudes
+                        | Values::Iq4NlMagnitudes
+                        | Values::Iq4XsMagnitudes => (2 * k + h, 0, v, Some(_mm256_abs_epi8(v))),
                     };
                     let dst = sub[line].0.as_mut_ptr();
                     // SAFETY: bytes `at..at + 32` (`at` 0 or 32) and, with
@@ -717,9 +893,10 @@ mod tests {
 
     use super::*;
     use crate::quant::x86::strips::{
-        iq4_nl_signed_abs, iq4_nl_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned,
-        q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned,
-        q8_0_signed, q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
+        iq4_nl_signed_abs, iq4_nl_unsigned, iq4_xs_signed_abs, iq4_xs_unsigned, q2_k_unsigned,
+        q3_k_int, q3_k_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned,
+        q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned, q8_0_signed,
+        q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
     };
 
     /// A small deterministic generator (the tests need no statistics).
@@ -800,6 +977,54 @@ mod tests {
         q4_0(n, seed)
             .into_iter()
             .map(|b| BlockIq4Nl { d: b.d, qs: b.qs })
+            .collect()
+    }
+
+    /// Q2_K blocks of every value and every packed scale byte.
+    fn q2_k(n: usize, seed: u64) -> Vec<BlockQ2K> {
+        let r = bytes(n * 82, seed);
+        (0..n)
+            .map(|i| {
+                let r = &r[82 * i..82 * (i + 1)];
+                BlockQ2K {
+                    d: scale(r[0]),
+                    dmin: scale(r[1]),
+                    scales: std::array::from_fn(|j| r[2 + j]),
+                    qs: std::array::from_fn(|j| r[18 + j]),
+                }
+            })
+            .collect()
+    }
+
+    /// Q3_K blocks of every value and every packed scale byte.
+    fn q3_k(n: usize, seed: u64) -> Vec<BlockQ3K> {
+        let r = bytes(n * 109, seed);
+        (0..n)
+            .map(|i| {
+                let r = &r[109 * i..109 * (i + 1)];
+                BlockQ3K {
+                    d: scale(r[0]),
+                    scales: std::array::from_fn(|j| r[1 + j]),
+                    hmask: std::array::from_fn(|j| r[13 + j]),
+                    qs: std::array::from_fn(|j| r[45 + j]),
+                }
+            })
+            .collect()
+    }
+
+    /// IQ4_XS blocks of every nibble and every scale bit.
+    fn iq4_xs(n: usize, seed: u64) -> Vec<BlockIq4Xs> {
+        let r = bytes(n * 136, seed);
+        (0..n)
+            .map(|i| {
+                let r = &r[136 * i..136 * (i + 1)];
+                BlockIq4Xs {
+                    d: scale(r[0]),
+                    scales_h: u16::from_le_bytes([r[1], r[2]]),
+                    scales_l: std::array::from_fn(|j| r[3 + j]),
+                    qs: std::array::from_fn(|j| r[7 + j]),
+                }
+            })
             .collect()
     }
 
@@ -903,6 +1128,11 @@ mod tests {
             Values::Q51Unsigned,
             Values::Iq4NlUnsigned,
             Values::Iq4NlMagnitudes,
+            Values::Q2KUnsigned,
+            Values::Q3KUnsigned,
+            Values::Q3KInt,
+            Values::Iq4XsUnsigned,
+            Values::Iq4XsMagnitudes,
             Values::Q4KUnsigned,
             Values::Q5KUnsigned,
             Values::Q6KUnsigned,
@@ -921,12 +1151,24 @@ mod tests {
                 q5(rows * nb, seed),
                 iq4_nl(rows * nb, seed),
             );
+            let (w2, w3, wxs) = (
+                q2_k(rows * nb, seed),
+                q3_k(rows * nb, seed),
+                iq4_xs(rows * nb, seed),
+            );
             for values in all {
                 let strips = rows.div_ceil(STRIP);
                 // Runs of 32 values per block and sub-blocks per run.
                 let (runs, spr) = match values {
-                    Values::Q4KUnsigned | Values::Q5KUnsigned => (8, 1),
-                    Values::Q6KUnsigned | Values::Q6KInt => (8, 2),
+                    Values::Q4KUnsigned
+                    | Values::Q5KUnsigned
+                    | Values::Iq4XsUnsigned
+                    | Values::Iq4XsMagnitudes => (8, 1),
+                    Values::Q6KUnsigned
+                    | Values::Q6KInt
+                    | Values::Q2KUnsigned
+                    | Values::Q3KUnsigned
+                    | Values::Q3KInt => (8, 2),
                     _ => (1, 1),
                 };
                 let (nrun, nsub) = (nb * runs, nb * runs * spr);
@@ -941,17 +1183,24 @@ mod tests {
                     Values::Q50Unsigned => Source::Q5_0(&w50),
                     Values::Q51Unsigned => Source::Q5_1(&w51),
                     Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes => Source::Iq4Nl(&wnl, values),
+                    Values::Q2KUnsigned => Source::Q2K(&w2),
+                    Values::Q3KUnsigned | Values::Q3KInt => Source::Q3K(&w3, values),
+                    Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes => Source::Iq4Xs(&wxs, values),
                     Values::Q4KUnsigned => Source::Q4K(&wk),
                     Values::Q5KUnsigned => Source::Q5K(&w5),
                     _ => Source::Q6K(&w6, values),
                 };
                 for i in 0..strips {
-                    if values == Values::Q6KInt {
+                    if matches!(values, Values::Q6KInt | Values::Q3KInt) {
                         let at = (rows, nb, i);
                         let fast = (&mut fl[..], &mut fd[..], &mut fi[..]);
                         assert!(repack_transposed_int(src, at, fast));
                         let g = (&mut gl[..], &mut gd[..], &mut gi[..]);
-                        repack_strip_int(&w6, at, q6_k_int, g);
+                        if values == Values::Q6KInt {
+                            repack_strip_int(&w6, at, q6_k_int, g);
+                        } else {
+                            repack_strip_int(&w3, at, q3_k_int, g);
+                        }
                         continue;
                     }
                     let fast = (&mut fl[..], &mut fd[..], &mut fm[..]);
@@ -989,6 +1238,18 @@ mod tests {
                         Values::Iq4NlMagnitudes => {
                             repack_strip::<_, 64, 1, true>(&wnl, at, iq4_nl_signed_abs, g)
                         }
+                        Values::Q2KUnsigned => {
+                            repack_strip::<_, 16, 16, false>(&w2, at, q2_k_unsigned, g)
+                        }
+                        Values::Q3KUnsigned => {
+                            repack_strip::<_, 16, 16, false>(&w3, at, q3_k_unsigned, g)
+                        }
+                        Values::Iq4XsUnsigned => {
+                            repack_strip::<_, 32, 8, false>(&wxs, at, iq4_xs_unsigned, g)
+                        }
+                        Values::Iq4XsMagnitudes => {
+                            repack_strip::<_, 64, 8, true>(&wxs, at, iq4_xs_signed_abs, g)
+                        }
                         Values::Q4KUnsigned => {
                             repack_strip::<_, 32, 8, false>(&wk, at, q4_k_unsigned, g)
                         }
@@ -998,7 +1259,7 @@ mod tests {
                         Values::Q6KUnsigned => {
                             repack_strip::<_, 16, 16, false>(&w6, at, q6_k_unsigned, g)
                         }
-                        Values::Q6KInt => unreachable!("above"),
+                        Values::Q6KInt | Values::Q3KInt => unreachable!("above"),
                     }
                 }
                 let what = format!("{values:?}, {rows} rows of {nb} blocks");
@@ -1011,7 +1272,7 @@ mod tests {
                     for n in 0..STRIP.min(rows - q / nsub * STRIP) {
                         let at = q * STRIP + n;
                         assert_eq!(fd[at].to_bits(), gd[at].to_bits(), "scales: {what}");
-                        if values == Values::Q6KInt {
+                        if matches!(values, Values::Q6KInt | Values::Q3KInt) {
                             assert_eq!(fi[at], gi[at], "integer scales: {what}");
                         } else {
                             assert_eq!(fm[at].to_bits(), gm[at].to_bits(), "minimums: {what}");
