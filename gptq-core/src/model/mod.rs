@@ -89,32 +89,22 @@ impl Model {
     ///
     /// # Errors
     /// When the kernel path keeps no repack of any of the model's weight
-    /// types (the scalar and NEON paths, float weights, and Q8_0 and Q4_0 on
-    /// the AVX2 and AVX-512 paths, whose repack is a transposition about as
-    /// fast as reading the weights): the option would do nothing.
+    /// types (the scalar and NEON paths, float weights, Q4_1, Q5_0, Q5_1 and
+    /// IQ4_NL everywhere, Q8_0 and Q4_0 but on the AMX path, IQ4_XS on the
+    /// AVX2 path: their repack is a transposition about as fast as reading
+    /// the weights, and a kept copy only adds its reads): the option would
+    /// do nothing.
     pub fn enable_repack(&mut self) -> Result<()> {
-        use crate::gguf::GgmlType as G;
-        use crate::quant::{KernelPath, WeightData};
-        let path = self.kernels.path();
-        let strips = |t: G| {
-            // The quantized types the crate computes with (the floats are
-            // the one-element "blocks"): every one has strips on x86-64.
-            let quantized = WeightData::is_computable(t) && t.block_size() > 1;
-            // Q8_0 and Q4_0 are kept only for the AMX tile unit (see
-            // `quant::x86::transpose::Values::worth_keeping`).
-            let transposed = matches!(t, G::Q8_0 | G::Q4_0);
-            match path {
-                KernelPath::Avx2 | KernelPath::Avx512 => quantized && !transposed,
-                KernelPath::Amx => quantized,
-                KernelPath::Scalar | KernelPath::Neon => false,
-            }
-        };
-        if !self.gguf.tensors.iter().any(|t| strips(t.ty)) {
+        if !self
+            .gguf
+            .tensors
+            .iter()
+            .any(|t| self.kernels.path().keeps_repack(t.ty))
+        {
             return Err(Error::InvalidArgument(format!(
                 "repacking would change nothing here: the {} kernels keep no repack of any \
-                 weight type of this file (the AVX2 and AVX-512 prefill kernels keep those of \
-                 the quantized types but Q8_0 and Q4_0, the AMX path those of every quantized \
-                 type)",
+                 weight type of this file (the x86 prefill kernels keep those of the K-quants, \
+                 of IQ4_XS but on the AVX2 path, and of Q8_0 and Q4_0 on the AMX path only)",
                 self.kernels.describe()
             )));
         }

@@ -93,6 +93,26 @@ impl KernelPath {
             .unwrap_or(KernelPath::Scalar)
     }
 
+    /// Whether this path's kernels keep a repack of `t`'s weights where the model
+    /// registers them (`--repack`): the x86 strips' copies that pay, which
+    /// `quant::x86::transpose::Values::worth_keeping` decides per unpacking
+    /// (the AMX tile unit's Q8_0 and Q4_0, every K-quant's, IQ4_XS's but
+    /// with the AVX2 sign trick's magnitudes); never on the scalar and NEON
+    /// paths nor for the float types.
+    pub(crate) fn keeps_repack(self, t: crate::gguf::GgmlType) -> bool {
+        use crate::gguf::GgmlType as G;
+        let x86 = matches!(
+            self,
+            KernelPath::Avx2 | KernelPath::Avx512 | KernelPath::Amx
+        );
+        x86 && match t {
+            G::Q8_0 | G::Q4_0 => self == KernelPath::Amx,
+            G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K => true,
+            G::IQ4_XS => self != KernelPath::Avx2,
+            _ => false,
+        }
+    }
+
     /// The path's variants, weakest first (none for a path of another
     /// architecture).
     fn variants(self) -> &'static [Variant] {

@@ -1198,13 +1198,18 @@ where
     }
 }
 
-/// Whether `t` keeps `W`'s repacks where the weights are registered: every
-/// quantized type's, but the AVX2 and AVX-512 strips' Q8_0 and Q4_0, which
-/// repack by a transposition (`x86::transpose::Values::worth_keeping`).
+/// Whether `t` keeps `W`'s repacks where the weights are registered, as the
+/// model's `--repack` check reads it (`KernelPath::keeps_repack`); the tests
+/// hold it to what the kernels do (`x86::transpose::Values::worth_keeping`).
 #[cfg(target_arch = "x86_64")]
 fn keeps_repack<W: Gemm>(t: VerifiedTable) -> bool {
-    use crate::gguf::GgmlType as G;
-    t.name() == "amx" || !matches!(W::TYPE, G::Q8_0 | G::Q4_0)
+    use crate::quant::KernelPath;
+    let path = match t.name() {
+        "amx" => KernelPath::Amx,
+        "avx2" => KernelPath::Avx2,
+        _ => KernelPath::Avx512,
+    };
+    path.keeps_repack(W::TYPE)
 }
 
 /// With `W`'s weights registered with the repack cache, `t`'s prefill of

@@ -136,8 +136,9 @@ fn x86_tables(names: &[&str]) -> Vec<crate::quant::table::VerifiedTable> {
     tables
 }
 
-/// The repack cache (`--repack`) changes no bits, on the x86 paths, for a
-/// signed, an unsigned, a minimum-carrying and both kinds of K-quant types.
+/// The repack cache (`--repack`) changes no bits, on the x86 paths, for
+/// every quantized type, and keeps the repacks `KernelPath::keeps_repack`
+/// says it keeps.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repack_cache_changes_no_bits() {
@@ -147,6 +148,13 @@ fn repack_cache_changes_no_bits() {
         harness::check_repack_cache::<BlockQ5_1>(t);
         harness::check_repack_cache::<BlockQ4K>(t);
         harness::check_repack_cache::<BlockQ6K>(t);
+        harness::check_repack_cache::<BlockQ4_1>(t);
+        harness::check_repack_cache::<BlockQ5_0>(t);
+        harness::check_repack_cache::<BlockIq4Nl>(t);
+        harness::check_repack_cache::<BlockQ2K>(t);
+        harness::check_repack_cache::<BlockQ3K>(t);
+        harness::check_repack_cache::<BlockQ5K>(t);
+        harness::check_repack_cache::<BlockIq4Xs>(t);
     }
 }
 
@@ -162,6 +170,13 @@ fn kept_repack_runs_strips_from_fewer_tokens() {
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ5_1>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ4K>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ6K>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ4_1>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ5_0>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockIq4Nl>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ2K>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ3K>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ5K>(t);
+        harness::check_kept_repack_strips_from_fewer_tokens::<BlockIq4Xs>(t);
     }
 }
 

@@ -103,31 +103,30 @@ impl Values {
     }
 
     /// Whether a kept copy (`--repack`) of these lines pays: the AMX tile
-    /// unit's (signed values), which runs from fewer tokens with one, and
-    /// the K-quants' (their strips too; not measured since Q4_K's and
-    /// Q5_K's repacks became transpositions).
-    /// The transposition repacks at close to the speed of reading the
-    /// weights, so the AVX2 and AVX-512 strips' kept copies (as large as
-    /// the weights, twice with the magnitudes) only added their own reads:
-    /// 124M, 2 threads, `gptq bench -p 16,128 -n 0 -r 3` with `--repack`
-    /// against without, alternated: AVX2 Q8_0 pp128 0.94–0.97×, Q4_0
-    /// 0.92–0.99×; AVX-512 Q8_0 0.98×, Q4_0 pp16 0.85–0.99×; native (AMX)
-    /// Q8_0 pp16 1.33–1.39×, Q4_0 1.29–1.32×.
+    /// unit's (signed values), which runs from fewer tokens with one, the
+    /// K-quants' and IQ4_XS's as `vpdpbusd` takes them. Their repacks
+    /// unpack more per byte: 124M, `gptq bench -p 16,48,128 -n 0 -r 3` with
+    /// `--repack` against without, alternated: Q6_K mix AVX-512 pp16
+    /// 1.22–1.35×, AVX2 1.16–1.28×; Q4_K_M mix AVX-512 pp16 1.02–1.20×, AVX2
+    /// pp48 1.06–1.09×; IQ4_XS AVX-512 pp16 1.06–1.10×. The other
+    /// transpositions repack at close to the speed of reading the weights,
+    /// so a kept copy (as large as the weights, twice with the magnitudes)
+    /// only adds its own reads: AVX2 Q8_0 pp128 0.94–0.97×, Q4_0 0.92–0.99×,
+    /// Q4_1 pp16 0.92–0.96×, IQ4_XS 0.80–0.81×; AVX-512 Q8_0 0.98×, Q4_0
+    /// pp16 0.85–0.99×, Q4_1 0.89–0.93×, Q5_0 0.98×. (Native AMX, kept
+    /// against not: Q8_0 pp16 1.33–1.39×, Q4_0 1.29–1.32×.) The model's
+    /// `--repack` check reads the same rule per path and type
+    /// (`KernelPath::keeps_repack`); the repack-cache tests hold the two
+    /// together.
     pub(in crate::quant) fn worth_keeping(self) -> bool {
         matches!(
             self,
             Values::Q8Signed
                 | Values::Q4Signed
-                | Values::Q41Unsigned
-                | Values::Q50Unsigned
-                | Values::Q51Unsigned
-                | Values::Iq4NlUnsigned
-                | Values::Iq4NlMagnitudes
                 | Values::Q2KUnsigned
                 | Values::Q3KUnsigned
                 | Values::Q3KInt
                 | Values::Iq4XsUnsigned
-                | Values::Iq4XsMagnitudes
                 | Values::Q4KUnsigned
                 | Values::Q5KUnsigned
                 | Values::Q6KUnsigned
