@@ -30,11 +30,11 @@ const TASKS_PER_THREAD: usize = 4;
 /// 112.0, 4 tasks 108.6, 8 tasks 103.5.
 const TEAM_TASKS_PER_THREAD: usize = 1;
 
-/// Parallel tasks per thread of a decode product for several tokens (a
-/// batch step's sessions). Such a product is bound by instructions, not by
-/// the weight stream, so an even split matters more than long streams: with
-/// one task per thread, a thread that is descheduled for a moment holds up
-/// the whole product while the other spins.
+/// Parallel tasks per thread of a team's product of several tokens (a batch
+/// step's sessions, a short prompt). Such a product is bound by
+/// instructions, not by the weight stream, so an even split matters more
+/// than long streams: with one task per thread, a thread that is descheduled
+/// for a moment holds up the whole product while the other spins.
 const TEAM_BATCH_TASKS_PER_THREAD: usize = 4;
 
 /// Up to this many rows of activations are quantized on the calling thread (a
@@ -229,7 +229,7 @@ impl Product<'_, '_> {
             cols,
             decode: self.decode,
         };
-        for_row_tiles(self.par, self.rows, self.n_tok, self.decode, y, |tile| {
+        for_row_tiles(self.par, self.rows, self.n_tok, y, |tile| {
             let r0 = tile.r0();
             k.gemm_float(&w[r0 * cols..(r0 + tile.rows()) * cols], &acts, tile)
         });
@@ -243,7 +243,7 @@ impl Product<'_, '_> {
         let (k, decode) = (self.k, self.decode);
         let acts = self.quantize::<W::Partner>(scratch);
         let nb = acts.nb;
-        for_row_tiles(self.par, self.rows, self.n_tok, self.decode, y, |tile| {
+        for_row_tiles(self.par, self.rows, self.n_tok, y, |tile| {
             let r0 = tile.r0();
             let w = &w[r0 * nb..(r0 + tile.rows()) * nb];
             if decode {
@@ -291,20 +291,18 @@ impl Product<'_, '_> {
     }
 }
 
-/// Runs `f` on row ranges of the output covering all `rows`, in parallel
-/// (`decode`: a decode product, whose tokens are independent sessions).
+/// Runs `f` on row ranges of the output covering all `rows`, in parallel.
 fn for_row_tiles(
     par: Par<'_>,
     rows: usize,
     n_tok: usize,
-    decode: bool,
     y: &mut [f32],
     f: impl Fn(&mut OutTile<'_>) + Sync,
 ) {
     let tasks = rayon::current_num_threads()
         * match par {
             Par::Pool => TASKS_PER_THREAD,
-            Par::Team(_) if decode && n_tok > 1 => TEAM_BATCH_TASKS_PER_THREAD,
+            Par::Team(_) if n_tok > 1 => TEAM_BATCH_TASKS_PER_THREAD,
             Par::Team(_) => TEAM_TASKS_PER_THREAD,
         };
     let chunk = rows
