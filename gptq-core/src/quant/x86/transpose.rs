@@ -516,6 +516,22 @@ unsafe fn two_bits(p: *const u8, j: usize) -> __m256i {
     }
 }
 
+/// `value` at byte `l` where bit `j` (< 8) of the 32 bytes at `p` is set,
+/// else zero (Q3_K's third bits from `hmask`, Q5_K's fifth from `qh`).
+///
+/// # Safety
+/// The CPU must have AVX2; `p` must be 32 readable bytes.
+#[inline(always)]
+unsafe fn bit_plane(p: *const u8, j: usize, value: i8) -> __m256i {
+    // SAFETY: AVX2 and 32 readable bytes (this function's contract); the
+    // load is unaligned.
+    unsafe {
+        let bit = _mm256_set1_epi8((1u8 << j) as i8);
+        let set = _mm256_and_si256(_mm256_loadu_si256(p.cast()), bit);
+        _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(value))
+    }
+}
+
 /// 32 bytes' table values (IQ4_NL's and IQ4_XS's `KVALUES`) of their
 /// nibbles `q` (0..=15).
 #[inline]
@@ -600,10 +616,7 @@ impl Block32 for BlockQ3K {
         // load is unaligned.
         unsafe {
             let low = two_bits(self.qs[32 * (j / 4)..].as_ptr(), j);
-            let bit = _mm256_set1_epi8((1u8 << j) as i8);
-            let hm = _mm256_and_si256(_mm256_loadu_si256(self.hmask.as_ptr().cast()), bit);
-            let high = _mm256_and_si256(_mm256_cmpeq_epi8(hm, bit), _mm256_set1_epi8(4));
-            _mm256_or_si256(low, high)
+            _mm256_or_si256(low, bit_plane(self.hmask.as_ptr(), j, 4))
         }
     }
 }
@@ -691,10 +704,7 @@ impl Block32 for BlockQ5K {
         // is unaligned.
         unsafe {
             let low = nibbles32(self.qs[32 * (j / 2)..].as_ptr(), j % 2 == 1);
-            let bit = _mm256_set1_epi8((1u8 << j) as i8);
-            let qh = _mm256_and_si256(_mm256_loadu_si256(self.qh.as_ptr().cast()), bit);
-            let high = _mm256_and_si256(_mm256_cmpeq_epi8(qh, bit), _mm256_set1_epi8(16));
-            _mm256_or_si256(low, high)
+            _mm256_or_si256(low, bit_plane(self.qh.as_ptr(), j, 16))
         }
     }
 }
@@ -888,9 +898,10 @@ fn transpose8(r: [__m256i; 8]) -> [__m256i; 8] {
 
 #[cfg(test)]
 mod tests {
-    use half::f16;
-
     use super::*;
+    use crate::gguf::Pod;
+    use crate::quant::types::QuantBlock;
+    use crate::quant::types::testkit::{Rng, random_blocks, typical_scale};
     use crate::quant::x86::strips::{
         iq4_nl_signed_abs, iq4_nl_unsigned, iq4_xs_signed_abs, iq4_xs_unsigned, q2_k_unsigned,
         q3_k_int, q3_k_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned,
@@ -898,182 +909,10 @@ mod tests {
         q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
     };
 
-    /// A small deterministic generator (the tests need no statistics).
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 33) as u8
-            })
-            .collect()
-    }
-
-    fn scale(b: u8) -> f16 {
-        f16::from_f32(f32::from(b) / 100.0 - 1.0)
-    }
-
-    /// Q8_0 blocks of every byte (−128 and 127 included).
-    fn q8_0(n: usize, seed: u64) -> Vec<BlockQ8_0> {
-        let r = bytes(n * 33, seed);
-        (0..n)
-            .map(|i| BlockQ8_0 {
-                d: scale(r[33 * i]),
-                qs: std::array::from_fn(|j| r[33 * i + 1 + j] as i8),
-            })
-            .collect()
-    }
-
-    /// Q4_0 blocks of every nibble.
-    fn q4_0(n: usize, seed: u64) -> Vec<BlockQ4_0> {
-        let r = bytes(n * 17, seed);
-        (0..n)
-            .map(|i| BlockQ4_0 {
-                d: scale(r[17 * i]),
-                qs: std::array::from_fn(|j| r[17 * i + 1 + j]),
-            })
-            .collect()
-    }
-
-    /// Q4_1 blocks of every nibble.
-    fn q4_1(n: usize, seed: u64) -> Vec<BlockQ4_1> {
-        let r = bytes(n * 18, seed);
-        (0..n)
-            .map(|i| BlockQ4_1 {
-                d: scale(r[18 * i]),
-                m: scale(r[18 * i + 1]),
-                qs: std::array::from_fn(|j| r[18 * i + 2 + j]),
-            })
-            .collect()
-    }
-
-    /// Q5_0 and Q5_1 blocks (`m` unused by Q5_0) of every value.
-    fn q5(n: usize, seed: u64) -> (Vec<BlockQ5_0>, Vec<BlockQ5_1>) {
-        let r = bytes(n * 22, seed);
-        let at = |i: usize| &r[22 * i..22 * (i + 1)];
-        let q5_0 = (0..n)
-            .map(|i| BlockQ5_0 {
-                d: scale(at(i)[0]),
-                qh: std::array::from_fn(|j| at(i)[2 + j]),
-                qs: std::array::from_fn(|j| at(i)[6 + j]),
-            })
-            .collect();
-        let q5_1 = (0..n)
-            .map(|i| BlockQ5_1 {
-                d: scale(at(i)[0]),
-                m: scale(at(i)[1]),
-                qh: std::array::from_fn(|j| at(i)[2 + j]),
-                qs: std::array::from_fn(|j| at(i)[6 + j]),
-            })
-            .collect();
-        (q5_0, q5_1)
-    }
-
-    /// IQ4_NL blocks of every nibble.
-    fn iq4_nl(n: usize, seed: u64) -> Vec<BlockIq4Nl> {
-        q4_0(n, seed)
-            .into_iter()
-            .map(|b| BlockIq4Nl { d: b.d, qs: b.qs })
-            .collect()
-    }
-
-    /// Q2_K blocks of every value and every packed scale byte.
-    fn q2_k(n: usize, seed: u64) -> Vec<BlockQ2K> {
-        let r = bytes(n * 82, seed);
-        (0..n)
-            .map(|i| {
-                let r = &r[82 * i..82 * (i + 1)];
-                BlockQ2K {
-                    d: scale(r[0]),
-                    dmin: scale(r[1]),
-                    scales: std::array::from_fn(|j| r[2 + j]),
-                    qs: std::array::from_fn(|j| r[18 + j]),
-                }
-            })
-            .collect()
-    }
-
-    /// Q3_K blocks of every value and every packed scale byte.
-    fn q3_k(n: usize, seed: u64) -> Vec<BlockQ3K> {
-        let r = bytes(n * 109, seed);
-        (0..n)
-            .map(|i| {
-                let r = &r[109 * i..109 * (i + 1)];
-                BlockQ3K {
-                    d: scale(r[0]),
-                    scales: std::array::from_fn(|j| r[1 + j]),
-                    hmask: std::array::from_fn(|j| r[13 + j]),
-                    qs: std::array::from_fn(|j| r[45 + j]),
-                }
-            })
-            .collect()
-    }
-
-    /// IQ4_XS blocks of every nibble and every scale bit.
-    fn iq4_xs(n: usize, seed: u64) -> Vec<BlockIq4Xs> {
-        let r = bytes(n * 136, seed);
-        (0..n)
-            .map(|i| {
-                let r = &r[136 * i..136 * (i + 1)];
-                BlockIq4Xs {
-                    d: scale(r[0]),
-                    scales_h: u16::from_le_bytes([r[1], r[2]]),
-                    scales_l: std::array::from_fn(|j| r[3 + j]),
-                    qs: std::array::from_fn(|j| r[7 + j]),
-                }
-            })
-            .collect()
-    }
-
-    /// Q4_K blocks of every nibble and every packed scale byte.
-    fn q4_k(n: usize, seed: u64) -> Vec<BlockQ4K> {
-        let r = bytes(n * 142, seed);
-        (0..n)
-            .map(|i| {
-                let r = &r[142 * i..142 * (i + 1)];
-                BlockQ4K {
-                    d: scale(r[0]),
-                    dmin: scale(r[1]),
-                    scales: std::array::from_fn(|j| r[2 + j]),
-                    qs: std::array::from_fn(|j| r[14 + j]),
-                }
-            })
-            .collect()
-    }
-
-    /// Q5_K blocks of every value and every packed scale byte.
-    fn q5_k(n: usize, seed: u64) -> Vec<BlockQ5K> {
-        let r = bytes(n * 174, seed);
-        (0..n)
-            .map(|i| {
-                let r = &r[174 * i..174 * (i + 1)];
-                BlockQ5K {
-                    d: scale(r[0]),
-                    dmin: scale(r[1]),
-                    scales: std::array::from_fn(|j| r[2 + j]),
-                    qh: std::array::from_fn(|j| r[14 + j]),
-                    qs: std::array::from_fn(|j| r[46 + j]),
-                }
-            })
-            .collect()
-    }
-
-    /// Q6_K blocks of every value and every (signed) sub-block scale.
-    fn q6_k(n: usize, seed: u64) -> Vec<BlockQ6K> {
-        let r = bytes(n * 209, seed);
-        (0..n)
-            .map(|i| {
-                let r = &r[209 * i..209 * (i + 1)];
-                BlockQ6K {
-                    d: scale(r[0]),
-                    scales: std::array::from_fn(|j| r[1 + j] as i8),
-                    qh: std::array::from_fn(|j| r[17 + j]),
-                    ql: std::array::from_fn(|j| r[81 + j]),
-                }
-            })
-            .collect()
+    /// `n` blocks of random bytes (every value and packed scale byte) with
+    /// finite f16 scales.
+    fn blocks<B: QuantBlock + Pod>(n: usize, seed: u64) -> Vec<B> {
+        random_blocks(B::TYPE, n, &mut Rng(seed), typical_scale)
     }
 
     /// The bytes of `lines` that belong to the strips' rows below `rows`:
@@ -1139,21 +978,22 @@ mod tests {
         ];
         for (rows, nb) in [(1, 1), (7, 3), (16, 1), (17, 2), (33, 5), (48, 24), (9, 96)] {
             let seed = (rows * 100 + nb) as u64;
-            let (w8, w4, wk) = (
-                q8_0(rows * nb, seed),
-                q4_0(rows * nb, seed),
-                q4_k(rows * nb, seed),
+            let n = rows * nb;
+            let (w8, w4, w41) = (blocks(n, seed), blocks(n, seed + 1), blocks(n, seed + 2));
+            let (w50, w51, wnl) = (
+                blocks(n, seed + 3),
+                blocks(n, seed + 4),
+                blocks(n, seed + 5),
             );
-            let (w5, w6) = (q5_k(rows * nb, seed), q6_k(rows * nb, seed));
-            let (w41, (w50, w51), wnl) = (
-                q4_1(rows * nb, seed),
-                q5(rows * nb, seed),
-                iq4_nl(rows * nb, seed),
+            let (w2, w3, wk) = (
+                blocks(n, seed + 6),
+                blocks(n, seed + 7),
+                blocks(n, seed + 8),
             );
-            let (w2, w3, wxs) = (
-                q2_k(rows * nb, seed),
-                q3_k(rows * nb, seed),
-                iq4_xs(rows * nb, seed),
+            let (w5, w6, wxs) = (
+                blocks(n, seed + 9),
+                blocks(n, seed + 10),
+                blocks(n, seed + 11),
             );
             for values in all {
                 let strips = rows.div_ceil(STRIP);
