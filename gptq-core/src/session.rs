@@ -18,6 +18,7 @@ use crate::quant::team::{Par, Team};
 /// Q4_K_M mix, native): pp4 1.07–1.29×, pp8 1.02–1.17×, pp16 1.00–1.25×,
 /// pp32 0.92–1.05×.
 const TEAM_MAX_TOKENS: usize = 16;
+
 /// How a session is sized.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionParams {

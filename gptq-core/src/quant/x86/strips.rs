@@ -558,10 +558,9 @@ fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
 /// would overlap the previous strip's products, measured no faster: 0.9–1.0×
 /// at 128 tokens on AVX-512.)
 ///
-/// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K and Q6_K (their
-/// unpackings for the x86 kernels,
-/// [`transposable`]) go through [`repack_transposed`]'s transposition in
-/// registers where the CPU has AVX2: the same lines.
+/// Every type's unpacking for the x86 kernels ([`transposable`]) goes
+/// through [`repack_transposed`]'s transposition in registers where the CPU
+/// has AVX2 and F16C: the same lines.
 pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const MAGS: bool>(
     w: &[W],
     rows: usize,
@@ -603,7 +602,7 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
     fn id<T: 'static>(_: &T) -> TypeId {
         TypeId::of::<T>()
     }
-    let (u, wt) = (TypeId::of::<U>(), TypeId::of::<W>());
+    let u = TypeId::of::<U>();
     let values = if u == id(&q8_0_signed) {
         Values::Q8Signed
     } else if u == id(&q8_0_unsigned) {
@@ -645,65 +644,34 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
     } else {
         return None;
     };
-    if wt == TypeId::of::<BlockQ8_0>() && values.is_q8_0() {
-        // SAFETY: `W` is `BlockQ8_0` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ8_0>(), w.len()) };
-        Some(Source::Q8_0(w, values))
-    } else if wt == TypeId::of::<BlockQ4_0>() && values.is_q4_0() {
-        // SAFETY: `W` is `BlockQ4_0` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4_0>(), w.len()) };
-        Some(Source::Q4_0(w, values))
-    } else if wt == TypeId::of::<BlockQ4K>() && values == Values::Q4KUnsigned {
-        // SAFETY: `W` is `BlockQ4K` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4K>(), w.len()) };
-        Some(Source::Q4K(w))
-    } else if wt == TypeId::of::<BlockQ5K>() && values == Values::Q5KUnsigned {
-        // SAFETY: `W` is `BlockQ5K` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5K>(), w.len()) };
-        Some(Source::Q5K(w))
-    } else if wt == TypeId::of::<BlockQ4_1>() && values == Values::Q41Unsigned {
-        // SAFETY: `W` is `BlockQ4_1` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ4_1>(), w.len()) };
-        Some(Source::Q4_1(w))
-    } else if wt == TypeId::of::<BlockQ5_0>() && values == Values::Q50Unsigned {
-        // SAFETY: `W` is `BlockQ5_0` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5_0>(), w.len()) };
-        Some(Source::Q5_0(w))
-    } else if wt == TypeId::of::<BlockQ5_1>() && values == Values::Q51Unsigned {
-        // SAFETY: `W` is `BlockQ5_1` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ5_1>(), w.len()) };
-        Some(Source::Q5_1(w))
-    } else if wt == TypeId::of::<BlockIq4Nl>()
-        && matches!(values, Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes)
-    {
-        // SAFETY: `W` is `BlockIq4Nl` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockIq4Nl>(), w.len()) };
-        Some(Source::Iq4Nl(w, values))
-    } else if wt == TypeId::of::<BlockQ2K>() && values == Values::Q2KUnsigned {
-        // SAFETY: `W` is `BlockQ2K` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ2K>(), w.len()) };
-        Some(Source::Q2K(w))
-    } else if wt == TypeId::of::<BlockQ3K>()
-        && matches!(values, Values::Q3KUnsigned | Values::Q3KInt)
-    {
-        // SAFETY: `W` is `BlockQ3K` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ3K>(), w.len()) };
-        Some(Source::Q3K(w, values))
-    } else if wt == TypeId::of::<BlockIq4Xs>()
-        && matches!(values, Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes)
-    {
-        // SAFETY: `W` is `BlockIq4Xs` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockIq4Xs>(), w.len()) };
-        Some(Source::Iq4Xs(w, values))
-    } else if wt == TypeId::of::<BlockQ6K>()
-        && matches!(values, Values::Q6KUnsigned | Values::Q6KInt)
-    {
-        // SAFETY: `W` is `BlockQ6K` (the type ids are equal): the same slice.
-        let w = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<BlockQ6K>(), w.len()) };
-        Some(Source::Q6K(w, values))
-    } else {
-        None
+    // The weights as the block type the unpacking reads (`None` should a
+    // kernel ever pass another type's blocks).
+    match values {
+        v if v.is_q8_0() => as_blocks(w).map(|w| Source::Q8_0(w, v)),
+        v if v.is_q4_0() => as_blocks(w).map(|w| Source::Q4_0(w, v)),
+        Values::Q41Unsigned => as_blocks(w).map(Source::Q4_1),
+        Values::Q50Unsigned => as_blocks(w).map(Source::Q5_0),
+        Values::Q51Unsigned => as_blocks(w).map(Source::Q5_1),
+        Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes => {
+            as_blocks(w).map(|w| Source::Iq4Nl(w, values))
+        }
+        Values::Q2KUnsigned => as_blocks(w).map(Source::Q2K),
+        Values::Q3KUnsigned | Values::Q3KInt => as_blocks(w).map(|w| Source::Q3K(w, values)),
+        Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes => {
+            as_blocks(w).map(|w| Source::Iq4Xs(w, values))
+        }
+        Values::Q4KUnsigned => as_blocks(w).map(Source::Q4K),
+        Values::Q5KUnsigned => as_blocks(w).map(Source::Q5K),
+        _ => as_blocks(w).map(|w| Source::Q6K(w, values)),
     }
+}
+
+/// `w` as a slice of `B`, when `W` is `B`.
+fn as_blocks<B: 'static, W: 'static>(w: &[W]) -> Option<&[B]> {
+    (TypeId::of::<W>() == TypeId::of::<B>()).then(|| {
+        // SAFETY: `W` is `B` (the type ids are equal): the same slice.
+        unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<B>(), w.len()) }
+    })
 }
 
 /// Strip `i` of [`repack`]: rows `16i..` (at most 16) of `rows`, by the

@@ -193,9 +193,9 @@ impl Source<'_> {
 
 /// Repacks strip `i` (rows `16i..`, at most 16, of `rows` rows of `nb`
 /// blocks) of `src` into `lines` (each block's runs of 32 values as 8
-/// lines, 16 for [`Values::Q8Magnitudes`]), `dw` (the scales) and `dm` (the
-/// minimums' terms), one entry per sub-block (of 32 values, of 16 for
-/// Q6_K), as the generic walk does; `false` (nothing written) where the CPU
+/// lines, 16 with the magnitudes), `dw` (the scales) and `dm` (the
+/// minimums' terms), one entry per sub-block (of 32 values, of 16 for Q2_K,
+/// Q3_K and Q6_K), as the generic walk does; `false` (nothing written) where the CPU
 /// lacks AVX2 or F16C, for the caller's generic walk.
 pub(in crate::quant) fn repack_transposed(
     src: Source<'_>,
@@ -210,8 +210,9 @@ pub(in crate::quant) fn repack_transposed(
 }
 
 /// [`repack_transposed`] for the integer-scale strips (`repack_int`,
-/// [`Values::Q6KInt`], [`Values::Q3KInt`]): `dw` gets each row's super-block scale `d` at each
-/// of its sub-blocks and `isc` the sub-blocks' scales as i16 pairs.
+/// [`Values::Q6KInt`], [`Values::Q3KInt`]): `dw` gets each row's
+/// super-block scale `d` at each of its sub-blocks and `isc` the
+/// sub-blocks' scales as i16 pairs.
 pub(in crate::quant) fn repack_transposed_int(
     src: Source<'_>,
     at: (usize, usize, usize),
@@ -244,62 +245,64 @@ impl Terms<'_> {
 /// [`repack_transposed`] and [`repack_transposed_int`].
 fn transposed(
     src: Source<'_>,
-    (rows, nb, i): (usize, usize, usize),
-    (lines, dw, terms): (&mut [Line], &mut [f32], Terms<'_>),
+    at: (usize, usize, usize),
+    bufs: (&mut [Line], &mut [f32], Terms<'_>),
 ) -> bool {
     if !std::arch::is_x86_feature_detected!("avx2") || !std::arch::is_x86_feature_detected!("f16c")
     {
         return false;
     }
     let values = src.values();
-    // Runs of 32 values per block, lines per run and sub-blocks per run.
-    let (runs, lpr, spr) = match src {
-        Source::Q4K(_) | Source::Q5K(_) | Source::Iq4Xs(..) => (8, values.lines(), 1),
-        Source::Q2K(_) | Source::Q3K(..) | Source::Q6K(..) => (8, values.lines(), 2),
-        _ => (1, values.lines(), 1),
-    };
-    let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
-    let (nrun, nsub) = (nb * runs, nb * runs * spr);
-    let lines = &mut lines[i * nrun * lpr..(i + 1) * nrun * lpr];
-    let scales = i * nsub * STRIP..(i + 1) * nsub * STRIP;
-    let (dw, terms) = (&mut dw[scales.clone()], terms.slice(scales));
-    assert!(r0 < r1, "repack_transposed: rows");
-    let bufs = (lines, dw, terms);
-    // The rows of this strip and of the next (empty after the last).
-    let r2 = rows.min(r1 + STRIP);
     match src {
         // SAFETY: AVX2 and F16C were detected above.
-        Source::Q8_0(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q8_0(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q4_0(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q4_0(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q4_1(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q4_1(w) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q5_0(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q5_0(w) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q5_1(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q5_1(w) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Iq4Nl(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Iq4Nl(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q2K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q2K(w) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q3K(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q3K(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Iq4Xs(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Iq4Xs(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q4K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q4K(w) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q5K(w) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q5K(w) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q6K(w, _) => unsafe { strip(rows_of(w, r0, r1, r2, nb), nb, values, bufs) },
+        Source::Q6K(w, _) => unsafe { strip_at(w, at, values, bufs) },
     }
     true
 }
 
-/// Rows `r0..r1` and `r1..r2` of `nb` blocks each of `w`.
-fn rows_of<B>(w: &[B], r0: usize, r1: usize, r2: usize, nb: usize) -> (&[B], &[B]) {
-    assert!(w.len() >= r2 * nb, "repack_transposed: rows");
-    (&w[r0 * nb..r1 * nb], &w[r1 * nb..r2 * nb])
+/// Strip `i` of `rows` rows of `nb` blocks of `w` into its own part of the
+/// whole call's `lines`, scales and terms (sized by the block's runs and
+/// sub-blocks), the next strip's rows hinted meanwhile.
+#[target_feature(enable = "avx2,f16c")]
+fn strip_at<B: Block32>(
+    w: &[B],
+    (rows, nb, i): (usize, usize, usize),
+    values: Values,
+    (lines, dw, terms): (&mut [Line], &mut [f32], Terms<'_>),
+) {
+    let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
+    // The rows of the next strip (none after the last).
+    let r2 = rows.min(r1 + STRIP);
+    assert!(r0 < r1 && w.len() >= r2 * nb, "repack_transposed: rows");
+    let (nrun, lpr) = (nb * B::SUBS, values.lines());
+    let nsub = nrun * B::HALVES;
+    let lines = &mut lines[i * nrun * lpr..(i + 1) * nrun * lpr];
+    let scales = i * nsub * STRIP..(i + 1) * nsub * STRIP;
+    let (dw, terms) = (&mut dw[scales.clone()], terms.slice(scales));
+    let rows = (&w[r0 * nb..r1 * nb], &w[r1 * nb..r2 * nb]);
+    strip(rows, nb, values, (lines, dw, terms));
 }
 
 /// A block type [`strip`] repacks: `SUBS` runs of 32 values, each its
