@@ -107,8 +107,8 @@ where
     }
 }
 
-/// The AVX2 and AVX-512 strips sum every type but Q3_K and Q6_K (below) in
-/// the same order: the same bits.
+/// The AVX2 and AVX-512 strips sum every type but Q2_K, Q3_K and Q6_K
+/// (below) in the same order: the same bits.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn strips_agree_across_paths() {
@@ -120,7 +120,6 @@ fn strips_agree_across_paths() {
     harness::check_same_prefill_bits::<BlockQ5_0>(x, y);
     harness::check_same_prefill_bits::<BlockQ5_1>(x, y);
     harness::check_same_prefill_bits::<BlockIq4Nl>(x, y);
-    harness::check_same_prefill_bits::<BlockQ2K>(x, y);
     harness::check_same_prefill_bits::<BlockQ4K>(x, y);
     harness::check_same_prefill_bits::<BlockQ5K>(x, y);
     harness::check_same_prefill_bits::<BlockIq4Xs>(x, y);
@@ -180,11 +179,12 @@ fn kept_repack_runs_strips_from_fewer_tokens() {
     }
 }
 
-/// AVX2 sums each Q3_K and Q6_K super-block in integers, as the scalar twins
-/// do (not in the AVX-512 strips' order): its strips give the scalar bits, on
-/// random data and at the ends of the i16 and i32 ranges the kernel relies
-/// on (every weight at its most negative value times the most negative
-/// scale, activations ±127).
+/// AVX2 sums each Q2_K, Q3_K and Q6_K super-block in integers, as the
+/// scalar twins do (not in the AVX-512 strips' order): its strips give the
+/// scalar bits, on random data and at the ends of the i16 and i32 ranges the
+/// kernel relies on (every weight at its most negative value times the most
+/// negative scale, Q2_K's largest values, scales and minimums, activations
+/// ±127).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn int_strips_equal_scalar_bits() {
@@ -192,8 +192,20 @@ fn int_strips_equal_scalar_bits() {
         return;
     };
     let s = harness::scalar();
+    harness::check_same_prefill_bits::<BlockQ2K>(x, s);
     harness::check_same_prefill_bits::<BlockQ3K>(x, s);
     harness::check_same_prefill_bits::<BlockQ6K>(x, s);
+    let q2 = |fill: u8, scales: u8| BlockQ2K {
+        scales: [scales; 16],
+        qs: [fill; 64],
+        d: f16::ONE,
+        dmin: f16::from_f32(0.5),
+    };
+    extreme_prefill_bits(
+        x,
+        s,
+        &[q2(0xff, 0xff), q2(0, 0xff), q2(0xff, 0x0f), q2(0x55, 0xf0)],
+    );
     let q6 = |fill: u8, scale: i8| BlockQ6K {
         ql: [fill; 128],
         qh: [fill; 64],

@@ -15,11 +15,11 @@
 //!   saturation), one `madd` to i32 and the offset `-8·Σa` from the
 //!   activations' exact sums (Q4_1: its minimum's term `m·d_a·Σa` instead);
 //!   Q5_0, Q5_1 (0..=31) the same four lines at a time; the K-quants with
-//!   minimums in sub-blocks of 32 (Q4_K, Q5_K) or 16 values (Q2_K), with
-//!   Q8_K's sums;
-//! - Q3_K, Q6_K (16-value sub-blocks, integer scales, no minimums): each
+//!   minimums in sub-blocks of 32 (Q4_K, Q5_K), with Q8_K's sums;
+//! - Q2_K, Q3_K, Q6_K (16-value sub-blocks, integer scales): each
 //!   super-block summed in integers as the scalar twin sums it, one
-//!   conversion and scale product per super-block (`gemm_strips_int`);
+//!   conversion and scale product per super-block (`gemm_strips_int`;
+//!   Q2_K's minimums by `madd`s against Q8_K's `bsums`, `gemm_q2_k`);
 //! - Q8_0, IQ4_NL, IQ4_XS (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
 //!   most 2·128·127, exact for every weight byte and every activation but
 //!   -128, which the activation quantizer emits only in blocks of scale
@@ -27,7 +27,7 @@
 //!
 //! Each output accumulates block by block in one f32 lane in the same order as
 //! the AVX-512 strips and the AMX kernel: the same bits (a test checks it
-//! where those paths run); Q3_K and Q6_K instead give the scalar twin's bits
+//! where those paths run); Q2_K, Q3_K and Q6_K instead give the scalar twin's bits
 //! (tested too). Used from [`MIN_TOKENS`](crate::quant::x86::strips::MIN_TOKENS) tokens on, where the per-call
 //! repack is shared by enough tokens.
 
@@ -40,9 +40,9 @@ use super::super::types::{
 };
 use super::super::x86::strips::{
     K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed_abs,
-    iq4_xs_signed_abs, prepare_pair_acts, q2_k_unsigned, q3_k_int, q4_0_unsigned, q4_1_unsigned,
-    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed_abs,
-    rec_words, store_sums8, with_int_strips, with_strips,
+    iq4_xs_signed_abs, prepare_pair_acts, q3_k_int, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned,
+    q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed_abs, rec_words, store_sums8,
+    with_int_strips, with_q2_k_int_strips, with_strips,
 };
 
 /// Rows per register: half a strip.
@@ -64,7 +64,7 @@ const TG_Q8: usize = 2;
 /// needs more registers.
 const TG_K16: usize = 2;
 
-/// Tokens per pass of the integer-scale kernel (Q3_K, Q6_K).
+/// Tokens per pass of the integer-scale kernels (Q2_K, Q3_K, Q6_K).
 const TG_INT: usize = 2;
 
 /// Lines of a sub-block whose values (`|w|` for the signed types) a pass
@@ -437,6 +437,122 @@ pub(in crate::quant) fn gemm_q3_k(
     gemm_strips_int(w, 4, q3_k_int, a, out)
 }
 
+/// Q2_K weights times Q8_K activations in strips (prefill), each
+/// super-block summed in integers as the scalar twin (and ggml) sums it:
+/// per 16-value sub-block and token the four lines' `maddubs` added in i16
+/// (values 0..=3: |·| ≤ 4·2·3·127), one `madd` by the row's scale into the
+/// super-block's i32 sum; the minimums' sum `Σ m·bsum` by one `madd` per
+/// two sub-blocks (the rows' minimum pairs against the token's adjacent
+/// `bsums`); then per super-block `acc + ((d·d_a)·isum − (dmin·d_a)·imin)`
+/// with separate products, as the twin: the same bits. The float work per
+/// sub-block of [`gemm_strips`] (a conversion, a scale product and two
+/// FMAs per four lines) ran the Q2_K mix at 0.74–0.93× ik_llama.cpp's AVX2
+/// prefill.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_q2_k(
+    w: &[BlockQ2K],
+    a: &QuantActs<'_, BlockQ8K>,
+    out: &mut OutTile<'_>,
+) {
+    let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
+    assert!(w.len() >= rows * nb, "strip gemm: weights too short");
+    let nsub = nb * K16_SUBS;
+    with_q2_k_int_strips(w, rows, nb, |s| {
+        let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
+        let strip = |i: usize| s.strip_q2_k_int(i, nsub);
+        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+            let mut sums = [_mm256_setzero_ps(); TG_Q4];
+            let n = if t + TG_INT <= t1 {
+                sums[..TG_INT].copy_from_slice(&half_tokens_q2_k::<TG_INT>(st, h, a, t));
+                TG_INT
+            } else {
+                [sums[0]] = half_tokens_q2_k::<1>(st, h, a, t);
+                1
+            };
+            (sums, n)
+        });
+    })
+}
+
+/// [`gemm_q2_k`]'s tokens `t..t + T` times half `h` of one strip: register
+/// `j` holds token `t + j`'s eight row sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn half_tokens_q2_k<const T: usize>(
+    st: &Strip<'_>,
+    h: usize,
+    a: &QuantActs<'_, BlockQ8K>,
+    t: usize,
+) -> [__m256; T] {
+    let nb = a.nb;
+    let nsub = nb * K16_SUBS;
+    assert!(st.lines.len() == nsub * K16_LINES && st.dw.len() == nsub * STRIP && h < 2);
+    assert!(st.dm.len() == nsub * STRIP && st.isc.len() == nsub * STRIP);
+    assert!(st.imin.len() == nsub / 2 * STRIP);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // Token `t + i`'s block `b`.
+        let act: [&BlockQ8K; T] = std::array::from_fn(|i| &a.row(t + i)[b]);
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut imin = [_mm256_setzero_si256(); T];
+        for j in 0..K16_SUBS {
+            let q = b * K16_SUBS + j;
+            let lines = &st.lines[q * K16_LINES..(q + 1) * K16_LINES];
+            let wl: [__m256i; K16_LINES] = std::array::from_fn(|k| {
+                // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
+                // (h < 2), so 32 readable bytes aligned to 32.
+                unsafe { _mm256_load_si256(lines[k].0.as_ptr().add(HALF * 4 * h).cast()) }
+            });
+            // SAFETY: `isc` holds 16 i32 for sub-block `q` (asserted above);
+            // the half's eight start at 8h; the load is unaligned.
+            let sc =
+                unsafe { _mm256_loadu_si256(st.isc.as_ptr().add(q * STRIP + HALF * h).cast()) };
+            for (i, s) in isum.iter_mut().enumerate() {
+                let qs = &act[i].qs[16 * j..16 * j + 16];
+                let mut s16 = _mm256_setzero_si256();
+                for (k, wl) in wl.iter().enumerate() {
+                    let quad = i32::from_le_bytes(std::array::from_fn(|l| qs[4 * k + l] as u8));
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(*wl, _mm256_set1_epi32(quad)));
+                }
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, sc));
+            }
+            if j < K16_SUBS / 2 {
+                let p = b * K16_SUBS / 2 + j;
+                // SAFETY: `imin` holds 16 i32 for pair `p` of the strip
+                // (asserted above); the half's eight start at 8h; the load is
+                // unaligned.
+                let mp = unsafe {
+                    _mm256_loadu_si256(st.imin.as_ptr().add(p * STRIP + HALF * h).cast())
+                };
+                for (i, m) in imin.iter_mut().enumerate() {
+                    let bs = &act[i].bsums;
+                    let pair = crate::quant::x86::strips::pair_i16(bs[2 * j], bs[2 * j + 1]);
+                    *m = _mm256_add_epi32(*m, _mm256_madd_epi16(mp, _mm256_set1_epi32(pair)));
+                }
+            }
+        }
+        // SAFETY: `dw` and `dm` hold 16 floats for sub-block 16b (asserted
+        // above); the half's eight start at 8h; the loads are unaligned.
+        let (wd, wm) = unsafe {
+            let at = b * K16_SUBS * STRIP + HALF * h;
+            (
+                _mm256_loadu_ps(st.dw.as_ptr().add(at)),
+                _mm256_loadu_ps(st.dm.as_ptr().add(at)),
+            )
+        };
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let da = _mm256_set1_ps(act[i].d);
+            let (dall, dmin) = (_mm256_mul_ps(da, wd), _mm256_mul_ps(da, wm));
+            let t = _mm256_sub_ps(
+                _mm256_mul_ps(dall, _mm256_cvtepi32_ps(isum[i])),
+                _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(imin[i])),
+            );
+            *acc = _mm256_add_ps(*acc, t);
+        }
+    }
+    acc
+}
+
 macro_rules! strip_entry {
     (
         $name:ident, $blk:ty, $act:ty, $v:expr, $s:expr, $signed:expr, $group:expr, $min:expr,
@@ -526,18 +642,6 @@ strip_entry!(
     false,
     0,
     iq4_nl_signed_abs
-);
-strip_entry!(
-    gemm_q2_k,
-    BlockQ2K,
-    BlockQ8K,
-    16,
-    16,
-    false,
-    4,
-    true,
-    0,
-    q2_k_unsigned
 );
 strip_entry!(
     gemm_q4_k,

@@ -29,6 +29,7 @@ struct Packed {
     dw: Vec<f32>,
     dm: Vec<f32>,
     isc: Vec<i32>,
+    imin: Vec<i32>,
 }
 
 impl Packed {
@@ -38,6 +39,7 @@ impl Packed {
         std::mem::swap(&mut self.dw, &mut s.dw);
         std::mem::swap(&mut self.dm, &mut s.dm);
         std::mem::swap(&mut self.isc, &mut s.isc);
+        std::mem::swap(&mut self.imin, &mut s.imin);
     }
 
     fn bytes(&self) -> usize {
@@ -45,6 +47,7 @@ impl Packed {
             + std::mem::size_of_val(self.dw.as_slice())
             + std::mem::size_of_val(self.dm.as_slice())
             + std::mem::size_of_val(self.isc.as_slice())
+            + std::mem::size_of_val(self.imin.as_slice())
     }
 }
 

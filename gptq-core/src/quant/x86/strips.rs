@@ -21,7 +21,9 @@ use crate::quant::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QK_K,
 };
 use crate::quant::x86::repacked::with_repacked;
-use crate::quant::x86::transpose::{Source, Values, repack_transposed, repack_transposed_int};
+use crate::quant::x86::transpose::{
+    Source, Values, repack_transposed, repack_transposed_int, repack_transposed_q2_k_int,
+};
 
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
@@ -197,6 +199,9 @@ pub(in crate::quant) struct Scratch {
     /// integers ([`repack_int`]): each scale in both i16 halves of an i32
     /// (a `madd` operand), in `dw`'s order.
     pub(in crate::quant) isc: Vec<i32>,
+    /// Q2_K's sub-block minimums for the AVX2 integer-scale kernel, in i16
+    /// pairs ([`repack_q2_k_int`]).
+    pub(in crate::quant) imin: Vec<i32>,
 }
 
 thread_local! {
@@ -210,6 +215,7 @@ thread_local! {
             recs: Vec::new(),
             packed: None,
             isc: Vec::new(),
+            imin: Vec::new(),
         })
     };
 }
@@ -290,6 +296,26 @@ pub(in crate::quant) trait Unpack<W, const V: usize, const S: usize>:
 impl<W, const V: usize, const S: usize, F> Unpack<W, V, S> for F where
     F: Fn(&W) -> [(f32, f32, [u8; V]); S] + Copy
 {
+}
+
+/// [`with_strips`] for Q2_K's integer-scale strips ([`repack_q2_k_int`]).
+pub(in crate::quant) fn with_q2_k_int_strips<R>(
+    w: &[BlockQ2K],
+    rows: usize,
+    nb: usize,
+    f: impl FnOnce(&mut Scratch) -> R,
+) -> R {
+    with_scratch(|s| {
+        with_repacked(
+            w,
+            rows,
+            nb,
+            &q2_k_int,
+            s,
+            |s| repack_q2_k_int(w, rows, nb, s),
+            f,
+        )
+    })
 }
 
 /// A 16-value K-quant block without minimums (Q3_K, Q6_K) for the
@@ -751,6 +777,66 @@ pub(in crate::quant) fn repack_int<W: 'static>(
     }
 }
 
+/// Q2_K for the AVX2 integer-scale strips ([`repack_q2_k_int`]): `d`, the
+/// sub-block scales (0..=15) and the values `u` (0..=3); the minimums go
+/// beside ([`q2_k_mins`]).
+pub(in crate::quant) fn q2_k_int(b: &BlockQ2K) -> (f32, [i8; 16], [[u8; 16]; 16]) {
+    let sc = b.scales.map(|v| (v & 0x0f) as i8);
+    let u = std::array::from_fn(|j| std::array::from_fn(|l| b.q(16 * j + l)));
+    (b.d.to_f32(), sc, u)
+}
+
+/// Q2_K's `dmin` and its sub-block minimums `m` (0..=15) as the i16 pairs
+/// of sub-blocks `2j, 2j + 1` (a `madd` operand against Q8_K's adjacent
+/// `bsums`).
+fn q2_k_mins(b: &BlockQ2K) -> (f32, [i32; K16_SUBS / 2]) {
+    let m = |s: usize| i16::from(b.scales[s] >> 4);
+    (
+        b.dmin.to_f32(),
+        std::array::from_fn(|j| pair_i16(m(2 * j), m(2 * j + 1))),
+    )
+}
+
+/// Repacks `rows` rows of `nb` Q2_K blocks for the AVX2 integer-scale
+/// kernel, which sums each super-block in integers as ggml's (and the
+/// scalar twin's) dot does, `d·Σ sc·Σ u·a − dmin·Σ m·bsum`: the lines, `dw`
+/// and `isc` as [`repack_int`] makes them (transposed in registers where it
+/// can), then per row and block `dmin` into `dm` (at the block's first
+/// sub-block) and the minimum pairs of [`q2_k_mins`] into `imin`
+/// (`strips × nb × 8 × 16`, row-minor like the others).
+pub(in crate::quant) fn repack_q2_k_int(w: &[BlockQ2K], rows: usize, nb: usize, s: &mut Scratch) {
+    let nsub = nb * K16_SUBS;
+    reserve_strips(s, rows, nsub, K16_LINES, true);
+    s.isc.resize(s.dw.len(), 0);
+    zero_padding_rows(&mut s.isc, rows, nsub);
+    let npairs = nb * K16_SUBS / 2;
+    s.imin.resize(rows.div_ceil(STRIP) * npairs * STRIP, 0);
+    zero_padding_rows(&mut s.imin, rows, npairs);
+    for i in 0..rows.div_ceil(STRIP) {
+        let bufs = (&mut s.lines[..], &mut s.dw[..], &mut s.isc[..]);
+        if !repack_transposed_q2_k_int(w, (rows, nb, i), bufs) {
+            repack_strip_int(
+                w,
+                (rows, nb, i),
+                q2_k_int,
+                (&mut s.lines, &mut s.dw, &mut s.isc),
+            );
+        }
+        let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
+        let dm = &mut s.dm[i * nsub * STRIP..(i + 1) * nsub * STRIP];
+        let imin = &mut s.imin[i * npairs * STRIP..(i + 1) * npairs * STRIP];
+        for (n, row) in w[r0 * nb..r1 * nb].chunks_exact(nb).enumerate() {
+            for (b, blk) in row.iter().enumerate() {
+                let (dmin, pairs) = q2_k_mins(blk);
+                dm[b * K16_SUBS * STRIP + n] = dmin;
+                for (j, p) in pairs.into_iter().enumerate() {
+                    imin[(b * K16_SUBS / 2 + j) * STRIP + n] = p;
+                }
+            }
+        }
+    }
+}
+
 /// Sub-blocks of 16 values per K-quant block.
 pub(in crate::quant) const K16_SUBS: usize = QK_K / 16;
 
@@ -1023,6 +1109,8 @@ pub(in crate::quant) struct Strip<'s> {
     pub(in crate::quant) dm: &'s [f32],
     /// The integer sub-block scales ([`repack_int`]; empty otherwise).
     pub(in crate::quant) isc: &'s [i32],
+    /// Q2_K's minimum pairs ([`repack_q2_k_int`]; empty otherwise).
+    pub(in crate::quant) imin: &'s [i32],
 }
 
 impl Scratch {
@@ -1035,6 +1123,18 @@ impl Scratch {
             dw: &self.dw[at * STRIP..(at + nsub) * STRIP],
             dm: &self.dm[at * STRIP..(at + nsub) * STRIP],
             isc: &[],
+            imin: &[],
+        }
+    }
+
+    /// Strip `i` of weights repacked by [`repack_q2_k_int`] (`nsub`
+    /// sub-blocks of 16 values per row).
+    pub(in crate::quant) fn strip_q2_k_int(&self, i: usize, nsub: usize) -> Strip<'_> {
+        let (at, pairs) = (i * nsub, nsub / 2);
+        Strip {
+            imin: &self.imin[i * pairs * STRIP..(i + 1) * pairs * STRIP],
+            dm: &self.dm[at * STRIP..(at + nsub) * STRIP],
+            ..self.strip_int(i, nsub)
         }
     }
 
@@ -1047,6 +1147,7 @@ impl Scratch {
             dw: &self.dw[at * STRIP..(at + nsub) * STRIP],
             dm: &[],
             isc: &self.isc[at * STRIP..(at + nsub) * STRIP],
+            imin: &[],
         }
     }
 }

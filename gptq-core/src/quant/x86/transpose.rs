@@ -225,6 +225,17 @@ pub(in crate::quant) fn repack_transposed_int(
     transposed(src, at, (lines, dw, Terms::Ints(isc)))
 }
 
+/// [`repack_transposed_int`] for Q2_K's integer-scale strips
+/// (`repack_q2_k_int`): its values as [`Values::Q2KUnsigned`], `d` into `dw`
+/// and the sub-blocks' scales into `isc` (the minimums are the caller's).
+pub(in crate::quant) fn repack_transposed_q2_k_int(
+    w: &[BlockQ2K],
+    at: (usize, usize, usize),
+    (lines, dw, isc): (&mut [Line], &mut [f32], &mut [i32]),
+) -> bool {
+    transposed(Source::Q2K(w), at, (lines, dw, Terms::Ints(isc)))
+}
+
 /// The per-row terms beside the scales: the minimums' (float strips) or the
 /// integer sub-block scales.
 enum Terms<'a> {
@@ -332,8 +343,8 @@ trait Block32 {
     }
 
     /// Sub-block `h` of run `j` for the integer-scale strips: the block's
-    /// scale and the sub-block's integer scale (Q3_K and Q6_K only: no other
-    /// type makes [`Terms::Ints`]).
+    /// scale and the sub-block's integer scale (Q2_K, Q3_K and Q6_K only: no
+    /// other type makes [`Terms::Ints`]).
     ///
     /// # Safety
     /// The CPU must have F16C.
@@ -563,6 +574,14 @@ impl Block32 for BlockQ2K {
             d * f32::from(packed & 0x0f),
             -(dmin * f32::from(packed >> 4)),
         )
+    }
+
+    /// As `q2_k_int`: `d` and `sc` (the minimums are the caller's).
+    #[inline(always)]
+    unsafe fn int_scales(&self, j: usize, h: usize) -> (f32, i8) {
+        // SAFETY: F16C (this function's contract).
+        let d = unsafe { f16_to_f32(self.d) };
+        (d, (self.scales[2 * j + h] & 0x0f) as i8)
     }
 
     /// Run `j`: the two-bit fields.
