@@ -64,8 +64,15 @@ const TG_Q8: usize = 2;
 /// needs more registers.
 const TG_K16: usize = 2;
 
-/// Tokens per pass of the integer-scale kernels (Q2_K, Q3_K, Q6_K).
+/// Tokens per pass of the integer-scale kernel (Q3_K, Q6_K): four ran them
+/// at 0.90–1.02× (124M Q3_K_M and Q6_K mixes, pp16–pp512).
 const TG_INT: usize = 2;
+
+/// Tokens per pass of Q2_K's integer-scale kernel, whose two-bit values'
+/// four lines per sub-block leave the registers for four tokens' sums and
+/// minimums' sums (124M Q2_K mix, against two: pp16 1.02–1.05×, pp128
+/// 1.06–1.07×, pp512 1.06×).
+const TG_Q2K: usize = 4;
 
 /// Lines of a sub-block whose values (`|w|` for the signed types) a pass
 /// holds for every token of the group.
@@ -458,11 +465,14 @@ pub(in crate::quant) fn gemm_q2_k(
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     let nsub = nb * K16_SUBS;
     with_q2_k_int_strips(w, rows, nb, |s| {
-        let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_INT);
+        let chunk = chunk_tokens(nb * std::mem::size_of::<BlockQ8K>(), TG_Q2K);
         let strip = |i: usize| s.strip_q2_k_int(i, nsub);
         walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
             let mut sums = [_mm256_setzero_ps(); TG_Q4];
-            let n = if t + TG_INT <= t1 {
+            let n = if t + TG_Q2K <= t1 {
+                sums[..TG_Q2K].copy_from_slice(&half_tokens_q2_k::<TG_Q2K>(st, h, a, t));
+                TG_Q2K
+            } else if t + TG_INT <= t1 {
                 sums[..TG_INT].copy_from_slice(&half_tokens_q2_k::<TG_INT>(st, h, a, t));
                 TG_INT
             } else {
