@@ -268,17 +268,21 @@ pub(in crate::quant) fn with_int_strips<W: 'static, R>(
     unpack: impl UnpackInt<W> + 'static,
     f: impl FnOnce(&mut Scratch) -> R,
 ) -> R {
-    with_scratch(|s| {
-        with_repacked(
-            w,
-            rows,
-            nb,
-            &unpack,
-            s,
-            |s| repack_int(w, rows, nb, unpack, s),
-            f,
-        )
-    })
+    let repack = move |s: &mut Scratch| repack_int(w, rows, nb, unpack, s);
+    with_kept(w, (rows, nb), &unpack, repack, f)
+}
+
+/// Runs `f` with this thread's scratch holding `w`'s rows as `repack`
+/// makes them: kept between calls under `key` (the unpacking's type) for
+/// weights a model registered, else made now.
+fn with_kept<W, K: 'static, R>(
+    w: &[W],
+    (rows, nb): (usize, usize),
+    key: &K,
+    repack: impl FnOnce(&mut Scratch),
+    f: impl FnOnce(&mut Scratch) -> R,
+) -> R {
+    with_scratch(|s| with_repacked(w, rows, nb, key, s, repack, f))
 }
 
 /// A block as `S` sub-blocks of `V` values (32-value types: one of 32;
@@ -305,17 +309,8 @@ pub(in crate::quant) fn with_q2_k_int_strips<R>(
     nb: usize,
     f: impl FnOnce(&mut Scratch) -> R,
 ) -> R {
-    with_scratch(|s| {
-        with_repacked(
-            w,
-            rows,
-            nb,
-            &q2_k_int,
-            s,
-            |s| repack_q2_k_int(w, rows, nb, s),
-            f,
-        )
-    })
+    let repack = move |s: &mut Scratch| repack_q2_k_int(w, rows, nb, s);
+    with_kept(w, (rows, nb), &q2_k_int, repack, f)
 }
 
 /// A 16-value K-quant block without minimums (Q3_K, Q6_K) for the
