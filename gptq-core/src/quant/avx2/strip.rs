@@ -40,9 +40,9 @@ use super::super::types::{
 };
 use super::super::x86::strips::{
     K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed_abs,
-    iq4_xs_signed_abs, prepare_pair_acts, q3_k_int, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned,
-    q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed_abs, rec_words, store_sums8,
-    with_int_strips, with_q2_k_int_strips, with_strips,
+    iq4_xs_signed_abs, pair_i16, prepare_pair_acts, q3_k_int, q4_0_unsigned, q4_1_unsigned,
+    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed_abs,
+    rec_words, store_sums8, with_int_strips, with_q2_k_int_strips, with_strips,
 };
 
 /// Rows per register: half a strip.
@@ -536,7 +536,7 @@ fn half_tokens_q2_k<const T: usize>(
                 };
                 for (i, m) in imin.iter_mut().enumerate() {
                     let bs = &act[i].bsums;
-                    let pair = crate::quant::x86::strips::pair_i16(bs[2 * j], bs[2 * j + 1]);
+                    let pair = pair_i16(bs[2 * j], bs[2 * j + 1]);
                     *m = _mm256_add_epi32(*m, _mm256_madd_epi16(mp, _mm256_set1_epi32(pair)));
                 }
             }

@@ -21,9 +21,7 @@ use crate::quant::types::{
     BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK, QK_K,
 };
 use crate::quant::x86::repacked::with_repacked;
-use crate::quant::x86::transpose::{
-    Source, Values, repack_transposed, repack_transposed_int, repack_transposed_q2_k_int,
-};
+use crate::quant::x86::transpose::{Source, Values, repack_transposed, repack_transposed_int};
 
 /// Weight rows per strip.
 pub(in crate::quant) const STRIP: usize = 16;
@@ -313,7 +311,8 @@ pub(in crate::quant) fn with_q2_k_int_strips<R>(
     with_kept(w, (rows, nb), &q2_k_int, repack, f)
 }
 
-/// A 16-value K-quant block without minimums (Q3_K, Q6_K) for the
+/// A 16-value K-quant block without minimums (Q3_K, Q6_K; Q2_K's go beside,
+/// [`repack_q2_k_int`]) for the
 /// integer-scale strips: its super-block scale `d`, its sixteen signed
 /// sub-block scales and its values as unsigned bytes (the type's offset
 /// added), sub-block by sub-block.
@@ -612,8 +611,8 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 /// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
 /// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_1's, Q5_0's and Q5_1's
 /// ([`q4_1_unsigned`], [`q5_0_unsigned`], [`q5_1_unsigned`]), IQ4_NL's two
-/// ([`iq4_nl_unsigned`], [`iq4_nl_signed_abs`]), Q2_K's ([`q2_k_unsigned`]),
-/// Q3_K's two ([`q3_k_unsigned`], and [`q3_k_int`] for [`repack_int`]),
+/// ([`iq4_nl_unsigned`], [`iq4_nl_signed_abs`]), Q2_K's two
+/// ([`q2_k_unsigned`], and [`q2_k_int`] for [`repack_int`]), Q3_K's two ([`q3_k_unsigned`], and [`q3_k_int`] for [`repack_int`]),
 /// IQ4_XS's two ([`iq4_xs_unsigned`], [`iq4_xs_signed_abs`]), Q4_K's
 /// ([`q4_k_unsigned`]),
 /// Q5_K's ([`q5_k_unsigned`]) or Q6_K's two ([`q6_k_unsigned`], and
@@ -650,6 +649,8 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Iq4NlMagnitudes
     } else if u == id(&q2_k_unsigned) {
         Values::Q2KUnsigned
+    } else if u == id(&q2_k_int) {
+        Values::Q2KInt
     } else if u == id(&q3_k_unsigned) {
         Values::Q3KUnsigned
     } else if u == id(&q3_k_int) {
@@ -676,7 +677,7 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes => {
             as_blocks(w).map(|w| Source::Iq4Nl(w, values))
         }
-        Values::Q2KUnsigned => as_blocks(w).map(Source::Q2K),
+        Values::Q2KUnsigned | Values::Q2KInt => as_blocks(w).map(|w| Source::Q2K(w, values)),
         Values::Q3KUnsigned | Values::Q3KInt => as_blocks(w).map(|w| Source::Q3K(w, values)),
         Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes => {
             as_blocks(w).map(|w| Source::Iq4Xs(w, values))
@@ -743,7 +744,7 @@ pub(in crate::quant) fn repack_strip<W, const V: usize, const S: usize, const MA
 /// sub-blocks, four lines each): the same lines; `dw` holds each row's
 /// super-block scale `d` (at each of its sub-blocks) and `isc` the
 /// sub-blocks' integer scales, duplicated into i16 pairs (zero for the
-/// padding rows, like `dw`). Q3_K and Q6_K go through
+/// padding rows, like `dw`). Q2_K, Q3_K and Q6_K go through
 /// [`repack_transposed_int`].
 pub(in crate::quant) fn repack_int<W: 'static>(
     w: &[W],
@@ -752,23 +753,37 @@ pub(in crate::quant) fn repack_int<W: 'static>(
     unpack: impl UnpackInt<W> + 'static,
     s: &mut Scratch,
 ) {
+    repack_int_then(w, rows, nb, unpack, s, |_, _| {});
+}
+
+/// [`repack_int`], calling `then(i, s)` after strip `i`, while its blocks
+/// are still in cache (Q2_K's minimums, [`repack_q2_k_int`]: a second pass
+/// over the weights after the whole repack ran its 16-token prompts at
+/// 0.92–0.98×).
+fn repack_int_then<W: 'static>(
+    w: &[W],
+    rows: usize,
+    nb: usize,
+    unpack: impl UnpackInt<W> + 'static,
+    s: &mut Scratch,
+    mut then: impl FnMut(usize, &mut Scratch),
+) {
     let nsub = nb * K16_SUBS;
     reserve_strips(s, rows, nsub, K16_LINES, false);
     s.isc.resize(s.dw.len(), 0);
     zero_padding_rows(&mut s.isc, rows, nsub);
     let fast = transposable(w, &unpack);
     for i in 0..rows.div_ceil(STRIP) {
-        if let Some(src) = fast
-            && repack_transposed_int(src, (rows, nb, i), (&mut s.lines, &mut s.dw, &mut s.isc))
-        {
-            continue;
+        let bufs = (&mut s.lines[..], &mut s.dw[..], &mut s.isc[..]);
+        if !fast.is_some_and(|src| repack_transposed_int(src, (rows, nb, i), bufs)) {
+            repack_strip_int(
+                w,
+                (rows, nb, i),
+                unpack,
+                (&mut s.lines, &mut s.dw, &mut s.isc),
+            );
         }
-        repack_strip_int(
-            w,
-            (rows, nb, i),
-            unpack,
-            (&mut s.lines, &mut s.dw, &mut s.isc),
-        );
+        then(i, s);
     }
 }
 
@@ -795,28 +810,17 @@ fn q2_k_mins(b: &BlockQ2K) -> (f32, [i32; K16_SUBS / 2]) {
 /// Repacks `rows` rows of `nb` Q2_K blocks for the AVX2 integer-scale
 /// kernel, which sums each super-block in integers as ggml's (and the
 /// scalar twin's) dot does, `d·Σ sc·Σ u·a − dmin·Σ m·bsum`: the lines, `dw`
-/// and `isc` as [`repack_int`] makes them (transposed in registers where it
-/// can), then per row and block `dmin` into `dm` (at the block's first
-/// sub-block) and the minimum pairs of [`q2_k_mins`] into `imin`
-/// (`strips × nb × 8 × 16`, row-minor like the others).
+/// and `isc` as [`repack_int`] makes them ([`q2_k_int`]), then, strip by
+/// strip, per row and block `dmin` into `dm` (at the block's first sub-block, like `d` in `dw`) and
+/// the minimum pairs of [`q2_k_mins`] into `imin` (`strips × nb × 8 × 16`,
+/// row-minor like the others).
 pub(in crate::quant) fn repack_q2_k_int(w: &[BlockQ2K], rows: usize, nb: usize, s: &mut Scratch) {
-    let nsub = nb * K16_SUBS;
-    reserve_strips(s, rows, nsub, K16_LINES, true);
-    s.isc.resize(s.dw.len(), 0);
-    zero_padding_rows(&mut s.isc, rows, nsub);
-    let npairs = nb * K16_SUBS / 2;
-    s.imin.resize(rows.div_ceil(STRIP) * npairs * STRIP, 0);
+    let (strips, nsub, npairs) = (rows.div_ceil(STRIP), nb * K16_SUBS, nb * K16_SUBS / 2);
+    s.dm.resize(strips * nsub * STRIP, 0.0);
+    zero_padding_rows(&mut s.dm, rows, nsub);
+    s.imin.resize(strips * npairs * STRIP, 0);
     zero_padding_rows(&mut s.imin, rows, npairs);
-    for i in 0..rows.div_ceil(STRIP) {
-        let bufs = (&mut s.lines[..], &mut s.dw[..], &mut s.isc[..]);
-        if !repack_transposed_q2_k_int(w, (rows, nb, i), bufs) {
-            repack_strip_int(
-                w,
-                (rows, nb, i),
-                q2_k_int,
-                (&mut s.lines, &mut s.dw, &mut s.isc),
-            );
-        }
+    repack_int_then(w, rows, nb, q2_k_int, s, |i, s| {
         let (r0, r1) = (i * STRIP, rows.min(i * STRIP + STRIP));
         let dm = &mut s.dm[i * nsub * STRIP..(i + 1) * nsub * STRIP];
         let imin = &mut s.imin[i * npairs * STRIP..(i + 1) * npairs * STRIP];
@@ -829,7 +833,7 @@ pub(in crate::quant) fn repack_q2_k_int(w: &[BlockQ2K], rows: usize, nb: usize, 
                 }
             }
         }
-    }
+    });
 }
 
 /// Sub-blocks of 16 values per K-quant block.

@@ -61,6 +61,9 @@ pub(in crate::quant) enum Values {
     /// Q2_K's two bits `u` (0..=3) in sixteen sub-blocks of 16, scales
     /// `d·sc` and minimums' terms `−dmin·m` (`q2_k_unsigned`).
     Q2KUnsigned,
+    /// The same values with the integer-scale strips' scales (`q2_k_int`,
+    /// as [`Values::Q6KInt`]; the minimums are `repack_q2_k_int`'s).
+    Q2KInt,
     /// Q3_K's `u = q + 4` (0..=7) in sixteen sub-blocks of 16 with float
     /// scales `d·sc` (`q3_k_unsigned`).
     Q3KUnsigned,
@@ -102,6 +105,12 @@ impl Values {
         matches!(self, Values::Q4Unsigned | Values::Q4Signed)
     }
 
+    /// Whether these carry the integer-scale strips' scales (`d` in `dw`,
+    /// each sub-block's `sc` in `isc`: [`repack_transposed_int`]).
+    pub(in crate::quant) fn int_scales(self) -> bool {
+        matches!(self, Values::Q2KInt | Values::Q3KInt | Values::Q6KInt)
+    }
+
     /// Whether a kept copy (`--repack`) of these lines pays: the AMX tile
     /// unit's (signed values), which runs from fewer tokens with one, the
     /// K-quants' and IQ4_XS's as `vpdpbusd` takes them. Their repacks
@@ -124,6 +133,7 @@ impl Values {
             Values::Q8Signed
                 | Values::Q4Signed
                 | Values::Q2KUnsigned
+                | Values::Q2KInt
                 | Values::Q3KUnsigned
                 | Values::Q3KInt
                 | Values::Iq4XsUnsigned
@@ -160,7 +170,8 @@ pub(in crate::quant) enum Source<'w> {
     Q5_1(&'w [BlockQ5_1]),
     /// With [`Values::Iq4NlUnsigned`] or [`Values::Iq4NlMagnitudes`].
     Iq4Nl(&'w [BlockIq4Nl], Values),
-    Q2K(&'w [BlockQ2K]),
+    /// With [`Values::Q2KUnsigned`] or [`Values::Q2KInt`].
+    Q2K(&'w [BlockQ2K], Values),
     /// With [`Values::Q3KUnsigned`] or [`Values::Q3KInt`].
     Q3K(&'w [BlockQ3K], Values),
     /// With [`Values::Iq4XsUnsigned`] or [`Values::Iq4XsMagnitudes`].
@@ -178,10 +189,10 @@ impl Source<'_> {
             Source::Q8_0(_, v)
             | Source::Q4_0(_, v)
             | Source::Iq4Nl(_, v)
+            | Source::Q2K(_, v)
             | Source::Q3K(_, v)
             | Source::Iq4Xs(_, v)
             | Source::Q6K(_, v) => v,
-            Source::Q2K(_) => Values::Q2KUnsigned,
             Source::Q4_1(_) => Values::Q41Unsigned,
             Source::Q5_0(_) => Values::Q50Unsigned,
             Source::Q5_1(_) => Values::Q51Unsigned,
@@ -203,14 +214,14 @@ pub(in crate::quant) fn repack_transposed(
     (lines, dw, dm): (&mut [Line], &mut [f32], &mut [f32]),
 ) -> bool {
     assert!(
-        !matches!(src.values(), Values::Q6KInt | Values::Q3KInt),
+        !src.values().int_scales(),
         "repack_transposed: integer scales"
     );
     transposed(src, at, (lines, dw, Terms::Mins(dm)))
 }
 
 /// [`repack_transposed`] for the integer-scale strips (`repack_int`,
-/// [`Values::Q6KInt`], [`Values::Q3KInt`]): `dw` gets each row's
+/// [`Values::int_scales`]): `dw` gets each row's
 /// super-block scale `d` at each of its sub-blocks and `isc` the
 /// sub-blocks' scales as i16 pairs.
 pub(in crate::quant) fn repack_transposed_int(
@@ -218,22 +229,8 @@ pub(in crate::quant) fn repack_transposed_int(
     at: (usize, usize, usize),
     (lines, dw, isc): (&mut [Line], &mut [f32], &mut [i32]),
 ) -> bool {
-    assert!(
-        matches!(src.values(), Values::Q6KInt | Values::Q3KInt),
-        "repack_transposed_int: values"
-    );
+    assert!(src.values().int_scales(), "repack_transposed_int: values");
     transposed(src, at, (lines, dw, Terms::Ints(isc)))
-}
-
-/// [`repack_transposed_int`] for Q2_K's integer-scale strips
-/// (`repack_q2_k_int`): its values as [`Values::Q2KUnsigned`], `d` into `dw`
-/// and the sub-blocks' scales into `isc` (the minimums are the caller's).
-pub(in crate::quant) fn repack_transposed_q2_k_int(
-    w: &[BlockQ2K],
-    at: (usize, usize, usize),
-    (lines, dw, isc): (&mut [Line], &mut [f32], &mut [i32]),
-) -> bool {
-    transposed(Source::Q2K(w), at, (lines, dw, Terms::Ints(isc)))
 }
 
 /// The per-row terms beside the scales: the minimums' (float strips) or the
@@ -278,7 +275,7 @@ fn transposed(
         // SAFETY: as above.
         Source::Iq4Nl(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
-        Source::Q2K(w) => unsafe { strip_at(w, at, values, bufs) },
+        Source::Q2K(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
         Source::Q3K(w, _) => unsafe { strip_at(w, at, values, bufs) },
         // SAFETY: as above.
@@ -843,6 +840,7 @@ fn strip<B: Block32>(
                         | Values::Q50Unsigned
                         | Values::Q51Unsigned
                         | Values::Q2KUnsigned
+                        | Values::Q2KInt
                         | Values::Q3KUnsigned
                         | Values::Q3KInt => (k, 32 * h, v, None),
                         Values::Q8Unsigned | Values::Iq4NlUnsigned | Values::Iq4XsUnsigned => {
@@ -925,10 +923,10 @@ mod tests {
     use crate::quant::types::QuantBlock;
     use crate::quant::types::testkit::{Rng, random_blocks, typical_scale};
     use crate::quant::x86::strips::{
-        iq4_nl_signed_abs, iq4_nl_unsigned, iq4_xs_signed_abs, iq4_xs_unsigned, q2_k_unsigned,
-        q3_k_int, q3_k_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned,
-        q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned, q8_0_signed,
-        q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
+        iq4_nl_signed_abs, iq4_nl_unsigned, iq4_xs_signed_abs, iq4_xs_unsigned, q2_k_int,
+        q2_k_unsigned, q3_k_int, q3_k_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned,
+        q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned,
+        q8_0_signed, q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
     };
 
     /// `n` blocks of random bytes (every value and packed scale byte) with
@@ -989,6 +987,7 @@ mod tests {
             Values::Iq4NlUnsigned,
             Values::Iq4NlMagnitudes,
             Values::Q2KUnsigned,
+            Values::Q2KInt,
             Values::Q3KUnsigned,
             Values::Q3KInt,
             Values::Iq4XsUnsigned,
@@ -1028,6 +1027,7 @@ mod tests {
                     Values::Q6KUnsigned
                     | Values::Q6KInt
                     | Values::Q2KUnsigned
+                    | Values::Q2KInt
                     | Values::Q3KUnsigned
                     | Values::Q3KInt => (8, 2),
                     _ => (1, 1),
@@ -1044,7 +1044,7 @@ mod tests {
                     Values::Q50Unsigned => Source::Q5_0(&w50),
                     Values::Q51Unsigned => Source::Q5_1(&w51),
                     Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes => Source::Iq4Nl(&wnl, values),
-                    Values::Q2KUnsigned => Source::Q2K(&w2),
+                    Values::Q2KUnsigned | Values::Q2KInt => Source::Q2K(&w2, values),
                     Values::Q3KUnsigned | Values::Q3KInt => Source::Q3K(&w3, values),
                     Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes => Source::Iq4Xs(&wxs, values),
                     Values::Q4KUnsigned => Source::Q4K(&wk),
@@ -1052,15 +1052,15 @@ mod tests {
                     _ => Source::Q6K(&w6, values),
                 };
                 for i in 0..strips {
-                    if matches!(values, Values::Q6KInt | Values::Q3KInt) {
+                    if values.int_scales() {
                         let at = (rows, nb, i);
                         let fast = (&mut fl[..], &mut fd[..], &mut fi[..]);
                         assert!(repack_transposed_int(src, at, fast));
                         let g = (&mut gl[..], &mut gd[..], &mut gi[..]);
-                        if values == Values::Q6KInt {
-                            repack_strip_int(&w6, at, q6_k_int, g);
-                        } else {
-                            repack_strip_int(&w3, at, q3_k_int, g);
+                        match values {
+                            Values::Q6KInt => repack_strip_int(&w6, at, q6_k_int, g),
+                            Values::Q3KInt => repack_strip_int(&w3, at, q3_k_int, g),
+                            _ => repack_strip_int(&w2, at, q2_k_int, g),
                         }
                         continue;
                     }
@@ -1120,7 +1120,7 @@ mod tests {
                         Values::Q6KUnsigned => {
                             repack_strip::<_, 16, 16, false>(&w6, at, q6_k_unsigned, g)
                         }
-                        Values::Q6KInt | Values::Q3KInt => unreachable!("above"),
+                        Values::Q2KInt | Values::Q6KInt | Values::Q3KInt => unreachable!("above"),
                     }
                 }
                 let what = format!("{values:?}, {rows} rows of {nb} blocks");
@@ -1133,7 +1133,7 @@ mod tests {
                     for n in 0..STRIP.min(rows - q / nsub * STRIP) {
                         let at = q * STRIP + n;
                         assert_eq!(fd[at].to_bits(), gd[at].to_bits(), "scales: {what}");
-                        if matches!(values, Values::Q6KInt | Values::Q3KInt) {
+                        if values.int_scales() {
                             assert_eq!(fi[at], gi[at], "integer scales: {what}");
                         } else {
                             assert_eq!(fm[at].to_bits(), gm[at].to_bits(), "minimums: {what}");
