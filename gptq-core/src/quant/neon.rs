@@ -11,7 +11,9 @@
 //! scheme: an exact integer dot per 32-element block (in four i32 lanes), then
 //! one float FMA by the product of the two scales. Each call computes a tile of
 //! several weight rows by one token (decode: each activation block serves four
-//! rows) or by four tokens (prefill: each weight block serves four tokens).
+//! rows) or by four tokens (prefill: each weight block serves four tokens);
+//! on `neon+dotprod` the 32-value types' prompts of 32 tokens or more take
+//! strips instead (rows in the lanes, by-element `sdot`).
 //! The float helpers accept any length; the elements past the last full vector
 //! go through the scalar code.
 //!
@@ -19,6 +21,7 @@
 //! - [`blocks`]: the products of the other block types (K-quants, IQ4,
 //!   Q4_1, Q5_0, Q5_1, BF16);
 //! - [`float`]: the float products, LayerNorm, GELU and the attention;
+//! - [`strip`]: the `neon+dotprod` prefill strips of the 32-value types;
 //! - here: the f16 conversions both use.
 
 use std::arch::aarch64::*;
@@ -29,6 +32,7 @@ use half::f16;
 pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod float;
 pub(in crate::quant) mod quant;
+pub(in crate::quant) mod strip;
 #[cfg(test)]
 mod tests;
 

@@ -73,7 +73,8 @@ const PREFILL: GemmSuite = GemmSuite {
     extremes: (18, 65),
 };
 
-/// The same from 32 tokens: the 32-value types' strips at their threshold.
+/// The same from 32 tokens: the 32-value types' strips at their threshold
+/// (x86 and `neon+dotprod`).
 const PREFILL_32: GemmSuite = GemmSuite {
     tokens: &[32, 35],
     ragged_rows: &[1, 9, 17],
@@ -94,14 +95,16 @@ where
             continue;
         };
         GemmSuite::DEFAULT.run::<W>(t, seed);
-        // The prefill suites reach the x86 strips (from 32 and 64 tokens); other
-        // paths have no kernel that starts there, and under qemu they cost
-        // minutes.
+        // The prefill suites reach the x86 strips (from 32 and 64 tokens) and
+        // the `neon+dotprod` strips of the 32-value types (from 32); the
+        // other paths have no kernel that starts there, and under qemu the
+        // larger suite costs minutes.
+        let sums = <W::Partner as super::types::ActBlock>::SUMS;
         if cfg!(target_arch = "x86_64") {
             PREFILL.run::<W>(t, seed + 1);
-            if <W::Partner as super::types::ActBlock>::SUMS {
-                PREFILL_32.run::<W>(t, seed + 2);
-            }
+        }
+        if sums && (cfg!(target_arch = "x86_64") || name == "neon+dotprod") {
+            PREFILL_32.run::<W>(t, seed + 2);
         }
         decode_alone_equals_batched::<W>(t, seed);
     }

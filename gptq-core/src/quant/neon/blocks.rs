@@ -39,8 +39,8 @@ use crate::quant::tile::{FloatActs, OutTile, QuantActs, grouped_chunk_tokens};
 use crate::quant::types::iq4_nl::KVALUES;
 use crate::quant::types::q4_k::scale_min;
 use crate::quant::types::{
-    ActBlock, BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ4K, BlockQ5_0,
-    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, VecDot,
+    ActBlock, BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K,
+    BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, VecDot,
 };
 
 // ---------------------------------------------------------------------------
@@ -617,7 +617,7 @@ row_dot_k!(
 
 /// A 32-element weight block whose values unpack to signed bytes
 /// ([`QBlock`]), with or without a minimum `m` (value `d·q + m`).
-trait Q32Block: QBlock {
+pub(super) trait Q32Block: QBlock {
     /// Whether the block has a minimum.
     const HAS_MIN: bool;
     /// The minimum (zero for the types without).
@@ -647,6 +647,22 @@ fn fifth_bits(qh: [u8; 4]) -> [uint8x16_t; 2] {
             vandq_u8(vtstq_u8(spread(qh[0], qh[1]), bits), sixteen),
             vandq_u8(vtstq_u8(spread(qh[2], qh[3]), bits), sixteen),
         ]
+    }
+}
+
+impl Q32Block for BlockQ8_0 {
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    fn min(&self) -> f16 {
+        f16::ZERO
+    }
+}
+
+impl Q32Block for BlockQ4_0 {
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    fn min(&self) -> f16 {
+        f16::ZERO
     }
 }
 

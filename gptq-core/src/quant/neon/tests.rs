@@ -9,8 +9,10 @@ use std::array::from_fn;
 
 use half::f16;
 
+use super::blocks::Q32Block;
 use super::float::{FloatElem, axpy_vec, dot_vec, softmax_vec};
 use super::quant::{QBlock, Sdot, Widen, block_dots};
+use super::strip::{MIN_TOKENS, strips_any};
 use super::{h2f, load_f16x8};
 use crate::quant::harness::{self, GemmSuite, Gen, Rng, bits, vector_lengths};
 use crate::quant::scalar;
@@ -76,12 +78,26 @@ fn quantize_q8_0_non_finite_like_the_reference() {
     assert_eq!(got_s, want_s);
 }
 
+/// Prompts on `neon+dotprod`: its strips from [`MIN_TOKENS`] tokens, with
+/// partial strips of rows (eight each) and token groups (four each).
+const PREFILL: GemmSuite = GemmSuite {
+    tokens: &[MIN_TOKENS, MIN_TOKENS + 3],
+    ragged_rows: &[1, 7, 8, 9, 17],
+    ragged_tokens: &[MIN_TOKENS, MIN_TOKENS + 1, MIN_TOKENS + 6],
+    gpt2: &[(19, MIN_TOKENS + 1)],
+    lm_head: None,
+    extremes: (18, MIN_TOKENS + 1),
+};
+
 #[test]
 fn q8_0_products() {
     for (t, seed) in [(base(), 4), (dotprod(), 5)] {
         if let Some(t) = t {
             SUITE.run::<BlockQ8_0>(t, seed);
         }
+    }
+    if let Some(t) = dotprod() {
+        PREFILL.run::<BlockQ8_0>(t, 8);
     }
 }
 
@@ -91,6 +107,9 @@ fn q4_0_products() {
         if let Some(t) = t {
             SUITE.run::<BlockQ4_0>(t, seed);
         }
+    }
+    if let Some(t) = dotprod() {
+        PREFILL.run::<BlockQ4_0>(t, 9);
     }
 }
 
@@ -442,4 +461,76 @@ fn block_32_integer_dots_exact() {
     });
     int_dots_exact::<BlockQ5_0>(|b| b.d = f16::ONE);
     int_dots_exact::<BlockIq4Nl>(|b| b.d = f16::ONE);
+}
+
+/// `w`'s blocks with scale 1 and minimum 0 (`unit`), dequantized: the
+/// signed integer values the strips multiply.
+fn unit_values<W: QuantBlock>(w: &[W], unit: &impl Fn(&mut W)) -> Vec<[i32; QK]> {
+    w.iter()
+        .map(|b| {
+            let mut b = *b;
+            unit(&mut b);
+            int_values(&b)
+        })
+        .collect()
+}
+
+/// The strips sum in the x86 strips' order, bit for bit: per block the
+/// exact integer dot times `d_w·d_a` by one FMA (then `m·(d_a·Σa)` by
+/// another where the type has a minimum), block after block in one f32.
+fn strips_in_order<W: Q32Block + Gen>(scale_min: impl Fn(&W) -> (f16, f16), unit: impl Fn(&mut W)) {
+    if dotprod().is_none() {
+        eprintln!("strips_in_order: skipped: this CPU has no dotprod");
+        return;
+    }
+    let mut rng = Rng::new(91);
+    // The last shape's 3072 columns split into two chunks of token groups.
+    for (rows, nb, n_tok) in [(1, 1, 1), (9, 3, 5), (17, 2, 34), (8, 1, 4), (9, 96, 70)] {
+        let w: Vec<W> = rng.blocks(rows * nb);
+        let x = rng.acts(n_tok * nb * QK);
+        let (q, s) = harness::quantize_ref::<BlockQ8_0>(&x, n_tok);
+        let acts = QuantActs::new(&q, &s, n_tok, nb);
+        let mut got = vec![f32::NAN; n_tok * rows];
+        // SAFETY: the CPU has dotprod (checked above).
+        unsafe { strips_any(&w, &acts, &mut OutTile::whole(&mut got, n_tok, rows)) };
+        let vals = unit_values(&w, &unit);
+        for t in 0..n_tok {
+            for r in 0..rows {
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let (wb, ab) = (&w[r * nb + b], &acts.row(t)[b]);
+                    let dot: i32 = vals[r * nb + b]
+                        .iter()
+                        .zip(&ab.qs)
+                        .map(|(v, a)| v * i32::from(*a))
+                        .sum();
+                    let (d, m) = scale_min(wb);
+                    let da = ab.d.to_f32();
+                    acc = (dot as f32).mul_add(d.to_f32() * da, acc);
+                    if W::HAS_MIN {
+                        let dasa = da * f32::from(acts.row_sums(t)[b]);
+                        acc = m.to_f32().mul_add(dasa, acc);
+                    }
+                }
+                let g = got[t * rows + r];
+                assert_eq!(
+                    g.to_bits(),
+                    acc.to_bits(),
+                    "{:?} {rows}x{nb} blocks, {n_tok} tokens: token {t} row {r}: {g} vs {acc}",
+                    W::TYPE
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn strips_sum_in_the_x86_order() {
+    strips_in_order::<BlockQ8_0>(|b| (b.d, f16::ZERO), |b| b.d = f16::ONE);
+    strips_in_order::<BlockQ4_0>(|b| (b.d, f16::ZERO), |b| b.d = f16::ONE);
+    strips_in_order::<BlockQ5_0>(|b| (b.d, f16::ZERO), |b| b.d = f16::ONE);
+    strips_in_order::<BlockIq4Nl>(|b| (b.d, f16::ZERO), |b| b.d = f16::ONE);
+    let unit_min = |d: &mut f16, m: &mut f16| (*d, *m) = (f16::ONE, f16::ZERO);
+    strips_in_order::<BlockQ4_1>(|b| (b.d, b.m), |b| unit_min(&mut b.d, &mut b.m));
+    strips_in_order::<BlockQ5_1>(|b| (b.d, b.m), |b| unit_min(&mut b.d, &mut b.m));
 }
