@@ -456,12 +456,12 @@ mod arm {
         gemv_q5_k: neon::blocks::gemm_q5_k_sdot,
         gemv_q6_k: neon::blocks::gemm_q6_k_sdot,
         gemv_iq4_xs: neon::blocks::gemm_iq4_xs_sdot,
-        gemm_q2_k: neon::blocks::gemm_q2_k_sdot,
-        gemm_q3_k: neon::blocks::gemm_q3_k_sdot,
-        gemm_q4_k: neon::blocks::gemm_q4_k_sdot,
-        gemm_q5_k: neon::blocks::gemm_q5_k_sdot,
-        gemm_q6_k: neon::blocks::gemm_q6_k_sdot,
-        gemm_iq4_xs: neon::blocks::gemm_iq4_xs_sdot,
+        gemm_q2_k: neon::strip_k::prefill_q2_k,
+        gemm_q3_k: neon::strip_k::prefill_q3_k,
+        gemm_q4_k: neon::strip_k::prefill_q4_k,
+        gemm_q5_k: neon::strip_k::prefill_q5_k,
+        gemm_q6_k: neon::strip_k::prefill_q6_k,
+        gemm_iq4_xs: neon::strip_k::prefill_iq4_xs,
         ..NEON
     };
 }

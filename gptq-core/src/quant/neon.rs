@@ -12,8 +12,8 @@
 //! one float FMA by the product of the two scales. Each call computes a tile of
 //! several weight rows by one token (decode: each activation block serves four
 //! rows) or by four tokens (prefill: each weight block serves four tokens);
-//! on `neon+dotprod` the 32-value types' prompts of 32 tokens or more take
-//! strips instead (rows in the lanes, by-element `sdot`).
+//! on `neon+dotprod` prompts of 32 tokens or more (40 for the K-quants)
+//! take strips instead (rows in the lanes, by-element `sdot`).
 //! The float helpers accept any length; the elements past the last full vector
 //! go through the scalar code.
 //!
@@ -22,6 +22,7 @@
 //!   Q4_1, Q5_0, Q5_1, BF16);
 //! - [`float`]: the float products, LayerNorm, GELU and the attention;
 //! - [`strip`]: the `neon+dotprod` prefill strips of the 32-value types;
+//! - [`strip_k`]: the same for the K-quants and IQ4_XS;
 //! - here: the f16 conversions both use.
 
 use std::arch::aarch64::*;
@@ -33,6 +34,7 @@ pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod float;
 pub(in crate::quant) mod quant;
 pub(in crate::quant) mod strip;
+pub(in crate::quant) mod strip_k;
 #[cfg(test)]
 mod tests;
 

@@ -238,150 +238,113 @@ fn same_lengths<W, A, const T: usize>(w: &[W], a: &[&[A]; T]) {
 }
 
 // ---------------------------------------------------------------------------
-// Q4_K and Q5_K: 8 sub-blocks of 32, 6-bit scales and minimums.
+// The K-quants and IQ4_XS: a super-block of 256 values in sub-blocks with
+// integer scales, unpacked to signed bytes ([`KBlock`]) for both the
+// grouped dot here and the prefill strips (`strip_k`).
 
-/// What Q4_K and Q5_K share: scales, minimums and the low nibbles; Q5_K adds
-/// a fifth bit per value.
-trait K4Block {
-    fn d(&self) -> f16;
-    fn dmin(&self) -> f16;
-    fn scales(&self) -> &[u8; 12];
-    fn qs(&self) -> &[u8; 128];
-    /// The fifth bits: bit `2j` of byte `l` for value `64j + l`, bit
-    /// `2j + 1` for value `64j + 32 + l`.
-    fn qh(&self) -> Option<&[u8; 32]>;
+/// A super-block unpacked: its 256 values as signed bytes (register `r`
+/// values `16r .. 16r + 16`), the sub-blocks' integer scales and minimums
+/// (the first [`KBlock::SUBS`] of each; minimums zero for the types
+/// without), and the two float scales.
+pub(super) struct KVals {
+    pub(super) v: [int8x16_t; 16],
+    pub(super) sc: [i32; 16],
+    pub(super) mins: [u8; 16],
+    pub(super) d: f32,
+    pub(super) dmin: f32,
 }
 
-impl K4Block for BlockQ4K {
-    #[inline(always)]
-    fn d(&self) -> f16 {
-        self.d
-    }
-    #[inline(always)]
-    fn dmin(&self) -> f16 {
-        self.dmin
-    }
-    #[inline(always)]
-    fn scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-    #[inline(always)]
-    fn qs(&self) -> &[u8; 128] {
-        &self.qs
-    }
-    #[inline(always)]
-    fn qh(&self) -> Option<&[u8; 32]> {
-        None
-    }
+/// A K-quant (or IQ4_XS) block as the NEON kernels read it: value `i` of
+/// sub-block `s` is `d·sc[s]·v[i]` (`− dmin·mins[s]` with [`MIN`](Self::MIN)).
+pub(super) trait KBlock: Copy {
+    /// Sub-blocks per super-block: 8 of 32 values or 16 of 16.
+    const SUBS: usize;
+    /// Whether the type has minimums.
+    const MIN: bool;
+    /// The block unpacked.
+    fn unpack(&self) -> KVals;
 }
 
-impl K4Block for BlockQ5K {
-    #[inline(always)]
-    fn d(&self) -> f16 {
-        self.d
-    }
-    #[inline(always)]
-    fn dmin(&self) -> f16 {
-        self.dmin
-    }
-    #[inline(always)]
-    fn scales(&self) -> &[u8; 12] {
-        &self.scales
-    }
-    #[inline(always)]
-    fn qs(&self) -> &[u8; 128] {
-        &self.qs
-    }
-    #[inline(always)]
-    fn qh(&self) -> Option<&[u8; 32]> {
-        Some(&self.qh)
-    }
-}
-
-/// Q4_K / Q5_K against Q8_K: per super-block `Σ sc·Σ q·a` and `Σ m·bsum`,
-/// exact in i32, then the reference's float formula.
-///
-/// # Safety
-/// The CPU must support `D`'s instructions.
-#[inline(always)]
-unsafe fn dot_k4<D: Dot16, W: K4Block, const T: usize>(w: &[W], a: [&[BlockQ8K]; T]) -> [f32; T] {
-    same_lengths(w, &a);
-    // SAFETY: `D`'s instructions, as the caller guarantees; the rest is base
-    // NEON (aarch64 baseline) on registers, the loads through the
-    // bounds-checked `ld_*` helpers.
+/// Q4_K's and Q5_K's values (Q5_K with the fifth bits), their eight 6-bit
+/// scales and minimums.
+fn unpack_k4(d: f16, dmin: f16, scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>) -> KVals {
+    // SAFETY: base NEON (aarch64 baseline), on registers; the loads through
+    // the bounds-checked `ld_*` helpers.
     unsafe {
         let m4 = vdupq_n_u8(0x0f);
-        let mut sum = [0.0f32; T];
-        for (b, wb) in w.iter().enumerate() {
-            let packed = wb.scales();
-            let sm: [(u8, u8); 8] = from_fn(|j| scale_min(j, packed));
-            let qs = wb.qs();
-            // The fifth bits of values l and 16 + l of each 32, shifted down by
-            // two per 64 values.
-            let mut hb = wb.qh().map(|qh| [ld_u8(&qh[..]), ld_u8(&qh[16..])]);
-            let mut isum = [vdupq_n_s32(0); T];
-            for j in 0..4 {
-                let q = [ld_u8(&qs[32 * j..]), ld_u8(&qs[32 * j + 16..])];
-                let mut lo = q.map(|v| vandq_u8(v, m4));
-                let mut hi = q.map(|v| vshrq_n_u8::<4>(v));
-                if let Some(h) = hb.as_mut() {
-                    for k in 0..2 {
-                        lo[k] = vorrq_u8(lo[k], vshlq_n_u8::<4>(vandq_u8(h[k], vdupq_n_u8(1))));
-                        hi[k] = vorrq_u8(hi[k], vshlq_n_u8::<3>(vandq_u8(h[k], vdupq_n_u8(2))));
-                        h[k] = vshrq_n_u8::<2>(h[k]);
-                    }
-                }
-                let (lo, hi) = (lo.map(s8), hi.map(s8));
-                let (sc_lo, sc_hi) = (i32::from(sm[2 * j].0), i32::from(sm[2 * j + 1].0));
-                for t in 0..T {
-                    let aq = &a[t][b].qs;
-                    let plo = dot32::<D>(lo, ld_s8x2(aq, 64 * j));
-                    let phi = dot32::<D>(hi, ld_s8x2(aq, 64 * j + 32));
-                    isum[t] = vmlaq_n_s32(vmlaq_n_s32(isum[t], plo, sc_lo), phi, sc_hi);
-                }
-            }
-            let mins: [u8; 8] = from_fn(|j| sm[j].1);
-            // An 8-byte load from an 8-byte array.
-            let mins = vld1_u8(mins.as_ptr());
-            let (d, dmin) = (h2f(wb.d()), h2f(wb.dmin()));
-            for t in 0..T {
-                let ab = &a[t][b];
-                // Each minimum covers two 16-value sums.
-                let pairs = vpaddq_s16(ld_s16(&ab.bsums[..]), ld_s16(&ab.bsums[8..]));
-                let imin = mins_dot8(mins, pairs);
-                let isum = vaddvq_s32(isum[t]);
-                sum[t] += (ab.d * d) * isum as f32 - (ab.d * dmin) * imin as f32;
-            }
+        let mut sc = [0i32; 16];
+        let mut mins = [0u8; 16];
+        for j in 0..8 {
+            let (s, m) = scale_min(j, scales);
+            (sc[j], mins[j]) = (i32::from(s), m);
         }
-        sum
+        // The fifth bits of values l and 16 + l of each 32, shifted down by
+        // two per 64 values.
+        let mut hb = qh.map(|qh| [ld_u8(&qh[..]), ld_u8(&qh[16..])]);
+        let mut v = [vdupq_n_s8(0); 16];
+        for j in 0..4 {
+            let q = [ld_u8(&qs[32 * j..]), ld_u8(&qs[32 * j + 16..])];
+            let mut lo = q.map(|v| vandq_u8(v, m4));
+            let mut hi = q.map(|v| vshrq_n_u8::<4>(v));
+            if let Some(h) = hb.as_mut() {
+                for k in 0..2 {
+                    lo[k] = vorrq_u8(lo[k], vshlq_n_u8::<4>(vandq_u8(h[k], vdupq_n_u8(1))));
+                    hi[k] = vorrq_u8(hi[k], vshlq_n_u8::<3>(vandq_u8(h[k], vdupq_n_u8(2))));
+                    h[k] = vshrq_n_u8::<2>(h[k]);
+                }
+            }
+            // Values 64j .. 64j + 32 (scale 2j), then 64j + 32 .. 64j + 64.
+            [v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]] =
+                [s8(lo[0]), s8(lo[1]), s8(hi[0]), s8(hi[1])];
+        }
+        KVals {
+            v,
+            sc,
+            mins,
+            d: h2f(d),
+            dmin: h2f(dmin),
+        }
     }
 }
 
-// ---------------------------------------------------------------------------
-// Q6_K, Q3_K, Q2_K: 16 sub-blocks of 16.
+impl KBlock for BlockQ4K {
+    const SUBS: usize = 8;
+    const MIN: bool = true;
+    #[inline(always)]
+    fn unpack(&self) -> KVals {
+        unpack_k4(self.d, self.dmin, &self.scales, &self.qs, None)
+    }
+}
 
-/// Q6_K against Q8_K: values `(ql | qh << 4) - 32`, each 16 times its
-/// signed scale.
-///
-/// # Safety
-/// The CPU must support `D`'s instructions.
-#[inline(always)]
-unsafe fn dot_q6_k<D: Dot16, const T: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; T]) -> [f32; T] {
-    same_lengths(w, &a);
-    // SAFETY: `D`'s instructions, as the caller guarantees; the rest is base
-    // NEON (aarch64 baseline) on registers, the loads through the
-    // bounds-checked `ld_*` helpers.
-    unsafe {
-        let (m4, m3, off) = (vdupq_n_u8(0x0f), vdupq_n_u8(3), vdupq_n_s8(32));
-        let mut sum = [0.0f32; T];
-        for (b, wb) in w.iter().enumerate() {
-            let mut isum = [vdupq_n_s32(0); T];
+impl KBlock for BlockQ5K {
+    const SUBS: usize = 8;
+    const MIN: bool = true;
+    #[inline(always)]
+    fn unpack(&self) -> KVals {
+        unpack_k4(self.d, self.dmin, &self.scales, &self.qs, Some(&self.qh))
+    }
+}
+
+/// Q6_K: values `(ql | qh << 4) - 32`, each 16 with its signed scale.
+impl KBlock for BlockQ6K {
+    const SUBS: usize = 16;
+    const MIN: bool = false;
+    #[inline(always)]
+    fn unpack(&self) -> KVals {
+        // SAFETY: base NEON (aarch64 baseline), on registers; the loads
+        // through the bounds-checked `ld_*` helpers.
+        unsafe {
+            let (m4, m3, off) = (vdupq_n_u8(0x0f), vdupq_n_u8(3), vdupq_n_s8(32));
+            let mut v = [vdupq_n_s8(0); 16];
             for h in 0..2 {
                 // Value 128h + 32k + l (l < 32): low bits in ql[64h + 32(k % 2) +
                 // l] (low nibble for k < 2), high bits 2k..2k+2 of qh[32h + l].
-                let ql0 = [ld_u8(&wb.ql[64 * h..]), ld_u8(&wb.ql[64 * h + 16..])];
-                let ql1 = [ld_u8(&wb.ql[64 * h + 32..]), ld_u8(&wb.ql[64 * h + 48..])];
-                let mut qh = [ld_u8(&wb.qh[32 * h..]), ld_u8(&wb.qh[32 * h + 16..])];
+                let ql0 = [ld_u8(&self.ql[64 * h..]), ld_u8(&self.ql[64 * h + 16..])];
+                let ql1 = [
+                    ld_u8(&self.ql[64 * h + 32..]),
+                    ld_u8(&self.ql[64 * h + 48..]),
+                ];
+                let mut qh = [ld_u8(&self.qh[32 * h..]), ld_u8(&self.qh[32 * h + 16..])];
                 for k in 0..4 {
                     let low = match k {
                         0 => ql0.map(|v| vandq_u8(v, m4)),
@@ -389,137 +352,92 @@ unsafe fn dot_q6_k<D: Dot16, const T: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; T]
                         2 => ql0.map(|v| vshrq_n_u8::<4>(v)),
                         _ => ql1.map(|v| vshrq_n_u8::<4>(v)),
                     };
-                    let v: [int8x16_t; 2] = from_fn(|e| {
+                    for e in 0..2 {
                         let u = vorrq_u8(low[e], vshlq_n_u8::<4>(vandq_u8(qh[e], m3)));
-                        vsubq_s8(s8(u), off)
-                    });
-                    qh = qh.map(|x| vshrq_n_u8::<2>(x));
-                    let s = 8 * h + 2 * k;
-                    let sc = [i32::from(wb.scales[s]), i32::from(wb.scales[s + 1])];
-                    for t in 0..T {
-                        let aq = ld_s8x2(&a[t][b].qs, 128 * h + 32 * k);
-                        let p = [dot16::<D>(v[0], aq[0]), dot16::<D>(v[1], aq[1])];
-                        isum[t] = vmlaq_n_s32(vmlaq_n_s32(isum[t], p[0], sc[0]), p[1], sc[1]);
+                        v[8 * h + 2 * k + e] = vsubq_s8(s8(u), off);
                     }
+                    qh = qh.map(|x| vshrq_n_u8::<2>(x));
                 }
             }
-            let d = h2f(wb.d);
-            for t in 0..T {
-                let ab = &a[t][b];
-                sum[t] += (ab.d * d) * vaddvq_s32(isum[t]) as f32;
+            KVals {
+                v,
+                sc: self.scales.map(i32::from),
+                mins: [0; 16],
+                d: h2f(self.d),
+                dmin: 0.0,
             }
         }
-        sum
     }
 }
 
-/// Q3_K against Q8_K: values `low2 - 4` where the high bit is clear (else
-/// `low2`), each 16 times its signed 6-bit scale (offset by 32).
-///
-/// # Safety
-/// The CPU must support `D`'s instructions.
-#[inline(always)]
-unsafe fn dot_q3_k<D: Dot16, const T: usize>(w: &[BlockQ3K], a: [&[BlockQ8K]; T]) -> [f32; T] {
-    same_lengths(w, &a);
-    // SAFETY: `D`'s instructions, as the caller guarantees; the rest is base
-    // NEON (aarch64 baseline) on registers, the loads through the
-    // bounds-checked `ld_*` helpers.
-    unsafe {
-        let (m3, four) = (vdupq_n_u8(3), vdupq_n_u8(4));
-        let mut sum = [0.0f32; T];
-        for (b, wb) in w.iter().enumerate() {
-            let sc = wb.scales();
-            let hm = [ld_u8(&wb.hmask[..]), ld_u8(&wb.hmask[16..])];
-            let mut isum = [vdupq_n_s32(0); T];
+/// Q3_K: values `low2 - 4` where the high bit is clear (else `low2`), each
+/// 16 with its signed 6-bit scale (offset by 32).
+impl KBlock for BlockQ3K {
+    const SUBS: usize = 16;
+    const MIN: bool = false;
+    #[inline(always)]
+    fn unpack(&self) -> KVals {
+        // SAFETY: base NEON (aarch64 baseline), on registers; the loads
+        // through the bounds-checked `ld_*` helpers.
+        unsafe {
+            let (m3, four) = (vdupq_n_u8(3), vdupq_n_u8(4));
+            let hm = [ld_u8(&self.hmask[..]), ld_u8(&self.hmask[16..])];
+            let mut v = [vdupq_n_s8(0); 16];
             for h in 0..2 {
                 // Value 128h + 32k + l: bits 2k..2k+2 of qs[32h + l], high bit
                 // 4h + k of hmask[l].
-                let mut q = [ld_u8(&wb.qs[32 * h..]), ld_u8(&wb.qs[32 * h + 16..])];
+                let mut q = [ld_u8(&self.qs[32 * h..]), ld_u8(&self.qs[32 * h + 16..])];
                 for k in 0..4 {
                     let bit = vdupq_n_u8(1 << (4 * h + k));
-                    let v: [int8x16_t; 2] = from_fn(|e| {
+                    for e in 0..2 {
                         let u = vorrq_u8(vandq_u8(q[e], m3), vandq_u8(vtstq_u8(hm[e], bit), four));
-                        vsubq_s8(s8(u), s8(four))
-                    });
-                    q = q.map(|x| vshrq_n_u8::<2>(x));
-                    let s = 8 * h + 2 * k;
-                    let (s0, s1) = (i32::from(sc[s]), i32::from(sc[s + 1]));
-                    for t in 0..T {
-                        let aq = ld_s8x2(&a[t][b].qs, 128 * h + 32 * k);
-                        let p = [dot16::<D>(v[0], aq[0]), dot16::<D>(v[1], aq[1])];
-                        isum[t] = vmlaq_n_s32(vmlaq_n_s32(isum[t], p[0], s0), p[1], s1);
+                        v[8 * h + 2 * k + e] = vsubq_s8(s8(u), s8(four));
                     }
+                    q = q.map(|x| vshrq_n_u8::<2>(x));
                 }
             }
-            let d = h2f(wb.d);
-            for t in 0..T {
-                let ab = &a[t][b];
-                sum[t] += (ab.d * d) * vaddvq_s32(isum[t]) as f32;
+            KVals {
+                v,
+                sc: self.scales().map(i32::from),
+                mins: [0; 16],
+                d: h2f(self.d),
+                dmin: 0.0,
             }
         }
-        sum
     }
 }
 
-/// Q2_K against Q8_K: values `q` (0..4), each 16 times the low nibble of
-/// its scale byte; the high nibbles (minimums) times the 16-value sums.
-///
-/// # Safety
-/// The CPU must support `D`'s instructions.
-#[inline(always)]
-unsafe fn dot_q2_k<D: Dot16, const T: usize>(w: &[BlockQ2K], a: [&[BlockQ8K]; T]) -> [f32; T] {
-    same_lengths(w, &a);
-    // SAFETY: `D`'s instructions, as the caller guarantees; the rest is base
-    // NEON (aarch64 baseline) on registers, the loads through the
-    // bounds-checked `ld_*` helpers.
-    unsafe {
-        let m3 = vdupq_n_u8(3);
-        let mut sum = [0.0f32; T];
-        for (b, wb) in w.iter().enumerate() {
-            let mut isum = [vdupq_n_s32(0); T];
+/// Q2_K: values `q` (0..4), each 16 with the low nibble of its scale byte;
+/// the high nibbles are the minimums.
+impl KBlock for BlockQ2K {
+    const SUBS: usize = 16;
+    const MIN: bool = true;
+    #[inline(always)]
+    fn unpack(&self) -> KVals {
+        // SAFETY: base NEON (aarch64 baseline), on registers; the loads
+        // through the bounds-checked `ld_*` helpers.
+        unsafe {
+            let m3 = vdupq_n_u8(3);
+            let mut v = [vdupq_n_s8(0); 16];
             for h in 0..2 {
                 // Value 128h + 32k + l: bits 2k..2k+2 of qs[32h + l].
-                let mut q = [ld_u8(&wb.qs[32 * h..]), ld_u8(&wb.qs[32 * h + 16..])];
+                let mut q = [ld_u8(&self.qs[32 * h..]), ld_u8(&self.qs[32 * h + 16..])];
                 for k in 0..4 {
-                    let v = q.map(|x| s8(vandq_u8(x, m3)));
+                    v[8 * h + 2 * k] = s8(vandq_u8(q[0], m3));
+                    v[8 * h + 2 * k + 1] = s8(vandq_u8(q[1], m3));
                     q = q.map(|x| vshrq_n_u8::<2>(x));
-                    let s = 8 * h + 2 * k;
-                    let (s0, s1) = (
-                        i32::from(wb.scales[s] & 0x0f),
-                        i32::from(wb.scales[s + 1] & 0x0f),
-                    );
-                    for t in 0..T {
-                        let aq = ld_s8x2(&a[t][b].qs, 128 * h + 32 * k);
-                        let p = [dot16::<D>(v[0], aq[0]), dot16::<D>(v[1], aq[1])];
-                        isum[t] = vmlaq_n_s32(vmlaq_n_s32(isum[t], p[0], s0), p[1], s1);
-                    }
                 }
             }
-            // The sixteen minimums (0..16) as i16, against the sixteen sums.
-            let mins = vshrq_n_u8::<4>(ld_u8(&wb.scales[..]));
-            let m = [
-                vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins))),
-                vreinterpretq_s16_u16(vmovl_high_u8(mins)),
-            ];
-            let (d, dmin) = (h2f(wb.d), h2f(wb.dmin));
-            for t in 0..T {
-                let ab = &a[t][b];
-                let s = [ld_s16(&ab.bsums[..]), ld_s16(&ab.bsums[8..])];
-                let mut p = vmull_s16(vget_low_s16(m[0]), vget_low_s16(s[0]));
-                p = vmlal_high_s16(p, m[0], s[0]);
-                p = vmlal_s16(p, vget_low_s16(m[1]), vget_low_s16(s[1]));
-                p = vmlal_high_s16(p, m[1], s[1]);
-                let imin = vaddvq_s32(p);
-                let isum = vaddvq_s32(isum[t]);
-                sum[t] += (ab.d * d) * isum as f32 - (ab.d * dmin) * imin as f32;
+            KVals {
+                v,
+                sc: self.scales.map(|s| i32::from(s & 0x0f)),
+                mins: self.scales.map(|s| s >> 4),
+                d: h2f(self.d),
+                dmin: h2f(self.dmin),
             }
         }
-        sum
     }
 }
-
-// ---------------------------------------------------------------------------
-// IQ4_XS: 8 sub-blocks of 32, values from a table, signed 6-bit scales.
 
 /// IQ4's sixteen values, for `tbl` lookups.
 #[inline(always)]
@@ -527,40 +445,97 @@ fn iq4_table() -> int8x16_t {
     ld_s8(&KVALUES)
 }
 
-/// IQ4_XS against Q8_K: table values times the activations, each 32 times
-/// its scale.
+/// IQ4_XS: table values, each 32 with its signed 6-bit scale.
+impl KBlock for BlockIq4Xs {
+    const SUBS: usize = 8;
+    const MIN: bool = false;
+    #[inline(always)]
+    fn unpack(&self) -> KVals {
+        // SAFETY: base NEON (aarch64 baseline), on registers; the loads
+        // through the bounds-checked `ld_*` helpers.
+        unsafe {
+            let (m4, table) = (vdupq_n_u8(0x0f), iq4_table());
+            let mut v = [vdupq_n_s8(0); 16];
+            let mut sc = [0i32; 16];
+            for s in 0..8 {
+                // Values 32s + l: the low nibbles of qs[16s + l] for l < 16, the
+                // high ones after.
+                let q = ld_u8(&self.qs[16 * s..]);
+                v[2 * s] = vqtbl1q_s8(table, vandq_u8(q, m4));
+                v[2 * s + 1] = vqtbl1q_s8(table, vshrq_n_u8::<4>(q));
+                sc[s] = i32::from(self.scale(s));
+            }
+            KVals {
+                v,
+                sc,
+                mins: [0; 16],
+                d: h2f(self.d),
+                dmin: 0.0,
+            }
+        }
+    }
+}
+
+/// `Σ_s mins[s]·Σa` over the sub-blocks of one Q8_K block: against its
+/// sixteen 16-value sums, pairwise for 32-value sub-blocks; exact in i32.
+#[inline(always)]
+pub(super) fn min_dot<W: KBlock>(mins: &[u8; 16], bsums: &[i16; 16]) -> i32 {
+    // SAFETY: base NEON (aarch64 baseline), on registers; the loads through
+    // the bounds-checked `ld_*` helpers and from an 8-byte array.
+    unsafe {
+        if W::SUBS == 8 {
+            let pairs = vpaddq_s16(ld_s16(&bsums[..]), ld_s16(&bsums[8..]));
+            return mins_dot8(vld1_u8(mins.as_ptr()), pairs);
+        }
+        let m = ld_u8(mins);
+        let m = [
+            vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m))),
+            vreinterpretq_s16_u16(vmovl_high_u8(m)),
+        ];
+        let s = [ld_s16(&bsums[..]), ld_s16(&bsums[8..])];
+        let mut p = vmull_s16(vget_low_s16(m[0]), vget_low_s16(s[0]));
+        p = vmlal_high_s16(p, m[0], s[0]);
+        p = vmlal_s16(p, vget_low_s16(m[1]), vget_low_s16(s[1]));
+        p = vmlal_high_s16(p, m[1], s[1]);
+        vaddvq_s32(p)
+    }
+}
+
+/// A K-quant row against Q8_K: per super-block `Σ sc·Σ q·a` and `Σ m·bsum`,
+/// exact in i32, then the reference's float formula.
 ///
 /// # Safety
 /// The CPU must support `D`'s instructions.
 #[inline(always)]
-unsafe fn dot_iq4_xs<D: Dot16, const T: usize>(w: &[BlockIq4Xs], a: [&[BlockQ8K]; T]) -> [f32; T] {
+unsafe fn dot_k<D: Dot16, W: KBlock, const T: usize>(w: &[W], a: [&[BlockQ8K]; T]) -> [f32; T] {
     same_lengths(w, &a);
     // SAFETY: `D`'s instructions, as the caller guarantees; the rest is base
     // NEON (aarch64 baseline) on registers, the loads through the
     // bounds-checked `ld_*` helpers.
     unsafe {
-        let (m4, table) = (vdupq_n_u8(0x0f), iq4_table());
         let mut sum = [0.0f32; T];
         for (b, wb) in w.iter().enumerate() {
+            let k = wb.unpack();
             let mut isum = [vdupq_n_s32(0); T];
-            for s in 0..8 {
-                // Values 32s + l: the low nibbles of qs[16s + l] for l < 16, the
-                // high ones after.
-                let q = ld_u8(&wb.qs[16 * s..]);
-                let v = [
-                    vqtbl1q_s8(table, vandq_u8(q, m4)),
-                    vqtbl1q_s8(table, vshrq_n_u8::<4>(q)),
-                ];
-                let sc = i32::from(wb.scale(s));
+            for s in 0..W::SUBS {
                 for t in 0..T {
-                    let p = dot32::<D>(v, ld_s8x2(&a[t][b].qs, 32 * s));
-                    isum[t] = vmlaq_n_s32(isum[t], p, sc);
+                    let p = if W::SUBS == 8 {
+                        dot32::<D>([k.v[2 * s], k.v[2 * s + 1]], ld_s8x2(&a[t][b].qs, 32 * s))
+                    } else {
+                        dot16::<D>(k.v[s], ld_s8(&a[t][b].qs[16 * s..]))
+                    };
+                    isum[t] = vmlaq_n_s32(isum[t], p, k.sc[s]);
                 }
             }
-            let d = h2f(wb.d);
             for t in 0..T {
                 let ab = &a[t][b];
-                sum[t] += (ab.d * d) * vaddvq_s32(isum[t]) as f32;
+                let isum = vaddvq_s32(isum[t]);
+                if W::MIN {
+                    let imin = min_dot::<W>(&k.mins, &ab.bsums);
+                    sum[t] += (ab.d * k.d) * isum as f32 - (ab.d * k.dmin) * imin as f32;
+                } else {
+                    sum[t] += (ab.d * k.d) * isum as f32;
+                }
             }
         }
         sum
@@ -568,7 +543,7 @@ unsafe fn dot_iq4_xs<D: Dot16, const T: usize>(w: &[BlockIq4Xs], a: [&[BlockQ8K]
 }
 
 macro_rules! row_dot_k {
-    ($($blk:ty => $dot:ident),* $(,)?) => {$(
+    ($($blk:ty),* $(,)?) => {$(
         impl RowDot for $blk {
             #[inline(always)]
             unsafe fn row_dot<D: Dot16, const T: usize>(
@@ -577,40 +552,13 @@ macro_rules! row_dot_k {
                 _s: [&[i16]; T],
             ) -> [f32; T] {
                 // SAFETY: forwarded from the caller.
-                unsafe { $dot::<D, T>(w, a) }
+                unsafe { dot_k::<D, Self, T>(w, a) }
             }
         }
     )*};
 }
 
-/// Q4_K against Q8_K.
-///
-/// # Safety
-/// The CPU must support `D`'s instructions.
-#[inline(always)]
-unsafe fn dot_q4_k<D: Dot16, const T: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; T]) -> [f32; T] {
-    // SAFETY: forwarded from the caller.
-    unsafe { dot_k4::<D, BlockQ4K, T>(w, a) }
-}
-
-/// Q5_K against Q8_K.
-///
-/// # Safety
-/// The CPU must support `D`'s instructions.
-#[inline(always)]
-unsafe fn dot_q5_k<D: Dot16, const T: usize>(w: &[BlockQ5K], a: [&[BlockQ8K]; T]) -> [f32; T] {
-    // SAFETY: forwarded from the caller.
-    unsafe { dot_k4::<D, BlockQ5K, T>(w, a) }
-}
-
-row_dot_k!(
-    BlockQ4K => dot_q4_k,
-    BlockQ5K => dot_q5_k,
-    BlockQ6K => dot_q6_k,
-    BlockQ3K => dot_q3_k,
-    BlockQ2K => dot_q2_k,
-    BlockIq4Xs => dot_iq4_xs,
-);
+row_dot_k!(BlockQ4K, BlockQ5K, BlockQ6K, BlockQ3K, BlockQ2K, BlockIq4Xs);
 
 // ---------------------------------------------------------------------------
 // The 32-element types (Q8_0 activations with exact block sums).

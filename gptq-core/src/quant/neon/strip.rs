@@ -48,10 +48,10 @@ use crate::quant::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1
 pub(in crate::quant) const MIN_TOKENS: usize = 32;
 
 /// Rows per strip: two registers of four rows.
-const ROWS: usize = 8;
+pub(super) const ROWS: usize = 8;
 
 /// Tokens per group: four tokens' four values fill one register.
-const TG: usize = 4;
+pub(super) const TG: usize = 4;
 
 /// Columns of four values per block.
 const COLS: usize = QK / 4;
@@ -66,7 +66,7 @@ const GROUP_BLOCK: usize = COLS * TG * 4;
 /// call passes over it (from L2, not from memory for every strip): a quarter
 /// of a 1 MiB L2 (Neoverse N1/V1; Cortex-A72 has 1–2 MiB per cluster, Apple
 /// cores more). A strip (at most 3072 columns: 27 KiB) stays in L1 meanwhile.
-const CHUNK_BYTES: usize = 256 * 1024;
+pub(super) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// One call's repacked weights and activations, kept per thread between
 /// calls so that a prefill allocates only while its buffers grow.
@@ -95,7 +95,11 @@ thread_local! {
 /// # Safety
 /// The CPU must have the dot-product extension.
 #[inline(always)]
-unsafe fn sdot_lane<const I: i32>(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn sdot_lane<const I: i32>(
+    acc: int32x4_t,
+    w: int8x16_t,
+    a: int8x16_t,
+) -> int32x4_t {
     let mut acc = acc;
     // SAFETY: the caller guarantees dotprod; SDOT (by element) reads and
     // writes only the operand registers. The index is 0..4 (`I`, from the
@@ -116,7 +120,7 @@ unsafe fn sdot_lane<const I: i32>(acc: int32x4_t, w: int8x16_t, a: int8x16_t) ->
 /// Four registers of four 32-bit words each, transposed: word `j` of
 /// register `i` to word `i` of register `j`.
 #[inline(always)]
-fn transpose4(r: [int8x16_t; 4]) -> [int8x16_t; 4] {
+pub(super) fn transpose4(r: [int8x16_t; 4]) -> [int8x16_t; 4] {
     // SAFETY: base NEON (aarch64 baseline), on registers only.
     unsafe {
         let w = r.map(|v| vreinterpretq_u32_s8(v));
@@ -134,18 +138,18 @@ fn transpose4(r: [int8x16_t; 4]) -> [int8x16_t; 4] {
     }
 }
 
-/// Writes the 32 values of four blocks (`v[i]`: row or token `i`'s) as
-/// eight columns of their four values, each column's 16 bytes at
-/// `dst[c·stride..]`.
+/// Writes the `16·R` values of four rows or tokens (`v[i]`: row or token
+/// `i`'s, register `r` its values `16r .. 16r + 16`) as `4·R` columns of
+/// their four values, each column's 16 bytes at `dst[c·stride..]`.
 #[inline(always)]
-fn put_columns(v: [[int8x16_t; 2]; 4], dst: &mut [i8], stride: usize) {
-    assert!(dst.len() >= 7 * stride + 16);
-    for h in 0..2 {
-        let cols = transpose4(v.map(|r| r[h]));
+pub(super) fn put_columns<const R: usize>(v: [[int8x16_t; R]; 4], dst: &mut [i8], stride: usize) {
+    assert!(dst.len() >= (4 * R - 1) * stride + 16);
+    for r in 0..R {
+        let cols = transpose4(v.map(|x| x[r]));
         for (k, c) in cols.into_iter().enumerate() {
-            let at = (4 * h + k) * stride;
-            // SAFETY: base NEON; `at + 16 <= 7·stride + 16 <= dst.len()`
-            // (asserted above); the store is unaligned.
+            let at = (4 * r + k) * stride;
+            // SAFETY: base NEON; `at + 16 <= (4R - 1)·stride + 16 <=
+            // dst.len()` (asserted above); the store is unaligned.
             unsafe { vst1q_s8(dst[at..at + 16].as_mut_ptr(), c) };
         }
     }

@@ -13,6 +13,7 @@ use super::blocks::Q32Block;
 use super::float::{FloatElem, axpy_vec, dot_vec, softmax_vec};
 use super::quant::{QBlock, Sdot, Widen, block_dots};
 use super::strip::{MIN_TOKENS, strips_any};
+use super::strip_k::MIN_TOKENS as K_STRIPS;
 use super::{h2f, load_f16x8};
 use crate::quant::harness::{self, GemmSuite, Gen, Rng, bits, vector_lengths};
 use crate::quant::scalar;
@@ -365,20 +366,32 @@ where
 }
 
 /// [`check_k_bitwise`] on random blocks (every token count through the
-/// four-token groups and the rest) and on the type's extreme blocks.
+/// four-token groups and the rest, and the strips from [`K_STRIPS`] tokens)
+/// and on the type's extreme blocks.
 fn k_bitwise<W: Gemm + Gen>(seed: u64)
 where
     W::Partner: harness::TestActs,
 {
     for t in [base(), dotprod()].into_iter().flatten() {
         let mut rng = Rng::new(seed);
-        for (rows, nb, n_tok) in [(3, 1, 1), (2, 3, 4), (5, 2, 9), (1, 6, 7)] {
+        // From `K_STRIPS` tokens on `neon+dotprod` runs its strips: ragged
+        // strips of rows and groups of tokens, and (the last shape) two
+        // chunks of token groups.
+        let shapes = [(3, 1, 1), (2, 3, 4), (5, 2, 9), (1, 6, 7)];
+        let strips = [
+            (9, 2, K_STRIPS + 1),
+            (17, 1, K_STRIPS + 6),
+            (8, 3, K_STRIPS),
+            (3, 12, 70),
+        ];
+        for (rows, nb, n_tok) in shapes.into_iter().chain(strips) {
             let w: Vec<W> = rng.blocks(rows * nb);
             check_k_bitwise(t, &w, rows, n_tok, &mut rng);
         }
         let ext = W::extremes();
         let w: Vec<W> = ext.iter().copied().cycle().take(ext.len() * 3).collect();
         check_k_bitwise(t, &w, 3, 5, &mut rng);
+        check_k_bitwise(t, &w, 3, K_STRIPS + 1, &mut rng);
     }
 }
 
