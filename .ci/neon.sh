@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # NEON kernels under emulation: builds gptq-core's tests for aarch64 and runs
-# them under qemu-aarch64 twice:
-#   1. qemu's default CPU, which has the dot-product extension: the `sdot` table;
-#   2. QEMU_CPU=cortex-a53, which has not: the widening-multiply table.
+# them under qemu-aarch64 three times:
+#   1. qemu's default CPU, which has the dot-product and int8 matrix-multiply
+#      extensions: the `smmla` table (`neon+i8mm`), and the others;
+#   2. QEMU_CPU=neoverse-n1, which has dotprod but not i8mm: the `sdot` table;
+#   3. QEMU_CPU=cortex-a53, which has neither: the widening-multiply table.
 # Installs what it needs (apt packages, the rustup target); safe to rerun.
 # Exits non-zero when anything fails. Called by .ci/run; runs on its own too.
 set -euo pipefail
@@ -50,8 +52,12 @@ status=0
 # `GPTQ_REQUIRE_KERNELS` names the tables each emulated CPU must run and
 # test (a kernel test that skips one fails), and each path must choose the
 # last one named: so each run is known to exercise the kernels it is meant to.
-say "tests on qemu's default CPU (dotprod: neon+dotprod table)"
-env -u QEMU_CPU GPTQ_REQUIRE_KERNELS=scalar,neon,neon+dotprod \
+say "tests on qemu's default CPU (dotprod, i8mm: neon+i8mm table)"
+env -u QEMU_CPU GPTQ_REQUIRE_KERNELS=scalar,neon,neon+dotprod,neon+i8mm \
+    "${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
+
+say "tests on QEMU_CPU=neoverse-n1 (dotprod, no i8mm: neon+dotprod table)"
+env QEMU_CPU=neoverse-n1 GPTQ_REQUIRE_KERNELS=scalar,neon,neon+dotprod \
     "${CARGO[@]}" test --target "$TARGET" "${TESTS[@]}" --no-fail-fast || status=1
 
 say "tests on QEMU_CPU=cortex-a53 (no dotprod: neon table)"

@@ -6,8 +6,10 @@
 //! A path may have several variants, weakest first: the best one the CPU
 //! runs is chosen once, when the kernels are made (AVX-512 takes the decode
 //! kernels built on VBMI and GFNI where the CPU has them, NEON the `sdot`
-//! products where it has dotprod). `GPTQ_KERNEL` names a path (its best
-//! variant) or one variant exactly: `avx512+vbmi`, `neon+dotprod`, or a base
+//! products where it has dotprod and the `smmla` prompt strips where it
+//! also has i8mm). `GPTQ_KERNEL` names a path (its best
+//! variant) or one variant exactly: `avx512+vbmi`, `neon+dotprod`,
+//! `neon+i8mm`, or a base
 //! variant without its extension, `avx512-vbmi`, `neon-dotprod`.
 
 use std::fmt;
@@ -37,7 +39,9 @@ pub enum KernelPath {
     /// with AMX has VBMI and GFNI; this path requires them).
     Amx,
     /// aarch64 NEON; the quantized products use the dot-product instructions
-    /// where the CPU has them (the `neon+dotprod` variant).
+    /// where the CPU has them (the `neon+dotprod` variant), and prompts'
+    /// `smmla` strips where it also has the int8 matrix multiply
+    /// (`neon+i8mm`).
     Neon,
 }
 
@@ -208,6 +212,11 @@ static VARIANTS: &[(KernelPath, &[Variant])] = &[
                 table: &arm::NEON_DOTPROD,
                 supported: arm::neon_dotprod,
                 alias: Some("neon+dotprod"),
+            },
+            Variant {
+                table: &arm::NEON_I8MM,
+                supported: arm::neon_i8mm,
+                alias: Some("neon+i8mm"),
             },
         ],
     ),
@@ -395,6 +404,11 @@ mod arm {
         neon() && has!("dotprod")
     }
 
+    /// `neon+dotprod` and the int8 matrix multiply (`smmla`).
+    pub(super) fn neon_i8mm() -> bool {
+        neon_dotprod() && has!("i8mm")
+    }
+
     pub(super) static NEON: KernelTable = KernelTable {
         name: "neon",
         quantize_q8_0: neon::quant::quantize_q8_0,
@@ -463,6 +477,18 @@ mod arm {
         gemm_q6_k: neon::strip_k::prefill_q6_k,
         gemm_iq4_xs: neon::strip_k::prefill_iq4_xs,
         ..NEON
+    };
+
+    /// `neon+dotprod` with the 32-value types' prompts in `smmla` strips.
+    pub(super) static NEON_I8MM: KernelTable = KernelTable {
+        name: "neon+i8mm",
+        gemm_q8_0: neon::strip_mm::prefill_q8_0,
+        gemm_q4_0: neon::strip_mm::prefill_q4_0,
+        gemm_q4_1: neon::strip_mm::prefill_q4_1,
+        gemm_q5_0: neon::strip_mm::prefill_q5_0,
+        gemm_q5_1: neon::strip_mm::prefill_q5_1,
+        gemm_iq4_nl: neon::strip_mm::prefill_iq4_nl,
+        ..NEON_DOTPROD
     };
 }
 

@@ -1,7 +1,9 @@
 //! The NEON kernel path (aarch64).
 //!
-//! Two kernel tables share everything but the int8 block dot of the quantized
-//! matrix products:
+//! Three kernel tables share everything but the int8 block dot of the
+//! quantized matrix products:
+//! - `neon+i8mm` is `neon+dotprod` with the 32-value types' prompts on
+//!   `smmla` (ARMv8.6 int8 matrix multiply, `asm!` like `sdot`);
 //! - `neon+dotprod` sums each block with `sdot` (ARMv8.2 dot product; written
 //!   with `asm!` because the `vdotq_s32` intrinsic is not stable yet);
 //! - `neon` uses widening multiplies (`smull`, then `sadalp` into i32 lanes),
@@ -23,6 +25,7 @@
 //! - [`float`]: the float products, LayerNorm, GELU and the attention;
 //! - [`strip`]: the `neon+dotprod` prefill strips of the 32-value types;
 //! - [`strip_k`]: the same for the K-quants and IQ4_XS;
+//! - [`strip_mm`]: the 32-value types' strips on `smmla` (`neon+i8mm`);
 //! - here: the f16 conversions both use.
 
 use std::arch::aarch64::*;
@@ -35,6 +38,7 @@ pub(in crate::quant) mod float;
 pub(in crate::quant) mod quant;
 pub(in crate::quant) mod strip;
 pub(in crate::quant) mod strip_k;
+pub(in crate::quant) mod strip_mm;
 #[cfg(test)]
 mod tests;
 

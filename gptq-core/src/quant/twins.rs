@@ -74,7 +74,7 @@ const PREFILL: GemmSuite = GemmSuite {
 };
 
 /// The same from 32 tokens: the 32-value types' strips at their threshold
-/// (x86 and `neon+dotprod`).
+/// (x86, `neon+dotprod` and `neon+i8mm`).
 const PREFILL_32: GemmSuite = GemmSuite {
     tokens: &[32, 35],
     ragged_rows: &[1, 9, 17],
@@ -96,14 +96,16 @@ where
         };
         GemmSuite::DEFAULT.run::<W>(t, seed);
         // The prefill suites reach the x86 strips (from 32 and 64 tokens) and
-        // the `neon+dotprod` strips of the 32-value types (from 32); the
+        // the `neon+dotprod` and `neon+i8mm` strips of the 32-value types
+        // (from 32); the
         // other paths have no kernel that starts there, and under qemu the
         // larger suite costs minutes.
         let sums = <W::Partner as super::types::ActBlock>::SUMS;
         if cfg!(target_arch = "x86_64") {
             PREFILL.run::<W>(t, seed + 1);
         }
-        if sums && (cfg!(target_arch = "x86_64") || name == "neon+dotprod") {
+        let neon_strips = matches!(name, "neon+dotprod" | "neon+i8mm");
+        if sums && (cfg!(target_arch = "x86_64") || neon_strips) {
             PREFILL_32.run::<W>(t, seed + 2);
         }
         decode_alone_equals_batched::<W>(t, seed);

@@ -14,6 +14,7 @@ use super::float::{FloatElem, axpy_vec, dot_vec, softmax_vec};
 use super::quant::{QBlock, Sdot, Widen, block_dots};
 use super::strip::{MIN_TOKENS, strips_any};
 use super::strip_k::MIN_TOKENS as K_STRIPS;
+use super::strip_mm::strips_any as mm_strips_any;
 use super::{h2f, load_f16x8};
 use crate::quant::harness::{self, GemmSuite, Gen, Rng, bits, vector_lengths};
 use crate::quant::scalar;
@@ -32,6 +33,11 @@ fn base() -> Option<VerifiedTable> {
 /// The `sdot` table.
 fn dotprod() -> Option<VerifiedTable> {
     harness::table("neon+dotprod")
+}
+
+/// The `smmla` table.
+fn i8mm() -> Option<VerifiedTable> {
+    harness::table("neon+i8mm")
 }
 
 /// Decode and four-token tiles, GPT-2's shapes and the LM head.
@@ -79,8 +85,9 @@ fn quantize_q8_0_non_finite_like_the_reference() {
     assert_eq!(got_s, want_s);
 }
 
-/// Prompts on `neon+dotprod`: its strips from [`MIN_TOKENS`] tokens, with
-/// partial strips of rows (eight each) and token groups (four each).
+/// Prompts on `neon+dotprod` and `neon+i8mm`: their strips from
+/// [`MIN_TOKENS`] tokens, with partial strips of rows (eight each) and token
+/// groups (four each).
 const PREFILL: GemmSuite = GemmSuite {
     tokens: &[MIN_TOKENS, MIN_TOKENS + 3],
     ragged_rows: &[1, 7, 8, 9, 17],
@@ -97,7 +104,7 @@ fn q8_0_products() {
             SUITE.run::<BlockQ8_0>(t, seed);
         }
     }
-    if let Some(t) = dotprod() {
+    for t in [dotprod(), i8mm()].into_iter().flatten() {
         PREFILL.run::<BlockQ8_0>(t, 8);
     }
 }
@@ -109,7 +116,7 @@ fn q4_0_products() {
             SUITE.run::<BlockQ4_0>(t, seed);
         }
     }
-    if let Some(t) = dotprod() {
+    for t in [dotprod(), i8mm()].into_iter().flatten() {
         PREFILL.run::<BlockQ4_0>(t, 9);
     }
 }
@@ -488,14 +495,34 @@ fn unit_values<W: QuantBlock>(w: &[W], unit: &impl Fn(&mut W)) -> Vec<[i32; QK]>
         .collect()
 }
 
-/// The strips sum in the x86 strips' order, bit for bit: per block the
+/// The `sdot` and `smmla` strips sum in the x86 strips' order, bit for bit: per block the
 /// exact integer dot times `d_w·d_a` by one FMA (then `m·(d_a·Σa)` by
 /// another where the type has a minimum), block after block in one f32.
 fn strips_in_order<W: Q32Block + Gen>(scale_min: impl Fn(&W) -> (f16, f16), unit: impl Fn(&mut W)) {
-    if dotprod().is_none() {
-        eprintln!("strips_in_order: skipped: this CPU has no dotprod");
-        return;
+    let mut any = false;
+    if dotprod().is_some() {
+        // SAFETY: the CPU has dotprod (the `neon+dotprod` table runs).
+        strips_in_order_of(&scale_min, &unit, |w, a, o| unsafe { strips_any(w, a, o) });
+        any = true;
     }
+    if i8mm().is_some() {
+        // SAFETY: the CPU has i8mm (the `neon+i8mm` table runs).
+        strips_in_order_of(&scale_min, &unit, |w, a, o| unsafe {
+            mm_strips_any(w, a, o)
+        });
+        any = true;
+    }
+    if !any {
+        eprintln!("strips_in_order: skipped: this CPU has neither dotprod nor i8mm");
+    }
+}
+
+/// [`strips_in_order`] for one strip kernel, `strips`.
+fn strips_in_order_of<W: Q32Block + Gen>(
+    scale_min: &impl Fn(&W) -> (f16, f16),
+    unit: &impl Fn(&mut W),
+    strips: impl Fn(&[W], &QuantActs<'_>, &mut OutTile<'_>),
+) {
     let mut rng = Rng::new(91);
     // The last shape's 3072 columns split into two chunks of token groups.
     for (rows, nb, n_tok) in [(1, 1, 1), (9, 3, 5), (17, 2, 34), (8, 1, 4), (9, 96, 70)] {
@@ -504,9 +531,8 @@ fn strips_in_order<W: Q32Block + Gen>(scale_min: impl Fn(&W) -> (f16, f16), unit
         let (q, s) = harness::quantize_ref::<BlockQ8_0>(&x, n_tok);
         let acts = QuantActs::new(&q, &s, n_tok, nb);
         let mut got = vec![f32::NAN; n_tok * rows];
-        // SAFETY: the CPU has dotprod (checked above).
-        unsafe { strips_any(&w, &acts, &mut OutTile::whole(&mut got, n_tok, rows)) };
-        let vals = unit_values(&w, &unit);
+        strips(&w, &acts, &mut OutTile::whole(&mut got, n_tok, rows));
+        let vals = unit_values(&w, unit);
         for t in 0..n_tok {
             for r in 0..rows {
                 let mut acc = 0f32;
