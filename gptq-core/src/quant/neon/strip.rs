@@ -69,24 +69,34 @@ const GROUP_BLOCK: usize = COLS * TG * 4;
 pub(super) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// One call's repacked weights and activations, kept per thread between
-/// calls so that a prefill allocates only while its buffers grow.
+/// calls so that a prefill allocates only while its buffers grow (shared by
+/// the 32-value types' strips here and in `strip_mm`, each with its own
+/// layout; no strip product runs inside another).
 #[derive(Default)]
-struct Scratch {
-    /// Strip-major, then block, column, row half: `STRIP_BLOCK` bytes per
-    /// strip and block.
-    wv: Vec<i8>,
-    /// Per strip and block: the eight rows' `d`, then their `m` (zero
-    /// without a minimum).
-    wd: Vec<f32>,
-    /// Group-major, then block, column: `GROUP_BLOCK` bytes per group and
-    /// block.
-    av: Vec<i8>,
-    /// Per group and block: the four tokens' `d_a`, then `d_a·Σa`.
-    ad: Vec<f32>,
+pub(super) struct Scratch {
+    /// The strips' values (here: strip-major, then block, column, row
+    /// half, `STRIP_BLOCK` bytes per strip and block).
+    pub(super) wv: Vec<i8>,
+    /// Their scales (here: per strip and block the eight rows' `d`, then
+    /// their `m`, zero without a minimum).
+    pub(super) wd: Vec<f32>,
+    /// The token groups' values (here: group-major, then block, column,
+    /// `GROUP_BLOCK` bytes per group and block).
+    pub(super) av: Vec<i8>,
+    /// Their scales (here: per group and block the four tokens' `d_a`,
+    /// then `d_a·Σa`).
+    pub(super) ad: Vec<f32>,
 }
 
 thread_local! {
-    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+    pub(super) static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
+}
+
+/// `v` as `n` copies of `zero`, reusing its allocation.
+#[inline]
+pub(super) fn reset<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
+    v.clear();
+    v.resize(n, zero);
 }
 
 /// `acc` plus, in lane `r`, the dot of register `w`'s row `r` (four bytes)
@@ -159,10 +169,8 @@ pub(super) fn put_columns<const R: usize>(v: [[int8x16_t; R]; 4], dst: &mut [i8]
 /// (the last one padded with zero rows).
 fn repack_weights<W: Q32Block>(w: &[W], rows: usize, nb: usize, s: &mut Scratch) {
     let strips = rows.div_ceil(ROWS);
-    s.wv.clear();
-    s.wv.resize(strips * nb * STRIP_BLOCK, 0);
-    s.wd.clear();
-    s.wd.resize(strips * nb * 2 * ROWS, 0.0);
+    reset(&mut s.wv, strips * nb * STRIP_BLOCK, 0);
+    reset(&mut s.wd, strips * nb * 2 * ROWS, 0.0);
     let zero = [[0i8; 16]; 2];
     for st in 0..strips {
         for b in 0..nb {
@@ -195,10 +203,8 @@ fn repack_weights<W: Q32Block>(w: &[W], rows: usize, nb: usize, s: &mut Scratch)
 fn pack_acts(a: &QuantActs<'_>, t0: usize, t1: usize, min: bool, s: &mut Scratch) {
     let nb = a.nb;
     let groups = (t1 - t0).div_ceil(TG);
-    s.av.clear();
-    s.av.resize(groups * nb * GROUP_BLOCK, 0);
-    s.ad.clear();
-    s.ad.resize(groups * nb * 2 * TG, 0.0);
+    reset(&mut s.av, groups * nb * GROUP_BLOCK, 0);
+    reset(&mut s.ad, groups * nb * 2 * TG, 0.0);
     let zero = BlockQ8_0 {
         d: half::f16::ZERO,
         qs: [0; QK],
@@ -288,6 +294,55 @@ unsafe fn strip_group<const MIN: bool>(
     }
 }
 
+/// One token group's results from one strip: `[t][r]`, token `t`'s sum of
+/// the strip's row `r`.
+pub(super) type GroupSums = [[f32; ROWS]; TG];
+
+/// Registers `[h][t]` of four rows' sums each (rows `4h..4h + 4`, token
+/// `t`) as [`GroupSums`].
+#[inline(always)]
+pub(super) fn rows_by_token(sums: [[float32x4_t; TG]; 2]) -> GroupSums {
+    let mut out = [[0f32; ROWS]; TG];
+    for (h, regs) in sums.into_iter().enumerate() {
+        for (o, v) in out.iter_mut().zip(regs) {
+            // SAFETY: base NEON; a 16-byte store into 4 of the 8 f32s.
+            unsafe { vst1q_f32(o[4 * h..4 * h + 4].as_mut_ptr(), v) };
+        }
+    }
+    out
+}
+
+/// The walk every NEON strip product shares: the call's tokens in chunks
+/// of `chunk` tokens, each packed into the scratch `s` by `pack(s, t0, t1)`,
+/// then every strip of the `rows` over the chunk's token groups, `group(s,
+/// strip, g)` giving a group's sums, which are stored for the tile's rows
+/// and the call's tokens only (a last strip or group may be padding).
+#[inline(always)]
+pub(super) fn walk<S>(
+    s: &mut S,
+    (rows, n_tok, chunk): (usize, usize, usize),
+    out: &mut OutTile<'_>,
+    mut pack: impl FnMut(&mut S, usize, usize),
+    mut group: impl FnMut(&S, usize, usize) -> GroupSums,
+) {
+    let mut t0 = 0;
+    while t0 < n_tok {
+        let t1 = (t0 + chunk).min(n_tok);
+        pack(s, t0, t1);
+        for st in 0..rows.div_ceil(ROWS) {
+            for g in 0..(t1 - t0).div_ceil(TG) {
+                let sums = group(s, st, g);
+                for (t, row) in sums.iter().enumerate().take(t1 - t0 - g * TG) {
+                    for (r, &v) in row.iter().enumerate().take(rows - st * ROWS) {
+                        out.set(t0 + g * TG + t, st * ROWS + r, v);
+                    }
+                }
+            }
+        }
+        t0 = t1;
+    }
+}
+
 /// The product in strips: the tile's rows repacked once, the tokens in
 /// chunks of groups, every strip over each chunk.
 ///
@@ -307,55 +362,44 @@ unsafe fn gemm_strips<W: Q32Block>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile
     let mut s = SCRATCH.take();
     repack_weights(w, rows, nb, &mut s);
     let chunk = tokens_within(CHUNK_BYTES, nb * (GROUP_BLOCK + 8 * TG) / TG, TG);
-    let mut t0 = 0;
-    while t0 < n_tok {
-        let t1 = (t0 + chunk).min(n_tok);
-        pack_acts(a, t0, t1, W::HAS_MIN, &mut s);
-        for st in 0..rows.div_ceil(ROWS) {
-            let wv = &s.wv[st * nb * STRIP_BLOCK..][..nb * STRIP_BLOCK];
-            let wd = &s.wd[st * nb * 2 * ROWS..][..nb * 2 * ROWS];
-            for g in 0..(t1 - t0).div_ceil(TG) {
-                let av = &s.av[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK];
-                let ad = &s.ad[g * nb * 2 * TG..][..nb * 2 * TG];
-                // SAFETY: dotprod, as the caller guarantees.
-                let sums = unsafe {
-                    if W::HAS_MIN {
-                        strip_group::<true>(wv, wd, av, ad, nb)
-                    } else {
-                        strip_group::<false>(wv, wd, av, ad, nb)
-                    }
-                };
-                let mut lanes = [[0f32; 4]; 2];
-                let [s0, s1] = sums;
-                for (t, pair) in s0.into_iter().zip(s1).enumerate().take(t1 - t0 - g * TG) {
-                    for (l, v) in lanes.iter_mut().zip([pair.0, pair.1]) {
-                        // SAFETY: base NEON; a 16-byte store into 4 f32s.
-                        unsafe { vst1q_f32(l.as_mut_ptr(), v) };
-                    }
-                    let tok = t0 + g * TG + t;
-                    for r in 0..ROWS.min(rows - st * ROWS) {
-                        out.set(tok, st * ROWS + r, lanes[r / 4][r % 4]);
-                    }
-                }
+    let pack = |s: &mut Scratch, t0, t1| pack_acts(a, t0, t1, W::HAS_MIN, s);
+    walk(&mut s, (rows, n_tok, chunk), out, pack, |s, st, g| {
+        let wv = &s.wv[st * nb * STRIP_BLOCK..][..nb * STRIP_BLOCK];
+        let wd = &s.wd[st * nb * 2 * ROWS..][..nb * 2 * ROWS];
+        let av = &s.av[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK];
+        let ad = &s.ad[g * nb * 2 * TG..][..nb * 2 * TG];
+        // SAFETY: dotprod, as the caller guarantees.
+        rows_by_token(unsafe {
+            if W::HAS_MIN {
+                strip_group::<true>(wv, wd, av, ad, nb)
+            } else {
+                strip_group::<false>(wv, wd, av, ad, nb)
             }
-        }
-        t0 = t1;
-    }
+        })
+    });
     SCRATCH.set(s);
 }
 
+/// Defines prefill entries of one NEON variant (`$feat` its target
+/// features): the strips (`$strips::<W>`) from `$min` tokens, the grouped
+/// kernel `$small` below.
 macro_rules! prefill_entries {
-    ($($blk:ty => $name:ident, $small:path;)*) => {$(
+    ($feat:literal, $variant:literal, $min:ident, $strips:ident, $act:ty;
+     $($blk:ty => $name:ident, $small:path;)*) => {$(
         #[doc = concat!(
-            "Prefill of ", stringify!($blk), " weights on `neon+dotprod`: the strips from ",
-            "[`MIN_TOKENS`] tokens, the grouped kernel below."
+            "Prefill of ", stringify!($blk), " weights on `", $variant, "`: the strips from ",
+            "[`", stringify!($min), "`] tokens, the grouped kernel below."
         )]
-        #[target_feature(enable = "neon,dotprod")]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            if a.n_tok >= MIN_TOKENS {
-                // SAFETY: this function is compiled with dotprod, which its
-                // callers guarantee the CPU has.
-                unsafe { gemm_strips::<$blk>(w, a, out) }
+        #[target_feature(enable = $feat)]
+        pub(in crate::quant) fn $name(
+            w: &[$blk],
+            a: &QuantActs<'_, $act>,
+            out: &mut OutTile<'_>,
+        ) {
+            if a.n_tok >= $min {
+                // SAFETY: this function is compiled with the variant's
+                // features, which its callers guarantee the CPU has.
+                unsafe { $strips::<$blk>(w, a, out) }
             } else {
                 $small(w, a, out)
             }
@@ -363,7 +407,10 @@ macro_rules! prefill_entries {
     )*};
 }
 
+pub(super) use prefill_entries;
+
 prefill_entries! {
+    "neon,dotprod", "neon+dotprod", MIN_TOKENS, gemm_strips, BlockQ8_0;
     BlockQ8_0 => prefill_q8_0, super::quant::gemm_q8_0_sdot;
     BlockQ4_0 => prefill_q4_0, super::quant::gemm_q4_0_sdot;
     BlockQ4_1 => prefill_q4_1, super::blocks::gemm_q4_1_sdot;

@@ -18,7 +18,9 @@ use std::arch::aarch64::*;
 use std::cell::Cell;
 
 use super::blocks::KBlock;
-use super::strip::{CHUNK_BYTES, ROWS, TG, put_columns, sdot_lane};
+use super::strip::{
+    CHUNK_BYTES, ROWS, TG, prefill_entries, put_columns, reset, rows_by_token, sdot_lane, walk,
+};
 use crate::quant::tile::{OutTile, QuantActs, tokens_within};
 use crate::quant::types::{
     BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
@@ -72,12 +74,9 @@ thread_local! {
 /// [`ROWS`] (the last padded with zero rows).
 fn repack_weights<W: KBlock>(w: &[W], rows: usize, nb: usize, s: &mut Scratch) {
     let strips = rows.div_ceil(ROWS);
-    s.wv.clear();
-    s.wv.resize(strips * nb * STRIP_BLOCK, 0);
-    s.wi.clear();
-    s.wi.resize(strips * nb * STRIP_INTS, 0);
-    s.wd.clear();
-    s.wd.resize(strips * nb * 2 * ROWS, 0.0);
+    reset(&mut s.wv, strips * nb * STRIP_BLOCK, 0);
+    reset(&mut s.wi, strips * nb * STRIP_INTS, 0);
+    reset(&mut s.wd, strips * nb * 2 * ROWS, 0.0);
     for st in 0..strips {
         for b in 0..nb {
             let at = (st * nb + b) * STRIP_BLOCK;
@@ -113,12 +112,9 @@ fn repack_weights<W: KBlock>(w: &[W], rows: usize, nb: usize, s: &mut Scratch) {
 fn pack_acts(a: &QuantActs<'_, BlockQ8K>, t0: usize, t1: usize, subs: usize, s: &mut Scratch) {
     let nb = a.nb;
     let groups = (t1 - t0).div_ceil(TG);
-    s.av.clear();
-    s.av.resize(groups * nb * GROUP_BLOCK, 0);
-    s.ai.clear();
-    s.ai.resize(groups * nb * GROUP_INTS, 0);
-    s.ad.clear();
-    s.ad.resize(groups * nb * TG, 0.0);
+    reset(&mut s.av, groups * nb * GROUP_BLOCK, 0);
+    reset(&mut s.ai, groups * nb * GROUP_INTS, 0);
+    reset(&mut s.ad, groups * nb * TG, 0.0);
     let per = 16 / subs;
     const ZERO: [i8; QK_K] = [0; QK_K];
     for g in 0..groups {
@@ -266,73 +262,33 @@ unsafe fn gemm_strips<W: KBlock>(w: &[W], a: &QuantActs<'_, BlockQ8K>, out: &mut
     repack_weights(w, rows, nb, &mut s);
     let per_token = nb * (GROUP_BLOCK + 4 * GROUP_INTS + 4 * TG) / TG;
     let chunk = tokens_within(CHUNK_BYTES, per_token, TG);
-    let mut t0 = 0;
-    while t0 < n_tok {
-        let t1 = (t0 + chunk).min(n_tok);
-        pack_acts(a, t0, t1, W::SUBS, &mut s);
-        for st in 0..rows.div_ceil(ROWS) {
-            let strip = (
-                &s.wv[st * nb * STRIP_BLOCK..][..nb * STRIP_BLOCK],
-                &s.wi[st * nb * STRIP_INTS..][..nb * STRIP_INTS],
-                &s.wd[st * nb * 2 * ROWS..][..nb * 2 * ROWS],
-            );
-            for g in 0..(t1 - t0).div_ceil(TG) {
-                let group = (
-                    &s.av[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK],
-                    &s.ai[g * nb * GROUP_INTS..][..nb * GROUP_INTS],
-                    &s.ad[g * nb * TG..][..nb * TG],
-                );
-                // SAFETY: dotprod, as the caller guarantees.
-                let [s0, s1] = unsafe {
-                    match (W::SUBS, W::MIN) {
-                        (8, true) => strip_group::<8, true>(strip, group, nb),
-                        (8, false) => strip_group::<8, false>(strip, group, nb),
-                        (_, true) => strip_group::<16, true>(strip, group, nb),
-                        (_, false) => strip_group::<16, false>(strip, group, nb),
-                    }
-                };
-                let mut lanes = [[0f32; 4]; 2];
-                for (t, pair) in s0.into_iter().zip(s1).enumerate().take(t1 - t0 - g * TG) {
-                    for (l, v) in lanes.iter_mut().zip([pair.0, pair.1]) {
-                        // SAFETY: base NEON; a 16-byte store into 4 f32s.
-                        unsafe { vst1q_f32(l.as_mut_ptr(), v) };
-                    }
-                    let tok = t0 + g * TG + t;
-                    for r in 0..ROWS.min(rows - st * ROWS) {
-                        out.set(tok, st * ROWS + r, lanes[r / 4][r % 4]);
-                    }
-                }
+    let pack = |s: &mut Scratch, t0, t1| pack_acts(a, t0, t1, W::SUBS, s);
+    walk(&mut s, (rows, n_tok, chunk), out, pack, |s, st, g| {
+        let strip = (
+            &s.wv[st * nb * STRIP_BLOCK..][..nb * STRIP_BLOCK],
+            &s.wi[st * nb * STRIP_INTS..][..nb * STRIP_INTS],
+            &s.wd[st * nb * 2 * ROWS..][..nb * 2 * ROWS],
+        );
+        let group = (
+            &s.av[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK],
+            &s.ai[g * nb * GROUP_INTS..][..nb * GROUP_INTS],
+            &s.ad[g * nb * TG..][..nb * TG],
+        );
+        // SAFETY: dotprod, as the caller guarantees.
+        rows_by_token(unsafe {
+            match (W::SUBS, W::MIN) {
+                (8, true) => strip_group::<8, true>(strip, group, nb),
+                (8, false) => strip_group::<8, false>(strip, group, nb),
+                (_, true) => strip_group::<16, true>(strip, group, nb),
+                (_, false) => strip_group::<16, false>(strip, group, nb),
             }
-        }
-        t0 = t1;
-    }
+        })
+    });
     SCRATCH.set(s);
 }
 
-macro_rules! prefill_entries {
-    ($($blk:ty => $name:ident, $small:path;)*) => {$(
-        #[doc = concat!(
-            "Prefill of ", stringify!($blk), " weights on `neon+dotprod`: the strips from ",
-            "[`MIN_TOKENS`] tokens, the grouped kernel below."
-        )]
-        #[target_feature(enable = "neon,dotprod")]
-        pub(in crate::quant) fn $name(
-            w: &[$blk],
-            a: &QuantActs<'_, BlockQ8K>,
-            out: &mut OutTile<'_>,
-        ) {
-            if a.n_tok >= MIN_TOKENS {
-                // SAFETY: this function is compiled with dotprod, which its
-                // callers guarantee the CPU has.
-                unsafe { gemm_strips::<$blk>(w, a, out) }
-            } else {
-                $small(w, a, out)
-            }
-        }
-    )*};
-}
-
 prefill_entries! {
+    "neon,dotprod", "neon+dotprod", MIN_TOKENS, gemm_strips, BlockQ8K;
     BlockQ2K => prefill_q2_k, super::blocks::gemm_q2_k_sdot;
     BlockQ3K => prefill_q3_k, super::blocks::gemm_q3_k_sdot;
     BlockQ4K => prefill_q4_k, super::blocks::gemm_q4_k_sdot;

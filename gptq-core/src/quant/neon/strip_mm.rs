@@ -17,12 +17,11 @@
 
 use std::arch::aarch64::*;
 use std::arch::asm;
-use std::cell::Cell;
 
 use super::blocks::Q32Block;
 use super::h2f;
 use super::quant::QBlock;
-use super::strip::{CHUNK_BYTES, ROWS, TG};
+use super::strip::{CHUNK_BYTES, ROWS, SCRATCH, Scratch, TG, prefill_entries, reset, walk};
 use crate::quant::tile::{OutTile, QuantActs, tokens_within};
 use crate::quant::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
 
@@ -43,19 +42,6 @@ const GROUP_BLOCK: usize = COLS * TG * 8;
 /// block (`d_a` and `d_a·Σa`).
 const STRIP_FLOATS: usize = 2 * PAIRS * 4;
 const GROUP_FLOATS: usize = 2 * TPAIRS * 4;
-
-/// One call's repacked weights and activations, kept per thread.
-#[derive(Default)]
-struct Scratch {
-    wv: Vec<i8>,
-    wd: Vec<f32>,
-    av: Vec<i8>,
-    ad: Vec<f32>,
-}
-
-thread_local! {
-    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
-}
 
 /// `acc` plus the 2 × 2 products of `w`'s two rows and `a`'s two tokens
 /// (eight values each): lanes (row 0, token 0), (0, 1), (1, 0), (1, 1).
@@ -114,10 +100,8 @@ fn put_pair(cols: [int8x16_t; 4], dst: &mut [i8], p: usize, pairs: usize) {
 /// with zero rows).
 fn repack_weights<W: Q32Block>(w: &[W], rows: usize, nb: usize, s: &mut Scratch) {
     let strips = rows.div_ceil(ROWS);
-    s.wv.clear();
-    s.wv.resize(strips * nb * STRIP_BLOCK, 0);
-    s.wd.clear();
-    s.wd.resize(strips * nb * STRIP_FLOATS, 0.0);
+    reset(&mut s.wv, strips * nb * STRIP_BLOCK, 0);
+    reset(&mut s.wd, strips * nb * STRIP_FLOATS, 0.0);
     // SAFETY: base NEON (aarch64 baseline), on registers only.
     let zero = unsafe { [vdupq_n_s8(0); 2] };
     for st in 0..strips {
@@ -149,10 +133,8 @@ fn repack_weights<W: Q32Block>(w: &[W], rows: usize, nb: usize, s: &mut Scratch)
 fn pack_acts(a: &QuantActs<'_>, t0: usize, t1: usize, min: bool, s: &mut Scratch) {
     let nb = a.nb;
     let groups = (t1 - t0).div_ceil(TG);
-    s.av.clear();
-    s.av.resize(groups * nb * GROUP_BLOCK, 0);
-    s.ad.clear();
-    s.ad.resize(groups * nb * GROUP_FLOATS, 0.0);
+    reset(&mut s.av, groups * nb * GROUP_BLOCK, 0);
+    reset(&mut s.ad, groups * nb * GROUP_FLOATS, 0.0);
     // SAFETY: base NEON (aarch64 baseline), on registers only.
     let zero = unsafe { [vdupq_n_s8(0); 2] };
     for g in 0..groups {
@@ -255,70 +237,43 @@ unsafe fn gemm_strips<W: Q32Block>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile
     let mut s = SCRATCH.take();
     repack_weights(w, rows, nb, &mut s);
     let chunk = tokens_within(CHUNK_BYTES, nb * (GROUP_BLOCK + 4 * GROUP_FLOATS) / TG, TG);
-    let mut t0 = 0;
-    while t0 < n_tok {
-        let t1 = (t0 + chunk).min(n_tok);
-        pack_acts(a, t0, t1, W::HAS_MIN, &mut s);
-        for st in 0..rows.div_ceil(ROWS) {
-            let strip = (
-                &s.wv[st * nb * STRIP_BLOCK..][..nb * STRIP_BLOCK],
-                &s.wd[st * nb * STRIP_FLOATS..][..nb * STRIP_FLOATS],
-            );
-            let nr = ROWS.min(rows - st * ROWS);
-            for g in 0..(t1 - t0).div_ceil(TG) {
-                let group = (
-                    &s.av[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK],
-                    &s.ad[g * nb * GROUP_FLOATS..][..nb * GROUP_FLOATS],
-                );
-                // SAFETY: i8mm, as the caller guarantees.
-                let sums = unsafe {
-                    if W::HAS_MIN {
-                        strip_group::<true>(strip, group, nb)
-                    } else {
-                        strip_group::<false>(strip, group, nb)
-                    }
-                };
-                let nt = TG.min(t1 - t0 - g * TG);
-                for (p, pair) in sums.into_iter().enumerate() {
-                    for (q, v) in pair.into_iter().enumerate() {
-                        let mut l = [0f32; 4];
-                        // SAFETY: base NEON; a 16-byte store into 4 f32s.
-                        unsafe { vst1q_f32(l.as_mut_ptr(), v) };
-                        for (k, x) in l.into_iter().enumerate() {
-                            let (r, t) = (2 * p + k / 2, 2 * q + k % 2);
-                            if r < nr && t < nt {
-                                out.set(t0 + g * TG + t, st * ROWS + r, x);
-                            }
-                        }
-                    }
+    let pack = |s: &mut Scratch, t0, t1| pack_acts(a, t0, t1, W::HAS_MIN, s);
+    walk(&mut s, (rows, n_tok, chunk), out, pack, |s, st, g| {
+        let strip = (
+            &s.wv[st * nb * STRIP_BLOCK..][..nb * STRIP_BLOCK],
+            &s.wd[st * nb * STRIP_FLOATS..][..nb * STRIP_FLOATS],
+        );
+        let group = (
+            &s.av[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK],
+            &s.ad[g * nb * GROUP_FLOATS..][..nb * GROUP_FLOATS],
+        );
+        // SAFETY: i8mm, as the caller guarantees.
+        let sums = unsafe {
+            if W::HAS_MIN {
+                strip_group::<true>(strip, group, nb)
+            } else {
+                strip_group::<false>(strip, group, nb)
+            }
+        };
+        // Block (p, q) holds rows 2p, 2p + 1 by tokens 2q, 2q + 1.
+        let mut out = [[0f32; ROWS]; TG];
+        for (p, pair) in sums.into_iter().enumerate() {
+            for (q, v) in pair.into_iter().enumerate() {
+                let mut l = [0f32; 4];
+                // SAFETY: base NEON; a 16-byte store into 4 f32s.
+                unsafe { vst1q_f32(l.as_mut_ptr(), v) };
+                for (k, x) in l.into_iter().enumerate() {
+                    out[2 * q + k % 2][2 * p + k / 2] = x;
                 }
             }
         }
-        t0 = t1;
-    }
+        out
+    });
     SCRATCH.set(s);
 }
 
-macro_rules! prefill_entries {
-    ($($blk:ty => $name:ident, $small:path;)*) => {$(
-        #[doc = concat!(
-            "Prefill of ", stringify!($blk), " weights on `neon+i8mm`: the `smmla` strips from ",
-            "[`MIN_TOKENS`] tokens, the grouped `sdot` kernel below."
-        )]
-        #[target_feature(enable = "neon,dotprod,i8mm")]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            if a.n_tok >= MIN_TOKENS {
-                // SAFETY: this function is compiled with i8mm, which its
-                // callers guarantee the CPU has.
-                unsafe { gemm_strips::<$blk>(w, a, out) }
-            } else {
-                $small(w, a, out)
-            }
-        }
-    )*};
-}
-
 prefill_entries! {
+    "neon,dotprod,i8mm", "neon+i8mm", MIN_TOKENS, gemm_strips, BlockQ8_0;
     BlockQ8_0 => prefill_q8_0, super::quant::gemm_q8_0_sdot;
     BlockQ4_0 => prefill_q4_0, super::quant::gemm_q4_0_sdot;
     BlockQ4_1 => prefill_q4_1, super::blocks::gemm_q4_1_sdot;
