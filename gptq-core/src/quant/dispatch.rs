@@ -479,7 +479,7 @@ mod arm {
         ..NEON
     };
 
-    /// `neon+dotprod` with the 32-value types' prompts in `smmla` strips.
+    /// `neon+dotprod` with prompts in `smmla` strips.
     pub(super) static NEON_I8MM: KernelTable = KernelTable {
         name: "neon+i8mm",
         gemm_q8_0: neon::strip_mm::prefill_q8_0,
@@ -488,6 +488,12 @@ mod arm {
         gemm_q5_0: neon::strip_mm::prefill_q5_0,
         gemm_q5_1: neon::strip_mm::prefill_q5_1,
         gemm_iq4_nl: neon::strip_mm::prefill_iq4_nl,
+        gemm_q2_k: neon::strip_k::prefill_q2_k_mm,
+        gemm_q3_k: neon::strip_k::prefill_q3_k_mm,
+        gemm_q4_k: neon::strip_k::prefill_q4_k_mm,
+        gemm_q5_k: neon::strip_k::prefill_q5_k_mm,
+        gemm_q6_k: neon::strip_k::prefill_q6_k_mm,
+        gemm_iq4_xs: neon::strip_k::prefill_iq4_xs_mm,
         ..NEON_DOTPROD
     };
 }

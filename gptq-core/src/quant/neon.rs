@@ -2,8 +2,8 @@
 //!
 //! Three kernel tables share everything but the int8 block dot of the
 //! quantized matrix products:
-//! - `neon+i8mm` is `neon+dotprod` with the 32-value types' prompts on
-//!   `smmla` (ARMv8.6 int8 matrix multiply, `asm!` like `sdot`);
+//! - `neon+i8mm` is `neon+dotprod` with prompts on `smmla` (ARMv8.6 int8
+//!   matrix multiply, `asm!` like `sdot`);
 //! - `neon+dotprod` sums each block with `sdot` (ARMv8.2 dot product; written
 //!   with `asm!` because the `vdotq_s32` intrinsic is not stable yet);
 //! - `neon` uses widening multiplies (`smull`, then `sadalp` into i32 lanes),
@@ -25,7 +25,8 @@
 //! - [`float`]: the float products, LayerNorm, GELU and the attention;
 //! - [`strip`]: the `neon+dotprod` prefill strips of the 32-value types;
 //! - [`strip_k`]: the same for the K-quants and IQ4_XS;
-//! - [`strip_mm`]: the 32-value types' strips on `smmla` (`neon+i8mm`);
+//! - [`strip_mm`]: the 32-value types' strips on `smmla` (`neon+i8mm`; the
+//!   K-quants' are in `strip_k`);
 //! - here: the f16 conversions both use.
 
 use std::arch::aarch64::*;

@@ -21,7 +21,9 @@ use std::arch::asm;
 use super::blocks::Q32Block;
 use super::h2f;
 use super::quant::QBlock;
-use super::strip::{CHUNK_BYTES, ROWS, SCRATCH, Scratch, TG, prefill_entries, reset, walk};
+use super::strip::{
+    CHUNK_BYTES, GroupSums, ROWS, SCRATCH, Scratch, TG, prefill_entries, reset, walk,
+};
 use crate::quant::tile::{OutTile, QuantActs, tokens_within};
 use crate::quant::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK};
 
@@ -31,8 +33,8 @@ pub(in crate::quant) use super::strip::MIN_TOKENS;
 const COLS: usize = QK / 8;
 
 /// Row pairs per strip, token pairs per group.
-const PAIRS: usize = ROWS / 2;
-const TPAIRS: usize = TG / 2;
+pub(super) const PAIRS: usize = ROWS / 2;
+pub(super) const TPAIRS: usize = TG / 2;
 
 /// Bytes of a strip's block and of a token group's block.
 const STRIP_BLOCK: usize = COLS * ROWS * 8;
@@ -49,7 +51,7 @@ const GROUP_FLOATS: usize = 2 * TPAIRS * 4;
 /// # Safety
 /// The CPU must have the int8 matrix-multiply extension.
 #[inline(always)]
-unsafe fn smmla(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn smmla(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
     let mut acc = acc;
     // SAFETY: the caller guarantees i8mm; SMMLA reads and writes only the
     // operand registers.
@@ -85,15 +87,44 @@ fn pair_columns(x: [int8x16_t; 2], y: [int8x16_t; 2]) -> [int8x16_t; 4] {
     }
 }
 
-/// Stores column `c` of pair `p` at `dst[(c·pairs + p)·16..]`.
+/// Two rows' (or tokens') values `x`, `y` (register `r` values `16r ..
+/// 16r + 16`) as pair `p` of `pairs`: column `c` (values `8c .. 8c + 8` of
+/// both, [`pair_columns`]) at `dst[(c·pairs + p)·16..]`.
 #[inline(always)]
-fn put_pair(cols: [int8x16_t; 4], dst: &mut [i8], p: usize, pairs: usize) {
-    for (c, v) in cols.into_iter().enumerate() {
-        let at = (c * pairs + p) * 16;
-        // SAFETY: base NEON; the slice below is 16 bytes (bounds-checked);
-        // the store is unaligned.
-        unsafe { vst1q_s8(dst[at..at + 16].as_mut_ptr(), v) };
+pub(super) fn put_pair<const R: usize>(
+    x: [int8x16_t; R],
+    y: [int8x16_t; R],
+    dst: &mut [i8],
+    p: usize,
+    pairs: usize,
+) {
+    for r in (0..R).step_by(2) {
+        let cols = pair_columns([x[r], x[r + 1]], [y[r], y[r + 1]]);
+        for (k, v) in cols.into_iter().enumerate() {
+            let at = ((2 * r + k) * pairs + p) * 16;
+            // SAFETY: base NEON; the slice below is 16 bytes (bounds-checked);
+            // the store is unaligned.
+            unsafe { vst1q_s8(dst[at..at + 16].as_mut_ptr(), v) };
+        }
     }
+}
+
+/// A strip's 2 × 2 blocks `[p][q]` (rows `2p, 2p + 1` by tokens `2q,
+/// 2q + 1`) as [`GroupSums`].
+#[inline(always)]
+pub(super) fn pairs_by_token(sums: [[float32x4_t; TPAIRS]; PAIRS]) -> GroupSums {
+    let mut out = [[0f32; ROWS]; TG];
+    for (p, pair) in sums.into_iter().enumerate() {
+        for (q, v) in pair.into_iter().enumerate() {
+            let mut l = [0f32; 4];
+            // SAFETY: base NEON; a 16-byte store into 4 f32s.
+            unsafe { vst1q_f32(l.as_mut_ptr(), v) };
+            for (k, x) in l.into_iter().enumerate() {
+                out[2 * q + k % 2][2 * p + k / 2] = x;
+            }
+        }
+    }
+    out
 }
 
 /// Repacks rows `0..rows` of `w` into strips of [`ROWS`] (the last padded
@@ -114,8 +145,8 @@ fn repack_weights<W: Q32Block>(w: &[W], rows: usize, nb: usize, s: &mut Scratch)
             };
             for p in 0..PAIRS {
                 let (x, y) = (row(2 * p), row(2 * p + 1));
-                let cols = pair_columns(x.map_or(zero, |b| b.load()), y.map_or(zero, |b| b.load()));
-                put_pair(cols, &mut s.wv[at..at + STRIP_BLOCK], p, PAIRS);
+                let (x_v, y_v) = (x.map_or(zero, |b| b.load()), y.map_or(zero, |b| b.load()));
+                put_pair(x_v, y_v, &mut s.wv[at..at + STRIP_BLOCK], p, PAIRS);
                 // `d` (then `m`) of rows 2p, 2p, 2p + 1, 2p + 1.
                 for (k, blk) in [x, x, y, y].into_iter().enumerate() {
                     if let Some(blk) = blk {
@@ -145,8 +176,7 @@ fn pack_acts(a: &QuantActs<'_>, t0: usize, t1: usize, min: bool, s: &mut Scratch
             for q in 0..TPAIRS {
                 let (x, y) = (tok(2 * q), tok(2 * q + 1));
                 let load = |t: Option<usize>| t.map_or(zero, |t| a.row(t)[b].load());
-                let cols = pair_columns(load(x), load(y));
-                put_pair(cols, &mut s.av[at..at + GROUP_BLOCK], q, TPAIRS);
+                put_pair(load(x), load(y), &mut s.av[at..at + GROUP_BLOCK], q, TPAIRS);
                 // `d_a` (then `d_a·Σa`) of tokens 2q, 2q + 1, 2q, 2q + 1.
                 for (k, t) in [x, y, x, y].into_iter().enumerate() {
                     if let Some(t) = t {
@@ -255,19 +285,7 @@ unsafe fn gemm_strips<W: Q32Block>(w: &[W], a: &QuantActs<'_>, out: &mut OutTile
                 strip_group::<false>(strip, group, nb)
             }
         };
-        // Block (p, q) holds rows 2p, 2p + 1 by tokens 2q, 2q + 1.
-        let mut out = [[0f32; ROWS]; TG];
-        for (p, pair) in sums.into_iter().enumerate() {
-            for (q, v) in pair.into_iter().enumerate() {
-                let mut l = [0f32; 4];
-                // SAFETY: base NEON; a 16-byte store into 4 f32s.
-                unsafe { vst1q_f32(l.as_mut_ptr(), v) };
-                for (k, x) in l.into_iter().enumerate() {
-                    out[2 * q + k % 2][2 * p + k / 2] = x;
-                }
-            }
-        }
-        out
+        pairs_by_token(sums)
     });
     SCRATCH.set(s);
 }

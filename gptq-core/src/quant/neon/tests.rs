@@ -379,7 +379,7 @@ fn k_bitwise<W: Gemm + Gen>(seed: u64)
 where
     W::Partner: harness::TestActs,
 {
-    for t in [base(), dotprod()].into_iter().flatten() {
+    for t in [base(), dotprod(), i8mm()].into_iter().flatten() {
         let mut rng = Rng::new(seed);
         // From `K_STRIPS` tokens on `neon+dotprod` runs its strips: ragged
         // strips of rows and groups of tokens, and (the last shape) two
