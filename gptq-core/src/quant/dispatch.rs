@@ -30,6 +30,10 @@ pub enum KernelPath {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// The AVX2 kernels with prompts' quantized products on AVX-VNNI (the
+    /// VEX `vpdpbusd`: Intel client cores since Alder Lake, which have no
+    /// AVX-512).
+    AvxVnni,
     /// x86-64 AVX-512 F/BW/VL/VNNI for the quantized products (the rest is
     /// AVX2); decode's products use VBMI and GFNI where the CPU has them
     /// (the `avx512+vbmi` variant).
@@ -50,6 +54,7 @@ impl KernelPath {
     pub const ALL: &'static [KernelPath] = &[
         KernelPath::Amx,
         KernelPath::Avx512,
+        KernelPath::AvxVnni,
         KernelPath::Avx2,
         KernelPath::Neon,
         KernelPath::Scalar,
@@ -60,6 +65,7 @@ impl KernelPath {
         match self {
             KernelPath::Scalar => "scalar",
             KernelPath::Avx2 => "avx2",
+            KernelPath::AvxVnni => "avxvnni",
             KernelPath::Avx512 => "avx512",
             KernelPath::Amx => "amx",
             KernelPath::Neon => "neon",
@@ -107,12 +113,13 @@ impl KernelPath {
         use crate::gguf::GgmlType as G;
         let x86 = matches!(
             self,
-            KernelPath::Avx2 | KernelPath::Avx512 | KernelPath::Amx
+            KernelPath::Avx2 | KernelPath::AvxVnni | KernelPath::Avx512 | KernelPath::Amx
         );
         x86 && match t {
             G::Q8_0 | G::Q4_0 => self == KernelPath::Amx,
             G::Q2_K | G::Q3_K | G::Q4_K | G::Q5_K | G::Q6_K => true,
-            G::IQ4_XS => self != KernelPath::Avx2,
+            // The AVX-VNNI table takes IQ4_XS from the AVX2 one.
+            G::IQ4_XS => !matches!(self, KernelPath::Avx2 | KernelPath::AvxVnni),
             _ => false,
         }
     }
@@ -171,6 +178,15 @@ static VARIANTS: &[(KernelPath, &[Variant])] = &[
         &[Variant {
             table: &x86::AVX2,
             supported: x86::avx2,
+            alias: None,
+        }],
+    ),
+    #[cfg(target_arch = "x86_64")]
+    (
+        KernelPath::AvxVnni,
+        &[Variant {
+            table: &x86::AVX_VNNI,
+            supported: x86::avx_vnni,
             alias: None,
         }],
     ),
@@ -270,11 +286,16 @@ mod x86 {
     use std::arch::is_x86_feature_detected as has;
 
     use super::KernelTable;
-    use crate::quant::{amx, avx2, avx512};
+    use crate::quant::{amx, avx2, avx512, avxvnni};
 
     /// `avx2,fma,f16c`: every AVX2 kernel.
     pub(super) fn avx2() -> bool {
         has!("avx2") && has!("fma") && has!("f16c")
+    }
+
+    /// AVX2 and `avxvnni` (the VEX-encoded `vpdpbusd`).
+    pub(super) fn avx_vnni() -> bool {
+        avx2() && has!("avxvnni")
     }
 
     /// AVX2 and `avx512f,avx512bw,avx512vl,avx512vnni`: the AVX-512 kernels.
@@ -330,6 +351,18 @@ mod x86 {
         gemv_q6_k: avx2::blocks::gemm_q6_k,
         gemv_iq4_xs: avx2::blocks::gemm_iq4_xs,
         gemm_bf16: avx2::blocks::gemm_bf16,
+    };
+
+    /// The AVX2 table with the 32-value types' prompts in AVX-VNNI strips.
+    pub(super) static AVX_VNNI: KernelTable = KernelTable {
+        name: "avxvnni",
+        gemm_q8_0: avxvnni::prefill_q8_0,
+        gemm_q4_0: avxvnni::prefill_q4_0,
+        gemm_q4_1: avxvnni::prefill_q4_1,
+        gemm_q5_0: avxvnni::prefill_q5_0,
+        gemm_q5_1: avxvnni::prefill_q5_1,
+        gemm_iq4_nl: avxvnni::prefill_iq4_nl,
+        ..AVX2
     };
 
     pub(super) static AVX512: KernelTable = KernelTable {

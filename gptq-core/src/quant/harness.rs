@@ -1,7 +1,7 @@
 //! The kernel test harness: one random generator, the generators of test
 //! data (random, ragged, extreme), and the comparisons of a kernel table
 //! against the scalar twins. Every path's tests (scalar, avx2, avx512,
-//! avx512+vbmi, amx, neon, neon+dotprod, neon+i8mm) get their table from [`table`]
+//! avxvnni, avx512+vbmi, amx, neon, neon+dotprod, neon+i8mm) get their table from [`table`]
 //! and call these checks; what stays in a path's own tests is what only it
 //! has (its internal integer dots, its `exp`, its f16 conversion).
 //!
@@ -1207,6 +1207,7 @@ fn keeps_repack<W: Gemm>(t: VerifiedTable) -> bool {
     let path = match t.name() {
         "amx" => KernelPath::Amx,
         "avx2" => KernelPath::Avx2,
+        "avxvnni" => KernelPath::AvxVnni,
         _ => KernelPath::Avx512,
     };
     path.keeps_repack(W::TYPE)

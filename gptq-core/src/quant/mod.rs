@@ -8,7 +8,7 @@
 //! - `table`: the kernel table, the one way to call a kernel; `dispatch`:
 //!   the tables of every path and the choice among them ([`Kernels`],
 //!   `GPTQ_KERNEL` overrides it).
-//! - `scalar`, `avx2`, `avx512`, `amx`, `neon`: the kernel paths.
+//! - `scalar`, `avx2`, `avxvnni`, `avx512`, `amx`, `neon`: the kernel paths.
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -16,6 +16,8 @@ mod amx;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 mod dispatch;
 #[cfg(test)]
 mod harness;

@@ -130,6 +130,24 @@ fn strips_agree_across_paths() {
     harness::check_same_prefill_bits::<BlockIq4Xs>(x, y);
 }
 
+/// The AVX-VNNI strips are the AVX-512 strips at half the width, summed in
+/// the same order: the same bits, for every type they take (the others run
+/// the AVX2 table's kernels).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx_vnni_strips_equal_avx512_bits() {
+    let (Some(x), Some(y)) = (harness::table("avxvnni"), harness::table("avx512")) else {
+        eprintln!("skipped: needs the avxvnni and avx512 tables on this CPU");
+        return;
+    };
+    harness::check_same_prefill_bits::<BlockQ8_0>(x, y);
+    harness::check_same_prefill_bits::<BlockQ4_0>(x, y);
+    harness::check_same_prefill_bits::<BlockQ4_1>(x, y);
+    harness::check_same_prefill_bits::<BlockQ5_0>(x, y);
+    harness::check_same_prefill_bits::<BlockQ5_1>(x, y);
+    harness::check_same_prefill_bits::<BlockIq4Nl>(x, y);
+}
+
 /// The x86 tables named that this CPU runs (a note on stderr when none).
 #[cfg(target_arch = "x86_64")]
 fn x86_tables(names: &[&str]) -> Vec<crate::quant::table::VerifiedTable> {
@@ -146,7 +164,7 @@ fn x86_tables(names: &[&str]) -> Vec<crate::quant::table::VerifiedTable> {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn repack_cache_changes_no_bits() {
-    for t in x86_tables(&["avx2", "avx512", "amx"]) {
+    for t in x86_tables(&["avx2", "avxvnni", "avx512", "amx"]) {
         harness::check_repack_cache::<BlockQ8_0>(t);
         harness::check_repack_cache::<BlockQ4_0>(t);
         harness::check_repack_cache::<BlockQ5_1>(t);
@@ -168,7 +186,7 @@ fn repack_cache_changes_no_bits() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn kept_repack_runs_strips_from_fewer_tokens() {
-    for t in x86_tables(&["avx2", "avx512", "avx512+vbmi", "amx"]) {
+    for t in x86_tables(&["avx2", "avxvnni", "avx512", "avx512+vbmi", "amx"]) {
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ8_0>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ4_0>(t);
         harness::check_kept_repack_strips_from_fewer_tokens::<BlockQ5_1>(t);
