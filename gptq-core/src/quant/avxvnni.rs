@@ -11,12 +11,13 @@
 //! `off·Σa` from the activations' records), eight rows per register, the
 //! same float order per output, so the same bits as the AVX-512 strips (a
 //! test checks it where both run). They take the 32-value types (Q8_0, Q4_0,
-//! Q4_1, Q5_0, Q5_1, IQ4_NL). Everything else is the AVX2 table's: decode,
-//! the products of fewer tokens than the strips take, and the K-quants and
-//! IQ4_XS, whose AVX-VNNI strips (the AVX-512 layout) measured 1.14–1.23×
-//! at pp512 but 0.77–0.91× at pp32 on the 124M Q4_K_M mix (their repack per
-//! call against the AVX2 table's integer strips), so are left for a
-//! threshold of their own.
+//! Q4_1, Q5_0, Q5_1, IQ4_NL), Q4_K and Q5_K. Everything else is the AVX2
+//! table's: decode, the products of fewer tokens than the strips take, and
+//! Q2_K, Q3_K, Q6_K and IQ4_XS: with those four on AVX-VNNI strips too (the
+//! AVX-512 layout) the 124M Q4_K_M mix (whose `output.weight` and part of
+//! `ffn_down` are Q6_K) ran pp512 1.14–1.23× but pp32 0.77–0.91× the AVX2
+//! table, whose integer strips for them are cheaper to repack; without them
+//! pp32 1.03–1.06×, pp512 1.09–1.17×.
 //! A path of its own, not a variant of `avx2`: `GPTQ_KERNEL=avx2` keeps
 //! meaning a CPU with AVX2 alone.
 
@@ -24,11 +25,14 @@ use std::arch::x86_64::*;
 
 use super::avx2;
 use super::tile::{OutTile, QuantActs};
-use super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use super::types::{
+    BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ8_0, BlockQ8K,
+};
 use super::x86::driver::prefill_entry;
 use super::x86::strips::{
     STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_unsigned, q4_0_unsigned, q4_1_unsigned,
-    q5_0_unsigned, q5_1_unsigned, q8_0_unsigned, rec_words, store_sums8, with_strips,
+    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q8_0_unsigned, rec_words,
+    store_sums8, with_strips,
 };
 
 /// Rows per register: half a strip.
@@ -224,6 +228,27 @@ strip_entry!(
     false
 );
 
+strip_entry!(
+    strip_q4_k,
+    BlockQ4K,
+    BlockQ8K,
+    32,
+    8,
+    0,
+    q4_k_unsigned,
+    true
+);
+strip_entry!(
+    strip_q5_k,
+    BlockQ5K,
+    BlockQ8K,
+    32,
+    8,
+    0,
+    q5_k_unsigned,
+    true
+);
+
 // The table's prefill entries: the strips from the AVX2 table's thresholds
 // (the same repacks as the AVX-512 strips, which use them too), the AVX2
 // table's smaller kernels below.
@@ -242,4 +267,6 @@ entries! {
     use_strips_few, prefill_q5_0, BlockQ5_0, BlockQ8_0, strip_q5_0, avx2::gemv::gemv_q5_0;
     use_strips_few, prefill_q5_1, BlockQ5_1, BlockQ8_0, strip_q5_1, avx2::gemv::gemv_q5_1;
     use_strips_few, prefill_iq4_nl, BlockIq4Nl, BlockQ8_0, strip_iq4_nl, avx2::gemv::gemv_iq4_nl;
+    use_strips_transposed, prefill_q4_k, BlockQ4K, BlockQ8K, strip_q4_k, avx2::blocks::gemm_q4_k;
+    use_strips_transposed, prefill_q5_k, BlockQ5K, BlockQ8K, strip_q5_k, avx2::blocks::gemm_q5_k;
 }

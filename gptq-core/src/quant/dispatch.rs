@@ -353,7 +353,8 @@ mod x86 {
         gemm_bf16: avx2::blocks::gemm_bf16,
     };
 
-    /// The AVX2 table with the 32-value types' prompts in AVX-VNNI strips.
+    /// The AVX2 table with the 32-value types', Q4_K's and Q5_K's prompts in
+    /// AVX-VNNI strips.
     pub(super) static AVX_VNNI: KernelTable = KernelTable {
         name: "avxvnni",
         gemm_q8_0: avxvnni::prefill_q8_0,
@@ -362,6 +363,8 @@ mod x86 {
         gemm_q5_0: avxvnni::prefill_q5_0,
         gemm_q5_1: avxvnni::prefill_q5_1,
         gemm_iq4_nl: avxvnni::prefill_iq4_nl,
+        gemm_q4_k: avxvnni::prefill_q4_k,
+        gemm_q5_k: avxvnni::prefill_q5_k,
         ..AVX2
     };
 

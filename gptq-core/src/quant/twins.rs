@@ -146,6 +146,8 @@ fn avx_vnni_strips_equal_avx512_bits() {
     harness::check_same_prefill_bits::<BlockQ5_0>(x, y);
     harness::check_same_prefill_bits::<BlockQ5_1>(x, y);
     harness::check_same_prefill_bits::<BlockIq4Nl>(x, y);
+    harness::check_same_prefill_bits::<BlockQ4K>(x, y);
+    harness::check_same_prefill_bits::<BlockQ5K>(x, y);
 }
 
 /// The x86 tables named that this CPU runs (a note on stderr when none).
