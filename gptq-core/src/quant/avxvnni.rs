@@ -24,6 +24,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2;
+use super::avx2::strip::{TG_Q4, walk_halves};
 use super::tile::{OutTile, QuantActs};
 use super::types::{
     BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ8_0, BlockQ8K,
@@ -32,15 +33,16 @@ use super::x86::driver::prefill_entry;
 use super::x86::strips::{
     STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_unsigned, q4_0_unsigned, q4_1_unsigned,
     q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q8_0_unsigned, rec_words,
-    store_sums8, with_strips,
+    with_strips,
 };
 
 /// Rows per register: half a strip.
 const HALF: usize = 8;
 
 /// Tokens per pass over half a strip: four dot chains, four accumulators,
-/// four lines and the temporaries fit the sixteen registers.
-const TG: usize = 4;
+/// four lines and the temporaries fit the sixteen registers (the AVX2
+/// strips' walk, [`walk_halves`], takes up to that many).
+const TG: usize = TG_Q4;
 
 /// Lines a pass holds for every token of the group.
 const PASS_LINES: usize = 4;
@@ -70,31 +72,17 @@ fn gemm_strips<
         s.pack_acts::<A, V>(a, off, TG);
         let acts = s.packed_acts();
         let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG);
-        for t0 in (0..n_tok).step_by(chunk) {
-            let t1 = (t0 + chunk).min(n_tok);
-            for i in 0..rows.div_ceil(STRIP) {
-                let st = s.strip(i, nsub, L);
-                for h in 0..STRIP / HALF {
-                    let r0 = i * STRIP + h * HALF;
-                    if r0 >= rows {
-                        break;
-                    }
-                    let nr = HALF.min(rows - r0);
-                    let mut t = t0;
-                    while t + TG <= t1 {
-                        let sums = half_tokens::<TG, L, MIN>(&st, h, acts.tokens::<TG>(t), nsub);
-                        for (j, v) in sums.into_iter().enumerate() {
-                            store_sums8(out, t + j, r0, nr, v);
-                        }
-                        t += TG;
-                    }
-                    for t in t..t1 {
-                        let [v] = half_tokens::<1, L, MIN>(&st, h, acts.tokens::<1>(t), nsub);
-                        store_sums8(out, t, r0, nr, v);
-                    }
-                }
+        let strip = |i: usize| s.strip(i, nsub, L);
+        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+            let mut sums = [_mm256_setzero_ps(); TG];
+            if t + TG <= t1 {
+                sums = half_tokens::<TG, L, MIN>(st, h, acts.tokens::<TG>(t), nsub);
+                (sums, TG)
+            } else {
+                [sums[0]] = half_tokens::<1, L, MIN>(st, h, acts.tokens::<1>(t), nsub);
+                (sums, 1)
             }
-        }
+        });
     })
 }
 

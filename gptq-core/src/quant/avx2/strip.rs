@@ -52,7 +52,7 @@ const HALF: usize = 8;
 /// lines ([`PASS_LINES`]), four integer sums, four accumulators and the
 /// temporaries fit the sixteen registers (with the block's eight lines held,
 /// the accumulators lived on the stack: Q4_K_M mix 0.95×, Q4_0 even).
-const TG_Q4: usize = 4;
+pub(in crate::quant) const TG_Q4: usize = 4;
 
 /// The same for Q8_0 (and the other signed types), whose sign trick needs
 /// more temporaries per line: two tokens (124M Q8_0 pp512: four tokens 0.8×,
@@ -159,13 +159,14 @@ fn gemm_strips<
     })
 }
 
-/// The walk of both strip kernels: tokens in chunks of `chunk`, strip by
-/// strip (`strip(i)`), each half strip's eight rows (the last maybe
-/// partial) for every token of the chunk; `pass(strip, h, t, t1)` gives the
-/// row sums of up to [`TG_Q4`] tokens from `t` (below `t1`) and their count.
+/// The walk of the AVX2 strip kernels (these and `avxvnni`'s): tokens in
+/// chunks of `chunk`, strip by strip (`strip(i)`), each half strip's eight
+/// rows (the last maybe partial) for every token of the chunk; `pass(strip,
+/// h, t, t1)` gives the row sums of up to [`TG_Q4`] tokens from `t` (below
+/// `t1`) and their count.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn walk_halves<'s>(
+pub(in crate::quant) fn walk_halves<'s>(
     rows: usize,
     n_tok: usize,
     chunk: usize,
