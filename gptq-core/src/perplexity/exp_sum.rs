@@ -49,8 +49,18 @@ pub fn exp_nonpositive(x: f32) -> f32 {
 }
 
 /// `Σ exp(v − max)` over `logits` in f64, `max` their largest value (finite,
-/// or the sum is NaN or 0 as the exact formula's would be).
+/// or the sum is NaN or 0 as the exact formula's would be). The scoring
+/// tools call the kernel path's copy ([`Kernels::exp_sum`](crate::Kernels::exp_sum)),
+/// this code compiled for the path's vectors (without them the baseline x86
+/// build runs it four f32 lanes wide): the same operations in the same
+/// order, so the same bits.
 pub fn exp_sum(logits: &[f32], max: f32) -> f64 {
+    exp_sum_body(logits, max)
+}
+
+/// [`exp_sum`]'s body, inlined into each kernel path's copy.
+#[inline(always)]
+pub(crate) fn exp_sum_body(logits: &[f32], max: f32) -> f64 {
     let mut acc = [0.0f64; LANES];
     let mut chunks = logits.chunks_exact(LANES);
     for c in &mut chunks {
@@ -74,6 +84,12 @@ pub fn exp_sum(logits: &[f32], max: f32) -> f64 {
 
 /// The largest of `logits` (NaN when one is NaN, as `exp_sum` then is).
 pub fn max_logit(logits: &[f32]) -> f32 {
+    max_logit_body(logits)
+}
+
+/// [`max_logit`]'s body, inlined into each kernel path's copy.
+#[inline(always)]
+pub(crate) fn max_logit_body(logits: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; LANES];
     let mut chunks = logits.chunks_exact(LANES);
     for c in &mut chunks {
@@ -124,6 +140,41 @@ mod tests {
         assert!(worst > 0.0);
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
         assert!(exp_nonpositive(f32::NAN).is_nan());
+    }
+
+    /// Every kernel path's copy gives the portable code's bits (ragged rows,
+    /// values far below the maximum, a NaN); paths this CPU lacks are named.
+    #[test]
+    fn every_path_gives_the_same_bits() {
+        let row: Vec<f32> = (0..50_257u32)
+            .map(|i| ((i.wrapping_mul(2_246_822_519) >> 8) as f32 / 16_777_216.0) * 120.0 - 100.0)
+            .collect();
+        let mut with_nan = row[..100].to_vec();
+        with_nan[37] = f32::NAN;
+        for path in crate::KernelPath::ALL {
+            let Ok(k) = crate::Kernels::new(*path) else {
+                eprintln!("exp_sum: {} not run (this CPU lacks it)", path.name());
+                continue;
+            };
+            for n in [1, 7, 16, 17, 31, 64, 1000, 50_257] {
+                let r = &row[..n];
+                let m = max_logit(r);
+                assert_eq!(
+                    k.max_logit(r).to_bits(),
+                    m.to_bits(),
+                    "{} n={n}",
+                    path.name()
+                );
+                assert_eq!(
+                    k.exp_sum(r, m).to_bits(),
+                    exp_sum(r, m).to_bits(),
+                    "{} n={n}",
+                    path.name()
+                );
+            }
+            assert!(k.max_logit(&with_nan).is_nan());
+            assert!(k.exp_sum(&with_nan, 0.0).is_nan());
+        }
     }
 
     #[test]

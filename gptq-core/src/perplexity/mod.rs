@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::quant::Kernels;
 use crate::session::{Session, SessionParams};
 
 /// The result of [`perplexity`].
@@ -92,6 +93,13 @@ pub fn nll(logits: &[f32], target: u32) -> f64 {
     -(f64::from(logits[target as usize] - max) - sum.ln())
 }
 
+/// [`nll`] with the exponentials on `kernels`' vectors: the same value.
+pub fn nll_on(kernels: &Kernels, logits: &[f32], target: u32) -> f64 {
+    let max = kernels.max_logit(logits);
+    let sum = kernels.exp_sum(logits, max);
+    -(f64::from(logits[target as usize] - max) - sum.ln())
+}
+
 /// The scored logits of one chunk, handed to [`evaluate_chunks`]' callback.
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkLogits<'a> {
@@ -104,6 +112,8 @@ pub struct ChunkLogits<'a> {
     pub targets: &'a [u32],
     /// Vocabulary size (the row length).
     pub n_vocab: usize,
+    /// The model's kernels, which score the rows ([`chunk_nlls`]).
+    pub kernels: Kernels,
 }
 
 impl ChunkLogits<'_> {
@@ -170,6 +180,7 @@ pub fn evaluate_chunks(
             logits: &logits,
             targets: &chunk[first + 1..],
             n_vocab,
+            kernels: model.kernels(),
         })?;
     }
     Ok(())
@@ -179,7 +190,7 @@ pub fn evaluate_chunks(
 pub fn chunk_nlls(chunk: &ChunkLogits<'_>) -> Vec<f64> {
     (0..chunk.targets.len())
         .into_par_iter()
-        .map(|i| nll(chunk.row(i), chunk.targets[i]))
+        .map(|i| nll_on(&chunk.kernels, chunk.row(i), chunk.targets[i]))
         .collect()
 }
 

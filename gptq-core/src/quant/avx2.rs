@@ -901,3 +901,17 @@ pub(in crate::quant) mod gemv;
 pub(in crate::quant) mod strip;
 #[cfg(test)]
 mod tests;
+
+/// `Σ exp(v − max)` in f64: the portable code
+/// ([`crate::perplexity::exp_sum`]) compiled for this path's vectors (no
+/// FMA contraction: the same bits as every other path).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn exp_sum(logits: &[f32], max: f32) -> f64 {
+    crate::perplexity::exp_sum::exp_sum_body(logits, max)
+}
+
+/// The largest logit, as [`exp_sum`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn max_logit(logits: &[f32]) -> f32 {
+    crate::perplexity::exp_sum::max_logit_body(logits)
+}

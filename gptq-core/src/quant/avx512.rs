@@ -753,3 +753,17 @@ float_panels!(
 #[cfg(test)]
 mod tests;
 pub(in crate::quant) mod vbmi;
+
+/// `Σ exp(v − max)` in f64: the portable code
+/// ([`crate::perplexity::exp_sum`]) compiled for this path's vectors (no
+/// FMA contraction: the same bits as every other path).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(in crate::quant) fn exp_sum(logits: &[f32], max: f32) -> f64 {
+    crate::perplexity::exp_sum::exp_sum_body(logits, max)
+}
+
+/// The largest logit, as [`exp_sum`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(in crate::quant) fn max_logit(logits: &[f32]) -> f32 {
+    crate::perplexity::exp_sum::max_logit_body(logits)
+}

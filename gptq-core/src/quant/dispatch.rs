@@ -274,6 +274,8 @@ static SCALAR: KernelTable = KernelTable {
     layer_norm: scalar::layer_norm,
     gelu: scalar::gelu,
     add: scalar::add,
+    exp_sum: crate::perplexity::exp_sum::exp_sum,
+    max_logit: crate::perplexity::exp_sum::max_logit,
     attend_f32: scalar::attend_f32,
     attend_f16: scalar::attend_f16,
     attend_head_f32: None,
@@ -327,6 +329,8 @@ mod x86 {
         layer_norm: avx2::layer_norm,
         gelu: avx2::gelu,
         add: avx2::add,
+        exp_sum: avx2::exp_sum,
+        max_logit: avx2::max_logit,
         attend_f32: avx2::attend_f32,
         attend_f16: avx2::attend_f16,
         attend_head_f32: Some(avx2::attend::attend_head_f32),
@@ -402,6 +406,8 @@ mod x86 {
         gemv_iq4_nl: avx512::gemm_iq4_nl,
         gemm_f32: avx512::gemm_f32,
         gemm_f16: avx512::gemm_f16,
+        exp_sum: avx512::exp_sum,
+        max_logit: avx512::max_logit,
         ..AVX2
     };
 
@@ -460,6 +466,9 @@ mod arm {
         layer_norm: neon::float::layer_norm,
         gelu: neon::float::gelu,
         add: neon::float::add,
+        // NEON is aarch64's baseline: the portable code is already vectorised.
+        exp_sum: crate::perplexity::exp_sum::exp_sum,
+        max_logit: crate::perplexity::exp_sum::max_logit,
         attend_f32: neon::float::attend_f32,
         attend_f16: neon::float::attend_f16,
         attend_head_f32: None,
@@ -638,6 +647,19 @@ impl Kernels {
     /// When `q` and `sums` do not hold `x.len() / 32` entries each.
     pub fn quantize_acts(&self, x: &[f32], q: &mut [BlockQ8_0], sums: &mut [i16]) {
         self.table.quantize(x, q, sums)
+    }
+
+    /// `Σ exp(v − max)` over `logits` in f64, as
+    /// [`perplexity::exp_sum::exp_sum`](crate::perplexity::exp_sum::exp_sum)
+    /// computes it (the same bits) with this path's vectors.
+    pub fn exp_sum(&self, logits: &[f32], max: f32) -> f64 {
+        self.table.exp_sum(logits, max)
+    }
+
+    /// The largest of `logits` (NaN when one is NaN), as
+    /// [`perplexity::exp_sum::max_logit`](crate::perplexity::exp_sum::max_logit).
+    pub fn max_logit(&self, logits: &[f32]) -> f32 {
+        self.table.max_logit(logits)
     }
 
     /// The path these kernels belong to.

@@ -45,6 +45,13 @@ pub(crate) type GemmFn<W> =
 /// of `acts.cols` values of type `W`) and float activations.
 pub(crate) type FloatGemmFn<W> = unsafe fn(&[W], &FloatActs<'_>, &mut OutTile<'_>);
 
+/// `exp_sum(logits, max)`: `Σ exp(v − max)` in f64 (see
+/// [`crate::perplexity::exp_sum`]).
+pub(crate) type ExpSumFn = unsafe fn(&[f32], f32) -> f64;
+
+/// `max_logit(logits)`: the largest value, NaN if one is.
+pub(crate) type MaxLogitFn = unsafe fn(&[f32]) -> f32;
+
 /// `add(x, y)`: `y += x`.
 pub(crate) type AddFn = unsafe fn(&[f32], &mut [f32]);
 
@@ -144,6 +151,11 @@ pub(crate) struct KernelTable {
     pub(in crate::quant) gelu: InPlaceFn,
     /// `y += x`.
     pub(in crate::quant) add: AddFn,
+    /// A log-softmax's normaliser (the scoring tools': perplexity, KL
+    /// divergence): the portable code compiled for the path's vectors.
+    pub(in crate::quant) exp_sum: ExpSumFn,
+    /// The largest logit of a row, as [`exp_sum`](Self::exp_sum).
+    pub(in crate::quant) max_logit: MaxLogitFn,
     /// One query's attention over an f32 cache (the scores, a stable
     /// softmax, the weighted sum of the values).
     pub(in crate::quant) attend_f32: AttendFn<f32>,
@@ -253,6 +265,20 @@ impl VerifiedTable {
     pub(crate) fn add(self, x: &[f32], y: &mut [f32]) {
         // SAFETY: see the module documentation.
         unsafe { (self.0.add)(x, y) }
+    }
+
+    /// `Σ exp(v − max)` over `logits` in f64: the same bits on every path.
+    #[inline]
+    pub(crate) fn exp_sum(self, logits: &[f32], max: f32) -> f64 {
+        // SAFETY: see the module documentation.
+        unsafe { (self.0.exp_sum)(logits, max) }
+    }
+
+    /// The largest of `logits` (NaN when one is NaN).
+    #[inline]
+    pub(crate) fn max_logit(self, logits: &[f32]) -> f32 {
+        // SAFETY: see the module documentation.
+        unsafe { (self.0.max_logit)(logits) }
     }
 
     /// One query's attention over `n` positions of an f32 cache (see
