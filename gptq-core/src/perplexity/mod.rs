@@ -88,9 +88,8 @@ impl NllSums {
 /// llama-perplexity: each exponential in f32 is several times faster than
 /// f64 and exact to 2 ulp; see [`exp_sum`]).
 pub fn nll(logits: &[f32], target: u32) -> f64 {
-    let max = exp_sum::max_logit(logits);
-    let sum = exp_sum::exp_sum(logits, max);
-    -(f64::from(logits[target as usize] - max) - sum.ln())
+    // The scalar table's entries are the portable `exp_sum` functions.
+    nll_on(&Kernels::scalar(), logits, target)
 }
 
 /// [`nll`] with the exponentials on `kernels`' vectors: the same value.
