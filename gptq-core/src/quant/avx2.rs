@@ -281,7 +281,7 @@ prefill_entry!(
     BlockQ8_0,
     BlockQ8_0,
     strip::gemm_q8_0,
-    gemv::gemv_q8_0
+    gemv_q8_0::gemv_q8_0
 );
 prefill_entry!(
     "avx2,fma,f16c",
@@ -898,6 +898,7 @@ pub(in crate::quant) fn softmax(x: &mut [f32]) {
 pub(in crate::quant) mod attend;
 pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod gemv;
+pub(in crate::quant) mod gemv_q8_0;
 pub(in crate::quant) mod strip;
 #[cfg(test)]
 mod tests;

@@ -249,7 +249,7 @@ macro_rules! entries {
 }
 
 entries! {
-    use_strips_transposed, prefill_q8_0, BlockQ8_0, BlockQ8_0, strip_q8_0, avx2::gemv::gemv_q8_0;
+    use_strips_transposed, prefill_q8_0, BlockQ8_0, BlockQ8_0, strip_q8_0, avx2::gemv_q8_0::gemv_q8_0;
     use_strips_transposed, prefill_q4_0, BlockQ4_0, BlockQ8_0, strip_q4_0, avx2::gemv::gemv_q4_0;
     use_strips_few, prefill_q4_1, BlockQ4_1, BlockQ8_0, strip_q4_1, avx2::gemv::gemv_q4_1;
     use_strips_few, prefill_q5_0, BlockQ5_0, BlockQ8_0, strip_q5_0, avx2::gemv::gemv_q5_0;

@@ -322,7 +322,7 @@ mod x86 {
         quantize_q8_k: avx2::quantize_q8_k,
         gemm_q8_0: avx2::gemm_q8_0,
         gemm_q4_0: avx2::gemm_q4_0,
-        gemv_q8_0: avx2::gemv::gemv_q8_0,
+        gemv_q8_0: avx2::gemv_q8_0::gemv_q8_0,
         gemv_q4_0: avx2::gemv::gemv_q4_0,
         gemm_f16: avx2::gemm_f16,
         gemm_f32: avx2::gemm_f32,

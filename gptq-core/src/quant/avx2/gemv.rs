@@ -1,6 +1,7 @@
-//! Decode products on AVX2 of Q8_0, Q4_0 and the other 32-value types
-//! (Q4_1, Q5_0, Q5_1, IQ4_NL), and their products of fewer tokens than the
-//! strips take (prompts' included), which ran register tiles before.
+//! Decode products on AVX2 of Q4_0 and the other 32-value types (Q4_1,
+//! Q5_0, Q5_1, IQ4_NL), and their products of fewer tokens than the strips
+//! take (prompts' included), which ran register tiles before. (Q8_0's are
+//! in [`gemv_q8_0`](super::gemv_q8_0), on values widened to i16.)
 //!
 //! The register tiles' walk at one row by one token redoes the
 //! activation side of every block for every row (load, `|a|` or the Q4_0
@@ -12,7 +13,7 @@
 //! a Q4_0 block unpacks with one broadcast load, one shift and one `and`: about
 //! twelve µops per block.
 //!
-//! Q8_0 and Q4_0, whose every multi-token decode product comes here, take a
+//! Q4_0, whose every multi-token decode product comes here, takes a
 //! row's blocks four at a time: their four integer dots (eight i32 lanes each) reduce
 //! exactly by three `hadd`s to one vector whose lanes `i` and `4 + i` are
 //! block `i`'s two halves, then one conversion, one scale product and one FMA
@@ -45,7 +46,7 @@ use super::{
 
 /// One activation block, prepared: its values, the per-block operand the
 /// weight type's dot needs beside them (the offset term for Q4_0 and Q5_0,
-/// the minimum's for Q4_1 and Q5_1, none for Q8_0 and IQ4_NL), and its scale
+/// the minimum's for Q4_1 and Q5_1, none for IQ4_NL), and its scale
 /// in every lane.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
@@ -96,10 +97,6 @@ macro_rules! gemv {
         gemv!(@gen $name, $blk, $wload, $dot, false, false,
             |_v, b, s, i| $crate::quant::avx2::min_term(b, s[i]),
             |w| Some(_mm256_set1_ps($crate::quant::avx2::h2f(w.m))));
-    };
-    ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident, quads) => {
-        gemv!(@gen $name, $blk, $wload, $dot, true, false,
-            |v, _b, _s, _i| $aux(v), |_w| None);
     };
     ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident, quads_offset) => {
         gemv!(@gen $name, $blk, $wload, $dot, true, true,
@@ -249,7 +246,7 @@ macro_rules! gemv {
     };
 }
 
-/// Blocks of a row that go four at a time (`quads`: Q8_0 and Q4_0): the
+/// Blocks of a row that go four at a time (`quads`: Q4_0): the
 /// whole quads; the rest go one at a time.
 #[inline(always)]
 fn quad_blocks(quads: bool, nb: usize) -> usize {
@@ -315,7 +312,6 @@ fn put<const T: usize>(out: &mut OutTile<'_>, t: usize, r: usize, v: &[f32; T]) 
     }
 }
 
-gemv!(gemv_q8_0, BlockQ8_0, load_q8, no_aux, dot_q8_lanes, quads);
 gemv!(
     gemv_q4_0,
     BlockQ4_0,
