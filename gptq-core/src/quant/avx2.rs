@@ -70,14 +70,22 @@ fn st(y: &mut [f32], v: __m256) {
     unsafe { _mm256_storeu_ps(y.as_mut_ptr(), v) }
 }
 
-/// Sum of the eight lanes.
+/// Sum of the eight lanes: the two halves added, then [`hsum4`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::quant) fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
+    hsum4(_mm_add_ps(
+        _mm256_castps256_ps128(v),
+        _mm256_extractf128_ps::<1>(v),
+    ))
+}
+
+/// Sum of four lanes, `(x0 + x2) + (x1 + x3)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum4(x: __m128) -> f32 {
+    let s = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// Maximum of the eight lanes.
@@ -94,10 +102,27 @@ fn hmax(v: __m256) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
+    hsum4_i32(_mm_add_epi32(
+        _mm256_castsi256_si128(v),
+        _mm256_extracti128_si256::<1>(v),
+    ))
+}
+
+/// Sum of four i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum4_i32(x: __m128i) -> i32 {
+    let s = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01_00_11_10>(x));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+}
+
+/// Four f16 bit patterns packed into one u64 by scalar shifts, the first in
+/// the low bits: a quad of blocks' scales for one `vcvtph2ps`.
+#[inline]
+fn f16x4_bits(d: [f16; 4]) -> i64 {
+    d.iter()
+        .rev()
+        .fold(0u64, |acc, h| (acc << 16) | u64::from(h.to_bits())) as i64
 }
 
 /// The integer dot of a Q8_0 weight block `w` and a Q8_0 activation block `a`

@@ -41,7 +41,8 @@ use super::super::tile::{OutTile, QuantActs};
 use super::super::types::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use super::blocks::{load_iq4_nl, load_q4_1, load_q5_0, load_q5_1};
 use super::{
-    dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, h2f, hsum, load_q8, no_aux, q4_offset, q5_offset,
+    dot_q4_lanes, dot_q8_lanes, dot_u8_lanes, f16x4_bits, h2f, hsum, load_q8, no_aux, q4_offset,
+    q5_offset,
 };
 
 /// One activation block, prepared: its values, the per-block operand the
@@ -297,11 +298,7 @@ const fn starts_chunk<B>(i: usize) -> bool {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quad_scales(d: [f16; 4]) -> __m256 {
-    let bits = d
-        .iter()
-        .rev()
-        .fold(0u64, |acc, h| (acc << 16) | u64::from(h.to_bits()));
-    _mm256_cvtph_ps(_mm_set1_epi64x(bits as i64))
+    _mm256_cvtph_ps(_mm_set1_epi64x(f16x4_bits(d)))
 }
 
 /// Writes tokens `t..t + T` of output row `r`.

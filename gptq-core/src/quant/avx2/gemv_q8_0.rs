@@ -37,6 +37,7 @@ use super::super::prefetch;
 use super::super::scratch::with_prepared;
 use super::super::tile::{OutTile, QuantActs};
 use super::super::types::BlockQ8_0;
+use super::{f16x4_bits, hsum4, hsum4_i32};
 
 /// One activation block of a token pair, prepared: product `j`'s operand
 /// holds octet `j` of the first token and octet `j + 1 mod 4` of the
@@ -128,34 +129,17 @@ fn merge_quads(ab: __m256i, cd: __m256i) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn quad_scales(lo: &[BlockQ8_0], hi: &[BlockQ8_0]) -> __m256 {
-    let bits = |q: &[BlockQ8_0]| {
-        q[..4]
-            .iter()
-            .rev()
-            .fold(0u64, |acc, b| (acc << 16) | u64::from(b.d.to_bits())) as i64
-    };
+    let bits = |q: &[BlockQ8_0]| f16x4_bits([q[0].d, q[1].d, q[2].d, q[3].d]);
     _mm256_cvtph_ps(_mm_set_epi64x(bits(hi), bits(lo)))
-}
-
-/// The sum of a half's four lanes, in the same order for either half.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn sum4(x: __m128) -> f32 {
-    let s = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// Each half's integer sum of its four lanes (a tail block's dots).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn halves_i32(v: __m256i) -> [i32; 2] {
-    let h = |x: __m128i| {
-        let s = _mm_add_epi32(x, _mm_shuffle_epi32::<0x4e>(x));
-        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0xb1>(s)))
-    };
     [
-        h(_mm256_castsi256_si128(v)),
-        h(_mm256_extracti128_si256::<1>(v)),
+        hsum4_i32(_mm256_castsi256_si128(v)),
+        hsum4_i32(_mm256_extracti128_si256::<1>(v)),
     ]
 }
 
@@ -268,8 +252,8 @@ fn pairs_row<'a, const P: usize>(
     }
     let mut sums = acc.map(|v| {
         [
-            sum4(_mm256_castps256_ps128(v)),
-            sum4(_mm256_extractf128_ps::<1>(v)),
+            hsum4(_mm256_castps256_ps128(v)),
+            hsum4(_mm256_extractf128_ps::<1>(v)),
         ]
     });
     for (b, wb) in row.iter().enumerate().skip(nq) {
@@ -319,7 +303,7 @@ fn single(w: &[BlockQ8_0], act: &[BlockQ8_0], prep: &[Prep], nb: usize, out: &mu
             let da = _mm256_castps256_ps128(prep[b].d);
             acc = _mm_fmadd_ps(_mm_mul_ps(dot, da), wd, acc);
         }
-        let mut sum = sum4(acc);
+        let mut sum = hsum4(acc);
         for (b, wb) in wr.iter().enumerate().skip(nq) {
             let h = halves_i32(dots(wb, &prep[b]));
             sum = tail_term(sum, h[0] + h[1], act[b].d, wb.d);
