@@ -36,13 +36,13 @@ use std::arch::x86_64::*;
 use super::super::tile::{OutTile, QuantActs};
 use super::super::types::{
     BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
-    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K,
+    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK_K,
 };
 use super::super::x86::strips::{
-    K16_LINES, K16_SUBS, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, iq4_nl_signed_abs,
-    iq4_xs_signed_abs, pair_i16, prepare_pair_acts, q3_k_int, q4_0_unsigned, q4_1_unsigned,
-    q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q8_0_signed_abs,
-    rec_words, store_sums8, with_int_strips, with_q2_k_int_strips, with_strips,
+    K16_LINES, K16_SUBS, Line, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens,
+    iq4_nl_signed_abs, iq4_xs_signed_abs, pair_i16, prepare_pair_acts, q3_k_int, q4_0_unsigned,
+    q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int,
+    q8_0_signed_abs, rec_words, store_sums8, with_int_strips, with_q2_k_int_strips, with_strips,
 };
 
 /// Rows per register: half a strip.
@@ -64,9 +64,19 @@ const TG_Q8: usize = 2;
 /// needs more registers.
 const TG_K16: usize = 2;
 
-/// Tokens per pass of the integer-scale kernel (Q3_K, Q6_K): four ran them
-/// at 0.90–1.02× (124M Q3_K_M and Q6_K mixes, pp16–pp512).
-const TG_INT: usize = 2;
+/// Tokens per pass of the integer-scale kernel (Q3_K, Q6_K). A pass reads
+/// each half line of weights once per group of tokens, so two tokens left
+/// it bound by the L2 → L1 stream of the lines wherever a strip's lines
+/// outgrow L1 (`ffn_down`: 64 KiB per strip on the 355M shape): a
+/// standalone copy of the loop on AMD Zen 4 ran 1.42 cycles per half line
+/// and token with two tokens, 1.00 with four (lines in L1: 1.02 and 0.91).
+/// Four once spilled and ran 0.90–1.02× (124M Q3_K_M and Q6_K mixes); with
+/// the loop's index arithmetic moved out of it (see [`half_tokens_int`])
+/// they fit the registers. Zen 4, 2 threads, `gptq bench -p N -n 0`,
+/// against two tokens, alternated: Q6_K mixes pp512 1.04–1.11× (355M),
+/// 1.07–1.24× (124M); 124M Q3_K_M pp128 1.01×, pp512 1.03–1.05×; 355M
+/// Q4_K_M pp128 1.02–1.10×, pp512 1.04–1.06×.
+const TG_INT: usize = 4;
 
 /// Tokens per pass of Q2_K's integer-scale kernel, whose two-bit values'
 /// four lines per sub-block leave the registers for four tokens' sums and
@@ -346,9 +356,13 @@ fn gemm_strips_int<W: 'static>(
         let strip = |i: usize| s.strip_int(i, nsub);
         walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
             let mut sums = [_mm256_setzero_ps(); TG_Q4];
+            // A chunk's last tokens in twos, then one.
             let n = if t + TG_INT <= t1 {
                 sums[..TG_INT].copy_from_slice(&half_tokens_int::<TG_INT>(st, h, a, (da, corr), t));
                 TG_INT
+            } else if t + 2 <= t1 {
+                sums[..2].copy_from_slice(&half_tokens_int::<2>(st, h, a, (da, corr), t));
+                2
             } else {
                 [sums[0]] = half_tokens_int::<1>(st, h, a, (da, corr), t);
                 1
@@ -372,51 +386,58 @@ fn half_tokens_int<const T: usize>(
     let (nb, nsub) = (a.nb, a.nb * K16_SUBS);
     assert!(st.lines.len() == nsub * K16_LINES && st.dw.len() == nsub * STRIP && h < 2);
     assert!(st.isc.len() == nsub * STRIP);
-    let (da, corr) = (
-        &da[t * nsub..(t + T) * nsub],
-        &corr[t * nsub..(t + T) * nsub],
-    );
-    let row_bytes = nb * std::mem::size_of::<BlockQ8K>();
-    let mut base = [std::ptr::null::<u8>(); T];
-    for (j, p) in base.iter_mut().enumerate() {
-        let row = a.row(t + j);
-        assert_eq!(std::mem::size_of_val(row), row_bytes);
-        *p = row.as_ptr().cast();
-    }
+    // Each token's rows, scales and corrections sliced once per call and
+    // per super-block, so that the sub-block loop holds no index arithmetic
+    // and no bounds checks (with them, a multiply by the block size and four
+    // checks per sub-block, a third of its instructions were scalar and four
+    // tokens spilled).
+    let rows: [&[BlockQ8K]; T] = std::array::from_fn(|j| &a.row(t + j)[..nb]);
+    let da: [&[f32]; T] = std::array::from_fn(|j| &da[(t + j) * nsub..(t + j + 1) * nsub]);
+    let corr: [&[i32]; T] = std::array::from_fn(|j| &corr[(t + j) * nsub..(t + j + 1) * nsub]);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
+        let lines: &[Line; K16_SUBS * K16_LINES] = st.lines
+            [b * K16_SUBS * K16_LINES..(b + 1) * K16_SUBS * K16_LINES]
+            .try_into()
+            .expect("strip: a super-block's lines");
+        let isc: &[i32; K16_SUBS * STRIP] = st.isc
+            [b * K16_SUBS * STRIP..(b + 1) * K16_SUBS * STRIP]
+            .try_into()
+            .expect("strip: a super-block's scales");
+        let qs: [&[i8; QK_K]; T] = std::array::from_fn(|j| &rows[j][b].qs);
+        let corr: [&[i32; K16_SUBS]; T] = std::array::from_fn(|j| {
+            corr[j][b * K16_SUBS..(b + 1) * K16_SUBS]
+                .try_into()
+                .expect("strip: a super-block's corrections")
+        });
         let mut isum = [_mm256_setzero_si256(); T];
-        for q in b * K16_SUBS..(b + 1) * K16_SUBS {
-            let lines = &st.lines[q * K16_LINES..(q + 1) * K16_LINES];
-            let at = BlockQ8K::values_at(16, q);
-            assert!(at + 16 <= row_bytes);
+        for s in 0..K16_SUBS {
             let wl: [__m256i; K16_LINES] = std::array::from_fn(|k| {
                 // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
                 // (h < 2), so 32 readable bytes aligned to 32.
-                unsafe { _mm256_load_si256(lines[k].0.as_ptr().add(HALF * 4 * h).cast()) }
+                unsafe {
+                    _mm256_load_si256(lines[s * K16_LINES + k].0.as_ptr().add(HALF * 4 * h).cast())
+                }
             });
-            // SAFETY: `isc` holds 16 i32 for sub-block `q` (asserted above);
-            // the half's eight start at 8h; the load is unaligned.
-            let sc =
-                unsafe { _mm256_loadu_si256(st.isc.as_ptr().add(q * STRIP + HALF * h).cast()) };
-            for (j, s) in isum.iter_mut().enumerate() {
-                let mut s16 = _mm256_set1_epi32(corr[j * nsub + q]);
+            let sc = &isc[s * STRIP + HALF * h..s * STRIP + HALF * h + HALF];
+            // SAFETY: `sc` is 8 readable i32; the load is unaligned.
+            let sc = unsafe { _mm256_loadu_si256(sc.as_ptr().cast()) };
+            for (j, is) in isum.iter_mut().enumerate() {
+                let mut s16 = _mm256_set1_epi32(corr[j][s]);
                 for (k, wl) in wl.iter().enumerate() {
-                    // SAFETY: `base[j]` is a row of `row_bytes` readable bytes
-                    // and `at + 4k + 4 <= at + 16 <= row_bytes` (asserted
-                    // above); the read is unaligned.
-                    let quad = unsafe { base[j].add(at + 4 * k).cast::<i32>().read_unaligned() };
+                    let v = &qs[j][16 * s + 4 * k..16 * s + 4 * k + 4];
+                    let quad = i32::from_le_bytes([v[0] as u8, v[1] as u8, v[2] as u8, v[3] as u8]);
                     let p = _mm256_maddubs_epi16(*wl, _mm256_set1_epi32(quad));
                     s16 = _mm256_add_epi16(s16, p);
                 }
-                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, sc));
+                *is = _mm256_add_epi32(*is, _mm256_madd_epi16(s16, sc));
             }
         }
         // SAFETY: `dw` holds 16 floats for sub-block 16b (asserted above);
         // the half's eight start at 8h; the load is unaligned.
         let wd = unsafe { _mm256_loadu_ps(st.dw.as_ptr().add(b * K16_SUBS * STRIP + HALF * h)) };
         for (j, (acc, s)) in acc.iter_mut().zip(isum).enumerate() {
-            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[j * nsub + b * K16_SUBS]));
+            let scale = _mm256_mul_ps(wd, _mm256_set1_ps(da[j][b * K16_SUBS]));
             *acc = _mm256_add_ps(*acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s), scale));
         }
     }
@@ -473,9 +494,9 @@ pub(in crate::quant) fn gemm_q2_k(
             let n = if t + TG_Q2K <= t1 {
                 sums[..TG_Q2K].copy_from_slice(&half_tokens_q2_k::<TG_Q2K>(st, h, a, t));
                 TG_Q2K
-            } else if t + TG_INT <= t1 {
-                sums[..TG_INT].copy_from_slice(&half_tokens_q2_k::<TG_INT>(st, h, a, t));
-                TG_INT
+            } else if t + 2 <= t1 {
+                sums[..2].copy_from_slice(&half_tokens_q2_k::<2>(st, h, a, t));
+                2
             } else {
                 [sums[0]] = half_tokens_q2_k::<1>(st, h, a, t);
                 1
