@@ -251,3 +251,34 @@ fn attention_many_queries() {
         harness::check_attend_head(t);
     }
 }
+
+/// The integer-scale strips' activation corrections in AVX2 equal their
+/// scalar twin's: random blocks, every byte at -127 and at 127, each offset
+/// the strips use (Q3_K 4, Q6_K 32) and the range's ends.
+#[test]
+fn pair_corrections_match_scalar() {
+    use crate::quant::types::q8_k::quantize_row_q8_k;
+    use crate::quant::x86::strips::{Scratch, pair_corrections, prepare_pair_acts};
+    if table().is_none() {
+        return;
+    }
+    let mut rng = Rng::new(4242);
+    let (n_tok, nb) = (3, 5);
+    let mut blocks = vec![BlockQ8K::ZERO; n_tok * nb];
+    quantize_row_q8_k(&rng.acts(n_tok * nb * QK_K), &mut blocks);
+    blocks[1].qs = [-127; QK_K];
+    blocks[2].qs = [127; QK_K];
+    for (i, q) in blocks[3].qs.iter_mut().enumerate() {
+        *q = if i % 3 == 0 { -127 } else { 127 };
+    }
+    let a = crate::quant::tile::QuantActs::new(&blocks, &[], n_tok, nb);
+    for off in [0, 1, 4, 31, 32] {
+        let mut s = Scratch::default();
+        // SAFETY: `table()` found the `avx2` table verified on this CPU, so
+        // it has AVX2.
+        unsafe { prepare_pair_acts(&a, off, &mut s) };
+        assert_eq!(s.corr, pair_corrections(&a, off), "offset {off}");
+        let da: Vec<f32> = blocks.iter().flat_map(|b| [b.d; 16]).collect();
+        assert_eq!(s.da, da);
+    }
+}
