@@ -125,7 +125,8 @@ fn f16x4_bits(d: [f16; 4]) -> i64 {
         .fold(0u64, |acc, h| (acc << 16) | u64::from(h.to_bits())) as i64
 }
 
-/// The integer dot of a Q8_0 weight block `w` and a Q8_0 activation block `a`
+/// The integer dot of 32 signed weight bytes `w` (a Q8_0 block's, or the
+/// IQ4_NL values the decode walk looks up) and a Q8_0 activation block `a`
 /// in eight i32 lanes (each the sum of four products): `maddubs(|w|, sign(a,
 /// w))`, the sign of `w` moved onto `a`.
 ///

@@ -95,19 +95,19 @@ pub(super) fn unpack_q4(b: &BlockQ4_0) -> __m256i {
 /// `m·d_a·Σa` with one more FMA, in the tile's order.
 macro_rules! gemv {
     ($name:ident, $blk:ty, $wload:ident, $dot:ident, min) => {
-        gemv!(@gen $name, $blk, $wload, $dot, false, false,
+        gemv!(@gen $name, $blk, $wload, $dot, false,
             |_v, b, s, i| $crate::quant::avx2::min_term(b, s[i]),
             |w| Some(_mm256_set1_ps($crate::quant::avx2::h2f(w.m))));
     };
     ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident, quads_offset) => {
-        gemv!(@gen $name, $blk, $wload, $dot, true, true,
+        gemv!(@gen $name, $blk, $wload, $dot, true,
             |v, _b, _s, _i| $aux(v), |_w| None);
     };
     ($name:ident, $blk:ty, $wload:ident, $aux:ident, $dot:ident) => {
-        gemv!(@gen $name, $blk, $wload, $dot, false, false,
+        gemv!(@gen $name, $blk, $wload, $dot, false,
             |v, _b, _s, _i| $aux(v), |_w| None);
     };
-    (@gen $name:ident, $blk:ty, $wload:ident, $dot:ident, $quads:expr, $fold:expr,
+    (@gen $name:ident, $blk:ty, $wload:ident, $dot:ident, $quads:expr,
         |$v:ident, $ab:ident, $ss:ident, $bi:ident| $aux:expr,
         |$wb:ident| $wmin:expr) => {
         /// `y = w · x` for each of `a.n_tok` tokens, one row at a time (one
@@ -134,20 +134,15 @@ macro_rules! gemv {
                     let wd = quad_scales([wq[0].d, wq[1].d, wq[2].d, wq[3].d]);
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let p = &prep[j * nb + b..j * nb + b + 4];
-                        // With `$fold` the weights' offset is subtracted once
-                        // per quad from the reduced sums (the quad's offsets,
-                        // reduced alike, in its first block's `x`), not per
-                        // block in i16: the same integers, three µops fewer.
-                        let h = if $fold {
-                            quad_unsigned_dots(&wv, [p[0].a, p[1].a, p[2].a, p[3].a])
-                        } else {
-                            let d = |i: usize| $dot(wv[i], p[i].a, p[i].x);
-                            _mm256_hadd_epi32(
-                                _mm256_hadd_epi32(d(0), d(1)),
-                                _mm256_hadd_epi32(d(2), d(3)),
-                            )
-                        };
-                        let h = if $fold { _mm256_sub_epi32(h, p[0].x) } else { h };
+                        // The quads (Q4_0's, the only type that takes them)
+                        // subtract the weights' offset once per quad from the
+                        // reduced sums (the quad's offsets, reduced alike, in
+                        // its first block's `x`), not per block in i16: the
+                        // same integers, three µops fewer.
+                        let h = _mm256_sub_epi32(
+                            quad_unsigned_dots(&wv, [p[0].a, p[1].a, p[2].a, p[3].a]),
+                            p[0].x,
+                        );
                         let dot = _mm256_cvtepi32_ps(h);
                         *acc = _mm256_fmadd_ps(_mm256_mul_ps(dot, p[0].d), wd, *acc);
                     }
@@ -197,7 +192,7 @@ macro_rules! gemv {
                 } else {
                     _mm256_set1_ps(h2f(act.d))
                 };
-                let x = if !$fold || b >= nq {
+                let x = if b >= nq {
                     $aux
                 } else if b % 4 == 0 {
                     quad_offsets(&a.row(t)[b..b + 4])
