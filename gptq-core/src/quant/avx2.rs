@@ -337,7 +337,7 @@ prefill_entry!(
     gemm_q8_0,
     BlockQ8_0,
     BlockQ8_0,
-    strip::gemm_q8_0,
+    strip_words::gemm_q8_0,
     gemv_q8_0::gemv_q8_0
 );
 prefill_entry!(
@@ -957,6 +957,7 @@ pub(in crate::quant) mod blocks;
 pub(in crate::quant) mod gemv;
 pub(in crate::quant) mod gemv_q8_0;
 pub(in crate::quant) mod strip;
+pub(in crate::quant) mod strip_words;
 #[cfg(test)]
 mod tests;
 

@@ -2,5 +2,6 @@
 
 pub(in crate::quant) mod driver;
 pub mod repacked;
+pub(in crate::quant) mod strip_words;
 pub(in crate::quant) mod strips;
 pub(in crate::quant) mod transpose;

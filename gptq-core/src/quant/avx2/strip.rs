@@ -20,10 +20,11 @@
 //!   super-block summed in integers as the scalar twin sums it, one
 //!   conversion and scale product per super-block (`gemm_strips_int`;
 //!   Q2_K's minimums by `madd`s against Q8_K's `bsums`, `gemm_q2_k`);
-//! - Q8_0, IQ4_NL, IQ4_XS (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
+//! - IQ4_NL, IQ4_XS (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
 //!   most 2·128·127, exact for every weight byte and every activation but
 //!   -128, which the activation quantizer emits only in blocks of scale
-//!   zero), widened per line.
+//!   zero), widened per line. (Q8_0 takes i16 lines instead,
+//!   `avx2::strip_words`.)
 //!
 //! Each output accumulates block by block in one f32 lane in the same order as
 //! the AVX-512 strips and the AMX kernel: the same bits (a test checks it
@@ -41,8 +42,8 @@ use super::super::types::{
 use super::super::x86::strips::{
     K16_LINES, K16_SUBS, Line, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens,
     iq4_nl_signed_abs, iq4_xs_signed_abs, pair_i16, prepare_pair_acts, q3_k_int, q4_0_unsigned,
-    q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int,
-    q8_0_signed_abs, rec_words, store_sums8, with_int_strips, with_q2_k_int_strips, with_strips,
+    q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, rec_words,
+    store_sums8, with_int_strips, with_q2_k_int_strips, with_strips,
 };
 
 /// Rows per register: half a strip.
@@ -603,18 +604,6 @@ macro_rules! strip_entry {
     };
 }
 
-strip_entry!(
-    gemm_q8_0,
-    BlockQ8_0,
-    BlockQ8_0,
-    32,
-    1,
-    true,
-    8,
-    false,
-    0,
-    q8_0_signed_abs
-);
 strip_entry!(
     gemm_q4_0,
     BlockQ4_0,

@@ -371,11 +371,6 @@ fn with_magnitudes<const S: usize>(
     })
 }
 
-/// Q8_0's signed bytes and their magnitudes ([`with_magnitudes`]).
-pub(in crate::quant) fn q8_0_signed_abs(b: &BlockQ8_0) -> [(f32, f32, [u8; 2 * QK]); 1] {
-    with_magnitudes(q8_0_signed(b))
-}
-
 /// IQ4_NL's signed table values and their magnitudes ([`with_magnitudes`]).
 pub(in crate::quant) fn iq4_nl_signed_abs(b: &BlockIq4Nl) -> [(f32, f32, [u8; 2 * QK]); 1] {
     with_magnitudes(iq4_nl_signed(b))
@@ -542,7 +537,13 @@ fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 8] {
 /// strips of [`repack_int`] do not, and leave `dm` as it is (empty in a
 /// kept repack, which is made into empty buffers, so it holds no unread
 /// zeros; the thread's scratch keeps its size for the next call).
-fn reserve_strips(s: &mut Scratch, rows: usize, nsub: usize, lps: usize, mins: bool) {
+pub(in crate::quant) fn reserve_strips(
+    s: &mut Scratch,
+    rows: usize,
+    nsub: usize,
+    lps: usize,
+    mins: bool,
+) {
     let strips = rows.div_ceil(STRIP);
     s.lines
         .resize(s.lines.len().max(strips * nsub * lps), Line([0; 64]));
@@ -607,8 +608,9 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 }
 
 /// `w` as the blocks of a type [`transpose`](super::transpose) repacks and
-/// the values its unpacking makes, when `unpack` is one of Q8_0's three
-/// ([`q8_0_signed`], [`q8_0_unsigned`], [`q8_0_signed_abs`]) or Q4_0's two
+/// the values its unpacking makes, when `unpack` is one of Q8_0's two
+/// ([`q8_0_signed`], [`q8_0_unsigned`]; the AVX2 strips' i16 lines are
+/// `x86::strip_words`') or Q4_0's two
 /// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_1's, Q5_0's and Q5_1's
 /// ([`q4_1_unsigned`], [`q5_0_unsigned`], [`q5_1_unsigned`]), IQ4_NL's two
 /// ([`iq4_nl_unsigned`], [`iq4_nl_signed_abs`]), Q2_K's two
@@ -627,8 +629,6 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q8Signed
     } else if u == id(&q8_0_unsigned) {
         Values::Q8Unsigned
-    } else if u == id(&q8_0_signed_abs) {
-        Values::Q8Magnitudes
     } else if u == id(&q4_0_unsigned) {
         Values::Q4Unsigned
     } else if u == id(&q4_0_signed) {
@@ -1053,6 +1053,8 @@ struct Packing {
     n_tok: usize,
     /// Words per token.
     per_tok: usize,
+    /// Values as i16 pairs ([`Scratch::pack_acts_words`]) rather than bytes.
+    wide: bool,
 }
 
 /// Words per packed record of `v` values: the values, the correction, the
@@ -1060,6 +1062,25 @@ struct Packing {
 #[inline(always)]
 pub(in crate::quant) const fn rec_words(v: usize) -> usize {
     v / 4 + 4
+}
+
+/// Signed bytes `src` as i16, two to a word of `dst` (value `2m` in the
+/// low half of word `m`), in a form LLVM vectorizes (as a zip over pairs it
+/// did not: the packing was 2.7 % of a 128-token prompt).
+#[inline]
+fn widen(dst: &mut [u32], src: &[u8]) {
+    assert!(src.len() == 2 * dst.len(), "widen: lengths");
+    for (m, w) in dst.iter_mut().enumerate() {
+        let (lo, hi) = (src[2 * m] as i8 as i16, src[2 * m + 1] as i8 as i16);
+        *w = u32::from(lo as u16) | (u32::from(hi as u16) << 16);
+    }
+}
+
+/// Words per record of [`Scratch::pack_acts_words`]: `v` values as i16
+/// (two per word), then the same four words as [`rec_words`]'.
+#[inline(always)]
+pub(in crate::quant) const fn rec_words_wide(v: usize) -> usize {
+    v / 2 + 4
 }
 
 impl Scratch {
@@ -1073,12 +1094,44 @@ impl Scratch {
         off: i32,
         group: usize,
     ) {
+        self.pack::<A, V>(a, off, group, false);
+    }
+
+    /// [`Scratch::pack_acts`] with each value widened to i16, two to a
+    /// word (little-endian: value `2m` in the low half), for the AVX2
+    /// kernel that multiplies i16 lines (`avx2::strip_words`); records of
+    /// [`rec_words_wide`] words.
+    pub(in crate::quant) fn pack_acts_words<A: SubActs, const V: usize>(
+        &mut self,
+        a: &QuantActs<'_, A>,
+        group: usize,
+    ) {
+        self.pack::<A, V>(a, 0, group, true);
+    }
+
+    /// [`Scratch::pack_acts`] and [`Scratch::pack_acts_words`].
+    fn pack<A: SubActs, const V: usize>(
+        &mut self,
+        a: &QuantActs<'_, A>,
+        off: i32,
+        group: usize,
+        wide: bool,
+    ) {
         let (n_tok, nb, v) = (a.n_tok, a.nb, V);
         assert!(
             a.blocks.len() >= n_tok * nb && v.is_multiple_of(4) && group > 0,
             "strips: activations too short"
         );
-        let (nsub, rec) = (nb * (A::VALUES / v), rec_words(v));
+        let (nsub, rec) = (
+            nb * (A::VALUES / v),
+            if wide {
+                rec_words_wide(v)
+            } else {
+                rec_words(v)
+            },
+        );
+        // Words of values per record.
+        let vw = rec - 4;
         let per_tok = nsub * rec;
         let packing = Packing {
             id: a.id,
@@ -1087,6 +1140,7 @@ impl Scratch {
             group,
             n_tok,
             per_tok,
+            wide,
         };
         // A product's tiles (several per thread) share one packing per
         // thread: the same id is the same activations.
@@ -1109,14 +1163,18 @@ impl Scratch {
             for q in 0..nsub {
                 let r = &mut recs[(q * size + j) * rec..(q * size + j + 1) * rec];
                 let values = &bytes[A::values_at(v, q)..][..v];
-                for (w, four) in r.iter_mut().zip(values.chunks_exact(4)) {
-                    *w = u32::from_ne_bytes([four[0], four[1], four[2], four[3]]);
+                if wide {
+                    widen(&mut r[..v / 2], values);
+                } else {
+                    for (w, four) in r.iter_mut().zip(values.chunks_exact(4)) {
+                        *w = u32::from_ne_bytes([four[0], four[1], four[2], four[3]]);
+                    }
                 }
                 let (d, sum) = A::scale_sum(row, sums, v, q);
-                r[v / 4] = (-off * i32::from(sum)) as u32;
-                r[v / 4 + 1] = d.to_bits();
-                r[v / 4 + 2] = (d * f32::from(sum)).to_bits();
-                r[v / 4 + 3] = 0;
+                r[vw] = (-off * i32::from(sum)) as u32;
+                r[vw + 1] = d.to_bits();
+                r[vw + 2] = (d * f32::from(sum)).to_bits();
+                r[vw + 3] = 0;
             }
         }
         self.packed = Some(packing);

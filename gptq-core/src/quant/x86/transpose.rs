@@ -37,10 +37,12 @@ pub(in crate::quant) enum Values {
     Q8Signed,
     /// Q8_0's bytes offset to `w + 128` (`q8_0_unsigned`: `vpdpbusd`).
     Q8Unsigned,
-    /// Q8_0's bytes and their magnitudes (`q8_0_signed_abs`: the AVX2 sign
-    /// trick): line `2k + h` holds half `h`'s eight rows' values
-    /// `4k..4k + 4`, then their magnitudes.
-    Q8Magnitudes,
+    /// Q8_0's values widened to i16 (`x86::strip_words`: the AVX2 strips'
+    /// `madd` lines): line `k` of half `h` of a run holds values `4k..4k +
+    /// 4` of the half's rows 0, 1, 4, 5 in its first 32 bytes and rows 2,
+    /// 3, 6, 7 in its last 32, each row's four values as 8 bytes; a strip
+    /// holds half 0's lines of every run, then half 1's.
+    Q8Words,
     /// Q4_0's nibbles `q` (0..=15, `q4_0_unsigned`).
     Q4Unsigned,
     /// Q4_0's `q - 8` (`q4_0_signed`: the AMX tiles).
@@ -55,8 +57,9 @@ pub(in crate::quant) enum Values {
     Q51Unsigned,
     /// IQ4_NL's table values offset to `v + 128` (`iq4_nl_unsigned`).
     Iq4NlUnsigned,
-    /// IQ4_NL's signed table values and their magnitudes, laid out as
-    /// [`Values::Q8Magnitudes`] (`iq4_nl_signed_abs`: the AVX2 sign trick).
+    /// IQ4_NL's signed table values and their magnitudes
+    /// (`iq4_nl_signed_abs`: the AVX2 sign trick): line `2k + h` holds half
+    /// `h`'s eight rows' values `4k..4k + 4`, then their magnitudes.
     Iq4NlMagnitudes,
     /// Q2_K's two bits `u` (0..=3) in sixteen sub-blocks of 16, scales
     /// `d·sc` and minimums' terms `−dmin·m` (`q2_k_unsigned`).
@@ -74,7 +77,7 @@ pub(in crate::quant) enum Values {
     /// (`iq4_xs_unsigned`).
     Iq4XsUnsigned,
     /// IQ4_XS's signed table values and their magnitudes
-    /// (`iq4_xs_signed_abs`), laid out as [`Values::Q8Magnitudes`].
+    /// (`iq4_xs_signed_abs`), laid out as [`Values::Iq4NlMagnitudes`].
     Iq4XsMagnitudes,
     /// Q4_K's nibbles `u` (0..=15) in eight sub-blocks of 32
     /// (`q4_k_unsigned`).
@@ -96,7 +99,7 @@ impl Values {
     pub(in crate::quant) fn is_q8_0(self) -> bool {
         matches!(
             self,
-            Values::Q8Signed | Values::Q8Unsigned | Values::Q8Magnitudes
+            Values::Q8Signed | Values::Q8Unsigned | Values::Q8Words
         )
     }
 
@@ -145,17 +148,19 @@ impl Values {
     }
 
     /// Whether each line holds half its rows' values and their
-    /// magnitudes ([`Values::Q8Magnitudes`]'s layout).
+    /// magnitudes ([`Values::Iq4NlMagnitudes`]' layout).
     fn magnitudes(self) -> bool {
-        matches!(
-            self,
-            Values::Q8Magnitudes | Values::Iq4NlMagnitudes | Values::Iq4XsMagnitudes
-        )
+        matches!(self, Values::Iq4NlMagnitudes | Values::Iq4XsMagnitudes)
     }
 
-    /// Lines per run of 32 values: eight, sixteen with the magnitudes.
+    /// Lines per run of 32 values: eight, sixteen with the magnitudes or
+    /// as i16.
     fn lines(self) -> usize {
-        if self.magnitudes() { 16 } else { 8 }
+        if self.magnitudes() || self == Values::Q8Words {
+            16
+        } else {
+            8
+        }
     }
 }
 
@@ -827,6 +832,25 @@ fn strip<B: Block32>(
                         *v = unsafe { blk.values(j) };
                     }
                 }
+                if values == Values::Q8Words {
+                    // Rows in the order 0, 1, 4, 5, 2, 3, 6, 7: each
+                    // transposed line's low 128 bits then hold rows 0, 1,
+                    // 4, 5 and its high ones rows 2, 3, 6, 7, each widened
+                    // by one `vpmovsxbw` into a half line.
+                    let r = [r[0], r[1], r[4], r[5], r[2], r[3], r[6], r[7]];
+                    for (k, v) in transpose8(r).into_iter().enumerate() {
+                        let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v));
+                        let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(v));
+                        let dst = lines[(h * nrun + q) * 8 + k].0.as_mut_ptr();
+                        // SAFETY: bytes 0..64 of a 64-byte line; the stores
+                        // are unaligned.
+                        unsafe {
+                            _mm256_storeu_si256(dst.cast(), lo);
+                            _mm256_storeu_si256(dst.add(32).cast(), hi);
+                        }
+                    }
+                    continue;
+                }
                 let sub = &mut lines[q * lps..(q + 1) * lps];
                 for (k, v) in transpose8(r).into_iter().enumerate() {
                     let (line, at, v, mags) = match values {
@@ -847,9 +871,10 @@ fn strip<B: Block32>(
                             (k, 32 * h, _mm256_xor_si256(v, flip), None)
                         }
                         Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
-                        Values::Q8Magnitudes
-                        | Values::Iq4NlMagnitudes
-                        | Values::Iq4XsMagnitudes => (2 * k + h, 0, v, Some(_mm256_abs_epi8(v))),
+                        Values::Iq4NlMagnitudes | Values::Iq4XsMagnitudes => {
+                            (2 * k + h, 0, v, Some(_mm256_abs_epi8(v)))
+                        }
+                        Values::Q8Words => unreachable!("above"),
                     };
                     let dst = sub[line].0.as_mut_ptr();
                     // SAFETY: bytes `at..at + 32` (`at` 0 or 32) and, with
@@ -922,11 +947,12 @@ mod tests {
     use crate::gguf::Pod;
     use crate::quant::types::QuantBlock;
     use crate::quant::types::testkit::{Rng, random_blocks, typical_scale};
+    use crate::quant::x86::strip_words::repack_strip_words;
     use crate::quant::x86::strips::{
         iq4_nl_signed_abs, iq4_nl_unsigned, iq4_xs_signed_abs, iq4_xs_unsigned, q2_k_int,
         q2_k_unsigned, q3_k_int, q3_k_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned,
         q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned,
-        q8_0_signed, q8_0_signed_abs, q8_0_unsigned, repack_strip, repack_strip_int,
+        q8_0_signed, q8_0_unsigned, repack_strip, repack_strip_int,
     };
 
     /// `n` blocks of random bytes (every value and packed scale byte) with
@@ -943,7 +969,13 @@ mod tests {
         for (li, line) in lines.iter().enumerate() {
             let (strip, k) = (li / (nsub * lps), li % lps);
             for (byte, &v) in line.0.iter().enumerate() {
-                let row = if values.magnitudes() {
+                let row = if values == Values::Q8Words {
+                    // Half 0's lines of every run, then half 1's; rows 0,
+                    // 1, 4, 5 in the first 32 bytes, 2, 3, 6, 7 in the last.
+                    let h = (li % (nsub * lps)) / (nsub * lps / 2);
+                    let (reg, slot) = (byte / 32, (byte % 32) / 8);
+                    8 * h + 4 * (slot / 2) + 2 * reg + slot % 2
+                } else if values.magnitudes() {
                     8 * (k % 2) + (byte % 32) / 4
                 } else {
                     byte / 4
@@ -978,7 +1010,7 @@ mod tests {
         let all = [
             Values::Q8Signed,
             Values::Q8Unsigned,
-            Values::Q8Magnitudes,
+            Values::Q8Words,
             Values::Q4Unsigned,
             Values::Q4Signed,
             Values::Q41Unsigned,
@@ -1075,9 +1107,7 @@ mod tests {
                         Values::Q8Unsigned => {
                             repack_strip::<_, 32, 1, false>(&w8, at, q8_0_unsigned, g)
                         }
-                        Values::Q8Magnitudes => {
-                            repack_strip::<_, 64, 1, true>(&w8, at, q8_0_signed_abs, g)
-                        }
+                        Values::Q8Words => repack_strip_words(&w8, at, g),
                         Values::Q4Unsigned => {
                             repack_strip::<_, 32, 1, false>(&w4, at, q4_0_unsigned, g)
                         }
