@@ -188,7 +188,7 @@ unsafe fn gemm_impl<W: 'static>(
     let mut da = DA.take();
     da.clear();
     da.resize(nb * TILE, 0.0);
-    with_strips::<_, 32, 1, false, _>(w, rows, nb, unpack, |st| {
+    with_strips::<_, 32, 1, _>(w, rows, nb, unpack, |st| {
         let mut configured = 0;
         for t0 in (0..n_tok).step_by(TILE) {
             let m = TILE.min(n_tok - t0);

@@ -68,7 +68,7 @@ fn gemm_strips<
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
     assert!(L * 4 == V && V * S == A::VALUES && L.is_multiple_of(PASS_LINES));
     let nsub = nb * S;
-    with_strips::<_, V, S, false, _>(w, rows, nb, unpack, |s| {
+    with_strips::<_, V, S, _>(w, rows, nb, unpack, |s| {
         s.pack_acts::<A, V>(a, off, TG);
         let acts = s.packed_acts();
         let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG);

@@ -107,7 +107,7 @@ impl KernelPath {
     /// registers them (`--repack`): the x86 strips' copies that pay, which
     /// `quant::x86::transpose::Values::worth_keeping` decides per unpacking
     /// (the AMX tile unit's Q8_0 and Q4_0, every K-quant's, IQ4_XS's but
-    /// with the AVX2 sign trick's magnitudes); never on the scalar and NEON
+    /// as the AVX2 strips' i16 lines); never on the scalar and NEON
     /// paths nor for the float types.
     pub(crate) fn keeps_repack(self, t: crate::gguf::GgmlType) -> bool {
         use crate::gguf::GgmlType as G;

@@ -568,7 +568,7 @@ prefill_entry!(
     prefill_iq4_nl,
     BlockIq4Nl,
     BlockQ8_0,
-    super::strip::gemm_iq4_nl,
+    super::strip_words::gemm_iq4_nl,
     super::gemv::gemv_iq4_nl
 );
 prefill_entry!(
@@ -622,7 +622,7 @@ prefill_entry!(
     prefill_iq4_xs,
     BlockIq4Xs,
     BlockQ8K,
-    super::strip::gemm_iq4_xs,
+    super::strip_words::gemm_iq4_xs,
     gemm_iq4_xs
 );
 

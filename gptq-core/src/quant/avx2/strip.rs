@@ -19,12 +19,10 @@
 //! - Q2_K, Q3_K, Q6_K (16-value sub-blocks, integer scales): each
 //!   super-block summed in integers as the scalar twin sums it, one
 //!   conversion and scale product per super-block (`gemm_strips_int`;
-//!   Q2_K's minimums by `madd`s against Q8_K's `bsums`, `gemm_q2_k`);
-//! - IQ4_NL, IQ4_XS (signed): `maddubs(|w|, sign(a, w))` per line (pairs at
-//!   most 2·128·127, exact for every weight byte and every activation but
-//!   -128, which the activation quantizer emits only in blocks of scale
-//!   zero), widened per line. (Q8_0 takes i16 lines instead,
-//!   `avx2::strip_words`.)
+//!   Q2_K's minimums by `madd`s against Q8_K's `bsums`, `gemm_q2_k`).
+//!
+//! The signed types (Q8_0, IQ4_NL, IQ4_XS) take i16 lines instead
+//! (`avx2::strip_words`).
 //!
 //! Each output accumulates block by block in one f32 lane in the same order as
 //! the AVX-512 strips and the AMX kernel: the same bits (a test checks it
@@ -36,14 +34,14 @@ use std::arch::x86_64::*;
 
 use super::super::tile::{OutTile, QuantActs};
 use super::super::types::{
-    BlockIq4Nl, BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0,
-    BlockQ5_1, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8K, QK_K,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
+    BlockQ8_0, BlockQ8K, QK_K,
 };
 use super::super::x86::strips::{
-    K16_LINES, K16_SUBS, Line, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens,
-    iq4_nl_signed_abs, iq4_xs_signed_abs, pair_i16, prepare_pair_acts, q3_k_int, q4_0_unsigned,
-    q4_1_unsigned, q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, rec_words,
-    store_sums8, with_int_strips, with_q2_k_int_strips, with_strips,
+    K16_LINES, K16_SUBS, Line, STRIP, Strip, SubActs, Unpack, UnpackInt, chunk_tokens, pair_i16,
+    prepare_pair_acts, q3_k_int, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned, q5_0_unsigned,
+    q5_1_unsigned, q5_k_unsigned, q6_k_int, rec_words, store_sums8, with_int_strips,
+    with_q2_k_int_strips, with_strips,
 };
 
 /// Rows per register: half a strip.
@@ -54,11 +52,6 @@ const HALF: usize = 8;
 /// temporaries fit the sixteen registers (with the block's eight lines held,
 /// the accumulators lived on the stack: Q4_K_M mix 0.95×, Q4_0 even).
 pub(in crate::quant) const TG_Q4: usize = 4;
-
-/// The same for Q8_0 (and the other signed types), whose sign trick needs
-/// more temporaries per line: two tokens (124M Q8_0 pp512: four tokens 0.8×,
-/// three 0.8×; eight lines held at two tokens, as before, 0.89×).
-const TG_Q8: usize = 2;
 
 /// The same for Q2_K's 16-value sub-blocks, whose float part per sub-block
 /// and token (the conversion, scale product and two FMAs per four lines)
@@ -85,14 +78,13 @@ const TG_INT: usize = 4;
 /// 1.06–1.07×, pp512 1.06×).
 const TG_Q2K: usize = 4;
 
-/// Lines of a sub-block whose values (`|w|` for the signed types) a pass
-/// holds for every token of the group.
+/// Lines of a sub-block whose values a pass holds for every token of the
+/// group.
 const PASS_LINES: usize = 4;
 
 /// The products in strips of one weight type (`S` sub-blocks of `V` values
-/// per block, `L = V / 4` lines each): `SIGNED` (Q8_0, IQ4_NL, IQ4_XS: signed
-/// bytes, the sign trick) or unsigned bytes whose `maddubs` pairs are summed
-/// `GROUP` lines at a time in i16 (at most `GROUP·2·u_max·128` < 2¹⁵: 8 lines
+/// per block, `L = V / 4` lines each) as unsigned bytes whose `maddubs`
+/// pairs are summed `GROUP` lines at a time in i16 (at most `GROUP·2·u_max·128` < 2¹⁵: 8 lines
 /// of 4-bit values, 4 of 5-bit, 2 of 6-bit), and `MIN`: each sub-block adds
 /// its weight term times `d_a·Σa` with one more FMA.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -102,67 +94,37 @@ fn gemm_strips<
     const V: usize,
     const S: usize,
     const L: usize,
-    const VW: usize,
-    const SIGNED: bool,
     const GROUP: usize,
     const MIN: bool,
 >(
     w: &[W],
     off: i32,
-    unpack: impl Unpack<W, VW, S> + 'static,
+    unpack: impl Unpack<W, V, S> + 'static,
     a: &QuantActs<'_, A>,
     out: &mut OutTile<'_>,
 ) {
     let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
     assert!(w.len() >= rows * nb, "strip gemm: weights too short");
-    // The signed types' strips hold each sub-block's lines of `w` and then
-    // of `|w|` (`with_magnitudes`): twice the activations' lines.
-    assert!(L * 4 == V && V * S == A::VALUES && VW == if SIGNED { 2 * V } else { V });
+    assert!(L * 4 == V && V * S == A::VALUES);
     let nsub = nb * S;
     // Tokens per pass: see the constants.
-    let group = if SIGNED {
-        TG_Q8
-    } else if L == PASS_LINES {
-        TG_K16
-    } else {
-        TG_Q4
-    };
-    with_strips::<_, VW, S, SIGNED, _>(w, rows, nb, unpack, |s| {
+    let group = if L == PASS_LINES { TG_K16 } else { TG_Q4 };
+    with_strips::<_, V, S, _>(w, rows, nb, unpack, |s| {
         s.pack_acts::<A, V>(a, off, group);
         let acts = s.packed_acts();
         let chunk = chunk_tokens(nsub * rec_words(V) * 4, TG_Q4);
-        let strip = |i: usize| s.strip(i, nsub, VW / 4);
+        let strip = |i: usize| s.strip(i, nsub, L);
         walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
             let mut sums = [_mm256_setzero_ps(); TG_Q4];
             let n = if t + group > t1 {
-                [sums[0]] =
-                    half_tokens::<1, L, SIGNED, GROUP, MIN>(st, h, acts.tokens::<1>(t), nsub);
+                [sums[0]] = half_tokens::<1, L, GROUP, MIN>(st, h, acts.tokens::<1>(t), nsub);
                 1
-            } else if SIGNED {
-                let v = half_tokens::<TG_Q8, L, SIGNED, GROUP, MIN>(
-                    st,
-                    h,
-                    acts.tokens::<TG_Q8>(t),
-                    nsub,
-                );
-                sums[..TG_Q8].copy_from_slice(&v);
-                TG_Q8
             } else if L == PASS_LINES {
-                let v = half_tokens::<TG_K16, L, SIGNED, GROUP, MIN>(
-                    st,
-                    h,
-                    acts.tokens::<TG_K16>(t),
-                    nsub,
-                );
+                let v = half_tokens::<TG_K16, L, GROUP, MIN>(st, h, acts.tokens::<TG_K16>(t), nsub);
                 sums[..TG_K16].copy_from_slice(&v);
                 TG_K16
             } else {
-                sums = half_tokens::<TG_Q4, L, SIGNED, GROUP, MIN>(
-                    st,
-                    h,
-                    acts.tokens::<TG_Q4>(t),
-                    nsub,
-                );
+                sums = half_tokens::<TG_Q4, L, GROUP, MIN>(st, h, acts.tokens::<TG_Q4>(t), nsub);
                 TG_Q4
             };
             (sums, n)
@@ -213,13 +175,7 @@ pub(in crate::quant) fn walk_halves<'s>(
 /// `PackedActs`): register `j` holds token `t + j`'s eight row sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn half_tokens<
-    const T: usize,
-    const L: usize,
-    const SIGNED: bool,
-    const GROUP: usize,
-    const MIN: bool,
->(
+fn half_tokens<const T: usize, const L: usize, const GROUP: usize, const MIN: bool>(
     st: &Strip<'_>,
     h: usize,
     recs: &[u32],
@@ -228,9 +184,7 @@ fn half_tokens<
     // A record: L words of values, the correction, the scale, the minimum
     // factor, padding.
     let rec = rec_words(4 * L);
-    // Lines per sub-block in the strip: `w`'s and then `|w|`'s if signed.
-    let lw = if SIGNED { 2 * L } else { L };
-    assert!(st.lines.len() == nsub * lw && st.dw.len() == nsub * STRIP && h < 2);
+    assert!(st.lines.len() == nsub * L && st.dw.len() == nsub * STRIP && h < 2);
     assert!(
         st.dm.len() == nsub * STRIP
             && L.is_multiple_of(GROUP)
@@ -240,65 +194,38 @@ fn half_tokens<
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for q in 0..nsub {
-        let lines = &st.lines[q * lw..(q + 1) * lw];
+        let lines = &st.lines[q * L..(q + 1) * L];
         // The sub-block's T records, one after the other.
         let sub = &recs[q * T * rec..(q + 1) * T * rec];
         // Token j's four activation bytes k of the sub-block, as one i32.
         let quad = |j: usize, k: usize| sub[j * rec + k] as i32;
-        // Half `h` of line `k` of the sub-block; signed: its `w` (`m` 0) or
-        // `|w|` (`m` 1), both in line `2k + h`.
+        // Half `h` of line `k` of the sub-block.
         let half_line = |k: usize| {
             // SAFETY: bytes 32h..32h + 32 of a 64-byte line aligned to 64
             // (h < 2), so 32 readable bytes aligned to 32.
             unsafe { _mm256_load_si256(lines[k].0.as_ptr().add(HALF * 4 * h).cast()) }
         };
-        let signed_line = |k: usize, m: usize| {
-            // SAFETY: line 2k + h of the sub-block's 2L (k < L, h < 2), bytes
-            // 32m..32m + 32 (m < 2): 32 readable bytes aligned to 32.
-            unsafe { _mm256_load_si256(lines[2 * k + h].0.as_ptr().add(HALF * 4 * m).cast()) }
-        };
         let mut isum = [_mm256_setzero_si256(); T];
         for (j, s) in isum.iter_mut().enumerate() {
             *s = _mm256_set1_epi32(sub[j * rec + L] as i32);
         }
-        if SIGNED {
-            // Four lines' `|w|` (repacked beside `w`) at a time serve every
-            // token: with all eight held, the tokens' sums and the
-            // temporaries spilled.
-            for g in (0..L).step_by(PASS_LINES) {
-                let mut wa = [_mm256_setzero_si256(); PASS_LINES];
-                for (k, v) in wa.iter_mut().enumerate() {
-                    *v = signed_line(g + k, 1);
-                }
-                for (j, s) in isum.iter_mut().enumerate() {
-                    for (k, wa) in wa.iter().enumerate() {
-                        let sa = _mm256_sign_epi8(
-                            _mm256_set1_epi32(quad(j, g + k)),
-                            signed_line(g + k, 0),
-                        );
-                        let p = _mm256_maddubs_epi16(*wa, sa);
-                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
-                    }
-                }
+        // Four lines at a time serve every token; pairs summed in i16 by
+        // at most four lines (a `GROUP` of eight takes two `madd`s per
+        // block).
+        let group = GROUP.min(PASS_LINES);
+        for g in (0..L).step_by(PASS_LINES) {
+            let mut wl = [_mm256_setzero_si256(); PASS_LINES];
+            for (k, v) in wl.iter_mut().enumerate() {
+                *v = half_line(g + k);
             }
-        } else {
-            // The same four lines at a time; pairs summed in i16 by at most
-            // four lines (a `GROUP` of eight takes two `madd`s per block).
-            let group = GROUP.min(PASS_LINES);
-            for g in (0..L).step_by(PASS_LINES) {
-                let mut wl = [_mm256_setzero_si256(); PASS_LINES];
-                for (k, v) in wl.iter_mut().enumerate() {
-                    *v = half_line(g + k);
-                }
-                for (j, s) in isum.iter_mut().enumerate() {
-                    for h0 in (0..PASS_LINES).step_by(group) {
-                        let mut s16 = _mm256_setzero_si256();
-                        for (k, wu) in wl.iter().enumerate().skip(h0).take(group) {
-                            let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(j, g + k)));
-                            s16 = _mm256_add_epi16(s16, p);
-                        }
-                        *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, ones));
+            for (j, s) in isum.iter_mut().enumerate() {
+                for h0 in (0..PASS_LINES).step_by(group) {
+                    let mut s16 = _mm256_setzero_si256();
+                    for (k, wu) in wl.iter().enumerate().skip(h0).take(group) {
+                        let p = _mm256_maddubs_epi16(*wu, _mm256_set1_epi32(quad(j, g + k)));
+                        s16 = _mm256_add_epi16(s16, p);
                     }
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, ones));
                 }
             }
         }
@@ -588,8 +515,8 @@ fn half_tokens_q2_k<const T: usize>(
 
 macro_rules! strip_entry {
     (
-        $name:ident, $blk:ty, $act:ty, $v:expr, $s:expr, $signed:expr, $group:expr, $min:expr,
-        $off:expr, $unpack:ident
+        $name:ident, $blk:ty, $act:ty, $v:expr, $s:expr, $group:expr, $min:expr, $off:expr,
+        $unpack:ident
     ) => {
         #[doc = concat!(
                             "", stringify!($blk), " weights times ", stringify!($act),
@@ -597,7 +524,7 @@ macro_rules! strip_entry {
                         )]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_, $act>, out: &mut OutTile<'_>) {
-            gemm_strips::<_, _, $v, $s, { $v / 4 }, { if $signed { 2 * $v } else { $v } }, $signed, $group, $min>(
+            gemm_strips::<_, _, $v, $s, { $v / 4 }, $group, $min>(
                 w, $off, $unpack, a, out,
             )
         }
@@ -610,7 +537,6 @@ strip_entry!(
     BlockQ8_0,
     32,
     1,
-    false,
     8,
     false,
     8,
@@ -622,7 +548,6 @@ strip_entry!(
     BlockQ8_0,
     32,
     1,
-    false,
     8,
     true,
     0,
@@ -634,7 +559,6 @@ strip_entry!(
     BlockQ8_0,
     32,
     1,
-    false,
     4,
     false,
     16,
@@ -646,23 +570,10 @@ strip_entry!(
     BlockQ8_0,
     32,
     1,
-    false,
     4,
     true,
     0,
     q5_1_unsigned
-);
-strip_entry!(
-    gemm_iq4_nl,
-    BlockIq4Nl,
-    BlockQ8_0,
-    32,
-    1,
-    true,
-    8,
-    false,
-    0,
-    iq4_nl_signed_abs
 );
 strip_entry!(
     gemm_q4_k,
@@ -670,7 +581,6 @@ strip_entry!(
     BlockQ8K,
     32,
     8,
-    false,
     8,
     true,
     0,
@@ -682,21 +592,8 @@ strip_entry!(
     BlockQ8K,
     32,
     8,
-    false,
     4,
     true,
     0,
     q5_k_unsigned
-);
-strip_entry!(
-    gemm_iq4_xs,
-    BlockIq4Xs,
-    BlockQ8K,
-    32,
-    8,
-    true,
-    4,
-    false,
-    0,
-    iq4_xs_signed_abs
 );

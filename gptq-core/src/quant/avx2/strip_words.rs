@@ -18,9 +18,12 @@
 use std::arch::x86_64::*;
 
 use super::super::tile::{OutTile, QuantActs};
-use super::super::types::{BlockQ8_0, QK};
+use super::super::types::{BlockIq4Nl, BlockIq4Xs, BlockQ8_0, BlockQ8K, QK};
 use super::super::x86::strip_words::{HALF_LINES, WORD_LINES, with_word_strips};
-use super::super::x86::strips::{STRIP, Strip, chunk_tokens, rec_words_wide};
+use super::super::x86::strips::{
+    Line, STRIP, Strip, SubActs, Unpack, chunk_tokens, iq4_nl_signed, iq4_xs_signed, q8_0_signed,
+    rec_words_wide,
+};
 use super::strip::{TG_Q4, walk_halves};
 
 /// Rows per register: half a strip.
@@ -85,6 +88,38 @@ macro_rules! token {
     };
 }
 
+/// Signed 32-value weights (`S` runs of 32 per block, as `unpack` gives
+/// them) times activations `a` in i16 strips.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_words<W: 'static, A: SubActs, const S: usize>(
+    w: &[W],
+    unpack: impl Unpack<W, QK, S> + 'static,
+    a: &QuantActs<'_, A>,
+    out: &mut OutTile<'_>,
+) {
+    let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
+    assert!(w.len() >= rows * nb, "strip gemm: weights too short");
+    assert!(A::VALUES == S * QK, "strip gemm: activation blocks");
+    let nrun = nb * S;
+    with_word_strips(w, rows, nb, unpack, |s| {
+        s.pack_acts_words::<A, QK>(a, TG);
+        let acts = s.packed_acts();
+        let chunk = chunk_tokens(nrun * REC_BYTES, TG_Q4);
+        let strip = |i: usize| s.strip(i, nrun, WORD_LINES);
+        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
+            let mut sums = [_mm256_setzero_ps(); TG_Q4];
+            let n = if t + TG > t1 {
+                [sums[0]] = half_one(st, h, acts.tokens::<1>(t), nrun);
+                1
+            } else {
+                sums[..TG].copy_from_slice(&half_four(st, h, acts.tokens::<TG>(t), nrun));
+                TG
+            };
+            (sums, n)
+        });
+    })
+}
+
 /// Q8_0 weights times Q8_0 activations in i16 strips (prefill from
 /// [`MIN_TOKENS_TRANSPOSED`](crate::quant::x86::strips::MIN_TOKENS_TRANSPOSED)
 /// tokens).
@@ -94,35 +129,36 @@ pub(in crate::quant) fn gemm_q8_0(
     a: &QuantActs<'_, BlockQ8_0>,
     out: &mut OutTile<'_>,
 ) {
-    let (nb, rows, n_tok) = (a.nb, out.rows(), a.n_tok);
-    assert!(w.len() >= rows * nb, "strip gemm: weights too short");
-    with_word_strips(w, rows, nb, |s| {
-        s.pack_acts_words::<BlockQ8_0, QK>(a, TG);
-        let acts = s.packed_acts();
-        let chunk = chunk_tokens(nb * REC_BYTES, TG_Q4);
-        let strip = |i: usize| s.strip(i, nb, WORD_LINES);
-        walk_halves(rows, n_tok, chunk, out, strip, |st, h, t, t1| {
-            let mut sums = [_mm256_setzero_ps(); TG_Q4];
-            let n = if t + TG > t1 {
-                [sums[0]] = half_one(st, h, acts.tokens::<1>(t), nb);
-                1
-            } else {
-                sums[..TG].copy_from_slice(&half_four(st, h, acts.tokens::<TG>(t), nb));
-                TG
-            };
-            (sums, n)
-        });
-    })
+    gemm_words::<_, _, 1>(w, q8_0_signed, a, out)
 }
 
-/// Half `h` of strip `st`'s lines of block `b`.
+/// IQ4_NL weights (their signed table values) times Q8_0 activations in
+/// i16 strips (prefill from
+/// [`MIN_TOKENS_FEW`](crate::quant::x86::strips::MIN_TOKENS_FEW) tokens).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_iq4_nl(
+    w: &[BlockIq4Nl],
+    a: &QuantActs<'_, BlockQ8_0>,
+    out: &mut OutTile<'_>,
+) {
+    gemm_words::<_, _, 1>(w, iq4_nl_signed, a, out)
+}
+
+/// IQ4_XS weights (eight runs of 32 signed table values per block, each
+/// scaled by `d·ls`) times Q8_K activations in i16 strips (prefill from
+/// [`MIN_TOKENS_FEW`](crate::quant::x86::strips::MIN_TOKENS_FEW) tokens).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::quant) fn gemm_iq4_xs(
+    w: &[BlockIq4Xs],
+    a: &QuantActs<'_, BlockQ8K>,
+    out: &mut OutTile<'_>,
+) {
+    gemm_words::<_, _, 8>(w, iq4_xs_signed, a, out)
+}
+
+/// Half `h` of strip `st`'s lines of run `b` (of `nb`).
 #[inline(always)]
-fn half_lines<'s>(
-    st: &Strip<'s>,
-    h: usize,
-    b: usize,
-    nb: usize,
-) -> &'s [super::super::x86::strips::Line] {
+fn half_lines<'s>(st: &Strip<'s>, h: usize, b: usize, nb: usize) -> &'s [Line] {
     let at = (h * nb + b) * HALF_LINES;
     &st.lines[at..at + HALF_LINES]
 }
@@ -157,7 +193,7 @@ fn float_step<const T: usize>(
     }
 }
 
-/// Tokens `t..t + 4` times half `h` of one strip over its `nb` blocks, from
+/// Tokens `t..t + 4` times half `h` of one strip over its `nb` runs of 32, from
 /// their packed records `recs` (`x86::strips::PackedActs`, i16 values, a
 /// group of four): register `j` holds token `t + j`'s eight row sums.
 #[inline]

@@ -82,6 +82,8 @@ fn strips_equal_the_avx512_strips_bitwise() {
         (Some(x), Some(y)) => {
             harness::check_same_prefill_bits::<BlockQ8_0>(x, y);
             harness::check_same_prefill_bits::<BlockQ4_0>(x, y);
+            harness::check_same_prefill_bits::<crate::quant::types::BlockIq4Nl>(x, y);
+            harness::check_same_prefill_bits::<crate::quant::types::BlockIq4Xs>(x, y);
         }
         _ => eprintln!("skipped: AVX2 vs AVX-512 strips needs both tables on this CPU"),
     }

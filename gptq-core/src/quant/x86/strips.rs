@@ -228,13 +228,7 @@ pub(in crate::quant) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R 
 /// weights a model registered (`repacked`), else repacked now. The AVX2 and
 /// AVX-512 strips' Q8_0 and Q4_0 repacks are never kept
 /// ([`Values::worth_keeping`]).
-pub(in crate::quant) fn with_strips<
-    W: 'static,
-    const V: usize,
-    const S: usize,
-    const MAGS: bool,
-    R,
->(
+pub(in crate::quant) fn with_strips<W: 'static, const V: usize, const S: usize, R>(
     w: &[W],
     rows: usize,
     nb: usize,
@@ -243,7 +237,7 @@ pub(in crate::quant) fn with_strips<
 ) -> R {
     with_scratch(|s| {
         if transposable(w, &unpack).is_some_and(|src| !src.values().worth_keeping()) {
-            repack::<W, V, S, MAGS>(w, rows, nb, unpack, s);
+            repack::<W, V, S>(w, rows, nb, unpack, s);
             return f(s);
         }
         with_repacked(
@@ -252,7 +246,7 @@ pub(in crate::quant) fn with_strips<
             nb,
             &unpack,
             s,
-            |s| repack::<W, V, S, MAGS>(w, rows, nb, unpack, s),
+            |s| repack::<W, V, S>(w, rows, nb, unpack, s),
             f,
         )
     })
@@ -352,35 +346,6 @@ pub(in crate::quant) fn q8_0_signed(b: &BlockQ8_0) -> [(f32, f32, [u8; QK]); 1] 
     [(b.d.to_f32(), 0.0, b.qs.map(|v| v as u8))]
 }
 
-/// Signed sub-blocks' bytes followed by their magnitudes `|w|` as unsigned
-/// bytes (128 for −128): the AVX2 sign trick's two operands,
-/// `maddubs(|w|, sign(a, w))`. Repacked once per product (or kept), the
-/// magnitudes cost the kernel nothing per pass; taken there with one
-/// `vpsignb` per line and pass, they were a seventh of its `p0`/`p1` µops
-/// (124M Q8_0 pp512 on the AVX2 path: 1.08–1.13× with them repacked).
-fn with_magnitudes<const S: usize>(
-    subs: [(f32, f32, [u8; QK]); S],
-) -> [(f32, f32, [u8; 2 * QK]); S] {
-    subs.map(|(d, m, u)| {
-        let mut both = [0u8; 2 * QK];
-        both[..QK].copy_from_slice(&u);
-        for (a, &v) in both[QK..].iter_mut().zip(&u) {
-            *a = (v as i8).unsigned_abs();
-        }
-        (d, m, both)
-    })
-}
-
-/// IQ4_NL's signed table values and their magnitudes ([`with_magnitudes`]).
-pub(in crate::quant) fn iq4_nl_signed_abs(b: &BlockIq4Nl) -> [(f32, f32, [u8; 2 * QK]); 1] {
-    with_magnitudes(iq4_nl_signed(b))
-}
-
-/// IQ4_XS's signed table values and their magnitudes ([`with_magnitudes`]).
-pub(in crate::quant) fn iq4_xs_signed_abs(b: &BlockIq4Xs) -> [(f32, f32, [u8; 2 * QK]); 8] {
-    with_magnitudes(iq4_xs_signed(b))
-}
-
 /// Q4_0's nibbles `q = w + 8` as bytes 0..=15.
 pub(in crate::quant) fn q4_0_unsigned(b: &BlockQ4_0) -> [(f32, f32, [u8; QK]); 1] {
     [(b.d.to_f32(), 0.0, nibbles(&b.qs))]
@@ -418,7 +383,7 @@ pub(in crate::quant) fn iq4_nl_unsigned(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK])
 }
 
 /// IQ4_NL's signed table values (-127..=113).
-fn iq4_nl_signed(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK]); 1] {
+pub(in crate::quant) fn iq4_nl_signed(b: &BlockIq4Nl) -> [(f32, f32, [u8; QK]); 1] {
     let q = nibbles(&b.qs).map(|i| KVALUES[usize::from(i)] as u8);
     [(b.d.to_f32(), 0.0, q)]
 }
@@ -519,7 +484,7 @@ pub(in crate::quant) fn iq4_xs_unsigned(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32])
 }
 
 /// IQ4_XS with its signed table values (no offset).
-fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 8] {
+pub(in crate::quant) fn iq4_xs_signed(b: &BlockIq4Xs) -> [(f32, f32, [u8; 32]); 8] {
     let d = b.d.to_f32();
     std::array::from_fn(|j| {
         let u = std::array::from_fn(|l| KVALUES[usize::from(b.q(32 * j + l))] as u8);
@@ -569,11 +534,7 @@ fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
 
 /// Repacks `rows` rows of `nb` blocks (`nb·S` sub-blocks of `V` values)
 /// into strip order: line `k` of a sub-block holds values `4k..4k + 4` of
-/// each of its strip's 16 rows; with `MAGS` (the AVX2 sign trick's
-/// [`with_magnitudes`] sub-blocks, `w` then `|w|`) line `2k + h` holds
-/// values `4k..4k + 4` of half `h`'s eight rows in its first 32 bytes and
-/// their magnitudes in its last 32, so that a kernel's pass over one half
-/// reads whole cache lines. The weights are one sequential read from
+/// each of its strip's 16 rows. The weights are one sequential read from
 /// the mapping (L3 or DRAM), hinted ahead as decode hints them. (Repacking
 /// each strip just before the kernel's first pass over it, so that the reads
 /// would overlap the previous strip's products, measured no faster: 0.9–1.0×
@@ -582,7 +543,7 @@ fn zero_padding_rows<T: Copy + Default>(v: &mut [T], rows: usize, nsub: usize) {
 /// Every type's unpacking for the x86 kernels ([`transposable`]) goes
 /// through [`repack_transposed`]'s transposition in registers where the CPU
 /// has AVX2 and F16C: the same lines.
-pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const MAGS: bool>(
+pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize>(
     w: &[W],
     rows: usize,
     nb: usize,
@@ -598,7 +559,7 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
         {
             continue;
         }
-        repack_strip::<W, V, S, MAGS>(
+        repack_strip::<W, V, S>(
             w,
             (rows, nb, i),
             unpack,
@@ -613,9 +574,9 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize, const
 /// `x86::strip_words`') or Q4_0's two
 /// ([`q4_0_unsigned`], [`q4_0_signed`]), Q4_1's, Q5_0's and Q5_1's
 /// ([`q4_1_unsigned`], [`q5_0_unsigned`], [`q5_1_unsigned`]), IQ4_NL's two
-/// ([`iq4_nl_unsigned`], [`iq4_nl_signed_abs`]), Q2_K's two
+/// ([`iq4_nl_unsigned`]), Q2_K's two
 /// ([`q2_k_unsigned`], and [`q2_k_int`] for [`repack_int`]), Q3_K's two ([`q3_k_unsigned`], and [`q3_k_int`] for [`repack_int`]),
-/// IQ4_XS's two ([`iq4_xs_unsigned`], [`iq4_xs_signed_abs`]), Q4_K's
+/// IQ4_XS's ([`iq4_xs_unsigned`]), Q4_K's
 /// ([`q4_k_unsigned`]),
 /// Q5_K's ([`q5_k_unsigned`]) or Q6_K's two ([`q6_k_unsigned`], and
 /// [`q6_k_int`] for [`repack_int`]): which function a kernel passed is known only
@@ -645,8 +606,6 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q51Unsigned
     } else if u == id(&iq4_nl_unsigned) {
         Values::Iq4NlUnsigned
-    } else if u == id(&iq4_nl_signed_abs) {
-        Values::Iq4NlMagnitudes
     } else if u == id(&q2_k_unsigned) {
         Values::Q2KUnsigned
     } else if u == id(&q2_k_int) {
@@ -657,8 +616,6 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q3KInt
     } else if u == id(&iq4_xs_unsigned) {
         Values::Iq4XsUnsigned
-    } else if u == id(&iq4_xs_signed_abs) {
-        Values::Iq4XsMagnitudes
     } else if u == id(&q6_k_unsigned) {
         Values::Q6KUnsigned
     } else if u == id(&q6_k_int) {
@@ -674,17 +631,35 @@ fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<S
         Values::Q41Unsigned => as_blocks(w).map(Source::Q4_1),
         Values::Q50Unsigned => as_blocks(w).map(Source::Q5_0),
         Values::Q51Unsigned => as_blocks(w).map(Source::Q5_1),
-        Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes => {
-            as_blocks(w).map(|w| Source::Iq4Nl(w, values))
-        }
+        Values::Iq4NlUnsigned => as_blocks(w).map(|w| Source::Iq4Nl(w, values)),
         Values::Q2KUnsigned | Values::Q2KInt => as_blocks(w).map(|w| Source::Q2K(w, values)),
         Values::Q3KUnsigned | Values::Q3KInt => as_blocks(w).map(|w| Source::Q3K(w, values)),
-        Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes => {
-            as_blocks(w).map(|w| Source::Iq4Xs(w, values))
-        }
+        Values::Iq4XsUnsigned => as_blocks(w).map(|w| Source::Iq4Xs(w, values)),
         Values::Q4KUnsigned => as_blocks(w).map(Source::Q4K),
         Values::Q5KUnsigned => as_blocks(w).map(Source::Q5K),
         _ => as_blocks(w).map(|w| Source::Q6K(w, values)),
+    }
+}
+
+/// `w` as the blocks of a type [`transpose`](super::transpose) repacks into
+/// i16 lines (`x86::strip_words`), when `unpack` is [`q8_0_signed`],
+/// [`iq4_nl_signed`] or [`iq4_xs_signed`].
+pub(in crate::quant) fn words_source<'w, W: 'static, U: 'static>(
+    w: &'w [W],
+    _unpack: &U,
+) -> Option<Source<'w>> {
+    fn id<T: 'static>(_: &T) -> TypeId {
+        TypeId::of::<T>()
+    }
+    let u = TypeId::of::<U>();
+    if u == id(&q8_0_signed) {
+        as_blocks(w).map(|w| Source::Q8_0(w, Values::Q8Words))
+    } else if u == id(&iq4_nl_signed) {
+        as_blocks(w).map(|w| Source::Iq4Nl(w, Values::Iq4NlWords))
+    } else if u == id(&iq4_xs_signed) {
+        as_blocks(w).map(|w| Source::Iq4Xs(w, Values::Iq4XsWords))
+    } else {
+        None
     }
 }
 
@@ -701,7 +676,7 @@ fn as_blocks<B: 'static, W: 'static>(w: &[W]) -> Option<&[B]> {
 // Not inlined into the kernels: compiled with their AVX-512 features, the
 // per-row stores below became `vpscatterqd`s (slower than plain stores).
 #[inline(never)]
-pub(in crate::quant) fn repack_strip<W, const V: usize, const S: usize, const MAGS: bool>(
+pub(in crate::quant) fn repack_strip<W, const V: usize, const S: usize>(
     w: &[W],
     (rows, nb, i): (usize, usize, usize),
     unpack: impl Unpack<W, V, S>,
@@ -723,15 +698,7 @@ pub(in crate::quant) fn repack_strip<W, const V: usize, const S: usize, const MA
                 let at = b * S + j;
                 let sub = &mut lines[at * lps..(at + 1) * lps];
                 for (k, quad) in u.chunks_exact(4).enumerate() {
-                    let (line, byte) = if MAGS {
-                        // Values `4k'..` of half `n / 8` and their
-                        // magnitudes share line `2k' + n / 8`.
-                        let (k1, mag) = (k % (lps / 2), k / (lps / 2));
-                        (2 * k1 + n / 8, 32 * mag + 4 * (n % 8))
-                    } else {
-                        (k, 4 * n)
-                    };
-                    sub[line].0[byte..byte + 4].copy_from_slice(quad);
+                    sub[k].0[4 * n..4 * n + 4].copy_from_slice(quad);
                 }
                 dw[at * STRIP + n] = *d;
                 dm[at * STRIP + n] = *m;

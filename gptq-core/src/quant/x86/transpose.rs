@@ -43,6 +43,12 @@ pub(in crate::quant) enum Values {
     /// 3, 6, 7 in its last 32, each row's four values as 8 bytes; a strip
     /// holds half 0's lines of every run, then half 1's.
     Q8Words,
+    /// IQ4_NL's signed table values as i16, laid out as
+    /// [`Values::Q8Words`] (`iq4_nl_signed`: the AVX2 strips).
+    Iq4NlWords,
+    /// IQ4_XS's signed table values as i16 in eight runs of 32, laid out
+    /// as [`Values::Q8Words`] (`iq4_xs_signed`: the AVX2 strips).
+    Iq4XsWords,
     /// Q4_0's nibbles `q` (0..=15, `q4_0_unsigned`).
     Q4Unsigned,
     /// Q4_0's `q - 8` (`q4_0_signed`: the AMX tiles).
@@ -57,10 +63,6 @@ pub(in crate::quant) enum Values {
     Q51Unsigned,
     /// IQ4_NL's table values offset to `v + 128` (`iq4_nl_unsigned`).
     Iq4NlUnsigned,
-    /// IQ4_NL's signed table values and their magnitudes
-    /// (`iq4_nl_signed_abs`: the AVX2 sign trick): line `2k + h` holds half
-    /// `h`'s eight rows' values `4k..4k + 4`, then their magnitudes.
-    Iq4NlMagnitudes,
     /// Q2_K's two bits `u` (0..=3) in sixteen sub-blocks of 16, scales
     /// `d·sc` and minimums' terms `−dmin·m` (`q2_k_unsigned`).
     Q2KUnsigned,
@@ -76,9 +78,6 @@ pub(in crate::quant) enum Values {
     /// IQ4_XS's table values offset to `v + 128` in eight sub-blocks of 32
     /// (`iq4_xs_unsigned`).
     Iq4XsUnsigned,
-    /// IQ4_XS's signed table values and their magnitudes
-    /// (`iq4_xs_signed_abs`), laid out as [`Values::Iq4NlMagnitudes`].
-    Iq4XsMagnitudes,
     /// Q4_K's nibbles `u` (0..=15) in eight sub-blocks of 32
     /// (`q4_k_unsigned`).
     Q4KUnsigned,
@@ -122,7 +121,7 @@ impl Values {
     /// 1.22–1.35×, AVX2 1.16–1.28×; Q4_K_M mix AVX-512 pp16 1.02–1.20×, AVX2
     /// pp48 1.06–1.09×; IQ4_XS AVX-512 pp16 1.06–1.10×. The other
     /// transpositions repack at close to the speed of reading the weights,
-    /// so a kept copy (as large as the weights, twice with the magnitudes)
+    /// so a kept copy (as large as the weights, twice as i16)
     /// only adds its own reads: AVX2 Q8_0 pp128 0.94–0.97×, Q4_0 0.92–0.99×,
     /// Q4_1 pp16 0.92–0.96×, IQ4_XS 0.80–0.81×; AVX-512 Q8_0 0.98×, Q4_0
     /// pp16 0.85–0.99×, Q4_1 0.89–0.93×, Q5_0 0.98×. (Native AMX, kept
@@ -147,20 +146,17 @@ impl Values {
         )
     }
 
-    /// Whether each line holds half its rows' values and their
-    /// magnitudes ([`Values::Iq4NlMagnitudes`]' layout).
-    fn magnitudes(self) -> bool {
-        matches!(self, Values::Iq4NlMagnitudes | Values::Iq4XsMagnitudes)
+    /// Whether the lines hold i16 values ([`Values::Q8Words`]' layout).
+    pub(in crate::quant) fn words(self) -> bool {
+        matches!(
+            self,
+            Values::Q8Words | Values::Iq4NlWords | Values::Iq4XsWords
+        )
     }
 
-    /// Lines per run of 32 values: eight, sixteen with the magnitudes or
-    /// as i16.
+    /// Lines per run of 32 values: eight, sixteen as i16.
     fn lines(self) -> usize {
-        if self.magnitudes() || self == Values::Q8Words {
-            16
-        } else {
-            8
-        }
+        if self.words() { 16 } else { 8 }
     }
 }
 
@@ -173,13 +169,13 @@ pub(in crate::quant) enum Source<'w> {
     Q4_1(&'w [BlockQ4_1]),
     Q5_0(&'w [BlockQ5_0]),
     Q5_1(&'w [BlockQ5_1]),
-    /// With [`Values::Iq4NlUnsigned`] or [`Values::Iq4NlMagnitudes`].
+    /// With [`Values::Iq4NlUnsigned`] or [`Values::Iq4NlWords`].
     Iq4Nl(&'w [BlockIq4Nl], Values),
     /// With [`Values::Q2KUnsigned`] or [`Values::Q2KInt`].
     Q2K(&'w [BlockQ2K], Values),
     /// With [`Values::Q3KUnsigned`] or [`Values::Q3KInt`].
     Q3K(&'w [BlockQ3K], Values),
-    /// With [`Values::Iq4XsUnsigned`] or [`Values::Iq4XsMagnitudes`].
+    /// With [`Values::Iq4XsUnsigned`] or [`Values::Iq4XsWords`].
     Iq4Xs(&'w [BlockIq4Xs], Values),
     Q4K(&'w [BlockQ4K]),
     Q5K(&'w [BlockQ5K]),
@@ -209,7 +205,7 @@ impl Source<'_> {
 
 /// Repacks strip `i` (rows `16i..`, at most 16, of `rows` rows of `nb`
 /// blocks) of `src` into `lines` (each block's runs of 32 values as 8
-/// lines, 16 with the magnitudes), `dw` (the scales) and `dm` (the
+/// lines, 16 as i16), `dw` (the scales) and `dm` (the
 /// minimums' terms), one entry per sub-block (of 32 values, of 16 for Q2_K,
 /// Q3_K and Q6_K), as the generic walk does; `false` (nothing written) where the CPU
 /// lacks AVX2 or F16C, for the caller's generic walk.
@@ -507,8 +503,8 @@ impl Block32 for BlockIq4Nl {
         self.d
     }
 
-    /// The signed table values of the nibbles (the offset or the
-    /// magnitudes are the caller's).
+    /// The signed table values of the nibbles (the offset or the widening
+    /// is the caller's).
     #[inline(always)]
     unsafe fn values(&self, _j: usize) -> __m256i {
         // SAFETY: AVX2 (this function's contract); `qs` is 16 bytes.
@@ -661,7 +657,7 @@ impl Block32 for BlockIq4Xs {
     }
 
     /// Run `j`: the signed table values of the nibbles of `qs[16j..]` (the
-    /// offset or the magnitudes are the caller's).
+    /// offset or the widening is the caller's).
     #[inline(always)]
     unsafe fn values(&self, j: usize) -> __m256i {
         // SAFETY: AVX2 (this function's contract); bytes 16j.. of the
@@ -832,7 +828,7 @@ fn strip<B: Block32>(
                         *v = unsafe { blk.values(j) };
                     }
                 }
-                if values == Values::Q8Words {
+                if values.words() {
                     // Rows in the order 0, 1, 4, 5, 2, 3, 6, 7: each
                     // transposed line's low 128 bits then hold rows 0, 1,
                     // 4, 5 and its high ones rows 2, 3, 6, 7, each widened
@@ -853,7 +849,7 @@ fn strip<B: Block32>(
                 }
                 let sub = &mut lines[q * lps..(q + 1) * lps];
                 for (k, v) in transpose8(r).into_iter().enumerate() {
-                    let (line, at, v, mags) = match values {
+                    let (at, v) = match values {
                         Values::Q8Signed
                         | Values::Q4Unsigned
                         | Values::Q4KUnsigned
@@ -866,26 +862,19 @@ fn strip<B: Block32>(
                         | Values::Q2KUnsigned
                         | Values::Q2KInt
                         | Values::Q3KUnsigned
-                        | Values::Q3KInt => (k, 32 * h, v, None),
+                        | Values::Q3KInt => (32 * h, v),
                         Values::Q8Unsigned | Values::Iq4NlUnsigned | Values::Iq4XsUnsigned => {
-                            (k, 32 * h, _mm256_xor_si256(v, flip), None)
+                            (32 * h, _mm256_xor_si256(v, flip))
                         }
-                        Values::Q4Signed => (k, 32 * h, _mm256_sub_epi8(v, eight), None),
-                        Values::Iq4NlMagnitudes | Values::Iq4XsMagnitudes => {
-                            (2 * k + h, 0, v, Some(_mm256_abs_epi8(v)))
+                        Values::Q4Signed => (32 * h, _mm256_sub_epi8(v, eight)),
+                        Values::Q8Words | Values::Iq4NlWords | Values::Iq4XsWords => {
+                            unreachable!("above")
                         }
-                        Values::Q8Words => unreachable!("above"),
                     };
-                    let dst = sub[line].0.as_mut_ptr();
-                    // SAFETY: bytes `at..at + 32` (`at` 0 or 32) and, with
-                    // the magnitudes, 32..64 of a 64-byte line: in bounds;
-                    // the stores are unaligned.
-                    unsafe {
-                        _mm256_storeu_si256(dst.add(at).cast(), v);
-                        if let Some(m) = mags {
-                            _mm256_storeu_si256(dst.add(32).cast(), m);
-                        }
-                    }
+                    let dst = sub[k].0.as_mut_ptr();
+                    // SAFETY: bytes `at..at + 32` (`at` 0 or 32) of a
+                    // 64-byte line: in bounds; the store is unaligned.
+                    unsafe { _mm256_storeu_si256(dst.add(at).cast(), v) };
                 }
             }
             for row in 0..n {
@@ -949,10 +938,10 @@ mod tests {
     use crate::quant::types::testkit::{Rng, random_blocks, typical_scale};
     use crate::quant::x86::strip_words::repack_strip_words;
     use crate::quant::x86::strips::{
-        iq4_nl_signed_abs, iq4_nl_unsigned, iq4_xs_signed_abs, iq4_xs_unsigned, q2_k_int,
-        q2_k_unsigned, q3_k_int, q3_k_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned,
-        q4_k_unsigned, q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned,
-        q8_0_signed, q8_0_unsigned, repack_strip, repack_strip_int,
+        iq4_nl_signed, iq4_nl_unsigned, iq4_xs_signed, iq4_xs_unsigned, q2_k_int, q2_k_unsigned,
+        q3_k_int, q3_k_unsigned, q4_0_signed, q4_0_unsigned, q4_1_unsigned, q4_k_unsigned,
+        q5_0_unsigned, q5_1_unsigned, q5_k_unsigned, q6_k_int, q6_k_unsigned, q8_0_signed,
+        q8_0_unsigned, repack_strip, repack_strip_int,
     };
 
     /// `n` blocks of random bytes (every value and packed scale byte) with
@@ -967,16 +956,14 @@ mod tests {
         let lps = values.lines();
         let mut out = Vec::new();
         for (li, line) in lines.iter().enumerate() {
-            let (strip, k) = (li / (nsub * lps), li % lps);
+            let strip = li / (nsub * lps);
             for (byte, &v) in line.0.iter().enumerate() {
-                let row = if values == Values::Q8Words {
+                let row = if values.words() {
                     // Half 0's lines of every run, then half 1's; rows 0,
                     // 1, 4, 5 in the first 32 bytes, 2, 3, 6, 7 in the last.
                     let h = (li % (nsub * lps)) / (nsub * lps / 2);
                     let (reg, slot) = (byte / 32, (byte % 32) / 8);
                     8 * h + 4 * (slot / 2) + 2 * reg + slot % 2
-                } else if values.magnitudes() {
-                    8 * (k % 2) + (byte % 32) / 4
                 } else {
                     byte / 4
                 };
@@ -1011,19 +998,19 @@ mod tests {
             Values::Q8Signed,
             Values::Q8Unsigned,
             Values::Q8Words,
+            Values::Iq4NlWords,
+            Values::Iq4XsWords,
             Values::Q4Unsigned,
             Values::Q4Signed,
             Values::Q41Unsigned,
             Values::Q50Unsigned,
             Values::Q51Unsigned,
             Values::Iq4NlUnsigned,
-            Values::Iq4NlMagnitudes,
             Values::Q2KUnsigned,
             Values::Q2KInt,
             Values::Q3KUnsigned,
             Values::Q3KInt,
             Values::Iq4XsUnsigned,
-            Values::Iq4XsMagnitudes,
             Values::Q4KUnsigned,
             Values::Q5KUnsigned,
             Values::Q6KUnsigned,
@@ -1055,7 +1042,7 @@ mod tests {
                     Values::Q4KUnsigned
                     | Values::Q5KUnsigned
                     | Values::Iq4XsUnsigned
-                    | Values::Iq4XsMagnitudes => (8, 1),
+                    | Values::Iq4XsWords => (8, 1),
                     Values::Q6KUnsigned
                     | Values::Q6KInt
                     | Values::Q2KUnsigned
@@ -1075,10 +1062,10 @@ mod tests {
                     Values::Q41Unsigned => Source::Q4_1(&w41),
                     Values::Q50Unsigned => Source::Q5_0(&w50),
                     Values::Q51Unsigned => Source::Q5_1(&w51),
-                    Values::Iq4NlUnsigned | Values::Iq4NlMagnitudes => Source::Iq4Nl(&wnl, values),
+                    Values::Iq4NlUnsigned | Values::Iq4NlWords => Source::Iq4Nl(&wnl, values),
                     Values::Q2KUnsigned | Values::Q2KInt => Source::Q2K(&w2, values),
                     Values::Q3KUnsigned | Values::Q3KInt => Source::Q3K(&w3, values),
-                    Values::Iq4XsUnsigned | Values::Iq4XsMagnitudes => Source::Iq4Xs(&wxs, values),
+                    Values::Iq4XsUnsigned | Values::Iq4XsWords => Source::Iq4Xs(&wxs, values),
                     Values::Q4KUnsigned => Source::Q4K(&wk),
                     Values::Q5KUnsigned => Source::Q5K(&w5),
                     _ => Source::Q6K(&w6, values),
@@ -1101,55 +1088,27 @@ mod tests {
                     let g = (&mut gl[..], &mut gd[..], &mut gm[..]);
                     let at = (rows, nb, i);
                     match values {
-                        Values::Q8Signed => {
-                            repack_strip::<_, 32, 1, false>(&w8, at, q8_0_signed, g)
-                        }
-                        Values::Q8Unsigned => {
-                            repack_strip::<_, 32, 1, false>(&w8, at, q8_0_unsigned, g)
-                        }
-                        Values::Q8Words => repack_strip_words(&w8, at, g),
-                        Values::Q4Unsigned => {
-                            repack_strip::<_, 32, 1, false>(&w4, at, q4_0_unsigned, g)
-                        }
-                        Values::Q4Signed => {
-                            repack_strip::<_, 32, 1, false>(&w4, at, q4_0_signed, g)
-                        }
-                        Values::Q41Unsigned => {
-                            repack_strip::<_, 32, 1, false>(&w41, at, q4_1_unsigned, g)
-                        }
-                        Values::Q50Unsigned => {
-                            repack_strip::<_, 32, 1, false>(&w50, at, q5_0_unsigned, g)
-                        }
-                        Values::Q51Unsigned => {
-                            repack_strip::<_, 32, 1, false>(&w51, at, q5_1_unsigned, g)
-                        }
+                        Values::Q8Signed => repack_strip::<_, 32, 1>(&w8, at, q8_0_signed, g),
+                        Values::Q8Unsigned => repack_strip::<_, 32, 1>(&w8, at, q8_0_unsigned, g),
+                        Values::Q8Words => repack_strip_words(&w8, at, q8_0_signed, g),
+                        Values::Iq4NlWords => repack_strip_words(&wnl, at, iq4_nl_signed, g),
+                        Values::Iq4XsWords => repack_strip_words(&wxs, at, iq4_xs_signed, g),
+                        Values::Q4Unsigned => repack_strip::<_, 32, 1>(&w4, at, q4_0_unsigned, g),
+                        Values::Q4Signed => repack_strip::<_, 32, 1>(&w4, at, q4_0_signed, g),
+                        Values::Q41Unsigned => repack_strip::<_, 32, 1>(&w41, at, q4_1_unsigned, g),
+                        Values::Q50Unsigned => repack_strip::<_, 32, 1>(&w50, at, q5_0_unsigned, g),
+                        Values::Q51Unsigned => repack_strip::<_, 32, 1>(&w51, at, q5_1_unsigned, g),
                         Values::Iq4NlUnsigned => {
-                            repack_strip::<_, 32, 1, false>(&wnl, at, iq4_nl_unsigned, g)
+                            repack_strip::<_, 32, 1>(&wnl, at, iq4_nl_unsigned, g)
                         }
-                        Values::Iq4NlMagnitudes => {
-                            repack_strip::<_, 64, 1, true>(&wnl, at, iq4_nl_signed_abs, g)
-                        }
-                        Values::Q2KUnsigned => {
-                            repack_strip::<_, 16, 16, false>(&w2, at, q2_k_unsigned, g)
-                        }
-                        Values::Q3KUnsigned => {
-                            repack_strip::<_, 16, 16, false>(&w3, at, q3_k_unsigned, g)
-                        }
+                        Values::Q2KUnsigned => repack_strip::<_, 16, 16>(&w2, at, q2_k_unsigned, g),
+                        Values::Q3KUnsigned => repack_strip::<_, 16, 16>(&w3, at, q3_k_unsigned, g),
                         Values::Iq4XsUnsigned => {
-                            repack_strip::<_, 32, 8, false>(&wxs, at, iq4_xs_unsigned, g)
+                            repack_strip::<_, 32, 8>(&wxs, at, iq4_xs_unsigned, g)
                         }
-                        Values::Iq4XsMagnitudes => {
-                            repack_strip::<_, 64, 8, true>(&wxs, at, iq4_xs_signed_abs, g)
-                        }
-                        Values::Q4KUnsigned => {
-                            repack_strip::<_, 32, 8, false>(&wk, at, q4_k_unsigned, g)
-                        }
-                        Values::Q5KUnsigned => {
-                            repack_strip::<_, 32, 8, false>(&w5, at, q5_k_unsigned, g)
-                        }
-                        Values::Q6KUnsigned => {
-                            repack_strip::<_, 16, 16, false>(&w6, at, q6_k_unsigned, g)
-                        }
+                        Values::Q4KUnsigned => repack_strip::<_, 32, 8>(&wk, at, q4_k_unsigned, g),
+                        Values::Q5KUnsigned => repack_strip::<_, 32, 8>(&w5, at, q5_k_unsigned, g),
+                        Values::Q6KUnsigned => repack_strip::<_, 16, 16>(&w6, at, q6_k_unsigned, g),
                         Values::Q2KInt | Values::Q6KInt | Values::Q3KInt => unreachable!("above"),
                     }
                 }
