@@ -1,19 +1,20 @@
-//! Q8_0 prompts on AVX2 with i16 lines (`x86::strip_words`): per line (four
-//! values of eight rows) and token, one 64-bit broadcast of the token's four
-//! activations as i16 and two `vpmaddwd`s, one per half line; per block and
+//! Prompts of the signed 32-value types on AVX2 (Q8_0, IQ4_NL, IQ4_XS's
+//! runs of 32) with i16 lines (`x86::strip_words`): per line (four values
+//! of eight rows) and token, one 64-bit broadcast of the token's four
+//! activations as i16 and two `vpmaddwd`s, one per half line; per run and
 //! token one `vphaddd` puts the eight rows' exact sums in order, then the
 //! same float step as every strip kernel (`acc + float(sum)·(d_w·d_a)`): the
-//! bits of the AVX-512 strips and the AMX tiles.
+//! bits of the AVX-512 strips and the AMX tiles (tested).
 //!
-//! Why not the sign trick of the other signed types (`strip`): per line and
-//! token it is a broadcast, `vpsignb`, `vpmaddubsw`, `vpmaddwd` against ones
-//! and an add, and both multiplies sit on Zen 4's two multiply pipes; here
-//! a line is two `vpmaddwd`s and two adds for the same 32 products, the
-//! activation broadcast shared by both. In an asm loop of the block (AMD
-//! Zen 4, two tokens, operands in L1) 14.0–14.9 cycles per block and token
-//! against the sign trick's 16.7–17.2; being exact for every byte, it also
-//! needs no care for −128. The lines are as many as the sign trick's `w`
-//! and `|w|`.
+//! Why not the sign trick the unsigned types' `maddubs` would suggest (per
+//! line and token a broadcast, `vpsignb`, `vpmaddubsw(|w|, ·)`, `vpmaddwd`
+//! against ones and an add, `|w|` repacked beside `w`): on AMD Zen 4 the
+//! sign and both multiplies sit on the two multiply pipes, and its block of
+//! eight rows and one token ran 16.6–17.2 cycles in an asm loop with the
+//! operands in L1, the rate the kernel had in pp512. Here a line is two
+//! `vpmaddwd`s and two adds for the same 32 products: 13.7–14.2 cycles with
+//! four tokens per pass (see [`TG`]), and exact for every byte, −128
+//! included. The lines are as many as the sign trick's `w` and `|w|`.
 
 use std::arch::x86_64::*;
 

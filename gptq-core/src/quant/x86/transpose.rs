@@ -8,7 +8,8 @@
 //! by an `and` and a compare, Q4_K's nibbles by a shift and `and`, Q6_K's two
 //! high bits by a shift and `and`) are one 8×8
 //! transposition of 4-byte words (24 shuffles) into the eight lines'
-//! halves, instead of [`repack_strip`](super::strips::repack_strip)'s
+//! halves (for the AVX2 strips' i16 lines of Q8_0, IQ4_NL and IQ4_XS, each
+//! transposed line widened by two `vpmovsxbw` into a whole line), instead of [`repack_strip`](super::strips::repack_strip)'s
 //! generic walk, which
 //! unpacks every block to an array and copies its values four bytes at a
 //! time. The generic walk was a fifth of a 128-token AVX2 prefill (124M
