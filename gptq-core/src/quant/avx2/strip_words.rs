@@ -48,6 +48,16 @@ const REC_BYTES: usize = 80;
 /// half lines ahead of the multiplies and spilled them: 0.8× the sign
 /// trick.)
 macro_rules! line4 {
+    (first) => {
+        concat!(
+            "vmovdqa {wl}, ymmword ptr [{p}]\n",
+            "vmovdqa {wh}, ymmword ptr [{p} + 32]\n",
+            token!(first 0, "{l0}", "{h0}"),
+            token!(first 1, "{l1}", "{h1}"),
+            token!(first 2, "{l2}", "{h2}"),
+            token!(first 3, "{l3}", "{h3}"),
+        )
+    };
     ($k:literal) => {
         concat!(
             "vmovdqa {wl}, ymmword ptr [{p} + 64*",
@@ -64,8 +74,22 @@ macro_rules! line4 {
     };
 }
 
-/// Token `j`'s part of [`line4`]'s line `k`.
+/// Token `j`'s part of [`line4`]'s line `k` (line 0, `first`: the products
+/// start the sums, two adds fewer per token, 2 of 16 per block and token).
 macro_rules! token {
+    (first $j:literal, $lo:literal, $hi:literal) => {
+        concat!(
+            "vpbroadcastq {a}, qword ptr [{r} + 80*",
+            $j,
+            "]\n",
+            "vpmaddwd ",
+            $lo,
+            ", {wl}, {a}\n",
+            "vpmaddwd ",
+            $hi,
+            ", {wh}, {a}\n",
+        )
+    };
     ($j:literal, $k:literal, $lo:literal, $hi:literal) => {
         concat!(
             "vpbroadcastq {a}, qword ptr [{r} + 80*",
@@ -210,16 +234,14 @@ fn half_four(st: &Strip<'_>, h: usize, recs: &[u32], nb: usize) -> [__m256; TG] 
         let sub = &recs[b * TG * rec..(b + 1) * TG * rec];
         // Per token the sums of rows 0, 1, 4, 5 (two i32 each) and of rows
         // 2, 3, 6, 7.
-        let mut lo = [_mm256_setzero_si256(); TG];
-        let mut hi = [_mm256_setzero_si256(); TG];
-        let ([l0, l1, l2, l3], [h0, h1, h2, h3]) = (&mut lo, &mut hi);
+        let (l0, l1, l2, l3, h0, h1, h2, h3);
         // SAFETY: reads the block's eight half lines (`lines`: 8 × 64 bytes
         // from `p`, aligned to 64) and words 0..16 of each of its four
         // records (`sub`: 4 × 80 bytes from `r`; 16 < rec); AVX2 is enabled
         // here; registers only otherwise.
         unsafe {
             std::arch::asm!(
-                line4!(0), line4!(1), line4!(2), line4!(3),
+                line4!(first), line4!(1), line4!(2), line4!(3),
                 line4!(4), line4!(5), line4!(6), line4!(7),
                 p = in(reg) lines.as_ptr(),
                 r = in(reg) sub.as_ptr(),
@@ -227,18 +249,24 @@ fn half_four(st: &Strip<'_>, h: usize, recs: &[u32], nb: usize) -> [__m256; TG] 
                 wh = out(ymm_reg) _,
                 a = out(ymm_reg) _,
                 t = out(ymm_reg) _,
-                l0 = inout(ymm_reg) *l0,
-                h0 = inout(ymm_reg) *h0,
-                l1 = inout(ymm_reg) *l1,
-                h1 = inout(ymm_reg) *h1,
-                l2 = inout(ymm_reg) *l2,
-                h2 = inout(ymm_reg) *h2,
-                l3 = inout(ymm_reg) *l3,
-                h3 = inout(ymm_reg) *h3,
+                l0 = out(ymm_reg) l0,
+                h0 = out(ymm_reg) h0,
+                l1 = out(ymm_reg) l1,
+                h1 = out(ymm_reg) h1,
+                l2 = out(ymm_reg) l2,
+                h2 = out(ymm_reg) h2,
+                l3 = out(ymm_reg) l3,
+                h3 = out(ymm_reg) h3,
                 options(pure, readonly, nostack, preserves_flags),
             );
         }
-        float_step(st, (h, b), sub, (lo, hi), &mut acc);
+        float_step(
+            st,
+            (h, b),
+            sub,
+            ([l0, l1, l2, l3], [h0, h1, h2, h3]),
+            &mut acc,
+        );
     }
     acc
 }
