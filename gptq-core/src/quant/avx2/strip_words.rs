@@ -38,8 +38,13 @@ const HALF: usize = 8;
 /// the same lines over and over).
 const TG: usize = 4;
 
-/// Bytes per packed record ([`rec_words_wide`] of a block).
-const REC_BYTES: usize = 80;
+/// Bytes per packed record ([`rec_words_wide`] of a run of 32): the stride
+/// `token!`'s asm writes as the literal 80.
+const REC_BYTES: usize = 4 * rec_words_wide(QK);
+const _: () = assert!(
+    REC_BYTES == 80 && TG == 4,
+    "token!'s record stride and line4!'s four tokens"
+);
 
 /// Line `k` of a block for four tokens, in asm: the line's two halves (at
 /// `p + 64k`) loaded once, then per token `j` its four activations of the
@@ -225,7 +230,6 @@ fn float_step<const T: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 fn half_four(st: &Strip<'_>, h: usize, recs: &[u32], nb: usize) -> [__m256; TG] {
     let rec = rec_words_wide(QK);
-    assert!(rec * 4 == REC_BYTES && TG == 4);
     assert!(st.lines.len() == nb * WORD_LINES && st.dw.len() == nb * STRIP && h < 2);
     assert!(recs.len() == nb * TG * rec);
     let mut acc = [_mm256_setzero_ps(); TG];

@@ -3,7 +3,7 @@
 //! `vpmaddwd` (`avx2::strip_words`): line `k` of a run's half `h` holds
 //! values `4k..4k + 4` of the half's eight rows, widened to i16, rows 0, 1,
 //! 4, 5 in its first 32 bytes and rows 2, 3, 6, 7 in its last 32
-//! ([`Values::Q8Words`]); each strip holds all of half 0's lines, run by
+//! ([`Values::Q8Words`](super::transpose::Values::Q8Words)); each strip holds all of half 0's lines, run by
 //! run, then half 1's, so that a pass over one half reads one sequential
 //! stream (with the halves interleaved line by line, as the other strips
 //! are, an asm copy of the kernel's loop ran 1.1–1.3× slower). One
@@ -12,7 +12,7 @@
 //! eight rows' sums in order (as fast as two blends, a shuffle and an add
 //! in an asm copy of the loop; LLVM turned those into `vphaddd` and a
 //! shuffle). Sixteen lines per run, made per call and never kept
-//! ([`Values::worth_keeping`]).
+//! ([`Values::worth_keeping`](super::transpose::Values::worth_keeping)).
 
 use super::strips::{Line, STRIP, Scratch, Unpack, reserve_strips, with_scratch, words_source};
 use super::transpose::repack_transposed;

@@ -582,9 +582,6 @@ pub(in crate::quant) fn repack<W: 'static, const V: usize, const S: usize>(
 /// [`q6_k_int`] for [`repack_int`]): which function a kernel passed is known only
 /// by its type here (as the kept repacks are keyed by it).
 fn transposable<'w, W: 'static, U: 'static>(w: &'w [W], _unpack: &U) -> Option<Source<'w>> {
-    fn id<T: 'static>(_: &T) -> TypeId {
-        TypeId::of::<T>()
-    }
     let u = TypeId::of::<U>();
     let values = if u == id(&q8_0_signed) {
         Values::Q8Signed
@@ -648,9 +645,6 @@ pub(in crate::quant) fn words_source<'w, W: 'static, U: 'static>(
     w: &'w [W],
     _unpack: &U,
 ) -> Option<Source<'w>> {
-    fn id<T: 'static>(_: &T) -> TypeId {
-        TypeId::of::<T>()
-    }
     let u = TypeId::of::<U>();
     if u == id(&q8_0_signed) {
         as_blocks(w).map(|w| Source::Q8_0(w, Values::Q8Words))
@@ -661,6 +655,11 @@ pub(in crate::quant) fn words_source<'w, W: 'static, U: 'static>(
     } else {
         None
     }
+}
+
+/// The type of a value (an unpacking function's, to compare with `U`).
+fn id<T: 'static>(_: &T) -> TypeId {
+    TypeId::of::<T>()
 }
 
 /// `w` as a slice of `B`, when `W` is `B`.

@@ -21,6 +21,7 @@
 
 use std::arch::x86_64::*;
 
+use super::strip_words::HALF_LINES;
 use super::strips::pair_i16;
 use super::strips::{Line, STRIP};
 use crate::quant::prefetch;
@@ -838,7 +839,7 @@ fn strip<B: Block32>(
                     for (k, v) in transpose8(r).into_iter().enumerate() {
                         let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v));
                         let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(v));
-                        let dst = lines[(h * nrun + q) * 8 + k].0.as_mut_ptr();
+                        let dst = lines[(h * nrun + q) * HALF_LINES + k].0.as_mut_ptr();
                         // SAFETY: bytes 0..64 of a 64-byte line; the stores
                         // are unaligned.
                         unsafe {
@@ -850,7 +851,7 @@ fn strip<B: Block32>(
                 }
                 let sub = &mut lines[q * lps..(q + 1) * lps];
                 for (k, v) in transpose8(r).into_iter().enumerate() {
-                    let (at, v) = match values {
+                    let v = match values {
                         Values::Q8Signed
                         | Values::Q4Unsigned
                         | Values::Q4KUnsigned
@@ -863,19 +864,19 @@ fn strip<B: Block32>(
                         | Values::Q2KUnsigned
                         | Values::Q2KInt
                         | Values::Q3KUnsigned
-                        | Values::Q3KInt => (32 * h, v),
+                        | Values::Q3KInt => v,
                         Values::Q8Unsigned | Values::Iq4NlUnsigned | Values::Iq4XsUnsigned => {
-                            (32 * h, _mm256_xor_si256(v, flip))
+                            _mm256_xor_si256(v, flip)
                         }
-                        Values::Q4Signed => (32 * h, _mm256_sub_epi8(v, eight)),
+                        Values::Q4Signed => _mm256_sub_epi8(v, eight),
                         Values::Q8Words | Values::Iq4NlWords | Values::Iq4XsWords => {
                             unreachable!("above")
                         }
                     };
                     let dst = sub[k].0.as_mut_ptr();
-                    // SAFETY: bytes `at..at + 32` (`at` 0 or 32) of a
-                    // 64-byte line: in bounds; the store is unaligned.
-                    unsafe { _mm256_storeu_si256(dst.add(at).cast(), v) };
+                    // SAFETY: bytes `32h..32h + 32` (h < 2) of a 64-byte
+                    // line: in bounds; the store is unaligned.
+                    unsafe { _mm256_storeu_si256(dst.add(32 * h).cast(), v) };
                 }
             }
             for row in 0..n {
