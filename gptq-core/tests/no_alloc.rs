@@ -130,17 +130,19 @@ fn batched_decode_steps_allocate_nothing() {
         for kp in KernelPath::available() {
             let kernels = Kernels::new(kp).unwrap();
             let model = Arc::new(Model::load_with_kernels(&path, kernels).unwrap());
+            // Eight sessions: steps of six tokens and more take other kernels
+            // on some paths (AVX2's Q8_0 octets) than smaller ones.
             let params = BatchParams {
-                max_seqs: 4,
+                max_seqs: 8,
                 max_tokens: 64,
                 n_ctx: 0,
             };
             let mut batch = Batch::new(Arc::clone(&model), params).unwrap();
-            let mut s: Vec<Session> = (0..4)
+            let mut s: Vec<Session> = (0..8)
                 .map(|_| Session::new(Arc::clone(&model), SessionParams::default()).unwrap())
                 .collect();
             let n = rayon::scope(|_| {
-                let [a, b, c, d] = &mut s[..] else {
+                let [a, b, c, d, e, f, g, h] = &mut s[..] else {
                     unreachable!()
                 };
                 // Joining: prompts, then one step of each size to warm up.
@@ -155,9 +157,20 @@ fn batched_decode_steps_allocate_nothing() {
                     ])
                     .unwrap();
                 batch.eval(&mut [(&mut *d, &[12; 20][..])]).unwrap();
-                for k in 1..=4 {
+                batch
+                    .eval(&mut [
+                        (&mut *e, &[14][..]),
+                        (&mut *f, &[15, 16][..]),
+                        (&mut *g, &[17][..]),
+                        (&mut *h, &[18, 19, 20][..]),
+                    ])
+                    .unwrap();
+                for k in 1..=8 {
                     let mut items: Vec<(&mut Session, &[u32])> = Vec::new();
-                    for (i, x) in [&mut *a, &mut *b, &mut *c, &mut *d].into_iter().enumerate() {
+                    let all = [
+                        &mut *a, &mut *b, &mut *c, &mut *d, &mut *e, &mut *f, &mut *g, &mut *h,
+                    ];
+                    for (i, x) in all.into_iter().enumerate() {
                         if i < k {
                             items.push((x, &[13][..]));
                         }
@@ -175,9 +188,20 @@ fn batched_decode_steps_allocate_nothing() {
                             (&mut *b, &t[..]),
                             (&mut *c, &t[..]),
                             (&mut *d, &t[..]),
+                            (&mut *e, &t[..]),
+                            (&mut *f, &t[..]),
+                            (&mut *g, &t[..]),
+                            (&mut *h, &t[..]),
                         ]),
                         1 => batch.eval(&mut [(&mut *d, &t[..]), (&mut *b, &t[..])]),
-                        _ => batch.eval(&mut [(&mut *c, &t[..])]),
+                        _ => batch.eval(&mut [
+                            (&mut *c, &t[..]),
+                            (&mut *g, &t[..]),
+                            (&mut *e, &t[..]),
+                            (&mut *a, &t[..]),
+                            (&mut *h, &t[..]),
+                            (&mut *f, &t[..]),
+                        ]),
                     }
                     .unwrap();
                 }
