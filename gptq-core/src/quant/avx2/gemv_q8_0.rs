@@ -350,7 +350,7 @@ const STACK_OCTETS: usize = 192;
 
 /// Products of this many tokens and more take [`several`]; fewer, the
 /// pairs (whose register holds two tokens, so no lanes idle). Octets
-/// against pairs, one thread, fastest of five (cycles per four blocks and
+/// against pairs, one thread, one run each (cycles per four blocks and
 /// token, 2304×768 / 768×3072): 2 tokens 24.6 / 25.1 against 24.4 / 17.2, 4
 /// tokens 12.4 / 17.0 against 12.0 / 12.0, 5 12.2 / 16.5 against 13.1 /
 /// 15.7, 6 10.2 / 13.9 against 10.9 / 13.5; `gptq-batch-bench`, six
