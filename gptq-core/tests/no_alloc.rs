@@ -182,7 +182,7 @@ fn batched_decode_steps_allocate_nothing() {
                 for i in 0..20u32 {
                     // Sessions leave and come back between steps.
                     let t = [20 + i];
-                    match i % 3 {
+                    match i % 4 {
                         0 => batch.eval(&mut [
                             (&mut *a, &t[..]),
                             (&mut *b, &t[..]),
@@ -194,6 +194,7 @@ fn batched_decode_steps_allocate_nothing() {
                             (&mut *h, &t[..]),
                         ]),
                         1 => batch.eval(&mut [(&mut *d, &t[..]), (&mut *b, &t[..])]),
+                        2 => batch.eval(&mut [(&mut *c, &t[..])]),
                         _ => batch.eval(&mut [
                             (&mut *c, &t[..]),
                             (&mut *g, &t[..]),

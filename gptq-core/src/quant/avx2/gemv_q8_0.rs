@@ -477,9 +477,12 @@ fn block_sums<const P: usize>(blk: &BlockQ8_0, oct: &Octet) -> __m256i {
 fn row_octet<const P: usize>(row: &[BlockQ8_0], prep: &[Octet]) -> __m256 {
     let nb = row.len();
     let nq = nb - nb % 4;
+    // A block's sums times the tokens' scales (`sum·d_a`).
+    let term = |blk: &BlockQ8_0, oct: &Octet| {
+        _mm256_mul_ps(_mm256_cvtepi32_ps(block_sums::<P>(blk, oct)), oct.d)
+    };
     let step = |acc: __m256, blk: &BlockQ8_0, oct: &Octet| {
-        let dot = _mm256_cvtepi32_ps(block_sums::<P>(blk, oct));
-        _mm256_fmadd_ps(_mm256_mul_ps(dot, oct.d), scale8(blk), acc)
+        _mm256_fmadd_ps(term(blk, oct), scale8(blk), acc)
     };
     let zero = _mm256_setzero_ps();
     let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
@@ -492,10 +495,8 @@ fn row_octet<const P: usize>(row: &[BlockQ8_0], prep: &[Octet]) -> __m256 {
         a3 = step(a3, &q[3], &o[3]);
     }
     let mut sum = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
-    for (b, wb) in row.iter().enumerate().skip(nq) {
-        let oct = &prep[b];
-        let dot = _mm256_cvtepi32_ps(block_sums::<P>(wb, oct));
-        sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(dot, oct.d), scale8(wb)));
+    for (wb, oct) in row[nq..].iter().zip(&prep[nq..]) {
+        sum = _mm256_add_ps(sum, _mm256_mul_ps(term(wb, oct), scale8(wb)));
     }
     sum
 }
