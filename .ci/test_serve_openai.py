@@ -77,14 +77,19 @@ def server():
     s.stop()
 
 
-def complete(prompt, n):
-    """`gptq complete`'s greedy text."""
+def complete_ids(prompt, n, *flags):
+    """`gptq complete`'s greedy text and token ids, with more flags."""
     out = subprocess.run(
-        [GPTQ, "complete", "-t", "2", "-p", prompt, "-n", str(n), "--temp", "0", "--print-ids"],
+        [GPTQ, "complete", "-t", "2", "-p", prompt, "-n", str(n), "--temp", "0", "--print-ids", *flags],
         capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL,
     ).stdout
-    text, _ids = out[:-1].rsplit("\n", 1)
-    return text
+    text, ids = out[:-1].rsplit("\n", 1)
+    return text, [int(i) for i in ids.split(",") if i]
+
+
+def complete(prompt, n):
+    """`gptq complete`'s greedy text."""
+    return complete_ids(prompt, n)[0]
 
 
 def until(pred, secs=15):
@@ -103,6 +108,31 @@ def test_greedy_completion_equals_gptq_complete(server):
         assert r.object == "text_completion"
         assert r.choices[0].text == complete(p, 20)
         assert r.usage.completion_tokens <= 20 and r.usage.prompt_tokens > 0
+
+
+def test_penalties_and_logit_bias_equal_gptq_complete(server):
+    """OpenAI's presence_penalty, frequency_penalty and logit_bias, through
+    the client, give what `gptq complete` gives with the same flags (a bias
+    of -100 against -inf: the token is out either way)."""
+    c = server.client()
+    p = PROMPTS[3]
+    _, plain = complete_ids(p, 20)
+    first, second = plain[0], plain[1]
+    text, ids = complete_ids(p, 20, "--presence-penalty", "0.6", "--frequency-penalty", "0.3",
+                             "-l", f"{first}-inf", "-l", f"{second}+2")
+    assert first not in ids and ids != plain
+    for chat in (False, True):
+        kw = dict(model="gptq", max_tokens=20, temperature=0, presence_penalty=0.6,
+                  frequency_penalty=0.3, logit_bias={str(first): -100, str(second): 2})
+        if chat:
+            r = c.chat.completions.create(messages=[{"role": "user", "content": p}], **kw)
+            assert r.choices[0].message.content
+        else:
+            r = c.completions.create(prompt=p, **kw)
+            assert r.choices[0].text == text
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="gptq", prompt=p, max_tokens=4, logit_bias={"not-an-id": 1})
+    assert "logit_bias" in str(e.value)
 
 
 def test_streamed_pieces_concatenate_to_the_text(server):

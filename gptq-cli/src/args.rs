@@ -78,7 +78,7 @@ pub struct SamplingArgs {
     /// Penalty for repeating recent tokens (1.0 = off).
     #[arg(long = "repeat-penalty", value_name = "P", default_value_t = 1.0)]
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at (0 = off, -1 = the context).
+    /// How many recent tokens the penalties look at (0 = off, -1 = the context).
     #[arg(
         long = "repeat-last-n",
         value_name = "N",
@@ -86,14 +86,52 @@ pub struct SamplingArgs {
         allow_hyphen_values = true
     )]
     pub repeat_last_n: i64,
+    /// Lower the logit of each recently seen token by P, once (0.0 = off).
+    #[arg(
+        long = "presence-penalty",
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_hyphen_values = true
+    )]
+    pub presence_penalty: f32,
+    /// Lower the logit of each recently seen token by P times its count (0.0 = off).
+    #[arg(
+        long = "frequency-penalty",
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_hyphen_values = true
+    )]
+    pub frequency_penalty: f32,
+    /// Add BIAS to the logit of token ID, as `ID+BIAS` or `ID-BIAS`
+    /// (`ID-inf` bans it); repeatable.
+    #[arg(
+        short = 'l',
+        long = "logit-bias",
+        value_name = "ID(+|-)BIAS",
+        value_parser = parse_logit_bias
+    )]
+    pub logit_bias: Vec<(u32, f32)>,
     /// Random seed (-1 = random).
     #[arg(short = 's', long = "seed", value_name = "SEED", default_value_t = -1, allow_hyphen_values = true)]
     pub seed: i64,
 }
 
+/// llama.cpp's `--logit-bias` value: a token id, then its signed bias.
+fn parse_logit_bias(v: &str) -> std::result::Result<(u32, f32), String> {
+    let bad = || format!("'{v}' is not ID+BIAS or ID-BIAS (e.g. 15043+1.5, 50256-inf)");
+    let at = v.find(['+', '-']).ok_or_else(bad)?;
+    let id = v[..at].parse::<u32>().map_err(|_| bad())?;
+    let bias = v[at..].parse::<f32>().map_err(|_| bad())?;
+    if bias.is_nan() || bias == f32::INFINITY {
+        return Err(format!("the bias in '{v}' must be a number or -inf"));
+    }
+    Ok((id, bias))
+}
+
 impl SamplingArgs {
-    /// The sampler parameters, with a random seed drawn when `-s` is -1.
-    pub fn params(&self, n_ctx: usize) -> Result<SamplerParams> {
+    /// The sampler parameters for a model of `n_vocab` tokens, with a random
+    /// seed drawn when `-s` is -1.
+    pub fn params(&self, n_ctx: usize, n_vocab: usize) -> Result<SamplerParams> {
         let seed = match self.seed {
             -1 => random_seed(),
             s if s >= 0 => s as u64,
@@ -106,6 +144,26 @@ impl SamplingArgs {
                 "invalid --repeat-last-n {n}: use a non-negative number, or -1 for the whole context"
             ),
         };
+        if repeat_last_n == 0 {
+            for (flag, on) in [
+                ("--repeat-penalty", self.repeat_penalty != 1.0),
+                ("--presence-penalty", self.presence_penalty != 0.0),
+                ("--frequency-penalty", self.frequency_penalty != 0.0),
+            ] {
+                if on {
+                    bail!(
+                        "{flag} would do nothing with --repeat-last-n 0, which turns the penalties off"
+                    );
+                }
+            }
+        }
+        if let Some(&(id, _)) = self
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= n_vocab)
+        {
+            bail!("--logit-bias for token {id}, outside the model's vocabulary of {n_vocab}");
+        }
         Ok(SamplerParams {
             temperature: self.temp,
             top_k: self.top_k,
@@ -113,6 +171,9 @@ impl SamplingArgs {
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            logit_bias: self.logit_bias.clone(),
             seed,
         })
     }

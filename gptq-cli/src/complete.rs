@@ -60,7 +60,7 @@ pub fn run(args: &CompleteArgs) -> Result<()> {
     let tok = model.tokenizer();
     let mut session = load::session(model, &args.model, 1)?;
     let n_ctx = session.n_ctx();
-    let params = args.sampling.params(n_ctx)?;
+    let params = args.sampling.params(n_ctx, model.hparams().n_vocab)?;
     if args.model.verbose {
         eprintln!("gptq: seed {}", params.seed);
     }

@@ -145,6 +145,9 @@ fn bad_flags_are_usage_errors() {
         &["-n", "many"],
         &["--temp", "hot"],
         &["perplexity"],
+        &["-p", "x", "-l", "15043"],
+        &["-p", "x", "--logit-bias", "hello+1"],
+        &["-p", "x", "-l", "15043+nan"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -156,6 +159,15 @@ fn bad_flags_are_usage_errors() {
         (&["-p", "x", "--top-p", "0"], "top-p"),
         (&["-p", "x", "-t", "0"], "-t"),
         (&["-p", "x", "-s", "-5"], "seed"),
+        (&["-p", "x", "-l", "99999999+1"], "vocabulary"),
+        (
+            &["-p", "x", "--presence-penalty", "1", "--repeat-last-n", "0"],
+            "--presence-penalty",
+        ),
+        (
+            &["-p", "x", "--frequency-penalty", "inf"],
+            "frequency penalty",
+        ),
     ] {
         let out = run(args);
         assert_one_error_line(&out, &[want]);

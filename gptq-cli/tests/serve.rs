@@ -177,6 +177,11 @@ fn sse_data(text: &str) -> Vec<String> {
 
 /// `gptq complete`'s greedy text and ids.
 fn complete(prompt: &str, n: usize) -> (String, Vec<u32>) {
+    complete_with(prompt, n, &[])
+}
+
+/// [`complete`] with more flags.
+fn complete_with(prompt: &str, n: usize, extra: &[&str]) -> (String, Vec<u32>) {
     let out = Command::new(env!("CARGO_BIN_EXE_gptq"))
         .env_remove("GPTQ_MODEL")
         .env_remove("GPTQ_KERNEL")
@@ -192,6 +197,7 @@ fn complete(prompt: &str, n: usize) -> (String, Vec<u32>) {
             "0",
             "--print-ids",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -278,6 +284,75 @@ fn greedy_text_equals_gptq_complete_streamed_or_not() {
         assert_eq!(streamed, text);
         assert_eq!(items.last().unwrap()["stop"], true);
     }
+}
+
+/// OpenAI's presence and frequency penalties and logit bias (and
+/// llama.cpp's list form of the bias) give what `gptq complete` gives with
+/// the same flags, and a banned token never comes.
+#[test]
+fn penalties_and_logit_bias_equal_gptq_complete_with_the_same_flags() {
+    let server = Server::start(&["-np", "1"]);
+    let prompt = PROMPTS[2];
+    let (_, plain) = complete(prompt, 24);
+    let (first, second) = (plain[0], plain[1]);
+    let ban = format!("{first}-inf");
+    let boost = format!("{second}+1.5");
+    let flags = [
+        "--presence-penalty",
+        "0.8",
+        "--frequency-penalty",
+        "0.4",
+        "-l",
+        &ban,
+        "-l",
+        &boost,
+    ];
+    let (text, ids) = complete_with(prompt, 24, &flags);
+    assert_ne!(ids, plain, "the settings change the greedy text");
+    assert!(!ids.contains(&first), "a banned token came: {ids:?}");
+    let bias_map = json!({first.to_string(): -100, second.to_string(): 1.5});
+    let (status, r) = server.post(
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 24, "temperature": 0,
+                "presence_penalty": 0.8, "frequency_penalty": 0.4, "logit_bias": bias_map}),
+    );
+    assert_eq!(status, 200, "{r}");
+    // -100 is not -inf, but enough here: the same text.
+    assert_eq!(r["choices"][0]["text"], text);
+    let (status, r) = server.post(
+        "/completion",
+        &json!({"prompt": prompt, "n_predict": 24, "temperature": 0, "return_tokens": true,
+                "presence_penalty": 0.8, "frequency_penalty": 0.4,
+                "logit_bias": [[first, false], [second, 1.5]]}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let got: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(got, ids);
+    // The server's own defaults come from the same flags.
+    drop(server);
+    let server = Server::start(&[
+        "-np",
+        "1",
+        "--presence-penalty",
+        "0.8",
+        "--frequency-penalty",
+        "0.4",
+        "-l",
+        &ban,
+        "-l",
+        &boost,
+    ]);
+    let (status, r) = server.post(
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 24, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["choices"][0]["text"], text);
 }
 
 #[test]
@@ -425,6 +500,16 @@ fn every_bad_request_gets_a_json_error_and_the_server_stays_up() {
     check(s, &b, 400, "invalid_request_error");
     let (s, _, b) = post("/v1/completions", br#"{"prompt": "x", "top_p": 7}"#);
     check(s, &b, 400, "invalid_request_error");
+    for body in [
+        &br#"{"prompt": "x", "presence_penalty": 3}"#[..],
+        br#"{"prompt": "x", "frequency_penalty": -9}"#,
+        br#"{"prompt": "x", "logit_bias": {"hello": 1}}"#,
+        br#"{"prompt": "x", "logit_bias": {"99999999": 1}}"#,
+        br#"{"prompt": "x", "logit_bias": {"11": 1000}}"#,
+    ] {
+        let (s, _, b) = post("/v1/completions", body);
+        check(s, &b, 400, "invalid_request_error");
+    }
     let (s, _, b) = post("/v1/chat/completions", br#"{"messages": []}"#);
     check(s, &b, 400, "invalid_request_error");
     let (s, _, b) = post(

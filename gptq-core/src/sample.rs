@@ -1,13 +1,17 @@
 //! Samplers and the seeded random number generator.
 //!
 //! A [`Sampler`] turns a row of logits into a token id. The chain follows
-//! llama.cpp's default order: repetition penalty over the last N tokens, then
-//! (unless the temperature is 0, which is greedy) top-k, top-p, min-p,
-//! temperature, softmax and a draw from [`Rng`]. The generator is ours
+//! llama.cpp's default order: the logit bias, the penalties over the last N
+//! tokens (repetition, frequency, presence), then (unless the temperature is
+//! 0, which is greedy) top-k, top-p, min-p, temperature, softmax and a draw
+//! from [`Rng`]. The generator is ours
 //! (xoshiro256** seeded through SplitMix64), so a seed gives the same tokens
 //! on every version, platform and thread count.
 
+mod adjust;
+
 use crate::error::{Error, Result};
+use adjust::{Penalties, add_bias};
 
 /// The index of the largest logit (the first one on ties); NaNs are never
 /// chosen. Returns 0 for an empty or all-NaN slice.
@@ -84,8 +88,17 @@ pub struct SamplerParams {
     /// Divide positive logits (multiply negative ones) of recently seen tokens
     /// by this (1.0 = off).
     pub repeat_penalty: f32,
-    /// How many of the most recent tokens the penalty looks at (0 = off).
+    /// How many of the most recent tokens the penalties look at (0 = off).
     pub repeat_last_n: usize,
+    /// Lower the logit of each recently seen token by this, once (0.0 = off;
+    /// OpenAI's and llama.cpp's presence penalty).
+    pub presence_penalty: f32,
+    /// Lower the logit of each recently seen token by this times its count
+    /// in the window (0.0 = off; the frequency penalty).
+    pub frequency_penalty: f32,
+    /// Added to the logits of these tokens before anything else (`-inf`
+    /// bans a token); a token listed twice gets both.
+    pub logit_bias: Vec<(u32, f32)>,
     /// Seed of the random generator.
     pub seed: u64,
 }
@@ -99,13 +112,17 @@ impl Default for SamplerParams {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: 0,
         }
     }
 }
 
 impl SamplerParams {
-    /// Greedy decoding: always the most likely token (after the penalty).
+    /// Greedy decoding: always the most likely token (after the bias and the
+    /// penalties).
     pub fn greedy() -> SamplerParams {
         SamplerParams {
             temperature: 0.0,
@@ -144,6 +161,24 @@ impl SamplerParams {
         self
     }
 
+    /// Sets the presence penalty (0.0 = off).
+    pub fn presence_penalty(mut self, penalty: f32) -> Self {
+        self.presence_penalty = penalty;
+        self
+    }
+
+    /// Sets the frequency penalty (0.0 = off).
+    pub fn frequency_penalty(mut self, penalty: f32) -> Self {
+        self.frequency_penalty = penalty;
+        self
+    }
+
+    /// Sets the logit bias: `(token id, added to its logit)` pairs.
+    pub fn logit_bias(mut self, bias: Vec<(u32, f32)>) -> Self {
+        self.logit_bias = bias;
+        self
+    }
+
     /// Sets the seed.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -165,6 +200,21 @@ impl SamplerParams {
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return bad("repeat penalty must be a finite number > 0");
         }
+        if !self.presence_penalty.is_finite() {
+            return bad("presence penalty must be a finite number");
+        }
+        if !self.frequency_penalty.is_finite() {
+            return bad("frequency penalty must be a finite number");
+        }
+        if let Some(&(id, _)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| b.is_nan() || *b == f32::INFINITY)
+        {
+            return bad(&format!(
+                "the logit bias of token {id} must be a finite number or -inf"
+            ));
+        }
         Ok(())
     }
 
@@ -182,6 +232,8 @@ pub struct Sampler {
     rng: Rng,
     /// (logit or probability, token id) of the candidates still in play.
     cand: Vec<(f32, u32)>,
+    /// The penalty window's ids, sorted (scratch).
+    window: Vec<u32>,
 }
 
 impl Sampler {
@@ -192,6 +244,7 @@ impl Sampler {
             rng: Rng::new(params.seed),
             params,
             cand: Vec::new(),
+            window: Vec::new(),
         })
     }
 
@@ -219,50 +272,53 @@ impl Sampler {
     }
 
     /// The next token given `logits` (one per vocabulary entry) and the tokens
-    /// so far (`history`, for the repetition penalty). An empty row of logits,
-    /// or one with no finite value, is an error.
+    /// so far (`history`, for the penalties). An empty row of logits, one
+    /// with no finite value, or a logit bias for a token past its end, is an
+    /// error.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
         let p = &self.params;
-        if p.temperature == 0.0 && (p.repeat_penalty == 1.0 || p.repeat_last_n == 0) {
+        if p.temperature == 0.0 && p.logit_bias.is_empty() && !self.penalized() {
             return greedy(logits);
         }
         self.ranked(logits, history)
     }
 
+    /// The penalties, when they change anything.
+    fn penalties(&self) -> Option<Penalties> {
+        let p = &self.params;
+        let pen = Penalties {
+            repeat: p.repeat_penalty,
+            frequency: p.frequency_penalty,
+            presence: p.presence_penalty,
+        };
+        (p.repeat_last_n > 0 && pen.active()).then_some(pen)
+    }
+
+    fn penalized(&self) -> bool {
+        self.penalties().is_some()
+    }
+
     /// [`sample`](Self::sample) through the candidate list, which every
     /// setting goes through but plain greedy decoding.
     fn ranked(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
-        let p = &self.params;
         self.cand.clear();
         self.cand.reserve(logits.len());
-        self.cand
-            .extend(logits.iter().enumerate().map(|(i, &v)| (v, i as u32)));
         // NaN and +inf cannot be ranked meaningfully; NaN never wins.
-        for c in self.cand.iter_mut() {
-            if c.0.is_nan() {
-                c.0 = f32::NEG_INFINITY;
-            }
+        self.cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (sanitize(v), i as u32)),
+        );
+        add_bias(&mut self.cand, &self.params.logit_bias)?;
+        if let Some(pen) = self.penalties() {
+            let recent = &history[history.len().saturating_sub(self.params.repeat_last_n)..];
+            pen.apply(&mut self.cand, recent, &mut self.window);
         }
-        if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
-            let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
-            // Each distinct token is penalised once, however often it recurs
-            // (llama.cpp's rule): a candidate whose logit no longer equals the
-            // original has already been penalised.
-            for &id in recent {
-                let i = id as usize;
-                if i < logits.len() && self.cand[i].0 == sanitize(logits[i]) {
-                    let v = &mut self.cand[i].0;
-                    *v = if *v > 0.0 {
-                        *v / p.repeat_penalty
-                    } else {
-                        *v * p.repeat_penalty
-                    };
-                }
-            }
-        }
+        let p = &self.params;
         if self.cand.iter().all(|c| c.0 == f32::NEG_INFINITY) {
             return Err(nothing_to_sample());
         }
@@ -468,6 +524,66 @@ mod tests {
         assert_eq!(s.sample(&[-1.0, -2.0, -3.0], &[0]).unwrap(), 1);
     }
 
+    /// The bias and the frequency and presence penalties reach the choice,
+    /// greedy or drawn, and take the ranked path (the one-pass greedy one
+    /// knows none of them).
+    #[test]
+    fn bias_and_penalties_reach_the_choice() {
+        let logits = [3.0f32, 2.5, 1.0, 0.0];
+        // Token 0 seen twice: 3 - (2·0.2 + 0.3) = 2.3 < 2.5.
+        let mut s = SamplerParams::greedy()
+            .presence_penalty(0.3)
+            .frequency_penalty(0.2)
+            .build()
+            .unwrap();
+        assert_eq!(s.sample(&logits, &[0, 5, 0]).unwrap(), 1);
+        // Outside the window of 2 (only [5, 0] seen once): 3 - 0.5 = 2.5, a
+        // tie, which the lower id wins.
+        let mut s = SamplerParams::greedy()
+            .presence_penalty(0.3)
+            .frequency_penalty(0.2)
+            .repeat_penalty(1.0, 2)
+            .build()
+            .unwrap();
+        assert_eq!(s.sample(&logits, &[0, 5, 0]).unwrap(), 0);
+        // A window of 0 turns the penalties off.
+        let mut s = SamplerParams::greedy()
+            .presence_penalty(9.0)
+            .repeat_penalty(1.0, 0)
+            .build()
+            .unwrap();
+        assert_eq!(s.sample(&logits, &[0]).unwrap(), 0);
+        // A ban holds at any temperature; a boost wins greedy decoding.
+        let mut s = SamplerParams::default()
+            .temperature(5.0)
+            .top_k(0)
+            .top_p(1.0)
+            .min_p(0.0)
+            .logit_bias(vec![(0, f32::NEG_INFINITY), (1, f32::NEG_INFINITY)])
+            .build()
+            .unwrap();
+        for _ in 0..200 {
+            assert!(s.sample(&logits, &[]).unwrap() >= 2);
+        }
+        let mut s = SamplerParams::greedy()
+            .logit_bias(vec![(3, 2.0), (3, 1.5)])
+            .build()
+            .unwrap();
+        assert_eq!(s.sample(&logits, &[]).unwrap(), 3);
+        // Banning everything leaves nothing to sample; a bias past the
+        // logits is an error, not a panic.
+        let mut s = SamplerParams::greedy()
+            .logit_bias((0..4).map(|i| (i, f32::NEG_INFINITY)).collect())
+            .build()
+            .unwrap();
+        assert!(s.sample(&logits, &[]).is_err());
+        let mut s = SamplerParams::greedy()
+            .logit_bias(vec![(4, 1.0)])
+            .build()
+            .unwrap();
+        assert!(s.sample(&logits, &[]).is_err());
+    }
+
     #[test]
     #[cfg_attr(
         miri,
@@ -608,6 +724,14 @@ mod tests {
                 .build()
                 .is_err()
         );
+        for bad in [
+            SamplerParams::default().presence_penalty(f32::NAN),
+            SamplerParams::default().frequency_penalty(f32::INFINITY),
+            SamplerParams::default().logit_bias(vec![(0, f32::NAN)]),
+            SamplerParams::default().logit_bias(vec![(0, f32::INFINITY)]),
+        ] {
+            assert!(bad.build().is_err());
+        }
         let mut s = SamplerParams::default().build().unwrap();
         assert!(s.sample(&[], &[]).is_err());
         assert!(s.sample(&[f32::NAN, f32::NAN], &[]).is_err());

@@ -96,7 +96,8 @@ Commands:
   /help         this help
   /reset        clear the text and the cache
   /regen        redo the last answer
-  /set KEY VAL  temp, top-k, top-p, min-p, repeat-penalty, repeat-last-n, seed,
+  /set KEY VAL  temp, top-k, top-p, min-p, repeat-penalty, repeat-last-n,
+                presence-penalty, frequency-penalty, seed,
                 n, ignore-eos, newline (on/off), reverse-prompt
   /show         parameters, model, kernel path, context used
   /save FILE    save the running text and the settings (JSON)

@@ -54,7 +54,7 @@ pub struct ChatArgs {
 pub fn run(args: &ChatArgs) -> Result<()> {
     let loaded = load::load(&args.model)?;
     let session = load::session(&loaded.model, &args.model, 1)?;
-    let settings = Settings::from_args(args, session.n_ctx())?;
+    let settings = Settings::from_args(args, session.n_ctx(), loaded.model.hparams().n_vocab)?;
     if args.model.verbose {
         eprintln!("gptq: seed {}", settings.sampling.seed);
     }

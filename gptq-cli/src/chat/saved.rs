@@ -9,13 +9,15 @@
 //!   "text": "Once upon a time",
 //!   "starts_with_eos": true,
 //!   "settings": { "temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
-//!                 "repeat_penalty": 1.0, "repeat_last_n": 64, "seed": 42,
+//!                 "repeat_penalty": 1.0, "repeat_last_n": 64,
+//!                 "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": 42,
 //!                 "n_predict": null, "ignore_eos": false, "newline": true,
 //!                 "reverse_prompt": [] }
 //! }
 //! ```
 //! A missing (or `null`) setting keeps its current value, except `n_predict`,
-//! whose `null` means "until end of text" (`-n -1`).
+//! whose `null` means "until end of text" (`-n -1`). The logit bias (`-l`) is
+//! not saved: it names token ids of one vocabulary, and JSON has no `-inf`.
 
 use std::io::Write;
 use std::path::Path;
@@ -55,6 +57,8 @@ struct SavedSettings {
     min_p: Option<f32>,
     repeat_penalty: Option<f32>,
     repeat_last_n: Option<usize>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
     seed: Option<u64>,
     /// Outer `None`: absent; `Some(None)`: `null`, until end of text.
     #[serde(
@@ -91,6 +95,8 @@ impl SavedChat {
                 min_p: Some(p.min_p),
                 repeat_penalty: Some(p.repeat_penalty),
                 repeat_last_n: Some(p.repeat_last_n),
+                presence_penalty: Some(p.presence_penalty),
+                frequency_penalty: Some(p.frequency_penalty),
                 seed: Some(p.seed),
                 n_predict: Some(settings.n_predict),
                 ignore_eos: Some(settings.ignore_eos),
@@ -111,6 +117,8 @@ impl SavedChat {
         p.min_p = saved.min_p.unwrap_or(p.min_p);
         p.repeat_penalty = saved.repeat_penalty.unwrap_or(p.repeat_penalty);
         p.repeat_last_n = saved.repeat_last_n.unwrap_or(p.repeat_last_n);
+        p.presence_penalty = saved.presence_penalty.unwrap_or(p.presence_penalty);
+        p.frequency_penalty = saved.frequency_penalty.unwrap_or(p.frequency_penalty);
         p.seed = saved.seed.unwrap_or(p.seed);
         s.n_predict = saved.n_predict.unwrap_or(s.n_predict);
         s.ignore_eos = saved.ignore_eos.unwrap_or(s.ignore_eos);

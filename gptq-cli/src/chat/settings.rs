@@ -23,13 +23,14 @@ pub struct Settings {
 }
 
 /// The keys `/set` knows, for its error message and `/help`.
-pub const KEYS: &str = "temp, top-k, top-p, min-p, repeat-penalty, repeat-last-n, seed, n, ignore-eos, newline, reverse-prompt";
+pub const KEYS: &str = "temp, top-k, top-p, min-p, repeat-penalty, repeat-last-n, presence-penalty, frequency-penalty, seed, n, ignore-eos, newline, reverse-prompt";
 
 impl Settings {
-    /// The settings the flags ask for, in a context of `n_ctx` tokens.
-    pub fn from_args(args: &ChatArgs, n_ctx: usize) -> Result<Settings> {
+    /// The settings the flags ask for, in a context of `n_ctx` tokens and a
+    /// vocabulary of `n_vocab`.
+    pub fn from_args(args: &ChatArgs, n_ctx: usize, n_vocab: usize) -> Result<Settings> {
         Ok(Settings {
-            sampling: args.sampling.params(n_ctx)?,
+            sampling: args.sampling.params(n_ctx, n_vocab)?,
             n_predict: usize::try_from(args.generation.n_predict).ok(),
             ignore_eos: args.generation.ignore_eos,
             reverse: args
@@ -55,6 +56,8 @@ impl Settings {
             "top-p" => s.sampling.top_p = number(value)?,
             "min-p" => s.sampling.min_p = number(value)?,
             "repeat-penalty" => s.sampling.repeat_penalty = number(value)?,
+            "presence-penalty" => s.sampling.presence_penalty = number(value)?,
+            "frequency-penalty" => s.sampling.frequency_penalty = number(value)?,
             "repeat-last-n" => {
                 s.sampling.repeat_last_n = match int(value)? {
                     -1 => n_ctx,
@@ -87,7 +90,7 @@ impl Settings {
             |n| n.to_string(),
         );
         format!(
-            "sampling: temp {} | top-k {} | top-p {} | min-p {} | repeat-penalty {} | repeat-last-n {} | seed {}\n\
+            "sampling: temp {} | top-k {} | top-p {} | min-p {} | repeat-penalty {} | repeat-last-n {} | presence-penalty {} | frequency-penalty {} | logit-bias {:?} | seed {}\n\
              turn: n {n} | ignore-eos {} | newline {} | reverse-prompt {:?}",
             p.temperature,
             p.top_k,
@@ -95,6 +98,9 @@ impl Settings {
             p.min_p,
             p.repeat_penalty,
             p.repeat_last_n,
+            p.presence_penalty,
+            p.frequency_penalty,
+            p.logit_bias,
             p.seed,
             self.ignore_eos,
             if self.newline { "on" } else { "off" },

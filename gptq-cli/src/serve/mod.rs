@@ -248,7 +248,7 @@ impl Server {
                 per
             }
         };
-        let sampling = args.sampling.params(n_ctx)?;
+        let sampling = args.sampling.params(n_ctx, hp.n_vocab)?;
         let metrics = Arc::new(Metrics::default());
         let config = EngineConfig {
             n_slots: args.parallel,

@@ -19,6 +19,12 @@ pub const MAX_STOP_LEN: usize = 256;
 pub const MAX_N: usize = 16;
 /// Most alternatives per token in logprobs.
 pub const MAX_LOGPROBS: usize = 20;
+/// Most `logit_bias` entries.
+pub const MAX_LOGIT_BIAS: usize = 1024;
+/// OpenAI's range of a logit bias.
+const MAX_BIAS: f32 = 100.0;
+/// OpenAI's range of the presence and frequency penalties.
+const MAX_PENALTY: f32 = 2.0;
 
 /// Sampling and stopping fields every generation endpoint accepts (OpenAI's
 /// names and llama.cpp's extras).
@@ -49,12 +55,15 @@ pub struct Common {
     pub stream: Option<bool>,
     /// OpenAI: `{"include_usage": true}` adds a usage chunk to a stream.
     pub stream_options: Option<StreamOptions>,
-    /// OpenAI: penalties we do not implement (only 0 is accepted).
+    /// OpenAI: lower each recently seen token's logit once (-2 to 2; the
+    /// window is `repeat_last_n`, as in llama.cpp).
     pub presence_penalty: Option<f32>,
-    /// See `presence_penalty`.
+    /// OpenAI: lower each recently seen token's logit by this times its
+    /// count (-2 to 2).
     pub frequency_penalty: Option<f32>,
-    /// OpenAI: only an empty map is accepted.
-    pub logit_bias: Option<serde_json::Map<String, Value>>,
+    /// OpenAI's `{"token id": bias}` (-100 to 100), or llama.cpp's `[[id,
+    /// bias], …]` where a bias of `false` bans the token.
+    pub logit_bias: Option<Value>,
     /// Choices per prompt.
     pub n: Option<i64>,
 }
@@ -123,23 +132,6 @@ impl Common {
         logprobs: Option<usize>,
         index: usize,
     ) -> Result<GenSpec, ApiError> {
-        for (name, v) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
-            if v.is_some_and(|v| v != 0.0) {
-                return Err(ApiError::invalid_param(
-                    name,
-                    format!("{name} is not supported (use repeat_penalty)"),
-                ));
-            }
-        }
-        if self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
-            return Err(ApiError::invalid_param(
-                "logit_bias",
-                "logit_bias is not supported",
-            ));
-        }
         check_prompt(d, &prompt)?;
         let room = d.n_ctx - prompt.len();
         let max_tokens = match max_tokens {
@@ -182,6 +174,31 @@ impl Common {
         }
         if let Some(p) = self.repeat_penalty {
             s.repeat_penalty = p;
+        }
+        for (name, v, field) in [
+            (
+                "presence_penalty",
+                self.presence_penalty,
+                &mut s.presence_penalty,
+            ),
+            (
+                "frequency_penalty",
+                self.frequency_penalty,
+                &mut s.frequency_penalty,
+            ),
+        ] {
+            if let Some(v) = v {
+                if !(-MAX_PENALTY..=MAX_PENALTY).contains(&v) {
+                    return Err(ApiError::invalid_param(
+                        name,
+                        format!("{name} must be between -{MAX_PENALTY} and {MAX_PENALTY}, got {v}"),
+                    ));
+                }
+                *field = v;
+            }
+        }
+        if let Some(bias) = parse_logit_bias(self.logit_bias.as_ref(), d.n_vocab)? {
+            s.logit_bias = bias;
         }
         if let Some(n) = self.repeat_last_n {
             s.repeat_last_n = match n {
@@ -239,6 +256,75 @@ pub fn check_prompt(d: &Defaults, prompt: &[u32]) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// `logit_bias`: absent or null (`None`: the server's default), OpenAI's
+/// object of token ids (as strings) to biases in [-100, 100], or llama.cpp's
+/// list of `[id, bias]` pairs, where a bias of `false` bans the token (as
+/// `-inf`). Token text as a key (a llama.cpp extension) is refused: ids only.
+pub fn parse_logit_bias(
+    v: Option<&Value>,
+    n_vocab: usize,
+) -> Result<Option<Vec<(u32, f32)>>, ApiError> {
+    let bad = |m: String| ApiError::invalid_param("logit_bias", m);
+    let id = |k: &Value| -> Result<u32, ApiError> {
+        let n = match k {
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        match n {
+            Some(n) if n < n_vocab as u64 => Ok(n as u32),
+            Some(n) => Err(bad(format!(
+                "token id {n} is outside the vocabulary of {n_vocab}"
+            ))),
+            None => Err(bad(format!(
+                "keys must be token ids (integers from 0), got {k}"
+            ))),
+        }
+    };
+    let bias = |b: &Value| -> Result<f32, ApiError> {
+        match b {
+            Value::Bool(false) => Ok(f32::NEG_INFINITY),
+            Value::Number(n) => match n.as_f64() {
+                Some(x) if (-f64::from(MAX_BIAS)..=f64::from(MAX_BIAS)).contains(&x) => {
+                    Ok(x as f32)
+                }
+                _ => Err(bad(format!(
+                    "a bias must be between -{MAX_BIAS} and {MAX_BIAS}, got {n}"
+                ))),
+            },
+            _ => Err(bad(format!(
+                "a bias must be a number (or false, to ban the token), got {b}"
+            ))),
+        }
+    };
+    let entries: Vec<(u32, f32)> = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(m)) if m.len() <= MAX_LOGIT_BIAS => m
+            .iter()
+            .map(|(k, b)| Ok((id(&Value::String(k.clone()))?, bias(b)?)))
+            .collect::<Result<_, ApiError>>()?,
+        Some(Value::Array(a)) if a.len() <= MAX_LOGIT_BIAS => a
+            .iter()
+            .map(|e| match e.as_array().map(Vec::as_slice) {
+                Some([k, b]) => Ok((id(k)?, bias(b)?)),
+                _ => Err(bad(format!(
+                    "a list entry must be [token id, bias], got {e}"
+                ))),
+            })
+            .collect::<Result<_, ApiError>>()?,
+        Some(Value::Object(_) | Value::Array(_)) => {
+            return Err(bad(format!("at most {MAX_LOGIT_BIAS} entries")));
+        }
+        Some(_) => {
+            return Err(bad(
+                "logit_bias must be an object of token ids to biases, or a list of [id, bias]"
+                    .to_string(),
+            ));
+        }
+    };
+    Ok(Some(entries))
 }
 
 /// `stop`: absent, null, a string, or a list of strings.
@@ -382,6 +468,61 @@ mod tests {
         assert!(n(json!([-1])).is_err());
         assert!(n(json!({"a": 1})).is_err());
         assert!(parse_prompts(None).is_err());
+    }
+
+    #[test]
+    fn logit_bias_forms() {
+        let parse = |v: Value| parse_logit_bias(Some(&v), 100);
+        assert_eq!(parse_logit_bias(None, 100).unwrap(), None);
+        assert_eq!(parse(json!(null)).unwrap(), None);
+        assert_eq!(parse(json!({})).unwrap(), Some(vec![]));
+        assert_eq!(
+            parse(json!({"7": -100, "9": 2.5})).unwrap(),
+            Some(vec![(7, -100.0), (9, 2.5)])
+        );
+        assert_eq!(
+            parse(json!([[7, false], [9, 1]])).unwrap(),
+            Some(vec![(7, f32::NEG_INFINITY), (9, 1.0)])
+        );
+        for bad in [
+            json!({"hello": 1}),
+            json!({"100": 1}),
+            json!({"7": 101}),
+            json!({"7": true}),
+            json!({"7": "1"}),
+            json!([[7]]),
+            json!([["7x", 1]]),
+            json!(5),
+        ] {
+            let e = parse(bad.clone()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("logit_bias"), "{bad}");
+        }
+        let many: serde_json::Map<String, Value> = (0..=MAX_LOGIT_BIAS)
+            .map(|i| (i.to_string(), json!(1)))
+            .collect();
+        assert!(parse_logit_bias(Some(&Value::Object(many)), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn penalties_and_bias_reach_the_sampling() {
+        let d = defaults();
+        let c: Common = serde_json::from_value(json!({
+            "presence_penalty": 0.5, "frequency_penalty": -0.25, "logit_bias": {"3": -1}
+        }))
+        .unwrap();
+        let s = c
+            .spec(&d, vec![1], None, "max_tokens", &[], None, 0)
+            .unwrap()
+            .sampling;
+        assert_eq!(
+            (s.presence_penalty, s.frequency_penalty, s.logit_bias),
+            (0.5, -0.25, vec![(3, -1.0)])
+        );
+        let c: Common = serde_json::from_value(json!({"presence_penalty": 2.5})).unwrap();
+        let e = c
+            .spec(&d, vec![1], None, "max_tokens", &[], None, 0)
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("presence_penalty"));
     }
 
     #[test]
