@@ -353,6 +353,20 @@ fn penalties_and_logit_bias_equal_gptq_complete_with_the_same_flags() {
     );
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["choices"][0]["text"], text);
+    // llama-server's /props shows them (a ban's -inf as null, as there).
+    let (status, props) = server.get("/props");
+    assert_eq!(status, 200);
+    let props: Value = serde_json::from_str(&props).unwrap();
+    let params = &props["default_generation_settings"]["params"];
+    assert_eq!(params["presence_penalty"], 0.8);
+    assert_eq!(params["frequency_penalty"], 0.4);
+    assert_eq!(
+        params["logit_bias"],
+        json!([{"token": first, "bias": null}, {"token": second, "bias": 1.5}])
+    );
+    assert_eq!(props["total_slots"], 1);
+    assert_eq!(props["default_generation_settings"]["n_ctx"], 256);
+    assert_eq!(props["eos_token"], "<|endoftext|>");
 }
 
 #[test]
@@ -577,8 +591,12 @@ fn the_api_key_guards_all_but_health_and_models() {
         body,
     );
     assert_eq!(s, 200);
-    let (s, _, _) = server.raw("GET", "/metrics", &[], b"");
-    assert_eq!(s, 401);
+    for path in ["/metrics", "/props"] {
+        let (s, _, _) = server.raw("GET", path, &[], b"");
+        assert_eq!(s, 401, "{path}");
+    }
+    let (s, _, _) = server.raw("GET", "/props", &[("Authorization", "Bearer sekret")], b"");
+    assert_eq!(s, 200);
     assert_eq!(server.get("/health").0, 200);
     assert_eq!(server.get("/v1/models").0, 200);
 }

@@ -22,6 +22,10 @@ use serde_json::Value;
 
 use super::error::ApiError;
 
+/// The template in one line, for `GET /props` (where llama-server gives its
+/// Jinja source).
+pub const DESCRIPTION: &str = "plain transcript: the system text and a blank line, then one `User: …` or `Assistant: …` line per message, ending with `Assistant:` (stop: `\nUser:`)";
+
 /// Stop strings every chat request gets.
 pub const CHAT_STOP: &[&str] = &["\nUser:"];
 
