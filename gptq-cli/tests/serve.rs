@@ -335,18 +335,7 @@ fn penalties_and_logit_bias_equal_gptq_complete_with_the_same_flags() {
     assert_eq!(got, ids);
     // The server's own defaults come from the same flags.
     drop(server);
-    let server = Server::start(&[
-        "-np",
-        "1",
-        "--presence-penalty",
-        "0.8",
-        "--frequency-penalty",
-        "0.4",
-        "-l",
-        &ban,
-        "-l",
-        &boost,
-    ]);
+    let server = Server::start(&[&["-np", "1"][..], &flags].concat());
     let (status, r) = server.post(
         "/v1/completions",
         &json!({"prompt": prompt, "max_tokens": 24, "temperature": 0}),
