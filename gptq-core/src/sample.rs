@@ -4,9 +4,9 @@
 //! llama.cpp's default order: the logit bias, the penalties over the last N
 //! tokens (repetition, frequency, presence), then (unless the temperature is
 //! 0, which is greedy) top-k, top-p, min-p, temperature, softmax and a draw
-//! from [`Rng`]. The generator is ours
-//! (xoshiro256** seeded through SplitMix64), so a seed gives the same tokens
-//! on every version, platform and thread count.
+//! from [`Rng`]. The generator is ours (xoshiro256** seeded through
+//! SplitMix64), so a seed gives the same tokens on every version, platform
+//! and thread count.
 
 mod adjust;
 
