@@ -397,6 +397,15 @@ fn chat_renders_the_transcript_and_streams_the_same_answer() {
         })
         .collect();
     assert_eq!(streamed, answer);
+    // llama-server's /apply-template gives the transcript the chat fed.
+    let (status, r) = server.post("/apply-template", &json!({"messages": messages}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["prompt"],
+        "A conversation.\n\nUser: Where is the house?\nAssistant:"
+    );
+    let (status, r) = server.post("/apply-template", &json!({}));
+    assert_eq!((status, &r["error"]["param"]), (400, &json!("messages")));
 }
 
 #[test]

@@ -12,6 +12,7 @@ use gptq_core::Tokenizer;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::chat_template::{self, Message};
 use super::engine::Event;
 use super::error::ApiError;
 use super::logprobs::TokenLogprob;
@@ -194,6 +195,29 @@ impl StreamShape for LlamaStream {
             Event::Error(_) => Vec::new(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ApplyTemplateRequest {
+    messages: Option<Vec<Message>>,
+}
+
+/// `POST /apply-template`: llama-server's: `{"messages"}` → `{"prompt"}`,
+/// the text `/v1/chat/completions` would feed the model (the plain
+/// transcript of [`chat_template`]), without generating anything.
+pub async fn apply_template(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    state.metrics.request(Endpoint::Other);
+    let run = async {
+        let req: ApplyTemplateRequest = read_json(&state, body).await?;
+        let messages = req
+            .messages
+            .as_deref()
+            .ok_or_else(|| ApiError::invalid_param("messages", "messages is required"))?;
+        let prompt = chat_template::render(messages)?;
+        Ok::<_, ApiError>(Json(json!({"prompt": prompt})).into_response())
+    };
+    run.await.unwrap_or_else(|e| state.fail(e))
 }
 
 #[derive(Debug, Deserialize)]
