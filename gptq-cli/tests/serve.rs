@@ -217,6 +217,15 @@ fn complete_with(prompt: &str, n: usize, extra: &[&str]) -> (String, Vec<u32>) {
     (text.to_string(), ids)
 }
 
+/// A JSON array of token ids (`/completion`'s `tokens`).
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
 const PROMPTS: [&str; 4] = [
     "The old house stood",
     "It was a dark and stormy night; the rain",
@@ -234,13 +243,11 @@ fn greedy_text_equals_gptq_complete_streamed_or_not() {
             &json!({"prompt": prompt, "n_predict": 24, "temperature": 0, "return_tokens": true}),
         );
         assert_eq!(status, 200, "{r}");
-        let got: Vec<u32> = r["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(got, ids, "/completion tokens for {prompt:?}");
+        assert_eq!(
+            ids_of(&r["tokens"]),
+            ids,
+            "/completion tokens for {prompt:?}"
+        );
         assert_eq!(r["content"], text);
         let (status, r) = server.post(
             "/v1/completions",
@@ -326,13 +333,7 @@ fn penalties_and_logit_bias_equal_gptq_complete_with_the_same_flags() {
                 "logit_bias": [[first, false], [second, 1.5]]}),
     );
     assert_eq!(status, 200, "{r}");
-    let got: Vec<u32> = r["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    assert_eq!(got, ids);
+    assert_eq!(ids_of(&r["tokens"]), ids);
     // The server's own defaults come from the same flags.
     drop(server);
     let server = Server::start(&[&["-np", "1"][..], &flags].concat());

@@ -280,7 +280,7 @@ impl Sampler {
             return Err(Error::InvalidArgument("no logits to sample from".into()));
         }
         let p = &self.params;
-        if p.temperature == 0.0 && p.logit_bias.is_empty() && !self.penalized() {
+        if p.temperature == 0.0 && p.logit_bias.is_empty() && self.penalties().is_none() {
             return greedy(logits);
         }
         self.ranked(logits, history)
@@ -295,10 +295,6 @@ impl Sampler {
             presence: p.presence_penalty,
         };
         (p.repeat_last_n > 0 && pen.active()).then_some(pen)
-    }
-
-    fn penalized(&self) -> bool {
-        self.penalties().is_some()
     }
 
     /// [`sample`](Self::sample) through the candidate list, which every
