@@ -733,5 +733,17 @@ mod tests {
         assert!(s.sample(&[f32::NAN, f32::NAN], &[]).is_err());
         // Out-of-vocabulary history is ignored.
         assert!(s.sample(&[1.0, 2.0], &[99, 1]).is_ok());
+        // A NaN logit under a penalty that overflows to -inf stays
+        // unchoosable (the fuzzer's find: greedy took it as the first).
+        for t in [0.0, 1.0] {
+            let mut s = SamplerParams::default()
+                .temperature(t)
+                .repeat_penalty(1.0, 8)
+                .frequency_penalty(-3e38)
+                .build()
+                .unwrap();
+            assert_eq!(s.sample(&[f32::NAN, 1.0], &[0, 0]).unwrap(), 1);
+            assert!(s.sample(&[f32::NAN, f32::NAN], &[0, 0, 1, 1]).is_err());
+        }
     }
 }

@@ -41,6 +41,9 @@ impl Penalties {
     /// its logit divided by the repetition penalty when positive
     /// (multiplied when not, so that a penalty above 1 always lowers it),
     /// then lowered by `c · frequency + presence`, as llama.cpp computes it.
+    /// An infinity lowered by an infinity (a -inf or NaN logit under a
+    /// penalty that overflows to -inf, a +inf one under +inf) is NaN, which
+    /// is made -inf like every NaN: never chosen.
     /// `sorted` is scratch (kept by the sampler, so that sampling allocates
     /// nothing once it has grown to the window).
     pub fn apply(&self, cand: &mut [(f32, u32)], recent: &[u32], sorted: &mut Vec<u32>) {
@@ -56,7 +59,7 @@ impl Penalties {
             } else {
                 c.0 / self.repeat
             };
-            c.0 = v - (run.len() as f32 * self.frequency + self.presence);
+            c.0 = super::sanitize(v - (run.len() as f32 * self.frequency + self.presence));
         }
     }
 }
@@ -102,6 +105,33 @@ mod tests {
         off.apply(&mut c, &[0, 1, 2, 3, 3], &mut scratch);
         assert_eq!(values(&c)[..3], [4.0, -1.0, f32::NEG_INFINITY]);
         assert!(c[3].0 == 0.0 && c[3].0.is_sign_negative());
+    }
+
+    /// A penalty that overflows to an infinity meets an infinite logit: the
+    /// NaN it makes is -inf, not a value that ranks first (the sampler
+    /// fuzzer's find: a NaN logit chosen at temperature 0).
+    #[test]
+    fn infinite_penalties_on_infinite_logits_are_never_nan() {
+        let mut scratch = Vec::new();
+        let mut c = cand(&[f32::NEG_INFINITY, f32::INFINITY, 1.0]);
+        let down = Penalties {
+            repeat: 1.0,
+            frequency: -3e38,
+            presence: 0.0,
+        };
+        down.apply(&mut c, &[0, 0, 2, 2], &mut scratch);
+        assert_eq!(
+            values(&c),
+            [f32::NEG_INFINITY, f32::INFINITY, f32::INFINITY]
+        );
+        let up = Penalties {
+            repeat: 1.0,
+            frequency: 3e38,
+            presence: 0.0,
+        };
+        up.apply(&mut c, &[1, 1, 2, 2], &mut scratch);
+        assert_eq!(values(&c)[..2], [f32::NEG_INFINITY, f32::NEG_INFINITY]);
+        assert!(values(&c).iter().all(|v| !v.is_nan()));
     }
 
     #[test]
