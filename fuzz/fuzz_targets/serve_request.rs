@@ -46,6 +46,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/chat/completions"),
     ("GET", "/v1/completions"),
     ("POST", "/v1/nothing"),
+    // ollama's API (appended, so that the seeds' first bytes keep naming
+    // the endpoints above).
+    ("POST", "/api/generate"),
+    ("POST", "/api/chat"),
+    ("POST", "/api/show"),
+    ("GET", "/api/tags"),
+    ("POST", "/api/pull"),
 ];
 
 /// The API key the server is started with.
@@ -107,13 +114,35 @@ fn app() -> &'static App {
     })
 }
 
-/// Checks an error body: `{"error": {"message": "...", "type": "...", ...}}`.
-fn check_error(status: StatusCode, body: &[u8]) {
+/// Checks an error body: `{"error": {"message": "...", "type": "...", ...}}`,
+/// or ollama's `{"error": "..."}` from its endpoints' handlers (the router's
+/// own 401 and 405 answer in OpenAI's shape on every path).
+fn check_error(status: StatusCode, path: &str, body: &[u8]) {
     let v: serde_json::Value = serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("{status}: the error body is not JSON ({e})"));
     let err = &v["error"];
+    let router = [StatusCode::UNAUTHORIZED, StatusCode::METHOD_NOT_ALLOWED];
+    if path.starts_with("/api/") && !router.contains(&status) {
+        assert!(err.is_string(), "{status}: no ollama error in {v}");
+        return;
+    }
     assert!(err["message"].is_string(), "{status}: no error.message in {v}");
     assert!(err["type"].is_string(), "{status}: no error.type in {v}");
+}
+
+/// Checks ollama's stream: every line is a JSON object, the last one
+/// `"done": true` or an error.
+fn check_lines(body: &[u8]) {
+    let text = std::str::from_utf8(body).expect("the stream is UTF-8");
+    let mut last = serde_json::Value::Null;
+    for line in text.lines() {
+        last = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stream line is not JSON ({e}): {line}"));
+    }
+    assert!(
+        last["done"] == true || last["error"].is_string(),
+        "the stream ends with neither done nor an error: {last}"
+    );
 }
 
 /// Checks a stream of server-sent events: every `data:` item is JSON or
@@ -161,11 +190,14 @@ fuzz_target!(|data: &[u8]| {
             .expect("no response within 60 s")
             .expect("the router is infallible");
         let status = resp.status();
-        let is_events = resp
+        let content_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+            .unwrap_or_default()
+            .to_string();
+        let is_events = content_type.starts_with("text/event-stream");
+        let is_lines = content_type.starts_with("application/x-ndjson");
         let body = tokio::time::timeout(
             Duration::from_secs(60),
             axum::body::to_bytes(resp.into_body(), 64 << 20),
@@ -181,12 +213,14 @@ fuzz_target!(|data: &[u8]| {
         if status.is_success() {
             if is_events {
                 check_events(&body);
+            } else if is_lines {
+                check_lines(&body);
             } else if path != "/metrics" {
                 serde_json::from_slice::<serde_json::Value>(&body)
                     .unwrap_or_else(|e| panic!("{path}: a 200 body that is not JSON ({e})"));
             }
         } else {
-            check_error(status, &body);
+            check_error(status, path, &body);
         }
     });
 });

@@ -49,17 +49,20 @@ pub enum Endpoint {
     Completion,
     /// `/tokenize`, `/detokenize`
     Tokenize,
+    /// ollama's `/api/...`
+    Ollama,
     /// Everything else.
     Other,
 }
 
 impl Endpoint {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
     const ALL: [(Endpoint, &'static str); Endpoint::COUNT] = [
         (Endpoint::Completions, "/v1/completions"),
         (Endpoint::Chat, "/v1/chat/completions"),
         (Endpoint::Completion, "/completion"),
         (Endpoint::Tokenize, "tokenize"),
+        (Endpoint::Ollama, "/api"),
         (Endpoint::Other, "other"),
     ];
 }

@@ -2,7 +2,7 @@
 //!
 //! - `engine`: the model thread: slots, batched steps, sampling, events.
 //! - `slots`: which slot a request takes and what of its cache it reuses.
-//! - `openai`, `llama`: the endpoints and their JSON shapes;
+//! - `openai`, `llama`, `ollama`: the endpoints and their JSON shapes;
 //!   `request`: the fields they share, checked against the limits;
 //!   `chat_template`: messages as a transcript.
 //! - `stream`: engine events to whole responses or server-sent events.
@@ -21,6 +21,7 @@ mod http;
 mod llama;
 mod logprobs;
 mod metrics;
+mod ollama;
 mod openai;
 mod request;
 mod routes;
@@ -149,6 +150,8 @@ pub struct AppState {
     max_body: usize,
     body_timeout: Duration,
     api_key: Option<String>,
+    /// The model file's SHA-256, once ollama's listing has asked for it.
+    digest: std::sync::OnceLock<String>,
 }
 
 impl AppState {
@@ -292,6 +295,7 @@ impl Server {
             max_body: args.max_body,
             body_timeout: CLIENT_TIMEOUT,
             api_key: args.api_key.clone(),
+            digest: std::sync::OnceLock::new(),
         });
         Ok(Server { state })
     }

@@ -9,11 +9,11 @@ use axum::extract::State;
 use axum::http::{Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::json;
 
 use super::metrics::Endpoint;
-use super::{AppState, auth, llama, openai};
+use super::{AppState, auth, llama, ollama, openai};
 
 /// Every route of `gptq serve`.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -32,6 +32,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tokenize", post(llama::tokenize))
         .route("/detokenize", post(llama::detokenize))
         .route("/apply-template", post(llama::apply_template))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
+        .route("/api/pull", any(ollama::unsupported))
+        .route("/api/push", any(ollama::unsupported))
+        .route("/api/create", any(ollama::unsupported))
+        .route("/api/copy", any(ollama::unsupported))
+        .route("/api/delete", any(ollama::unsupported))
+        .route("/api/embed", any(ollama::unsupported))
+        .route("/api/embeddings", any(ollama::unsupported))
+        .route("/api/blobs/{digest}", any(ollama::unsupported))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
