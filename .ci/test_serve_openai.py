@@ -136,6 +136,43 @@ def test_logprobs_shapes_and_consistency(server):
     assert content and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
 
 
+def test_echo_scores_the_prompt_as_evaluation_harnesses_ask(server):
+    """lm-evaluation-harness's loglikelihood request (echo, logprobs=1,
+    max_tokens=0 or 1, token ids as the prompt): the prompt comes back with
+    each token's log-probability; scoring a greedy continuation gives the
+    log-probabilities its generation reported, and greedy tokens are the
+    top alternative."""
+    c = server.client()
+    text, ids = complete_ids(PROMPTS[1], 8)
+    gen = c.completions.create(model="gptq", prompt=PROMPTS[1], max_tokens=8, temperature=0, logprobs=1)
+    gen_lps = gen.choices[0].logprobs.token_logprobs
+    req = urllib.request.Request(server.base + "/tokenize", data=json.dumps({"content": PROMPTS[1]}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        prompt_ids = json.load(resp)["tokens"]
+    for max_tokens in (0, 1):
+        r = c.completions.create(model="gptq", prompt=prompt_ids + ids, echo=True, logprobs=1,
+                                 max_tokens=max_tokens, temperature=0)
+        ch = r.choices[0]
+        assert ch.text.startswith(PROMPTS[1] + text)
+        lp = ch.logprobs
+        assert len(lp.token_logprobs) == len(prompt_ids) + len(ids) + max_tokens
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        scored = lp.token_logprobs[len(prompt_ids):len(prompt_ids) + len(ids)]
+        # Read as one prompt instead of token by token, the 8-bit quantized
+        # activations round a little differently (2e-3 seen here).
+        assert all(abs(a - b) < 1e-2 for a, b in zip(scored, gen_lps)), [a - b for a, b in zip(scored, gen_lps)]
+        for k in range(len(prompt_ids), len(prompt_ids) + len(ids)):
+            top = lp.top_logprobs[k]
+            assert max(top, key=top.get) == lp.tokens[k]
+    assert r.usage.completion_tokens == 1
+    # A batch of token-id prompts, as the harness sends them: one choice each.
+    r = c.completions.create(model="gptq", prompt=[prompt_ids, ids], echo=True, logprobs=1,
+                             max_tokens=1, temperature=0)
+    assert [ch.text.startswith(t) for ch, t in zip(r.choices, (PROMPTS[1], text))] == [True, True]
+    assert [len(ch.logprobs.tokens) for ch in r.choices] == [len(prompt_ids) + 1, len(ids) + 1]
+
+
 def test_errors_are_openai_errors(server):
     c = server.client()
     with pytest.raises(openai.BadRequestError) as e:

@@ -260,6 +260,93 @@ fn logprobs_are_the_log_softmax_of_the_library_logits() {
     }
 }
 
+/// `echo` with `logprobs` scores the prompt (how evaluation harnesses use
+/// the completions API): every prompt token after the first gets the
+/// log-softmax of the library's logits at the position before it, across
+/// prompt chunks (`-b 8`), the same when the prompt is cached already, and
+/// the completion follows the echoed prompt, whole or streamed.
+#[test]
+fn echo_scores_the_prompt_as_the_library_does() {
+    let server = Server::start(&["-np", "1", "-b", "8"]);
+    let prompt =
+        "It was a dark and stormy night; the rain fell in torrents, except at occasional intervals";
+    let model = Arc::new(gptq_core::Model::load(default_model()).unwrap());
+    let ids = model.tokenizer().encode(prompt);
+    assert!(ids.len() > 16, "three chunks of -b 8");
+    // The library reading the prompt in the server's chunks (-b 8): chunks
+    // of another size round the quantized activations differently.
+    let params = gptq_core::SessionParams {
+        n_batch: 8,
+        n_outputs: 64,
+        ..Default::default()
+    };
+    let mut s = gptq_core::Session::new(Arc::clone(&model), params).unwrap();
+    let mut want = Vec::new();
+    s.feed_logits(&ids, 0..ids.len() - 1, |k, logits| {
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + logits
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        want.push(logits[ids[k + 1] as usize] as f64 - lse);
+    })
+    .unwrap();
+    let body = json!({"prompt": prompt, "echo": true, "logprobs": 1, "max_tokens": 0});
+    for round in 0..2 {
+        let (status, r) = server.post("/v1/completions", &body);
+        assert_eq!(status, 200, "{r}");
+        let c = &r["choices"][0];
+        assert_eq!(c["text"], prompt);
+        assert_eq!(c["finish_reason"], "length");
+        assert_eq!(r["usage"]["completion_tokens"], 0);
+        let lp = &c["logprobs"];
+        let got = lp["token_logprobs"].as_array().unwrap();
+        assert_eq!(got.len(), ids.len());
+        assert!(got[0].is_null() && lp["top_logprobs"][0].is_null());
+        for (k, w) in want.iter().enumerate() {
+            let g = got[k + 1].as_f64().unwrap();
+            assert!(
+                (g - w).abs() < 1e-4,
+                "round {round} token {}: server {g}, library {w}",
+                k + 1
+            );
+        }
+        let tokens: String = lp["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(tokens, prompt);
+    }
+    // Echo and a completion: the prompt, then the greedy text; offsets run
+    // on past the prompt; the stream's pieces concatenate to the same.
+    let (text, gen_ids) = complete(prompt, 3);
+    let body =
+        json!({"prompt": prompt, "echo": true, "logprobs": 0, "max_tokens": 3, "temperature": 0});
+    let (status, r) = server.post("/v1/completions", &body);
+    assert_eq!(status, 200, "{r}");
+    let c = &r["choices"][0];
+    assert_eq!(c["text"], format!("{prompt}{text}"));
+    let offsets = c["logprobs"]["text_offset"].as_array().unwrap();
+    assert_eq!(offsets.len(), ids.len() + gen_ids.len());
+    assert_eq!(offsets[ids.len()], prompt.len());
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let data = server.stream("/v1/completions", &streamed);
+    let pieces: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(pieces, format!("{prompt}{text}"));
+    // max_tokens 0 without echo is still refused.
+    let (status, r) = server.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 0}));
+    assert_eq!((status, &r["error"]["param"]), (400, &json!("max_tokens")));
+}
+
 #[test]
 fn every_bad_request_gets_a_json_error_and_the_server_stays_up() {
     let server = Server::start(&["-np", "1", "--max-body", "4096"]);

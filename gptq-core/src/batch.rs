@@ -54,10 +54,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::model::forward::Scratch;
 use crate::model::forward::batch::{Rows, forward_batch};
+use crate::model::forward::{self, Scratch};
 use crate::quant::team::{Par, Team};
 use crate::session::Session;
+
+/// Most rows [`Batch::score`] puts through the LM head at once (the LM head
+/// is the largest matrix: more rows per pass read it fewer times).
+pub const SCORE_ROWS: usize = 64;
 
 /// How a [`Batch`] is sized: everything it needs is allocated when it is made.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +97,8 @@ pub struct Batch {
     logits: Vec<f32>,
     order: Vec<usize>,
     first: Vec<usize>,
+    /// The last step's items, in the caller's order: first row, tokens.
+    last: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -134,6 +140,7 @@ impl Batch {
         Ok(Batch {
             order: Vec::with_capacity(params.max_seqs),
             first: Vec::with_capacity(params.max_seqs),
+            last: Vec::with_capacity(params.max_seqs),
             model,
             params,
             scratch,
@@ -168,6 +175,7 @@ impl Batch {
         // Decode rows first (in the callers' order), then prompt chunks.
         self.order.clear();
         self.first.clear();
+        self.last.clear();
         let decode = |&(_, t): &(&mut Session, &[u32])| t.len() == 1;
         self.order
             .extend((0..items.len()).filter(|&i| decode(&items[i])));
@@ -178,6 +186,10 @@ impl Batch {
         for &i in &self.order {
             self.first.push(row);
             row += items[i].1.len();
+        }
+        self.last.resize(items.len(), (0, 0));
+        for (&i, &r) in self.order.iter().zip(&self.first) {
+            self.last[i] = (r, items[i].1.len());
         }
         let rows = Rows {
             order: &self.order,
@@ -203,6 +215,52 @@ impl Batch {
             session.tokens.extend_from_slice(tokens);
             session.logits[..vocab].copy_from_slice(&logits[i * vocab..(i + 1) * vocab]);
             session.has_logits = true;
+        }
+        Ok(())
+    }
+
+    /// Logits of any token of the last step, for scoring a prompt (OpenAI's
+    /// `echo` with log-probabilities): `on_logits(j, row)` for each index `j`
+    /// in `tokens` of item `item`'s tokens in the last [`eval`](Self::eval)
+    /// (items in the caller's order). The final LayerNorm and the LM head
+    /// run on those rows, up to [`SCORE_ROWS`] at a time, into `out`, which
+    /// grows to that (the caller keeps it, so this allocates once). Nothing
+    /// is computed, and an error says why, when there was no step, `item` was
+    /// not in it or `tokens` goes past its tokens. The rows are the ones the
+    /// step computed; another step replaces them.
+    pub fn score(
+        &mut self,
+        item: usize,
+        tokens: std::ops::Range<usize>,
+        out: &mut Vec<f32>,
+        mut on_logits: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let &(first, len) = self.last.get(item).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "item {item} was not in the last step ({} items)",
+                self.last.len()
+            ))
+        })?;
+        if tokens.start > tokens.end || tokens.end > len {
+            return Err(Error::InvalidArgument(format!(
+                "tokens {tokens:?} of item {item}, which had {len}"
+            )));
+        }
+        let vocab = self.model.hparams().n_vocab;
+        let group = SCORE_ROWS.min(self.params.max_tokens);
+        if out.len() < group * vocab {
+            out.resize(group * vocab, 0.0);
+        }
+        let (model, scratch) = (&*self.model, &mut self.scratch);
+        let mut j = tokens.start;
+        while j < tokens.end {
+            let m = group.min(tokens.end - j);
+            let (r, rows) = (first + j, &mut out[..m * vocab]);
+            rayon::scope(|_| forward::logits(Par::Pool, model, scratch, r..r + m, rows));
+            for (k, row) in out[..m * vocab].chunks_exact(vocab).enumerate() {
+                on_logits(j + k, row);
+            }
+            j += m;
         }
         Ok(())
     }

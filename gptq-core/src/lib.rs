@@ -82,7 +82,7 @@ pub mod session;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use batch::{Batch, BatchParams};
+pub use batch::{Batch, BatchParams, SCORE_ROWS};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, Generate, GenerateOptions};
 pub use model::{HParams, KvType, Model};

@@ -230,3 +230,71 @@ fn bad_steps_are_errors() {
     assert_eq!((a.len(), b.len()), (2, 1));
     assert!(a.logits().is_some() && b.logits().is_some());
 }
+
+/// `Batch::score` gives every token of a step the logits a session scoring
+/// the same chunk alone gets (`Session::feed_logits`): a prompt chunk beside
+/// another session's decode token, more rows than one LM-head pass takes,
+/// on every kernel path this CPU runs; bad items and ranges are errors.
+#[test]
+fn scored_rows_equal_a_sessions_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    write_synthetic(&path, &SyntheticSpec::new(hparams(), GgmlType::Q8_0)).unwrap();
+    let n = gptq_core::SCORE_ROWS + 9;
+    let prompt: Vec<u32> = (0..n as u32).map(|i| (i * 37 + 11) % 300).collect();
+    for path_kind in KernelPath::available() {
+        let kernels = Kernels::new(path_kind).unwrap();
+        let model = Arc::new(Model::load_with_kernels(&path, kernels).unwrap());
+        let params = SessionParams {
+            n_ctx: 128,
+            n_batch: n,
+            n_outputs: n,
+            kv_type: KvType::F32,
+        };
+        let mut want = vec![Vec::new(); n];
+        let mut solo = Session::new(Arc::clone(&model), params.clone()).unwrap();
+        solo.feed_logits(&prompt, 0..n, |j, row| want[j] = row.to_vec())
+            .unwrap();
+        let mut batch = Batch::new(
+            Arc::clone(&model),
+            BatchParams {
+                max_seqs: 2,
+                max_tokens: n + 1,
+                n_ctx: 128,
+            },
+        )
+        .unwrap();
+        let mut a = Session::new(Arc::clone(&model), params.clone()).unwrap();
+        let mut b = Session::new(Arc::clone(&model), params.clone()).unwrap();
+        a.feed(&[3, 4]).unwrap();
+        batch
+            .eval(&mut [(&mut a, &[5][..]), (&mut b, &prompt[..])])
+            .unwrap();
+        let mut out = Vec::new();
+        let mut seen = 0;
+        batch
+            .score(1, 0..n, &mut out, |j, row| {
+                let scale = want[j].iter().fold(1f32, |m, v| m.max(v.abs()));
+                for (x, y) in row.iter().zip(&want[j]) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * scale,
+                        "{path_kind:?} row {j}: {x} vs {y}"
+                    );
+                }
+                seen += 1;
+            })
+            .unwrap();
+        assert_eq!(seen, n);
+        // The last row is the logits the step left in the session.
+        let mut last = Vec::new();
+        batch
+            .score(1, n - 1..n, &mut out, |_, row| last = row.to_vec())
+            .unwrap();
+        assert_eq!(last, b.logits().unwrap());
+        let mut count = 0;
+        batch.score(0, 0..1, &mut out, |_, _| count += 1).unwrap();
+        assert_eq!(count, 1);
+        assert!(batch.score(2, 0..1, &mut out, |_, _| {}).is_err());
+        assert!(batch.score(0, 0..2, &mut out, |_, _| {}).is_err());
+    }
+}

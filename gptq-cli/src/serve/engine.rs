@@ -39,7 +39,8 @@ pub struct GenSpec {
     pub prompt: Vec<u32>,
     /// Sampling settings (seed included).
     pub sampling: SamplerParams,
-    /// Most tokens to generate; `usize::MAX` runs until the context is full.
+    /// Most tokens to generate; `usize::MAX` runs until the context is full,
+    /// 0 only reads the prompt (to score it).
     pub max_tokens: usize,
     /// Stop strings: generation ends before the first one (not returned).
     pub stop: Vec<String>,
@@ -49,6 +50,10 @@ pub struct GenSpec {
     pub logprobs: Option<usize>,
     /// May reuse a slot's cached prefix.
     pub cache_prompt: bool,
+    /// Score the prompt: each of its tokens after the first gets its
+    /// log-probability and this many alternatives ([`Event::Prompt`]). The
+    /// whole prompt is then evaluated (no cached prefix).
+    pub prompt_logprobs: Option<usize>,
 }
 
 /// Why generation ended.
@@ -110,6 +115,10 @@ pub struct Outcome {
 /// `Error`.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// The prompt's tokens after the first, scored, when the request asked
+    /// ([`GenSpec::prompt_logprobs`]); sent once the prompt is read, before
+    /// any token.
+    Prompt(Vec<TokenLogprob>),
     /// One generated token and the text it releases (empty while a character
     /// is incomplete or text might start a stop string).
     Token {
@@ -210,6 +219,7 @@ impl Engine {
             metrics,
             n_batch: config.n_batch,
             cache_prompt: config.cache_prompt,
+            score_rows: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("gptq-engine".into())
@@ -320,6 +330,8 @@ struct Running {
     cached: usize,
     started: Instant,
     first_token: Option<Instant>,
+    /// The prompt's scores so far, when it is scored.
+    prompt_lps: Vec<TokenLogprob>,
 }
 
 struct Worker {
@@ -333,6 +345,9 @@ struct Worker {
     metrics: Arc<Metrics>,
     n_batch: usize,
     cache_prompt: bool,
+    /// Logits of the prompt rows being scored (grown once, by the first
+    /// request that scores a prompt).
+    score_rows: Vec<f32>,
 }
 
 /// How long an idle engine waits for a request before looking at the
@@ -434,7 +449,8 @@ impl Worker {
                     exact: s.exact,
                 })
                 .collect();
-            let reuse = self.cache_prompt && job.spec.cache_prompt;
+            let reuse =
+                self.cache_prompt && job.spec.cache_prompt && job.spec.prompt_logprobs.is_none();
             let Some((i, keep)) = choose(&views, &job.spec.prompt, self.n_batch, reuse) else {
                 return;
             };
@@ -468,6 +484,7 @@ impl Worker {
                 cached: keep,
                 started: Instant::now(),
                 first_token: None,
+                prompt_lps: Vec::new(),
                 job,
             });
         }
@@ -526,7 +543,7 @@ impl Worker {
             }
             return;
         }
-        for &i in &stepped {
+        for (item, &i) in stepped.iter().enumerate() {
             let slot = &mut self.slots[i];
             let run = slot.run.as_mut().expect("stepped slots run");
             if run.next.take().is_none() {
@@ -537,8 +554,34 @@ impl Worker {
                 if n == self.n_batch && from == slot.exact && from.is_multiple_of(self.n_batch) {
                     slot.exact = from + n;
                 }
+                if let Some(top) = run.job.spec.prompt_logprobs {
+                    // Row j's logits predict prompt token from + j + 1.
+                    let prompt = &run.job.spec.prompt;
+                    let rows = 0..n.min(prompt.len() - 1 - from);
+                    let lps = &mut run.prompt_lps;
+                    let scored = self
+                        .batch
+                        .score(item, rows, &mut self.score_rows, |j, row| {
+                            lps.push(token_logprob(row, prompt[from + j + 1], top));
+                        });
+                    if let Err(e) = scored {
+                        let run = slot.run.take().expect("running");
+                        let _ = run.job.events.send(Event::Error(ApiError::internal(format!(
+                            "scoring the prompt failed: {e}"
+                        ))));
+                        continue;
+                    }
+                }
                 run.pending += n;
                 if run.pending < run.job.spec.prompt.len() {
+                    continue;
+                }
+                if run.job.spec.prompt_logprobs.is_some() {
+                    let lps = std::mem::take(&mut run.prompt_lps);
+                    let _ = run.job.events.send(Event::Prompt(lps));
+                }
+                if run.job.spec.max_tokens == 0 {
+                    finish(slot, i, Finish::Length);
                     continue;
                 }
             }

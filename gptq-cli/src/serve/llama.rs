@@ -192,7 +192,7 @@ impl StreamShape for LlamaStream {
                 })
                 .to_string(),
             ],
-            Event::Error(_) => Vec::new(),
+            Event::Prompt(_) | Event::Error(_) => Vec::new(),
         }
     }
 }

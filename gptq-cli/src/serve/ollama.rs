@@ -556,7 +556,7 @@ impl Shape for GenerateShape {
             }
             Event::Text(text) => Some(self.object(&text)),
             Event::Done(o) => Some(self.last("", &o)),
-            Event::Error(_) => None,
+            Event::Prompt(_) | Event::Error(_) => None,
         }
     }
 }
@@ -708,7 +708,7 @@ impl Shape for ChatShape {
                 (!content.is_empty()).then(|| self.object(content, false))
             }
             Event::Done(o) => Some(self.last("", &o)),
-            Event::Error(_) => None,
+            Event::Prompt(_) | Event::Error(_) => None,
         }
     }
 }

@@ -30,6 +30,9 @@ struct CompletionRequest {
     /// An integer: the chosen token's log-probability and this many
     /// alternatives per token.
     logprobs: Option<i64>,
+    /// Return the prompt before the completion (with its tokens'
+    /// log-probabilities when `logprobs` is set: how evaluation harnesses
+    /// score a text); `max_tokens` may then be 0.
     echo: Option<bool>,
     suffix: Option<Value>,
     best_of: Option<i64>,
@@ -83,23 +86,67 @@ fn token_text(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
     (String::from_utf8_lossy(&bytes).into_owned(), bytes)
 }
 
+/// One token of completions' `logprobs`: its id, its score (none for a
+/// prompt's first token, which nothing predicts) and its text's offset.
+type LpEntry<'a> = (u32, Option<&'a TokenLogprob>, usize);
+
 /// Completions' `logprobs` object for some tokens.
-fn completion_logprobs(tok: &Tokenizer, toks: &[(&TokenLogprob, usize)]) -> Value {
+fn completion_logprobs(tok: &Tokenizer, toks: &[LpEntry<'_>]) -> Value {
     let mut tokens = Vec::new();
     let mut lps = Vec::new();
     let mut tops = Vec::new();
     let mut offsets = Vec::new();
-    for (lp, offset) in toks {
-        tokens.push(token_text(tok, lp.id).0);
-        lps.push(lp.logprob);
-        let mut top = serde_json::Map::new();
-        for &(id, l) in &lp.top {
-            top.insert(token_text(tok, id).0, json!(l));
-        }
-        tops.push(Value::Object(top));
-        offsets.push(*offset);
+    for &(id, lp, offset) in toks {
+        tokens.push(token_text(tok, id).0);
+        lps.push(lp.map(|l| l.logprob));
+        tops.push(lp.map(|l| {
+            let mut top = serde_json::Map::new();
+            for &(id, l) in &l.top {
+                top.insert(token_text(tok, id).0, json!(l));
+            }
+            Value::Object(top)
+        }));
+        offsets.push(offset);
     }
     json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+/// A prompt as `echo` returns it: its text, its tokens, and where each
+/// token's text starts.
+#[derive(Clone, Debug)]
+struct Echo {
+    text: String,
+    ids: Vec<u32>,
+    offsets: Vec<usize>,
+}
+
+impl Echo {
+    fn of(tok: &Tokenizer, ids: &[u32]) -> Echo {
+        let bytes = tok.decode_bytes(ids).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut offsets = Vec::with_capacity(ids.len());
+        let mut at = 0;
+        for &id in ids {
+            offsets.push(at.min(text.len()));
+            at += tok.token_bytes(id).map_or(0, <[u8]>::len);
+        }
+        Echo {
+            text,
+            ids: ids.to_vec(),
+            offsets,
+        }
+    }
+
+    /// The prompt's entries of `logprobs`, scored by `lps` (the tokens after
+    /// the first).
+    fn entries<'a>(&self, lps: &'a [TokenLogprob]) -> Vec<LpEntry<'a>> {
+        self.ids
+            .iter()
+            .zip(&self.offsets)
+            .enumerate()
+            .map(|(k, (&id, &at))| (id, k.checked_sub(1).and_then(|k| lps.get(k)), at))
+            .collect()
+    }
 }
 
 /// Chat's `logprobs.content` entries for some tokens.
@@ -130,9 +177,7 @@ pub async fn completions(State(state): State<Arc<AppState>>, body: Body) -> Resp
 
 async fn completions_inner(state: &Arc<AppState>, body: Body) -> Result<Response, ApiError> {
     let req: CompletionRequest = read_json(state, body).await?;
-    if req.echo == Some(true) {
-        return Err(ApiError::invalid_param("echo", "echo is not supported"));
-    }
+    let echo = req.echo == Some(true);
     if req.suffix.as_ref().is_some_and(|s| !s.is_null()) {
         return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
     }
@@ -144,20 +189,33 @@ async fn completions_inner(state: &Arc<AppState>, body: Body) -> Result<Response
     let tok = state.model.tokenizer();
     let prompts = parse_prompts(req.prompt.as_ref())?;
     let mut specs = Vec::new();
+    let mut echoes = Vec::new();
     let mut prompt_tokens = 0;
+    // With echo, max_tokens 0 only scores the prompt.
+    let score_only = echo && req.max_tokens == Some(0);
     for p in &prompts {
         let ids = p.tokens(tok);
         prompt_tokens += ids.len();
+        let echoed = echo.then(|| Echo::of(tok, &ids));
         for i in 0..n {
-            specs.push(req.common.spec(
+            let max = if score_only { Some(1) } else { req.max_tokens };
+            let mut spec = req.common.spec(
                 &state.defaults,
                 ids.clone(),
-                req.max_tokens,
+                max,
                 "max_tokens",
                 &[],
                 logprobs,
                 i,
-            )?);
+            )?;
+            if score_only {
+                spec.max_tokens = 0;
+            }
+            if echo {
+                spec.prompt_logprobs = logprobs;
+            }
+            specs.push(spec);
+            echoes.push(echoed.clone());
         }
     }
     let rxs = submit_all(state, specs)?;
@@ -169,17 +227,25 @@ async fn completions_inner(state: &Arc<AppState>, body: Body) -> Result<Response
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let echo = echoes[i].as_ref();
+                let shift = echo.map_or(0, |e| e.text.len());
                 let lp = logprobs.map(|_| {
-                    let t: Vec<_> = c
-                        .tokens
-                        .iter()
-                        .filter_map(|t| t.logprob.as_ref().map(|l| (l, t.offset)))
-                        .collect();
+                    let prompt_lps = c.prompt_logprobs.as_deref().unwrap_or_default();
+                    let mut t = echo.map(|e| e.entries(prompt_lps)).unwrap_or_default();
+                    t.extend(c.tokens.iter().filter_map(|t| {
+                        t.logprob
+                            .as_ref()
+                            .map(|l| (t.id, Some(l), t.offset + shift))
+                    }));
                     completion_logprobs(tok, &t)
                 });
+                let text = match echo {
+                    Some(e) => format!("{}{}", e.text, c.text),
+                    None => c.text.clone(),
+                };
                 json!({
                     "index": i,
-                    "text": c.text,
+                    "text": text,
                     "logprobs": lp,
                     "finish_reason": c.outcome.finish.openai(),
                 })
@@ -203,6 +269,7 @@ async fn completions_inner(state: &Arc<AppState>, body: Body) -> Result<Response
         model,
         include_usage: req.common.include_usage(),
         offsets: vec![0; rxs.len()],
+        echoes,
         prompt_tokens,
         completion_tokens: 0,
         open: rxs.len(),
@@ -252,6 +319,8 @@ struct CompletionStream {
     model: String,
     include_usage: bool,
     offsets: Vec<usize>,
+    /// Each choice's prompt while it is still to be echoed.
+    echoes: Vec<Option<Echo>>,
     prompt_tokens: usize,
     completion_tokens: usize,
     open: usize,
@@ -277,11 +346,32 @@ impl CompletionStream {
 impl StreamShape for CompletionStream {
     fn on(&mut self, i: usize, ev: Event) -> Vec<String> {
         let tok = self.state.model.tokenizer();
+        // The echoed prompt comes first, scored when the event scores it.
+        let mut v = Vec::new();
+        if let Some(e) = self.echoes[i].take() {
+            let lp = match &ev {
+                Event::Prompt(lps) => Some(completion_logprobs(tok, &e.entries(lps))),
+                _ => None,
+            };
+            self.offsets[i] = e.text.len();
+            v.push(self.chunk(
+                json!([{"index": i, "text": e.text, "logprobs": lp, "finish_reason": null}]),
+                None,
+            ));
+        }
+        v.extend(self.event(i, ev));
+        v
+    }
+}
+
+impl CompletionStream {
+    fn event(&mut self, i: usize, ev: Event) -> Vec<String> {
+        let tok = self.state.model.tokenizer();
         match ev {
-            Event::Token { text, logprob, .. } => {
+            Event::Token { id, text, logprob } => {
                 let lp = logprob
                     .as_ref()
-                    .map(|l| completion_logprobs(tok, &[(l, self.offsets[i])]));
+                    .map(|l| completion_logprobs(tok, &[(id, Some(l), self.offsets[i])]));
                 self.offsets[i] += text.len();
                 if text.is_empty() && lp.is_none() {
                     return Vec::new();
@@ -314,7 +404,8 @@ impl StreamShape for CompletionStream {
                 }
                 v
             }
-            Event::Error(_) => Vec::new(),
+            // The prompt's scores went out with the echo.
+            Event::Prompt(_) | Event::Error(_) => Vec::new(),
         }
     }
 }
@@ -512,7 +603,7 @@ impl StreamShape for ChatStream {
                 }
                 v
             }
-            Event::Error(_) => Vec::new(),
+            Event::Prompt(_) | Event::Error(_) => Vec::new(),
         }
     }
 }

@@ -229,6 +229,7 @@ impl Common {
             ignore_eos: self.ignore_eos.unwrap_or(false),
             logprobs,
             cache_prompt: self.cache_prompt.unwrap_or(true),
+            prompt_logprobs: None,
         })
     }
 }

@@ -34,6 +34,8 @@ pub struct Collected {
     pub tokens: Vec<Tok>,
     /// How it ended.
     pub outcome: Outcome,
+    /// The prompt's tokens after the first, scored, when the request asked.
+    pub prompt_logprobs: Option<Vec<TokenLogprob>>,
 }
 
 /// Queues one job per spec, all or none (a refused one cancels the others).
@@ -62,6 +64,7 @@ pub fn submit_all(
 pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Collected, ApiError> {
     let mut text = String::new();
     let mut tokens = Vec::new();
+    let mut prompt_logprobs = None;
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Token {
@@ -77,11 +80,13 @@ pub async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<Collected, ApiE
                 text.push_str(&t);
             }
             Event::Text(t) => text.push_str(&t),
+            Event::Prompt(lps) => prompt_logprobs = Some(lps),
             Event::Done(outcome) => {
                 return Ok(Collected {
                     text,
                     tokens,
                     outcome,
+                    prompt_logprobs,
                 });
             }
             Event::Error(e) => return Err(e),
