@@ -1,0 +1,194 @@
+//! `POST /api/chat`: messages as the plain transcript, answered as the
+//! assistant's message.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::super::chat_template::{self, CHAT_STOP, Message};
+use super::super::engine::{Event, Outcome};
+use super::super::error::ApiError;
+use super::super::metrics::Endpoint;
+use super::super::stream::{Collected, collect, submit_all};
+use super::super::{AppState, read_json};
+use super::options::Base;
+use super::reply::{Shape, is_unload, logprob_entry, ndjson, one_object, totals};
+use super::{fail, rfc3339};
+
+/// `POST /api/chat`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChatRequest {
+    messages: Option<Vec<ChatMessage>>,
+    tools: Option<Vec<Value>>,
+    #[serde(flatten)]
+    base: Base,
+}
+
+/// One of `messages`: ollama's content is a string.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ChatMessage {
+    role: String,
+    content: Option<String>,
+    images: Option<Vec<Value>>,
+    tool_calls: Option<Vec<Value>>,
+}
+
+/// `POST /api/chat`: the messages as the plain transcript of
+/// [`chat_template`] (as on `/v1/chat/completions`), the answer as the
+/// assistant's message.
+pub async fn chat(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    state.metrics.request(Endpoint::Ollama);
+    let started = Instant::now();
+    match chat_inner(&state, body, started).await {
+        Ok(r) => r,
+        Err(e) => fail(&state, e),
+    }
+}
+
+async fn chat_inner(
+    state: &Arc<AppState>,
+    body: Body,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = read_json(state, body).await?;
+    let plan = req.base.plan(state)?;
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::invalid_param("tools", "tools are not supported"));
+    }
+    let messages = req.messages.unwrap_or_default();
+    let mut converted = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        if m.images.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(ApiError::invalid_param(
+                &format!("messages[{i}].images"),
+                "images are not supported",
+            ));
+        }
+        if m.tool_calls.as_ref().is_some_and(|v| !v.is_empty()) {
+            return Err(ApiError::invalid_param(
+                &format!("messages[{i}].tool_calls"),
+                "tool calls are not supported",
+            ));
+        }
+        converted.push(Message {
+            role: m.role.clone(),
+            content: Value::String(m.content.clone().unwrap_or_default()),
+        });
+    }
+    let model = plan.model.clone();
+    if converted.is_empty() {
+        // ollama's "load the model" request.
+        let reason = if is_unload(&req.base.keep_alive) {
+            "unload"
+        } else {
+            "load"
+        };
+        let r = json!({
+            "model": model, "created_at": rfc3339(SystemTime::now()),
+            "message": {"role": "assistant", "content": ""},
+            "done": true, "done_reason": reason,
+        });
+        return Ok(one_object(r, plan.stream));
+    }
+    let text = chat_template::render(&converted)?;
+    let ids = state.model.tokenizer().encode_with_special(&text);
+    let spec = plan.spec(state, ids, CHAT_STOP)?;
+    let rx = submit_all(state, vec![spec])?.remove(0);
+    let shape = ChatShape {
+        state: Arc::clone(state),
+        model,
+        started,
+        begun: false,
+        logprobs: plan.logprobs.is_some(),
+    };
+    if plan.stream {
+        return Ok(ndjson(rx, shape));
+    }
+    let c = collect(rx).await?;
+    Ok(Json(shape.whole(c)).into_response())
+}
+
+/// The objects of `/api/chat`.
+struct ChatShape {
+    state: Arc<AppState>,
+    model: String,
+    started: Instant,
+    /// Whether the answer has begun (the space GPT-2 writes after
+    /// `Assistant:` is dropped, as on `/v1/chat/completions`).
+    begun: bool,
+    logprobs: bool,
+}
+
+impl ChatShape {
+    fn object(&self, content: &str, done: bool) -> Value {
+        json!({
+            "model": self.model,
+            "created_at": rfc3339(SystemTime::now()),
+            "message": {"role": "assistant", "content": content},
+            "done": done,
+        })
+    }
+
+    fn last(&self, content: &str, o: &Outcome) -> Value {
+        let mut v = self.object(content, true);
+        if let Value::Object(m) = &mut v {
+            m.extend(totals(o, self.started));
+        }
+        v
+    }
+
+    fn whole(self, c: Collected) -> Value {
+        let tok = self.state.model.tokenizer();
+        let mut v = self.last(c.text.trim_start(), &c.outcome);
+        if self.logprobs {
+            v["logprobs"] = c
+                .tokens
+                .iter()
+                .filter_map(|t| t.logprob.as_ref().map(|l| logprob_entry(tok, l)))
+                .collect();
+        }
+        v
+    }
+
+    /// The content of a piece: leading whitespace dropped until the answer
+    /// begins.
+    fn piece<'a>(&mut self, text: &'a str) -> &'a str {
+        if self.begun {
+            return text;
+        }
+        let t = text.trim_start();
+        self.begun = !t.is_empty();
+        t
+    }
+}
+
+impl Shape for ChatShape {
+    fn on(&mut self, ev: Event) -> Option<Value> {
+        match ev {
+            Event::Token { text, logprob, .. } => {
+                let content = self.piece(&text);
+                let mut v = self.object(content, false);
+                if let Some(l) = &logprob {
+                    v["logprobs"] = json!([logprob_entry(self.state.model.tokenizer(), l)]);
+                } else if content.is_empty() {
+                    return None;
+                }
+                Some(v)
+            }
+            Event::Text(text) => {
+                let content = self.piece(&text);
+                (!content.is_empty()).then(|| self.object(content, false))
+            }
+            Event::Done(o) => Some(self.last("", &o)),
+            Event::Prompt(_) | Event::Error(_) => None,
+        }
+    }
+}
