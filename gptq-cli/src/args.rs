@@ -179,7 +179,9 @@ impl SamplingArgs {
     }
 }
 
-fn random_seed() -> u64 {
+/// A seed drawn at random (for `-s -1` and for a server request that gave
+/// none).
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS; mix in the time for good measure.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

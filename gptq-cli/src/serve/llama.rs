@@ -1,6 +1,6 @@
 //! llama-server's own endpoints: `POST /completion` (with its `n_predict`,
 //! `n_probs`, `stream`, … fields and response shape), `POST /tokenize`,
-//! `POST /detokenize`.
+//! `POST /detokenize`, `POST /apply-template`, `GET /props`.
 
 use std::sync::Arc;
 
@@ -296,4 +296,61 @@ pub async fn detokenize(State(state): State<Arc<AppState>>, body: Body) -> Respo
         Ok::<_, ApiError>(Json(json!({"content": content})).into_response())
     };
     run.await.unwrap_or_else(|e| state.fail(e))
+}
+
+/// `GET /props`: llama-server's server properties, which its web UI and
+/// some clients read the slot context and the sampling defaults from: the
+/// fields that apply here, under llama-server's names (`seed` -1: drawn per
+/// request; a banned token's bias, `-inf`, is `null` in JSON, as there).
+pub async fn props(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.request(Endpoint::Other);
+    let d = &state.defaults;
+    let s = &d.sampling;
+    let tok = state.model.tokenizer();
+    let piece = |id: Option<u32>| {
+        id.and_then(|id| tok.token_bytes(id))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    let n_predict = i64::try_from(d.n_predict).unwrap_or(-1);
+    // An f32 as the decimal it prints as (0.05, not 0.05000000074505806).
+    let f = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+    let bias: Vec<_> = s
+        .logit_bias
+        .iter()
+        .map(|&(token, bias)| json!({"token": token, "bias": f(bias)}))
+        .collect();
+    Json(json!({
+        "default_generation_settings": {
+            "id": 0,
+            "id_task": -1,
+            "n_ctx": d.n_ctx,
+            "is_processing": false,
+            "params": {
+                "n_predict": n_predict,
+                "max_tokens": n_predict,
+                "seed": if d.fixed_seed { i64::try_from(s.seed).unwrap_or(-1) } else { -1 },
+                "temperature": f(s.temperature),
+                "top_k": s.top_k,
+                "top_p": f(s.top_p),
+                "min_p": f(s.min_p),
+                "repeat_last_n": s.repeat_last_n,
+                "repeat_penalty": f(s.repeat_penalty),
+                "presence_penalty": f(s.presence_penalty),
+                "frequency_penalty": f(s.frequency_penalty),
+                "logit_bias": bias,
+                "stop": [],
+                "ignore_eos": false,
+                "stream": false,
+                "n_probs": 0,
+                "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"],
+            },
+        },
+        "total_slots": state.engine.config().n_slots,
+        "model_path": state.model_path,
+        "chat_template": chat_template::DESCRIPTION,
+        "bos_token": piece(tok.bos()),
+        "eos_token": piece(tok.eos()),
+        "build_info": state.fingerprint,
+    }))
+    .into_response()
 }

@@ -8,6 +8,8 @@ use gptq_core::sample::SamplerParams;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::args::random_seed;
+
 use super::engine::GenSpec;
 use super::error::ApiError;
 
@@ -416,19 +418,6 @@ pub fn parse_prompts(v: Option<&Value>) -> Result<Vec<PromptItem>, ApiError> {
         }
     };
     Ok(prompts)
-}
-
-/// A random seed for a request that gave none.
-pub fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() >> 1
 }
 
 #[cfg(test)]
