@@ -1158,6 +1158,24 @@ where
     }
 }
 
+/// `x` and `y` give the same bits on products of fewer tokens than the
+/// strips take (the decode walks, and from six tokens the batch octets):
+/// random data, ragged rows and token counts.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn check_same_few_token_bits<W: Gemm + Gen>(x: VerifiedTable, y: VerifiedTable)
+where
+    W::Partner: TestActs,
+{
+    let mut rng = Rng::new(0x0c7);
+    for (rows, nb, n_tok) in [(33, 24, 6), (16, 3, 8), (70, 5, 9), (9, 96, 15), (5, 7, 13)] {
+        let w: Vec<W> = rng.blocks(rows * nb);
+        let xs = rng.acts(n_tok * nb * W::ELEMS);
+        let (a, sums) = quantize_ref::<W::Partner>(&xs, n_tok);
+        let acts = QuantActs::new(&a, &sums, n_tok, nb);
+        assert_same_gemm_bits(x, y, &w, &acts, rows, "few tokens");
+    }
+}
+
 /// `t`'s prefill with `W`'s weights registered with the repack cache gives
 /// the bits it gives without: on the call that makes the repack, on later
 /// calls that reuse it with other activations, and after the first again;

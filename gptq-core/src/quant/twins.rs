@@ -150,6 +150,20 @@ fn avx_vnni_strips_equal_avx512_bits() {
     harness::check_same_prefill_bits::<BlockQ5K>(x, y);
 }
 
+/// Below the strips the `avxvnni` table's Q8_0 products (the decode walk's
+/// pairs, from six tokens the batch octets) give the AVX2 table's bits, and
+/// each token its bits alone.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx_vnni_small_q8_0_products_equal_avx2_bits() {
+    let (Some(x), Some(y)) = (harness::table("avxvnni"), harness::table("avx2")) else {
+        eprintln!("skipped: needs the avxvnni and avx2 tables on this CPU");
+        return;
+    };
+    harness::check_same_few_token_bits::<BlockQ8_0>(x, y);
+    harness::check_few_token_prefill_alone(x);
+}
+
 /// The x86 tables named that this CPU runs (a note on stderr when none).
 #[cfg(target_arch = "x86_64")]
 fn x86_tables(names: &[&str]) -> Vec<crate::quant::table::VerifiedTable> {
