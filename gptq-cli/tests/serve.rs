@@ -220,14 +220,7 @@ fn logprobs_are_the_log_softmax_of_the_library_logits() {
     let mut logits = s.feed(&tok.encode(prompt)).unwrap().to_vec();
     for (i, &want_lp) in got.iter().enumerate() {
         let id = gptq_core::sample::argmax(&logits);
-        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + logits
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        let lib = logits[id as usize] as f64 - lse;
+        let lib = log_prob(&logits, id);
         assert!(
             (lib - want_lp).abs() < 1e-4,
             "token {i}: server {want_lp}, library {lib}"
@@ -283,14 +276,7 @@ fn echo_scores_the_prompt_as_the_library_does() {
     let mut s = gptq_core::Session::new(Arc::clone(&model), params).unwrap();
     let mut want = Vec::new();
     s.feed_logits(&ids, 0..ids.len() - 1, |k, logits| {
-        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + logits
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        want.push(logits[ids[k + 1] as usize] as f64 - lse);
+        want.push(log_prob(logits, ids[k + 1]));
     })
     .unwrap();
     let body = json!({"prompt": prompt, "echo": true, "logprobs": 1, "max_tokens": 0});
@@ -604,4 +590,16 @@ fn sigterm_ends_streams_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(code.success(), "exit status {code:?}");
+}
+
+/// Token `id`'s log-probability under `logits` (log-softmax in f64).
+fn log_prob(logits: &[f32], id: u32) -> f64 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    logits[id as usize] as f64 - lse
 }

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::logprobs::TokenLogprob;
 use super::metrics::Endpoint;
 use super::openai::{StreamShape, stream_response, timings};
-use super::request::{Common, MAX_LOGPROBS};
+use super::request::{Common, MAX_LOGPROBS, token_ids};
 use super::stream::{collect, submit_all};
 use super::{AppState, read_json};
 
@@ -273,22 +273,7 @@ pub async fn detokenize(State(state): State<Arc<AppState>>, body: Body) -> Respo
     let run = async {
         let req: DetokenizeRequest = read_json(&state, body).await?;
         let tok = state.model.tokenizer();
-        let n_vocab = tok.n_vocab();
-        let ids = req
-            .tokens
-            .iter()
-            .map(|&id| {
-                u32::try_from(id)
-                    .ok()
-                    .filter(|&i| (i as usize) < n_vocab)
-                    .ok_or_else(|| {
-                        ApiError::invalid_param(
-                            "tokens",
-                            format!("token id {id} is outside the vocabulary of {n_vocab}"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<u32>, _>>()?;
+        let ids = token_ids("tokens", &req.tokens, tok.n_vocab())?;
         let bytes = tok
             .decode_bytes(&ids)
             .map_err(|e| ApiError::invalid_param("tokens", e.to_string()))?;

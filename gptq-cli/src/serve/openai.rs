@@ -17,7 +17,7 @@ use super::engine::{Event, Outcome};
 use super::error::ApiError;
 use super::logprobs::TokenLogprob;
 use super::metrics::Endpoint;
-use super::request::{Common, MAX_LOGPROBS, parse_prompts};
+use super::request::{Common, logprobs_asked, logprobs_count, parse_prompts};
 use super::stream::{Collected, collect_all, error_data, merged, sse, submit_all};
 use super::{AppState, read_json};
 
@@ -53,17 +53,6 @@ struct ChatRequest {
     tools: Option<Vec<Value>>,
     #[serde(flatten)]
     common: Common,
-}
-
-fn logprobs_count(param: &str, v: Option<i64>) -> Result<Option<usize>, ApiError> {
-    match v {
-        None => Ok(None),
-        Some(n) if (0..=MAX_LOGPROBS as i64).contains(&n) => Ok(Some(n as usize)),
-        Some(n) => Err(ApiError::invalid_param(
-            param,
-            format!("{param} must be between 0 and {MAX_LOGPROBS}, got {n}"),
-        )),
-    }
 }
 
 /// A response id: the kind, the server's start time and a counter.
@@ -437,17 +426,7 @@ async fn chat_inner(state: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
         ));
     }
     let n = req.common.n()?;
-    let top = logprobs_count("top_logprobs", req.top_logprobs)?;
-    let logprobs = match (req.logprobs.unwrap_or(false), top) {
-        (true, top) => Some(top.unwrap_or(0)),
-        (false, Some(t)) if t > 0 => {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                "top_logprobs needs logprobs: true",
-            ));
-        }
-        (false, _) => None,
-    };
+    let logprobs = logprobs_asked(req.logprobs, req.top_logprobs)?;
     let (max, max_param) = match (req.max_completion_tokens, req.max_tokens) {
         (Some(m), _) => (Some(m), "max_completion_tokens"),
         (None, m) => (m, "max_tokens"),

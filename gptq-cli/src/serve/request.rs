@@ -420,6 +420,50 @@ pub fn parse_prompts(v: Option<&Value>) -> Result<Vec<PromptItem>, ApiError> {
     Ok(prompts)
 }
 
+/// A count of log-probability alternatives (`param`: 0 to [`MAX_LOGPROBS`]).
+pub fn logprobs_count(param: &str, v: Option<i64>) -> Result<Option<usize>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(n) if (0..=MAX_LOGPROBS as i64).contains(&n) => Ok(Some(n as usize)),
+        Some(n) => Err(ApiError::invalid_param(
+            param,
+            format!("{param} must be between 0 and {MAX_LOGPROBS}, got {n}"),
+        )),
+    }
+}
+
+/// Chat's `logprobs` switch and `top_logprobs` count (OpenAI's and
+/// ollama's rule: alternatives only with `logprobs: true`) as the number of
+/// alternatives per token, or `None` for no log-probabilities.
+pub fn logprobs_asked(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<usize>, ApiError> {
+    let top = logprobs_count("top_logprobs", top)?;
+    match (logprobs.unwrap_or(false), top) {
+        (true, top) => Ok(Some(top.unwrap_or(0))),
+        (false, Some(t)) if t > 0 => Err(ApiError::invalid_param(
+            "top_logprobs",
+            "top_logprobs needs logprobs: true",
+        )),
+        (false, _) => Ok(None),
+    }
+}
+
+/// Token ids from a request's `field`, each checked against the vocabulary.
+pub fn token_ids(field: &str, ids: &[i64], n_vocab: usize) -> Result<Vec<u32>, ApiError> {
+    ids.iter()
+        .map(|&id| {
+            u32::try_from(id)
+                .ok()
+                .filter(|&i| (i as usize) < n_vocab)
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        field,
+                        format!("token id {id} is outside the vocabulary of {n_vocab}"),
+                    )
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

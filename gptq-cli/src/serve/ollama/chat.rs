@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,10 +14,10 @@ use super::super::chat_template::{self, CHAT_STOP, Message};
 use super::super::engine::{Event, Outcome};
 use super::super::error::ApiError;
 use super::super::metrics::Endpoint;
-use super::super::stream::{Collected, collect, submit_all};
+use super::super::stream::Collected;
 use super::super::{AppState, read_json};
 use super::options::Base;
-use super::reply::{Shape, is_unload, logprob_entry, ndjson, one_object, totals};
+use super::reply::{Shape, answer, loaded, logprob_entry, totals};
 use super::{fail, rfc3339};
 
 /// `POST /api/chat`.
@@ -86,22 +85,16 @@ async fn chat_inner(
     let model = plan.model.clone();
     if converted.is_empty() {
         // ollama's "load the model" request.
-        let reason = if is_unload(&req.base.keep_alive) {
-            "unload"
-        } else {
-            "load"
-        };
-        let r = json!({
-            "model": model, "created_at": rfc3339(SystemTime::now()),
-            "message": {"role": "assistant", "content": ""},
-            "done": true, "done_reason": reason,
-        });
-        return Ok(one_object(r, plan.stream));
+        return Ok(loaded(
+            &model,
+            &req.base.keep_alive,
+            plan.stream,
+            ("message", json!({"role": "assistant", "content": ""})),
+        ));
     }
     let text = chat_template::render(&converted)?;
     let ids = state.model.tokenizer().encode_with_special(&text);
     let spec = plan.spec(state, ids, CHAT_STOP)?;
-    let rx = submit_all(state, vec![spec])?.remove(0);
     let shape = ChatShape {
         state: Arc::clone(state),
         model,
@@ -109,11 +102,7 @@ async fn chat_inner(
         begun: false,
         logprobs: plan.logprobs.is_some(),
     };
-    if plan.stream {
-        return Ok(ndjson(rx, shape));
-    }
-    let c = collect(rx).await?;
-    Ok(Json(shape.whole(c)).into_response())
+    answer(state, spec, shape, plan.stream).await
 }
 
 /// The objects of `/api/chat`.
@@ -145,19 +134,6 @@ impl ChatShape {
         v
     }
 
-    fn whole(self, c: Collected) -> Value {
-        let tok = self.state.model.tokenizer();
-        let mut v = self.last(c.text.trim_start(), &c.outcome);
-        if self.logprobs {
-            v["logprobs"] = c
-                .tokens
-                .iter()
-                .filter_map(|t| t.logprob.as_ref().map(|l| logprob_entry(tok, l)))
-                .collect();
-        }
-        v
-    }
-
     /// The content of a piece: leading whitespace dropped until the answer
     /// begins.
     fn piece<'a>(&mut self, text: &'a str) -> &'a str {
@@ -171,6 +147,19 @@ impl ChatShape {
 }
 
 impl Shape for ChatShape {
+    fn whole(self, c: Collected) -> Value {
+        let tok = self.state.model.tokenizer();
+        let mut v = self.last(c.text.trim_start(), &c.outcome);
+        if self.logprobs {
+            v["logprobs"] = c
+                .tokens
+                .iter()
+                .filter_map(|t| t.logprob.as_ref().map(|l| logprob_entry(tok, l)))
+                .collect();
+        }
+        v
+    }
+
     fn on(&mut self, ev: Event) -> Option<Value> {
         match ev {
             Event::Token { text, logprob, .. } => {

@@ -3,20 +3,20 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::engine::{Event, Outcome};
 use super::super::error::ApiError;
 use super::super::metrics::Endpoint;
-use super::super::stream::{Collected, collect, submit_all};
+use super::super::request::token_ids;
+use super::super::stream::Collected;
 use super::super::{AppState, read_json};
 use super::options::Base;
-use super::reply::{Shape, is_unload, logprob_entry, ndjson, one_object, totals};
+use super::reply::{Shape, answer, loaded, logprob_entry, totals};
 use super::{fail, rfc3339};
 
 /// `POST /api/generate`.
@@ -78,41 +78,21 @@ async fn generate_inner(
         }
     }
     let tok = state.model.tokenizer();
-    let n_vocab = state.defaults.n_vocab;
-    let mut ids: Vec<u32> = req
-        .context
-        .unwrap_or_default()
-        .iter()
-        .map(|&id| {
-            u32::try_from(id)
-                .ok()
-                .filter(|&i| (i as usize) < n_vocab)
-                .ok_or_else(|| {
-                    ApiError::invalid_param(
-                        "context",
-                        format!("token id {id} is outside the vocabulary of {n_vocab}"),
-                    )
-                })
-        })
-        .collect::<Result<_, _>>()?;
+    let context = req.context.unwrap_or_default();
+    let mut ids = token_ids("context", &context, state.defaults.n_vocab)?;
     let prompt = req.prompt.unwrap_or_default();
     ids.extend(tok.encode_with_special(&prompt));
     let model = plan.model.clone();
     if ids.is_empty() {
         // ollama's "load the model" request: nothing to generate.
-        let reason = if is_unload(&req.base.keep_alive) {
-            "unload"
-        } else {
-            "load"
-        };
-        let r = json!({
-            "model": model, "created_at": rfc3339(SystemTime::now()),
-            "response": "", "done": true, "done_reason": reason,
-        });
-        return Ok(one_object(r, plan.stream));
+        return Ok(loaded(
+            &model,
+            &req.base.keep_alive,
+            plan.stream,
+            ("response", json!("")),
+        ));
     }
     let spec = plan.spec(state, ids.clone(), &[])?;
-    let rx = submit_all(state, vec![spec])?.remove(0);
     let shape = GenerateShape {
         state: Arc::clone(state),
         model,
@@ -120,11 +100,7 @@ async fn generate_inner(
         context: ids,
         logprobs: plan.logprobs.is_some(),
     };
-    if plan.stream {
-        return Ok(ndjson(rx, shape));
-    }
-    let c = collect(rx).await?;
-    Ok(Json(shape.whole(c)).into_response())
+    answer(state, spec, shape, plan.stream).await
 }
 
 /// The objects of `/api/generate`.
@@ -156,7 +132,9 @@ impl GenerateShape {
         v["context"] = json!(self.context);
         v
     }
+}
 
+impl Shape for GenerateShape {
     /// The whole response at once.
     fn whole(mut self, c: Collected) -> Value {
         let tok = self.state.model.tokenizer();
@@ -171,9 +149,7 @@ impl GenerateShape {
         }
         v
     }
-}
 
-impl Shape for GenerateShape {
     fn on(&mut self, ev: Event) -> Option<Value> {
         match ev {
             Event::Token { id, text, logprob } => {

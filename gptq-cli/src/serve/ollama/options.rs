@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::super::AppState;
 use super::super::engine::GenSpec;
 use super::super::error::ApiError;
-use super::super::request::{Common, MAX_LOGPROBS};
+use super::super::request::{Common, logprobs_asked};
 use super::check_model;
 
 /// ollama's `options` (every key its API defines).
@@ -163,26 +163,7 @@ impl Base {
             // model's trained context.
             Some(n) => usize::try_from(n).map_or(slot, |n| n.min(slot)),
         };
-        let top = match self.top_logprobs {
-            None => None,
-            Some(n) if (0..=MAX_LOGPROBS as i64).contains(&n) => Some(n as usize),
-            Some(n) => {
-                return Err(ApiError::invalid_param(
-                    "top_logprobs",
-                    format!("top_logprobs must be between 0 and {MAX_LOGPROBS}, got {n}"),
-                ));
-            }
-        };
-        let logprobs = match (self.logprobs.unwrap_or(false), top) {
-            (true, top) => Some(top.unwrap_or(0)),
-            (false, Some(t)) if t > 0 => {
-                return Err(ApiError::invalid_param(
-                    "top_logprobs",
-                    "top_logprobs needs logprobs: true",
-                ));
-            }
-            (false, _) => None,
-        };
+        let logprobs = logprobs_asked(self.logprobs, self.top_logprobs)?;
         Ok(Plan {
             model: self.model.as_deref().unwrap_or_default().trim().to_string(),
             common: opts.map(Options::common).unwrap_or_default(),

@@ -2,7 +2,8 @@
 //! streams of shaped engine events, one-object replies, log-probability
 //! entries and the last object's totals.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Body;
@@ -13,10 +14,12 @@ use gptq_core::Tokenizer;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::super::engine::{Event, Outcome};
+use super::super::AppState;
+use super::super::engine::{Event, GenSpec, Outcome};
+use super::super::error::ApiError;
 use super::super::logprobs::TokenLogprob;
-use super::super::stream::merged;
-use super::error_text;
+use super::super::stream::{Collected, collect, merged, submit_all};
+use super::{error_text, rfc3339};
 
 /// Nanoseconds, ollama's unit of duration.
 fn nanos(ms: f64) -> u64 {
@@ -52,7 +55,7 @@ pub(super) fn totals(o: &Outcome, started: Instant) -> Map<String, Value> {
 }
 
 /// `keep_alive` 0 (a number or "0", "0s", …): ollama's request to unload.
-pub(super) fn is_unload(v: &Option<Value>) -> bool {
+fn is_unload(v: &Option<Value>) -> bool {
     match v {
         Some(Value::Number(n)) => n.as_f64() == Some(0.0),
         Some(Value::String(s)) => s.trim_end_matches(|c: char| c.is_alphabetic()) == "0",
@@ -61,7 +64,7 @@ pub(super) fn is_unload(v: &Option<Value>) -> bool {
 }
 
 /// A response of one object: JSON, or a stream of one line.
-pub(super) fn one_object(v: Value, stream: bool) -> Response {
+fn one_object(v: Value, stream: bool) -> Response {
     if stream {
         ([(header::CONTENT_TYPE, NDJSON)], format!("{v}\n")).into_response()
     } else {
@@ -72,15 +75,55 @@ pub(super) fn one_object(v: Value, stream: bool) -> Response {
 /// ollama's stream content type.
 pub(super) const NDJSON: &str = "application/x-ndjson";
 
-/// Turns an engine event into the object a stream sends, if any.
-pub(super) trait Shape: Send + 'static {
+/// The objects of one endpoint's reply.
+pub(super) trait Shape: Send + Sized + 'static {
+    /// The object a stream sends for an engine event, if any.
     fn on(&mut self, ev: Event) -> Option<Value>;
+    /// The whole reply at once (`stream: false`).
+    fn whole(self, c: Collected) -> Value;
+}
+
+/// The reply to `spec`: a stream of `shape`'s objects, or the whole reply.
+pub(super) async fn answer(
+    state: &Arc<AppState>,
+    spec: GenSpec,
+    shape: impl Shape,
+    stream: bool,
+) -> Result<Response, ApiError> {
+    let rx = submit_all(state, vec![spec])?.remove(0);
+    if stream {
+        return Ok(ndjson(rx, shape));
+    }
+    let c = collect(rx).await?;
+    Ok(Json(shape.whole(c)).into_response())
+}
+
+/// The reply to a request with nothing to generate, ollama's way of loading
+/// a model (or, with `keep_alive` 0, unloading it): one finished object
+/// with `empty` (the empty `response` or `message`).
+pub(super) fn loaded(
+    model: &str,
+    keep_alive: &Option<Value>,
+    stream: bool,
+    empty: (&str, Value),
+) -> Response {
+    let reason = if is_unload(keep_alive) {
+        "unload"
+    } else {
+        "load"
+    };
+    let mut r = json!({
+        "model": model, "created_at": rfc3339(SystemTime::now()),
+        "done": true, "done_reason": reason,
+    });
+    r[empty.0] = empty.1;
+    one_object(r, stream)
 }
 
 /// A newline-delimited JSON stream of `rx`'s events shaped by `shape`; an
 /// error ends it with an `{"error": "..."}` line (the status has gone out).
 /// A client that goes away drops the stream, which cancels the request.
-pub(super) fn ndjson(rx: UnboundedReceiver<Event>, mut shape: impl Shape) -> Response {
+fn ndjson(rx: UnboundedReceiver<Event>, mut shape: impl Shape) -> Response {
     let mut failed = false;
     let lines = merged(vec![rx]).filter_map(move |(_, ev)| {
         let line = match ev {
