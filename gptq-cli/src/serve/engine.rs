@@ -535,11 +535,7 @@ impl Worker {
             // Validated before queueing, so this is a bug; fail the requests
             // of this step rather than the server.
             for &i in &stepped {
-                if let Some(run) = self.slots[i].run.take() {
-                    let _ = run.job.events.send(Event::Error(ApiError::internal(format!(
-                        "evaluation failed: {e}"
-                    ))));
-                }
+                abort(&mut self.slots[i], "evaluation", &e);
             }
             return;
         }
@@ -565,10 +561,7 @@ impl Worker {
                             lps.push(token_logprob(row, prompt[from + j + 1], top));
                         });
                     if let Err(e) = scored {
-                        let run = slot.run.take().expect("running");
-                        let _ = run.job.events.send(Event::Error(ApiError::internal(format!(
-                            "scoring the prompt failed: {e}"
-                        ))));
+                        abort(slot, "scoring the prompt", &e);
                         continue;
                     }
                 }
@@ -599,10 +592,7 @@ impl Worker {
         let id = match run.sampler.sample(logits, slot.session.tokens()) {
             Ok(id) => id,
             Err(e) => {
-                let run = slot.run.take().expect("running");
-                let _ = run.job.events.send(Event::Error(ApiError::internal(format!(
-                    "sampling failed: {e}"
-                ))));
+                abort(slot, "sampling", &e);
                 return;
             }
         };
@@ -654,6 +644,16 @@ impl Worker {
         self.metrics
             .queue
             .store(self.waiting.len(), Ordering::Relaxed);
+    }
+}
+
+/// Ends the slot's request with an internal error (`what` failed: a bug,
+/// since requests are checked before they queue) and frees the slot.
+fn abort(slot: &mut Slot, what: &str, e: &dyn std::fmt::Display) {
+    if let Some(run) = slot.run.take() {
+        let _ = run.job.events.send(Event::Error(ApiError::internal(format!(
+            "{what} failed: {e}"
+        ))));
     }
 }
 

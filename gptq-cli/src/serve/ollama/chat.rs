@@ -17,7 +17,7 @@ use super::super::metrics::Endpoint;
 use super::super::stream::Collected;
 use super::super::{AppState, read_json};
 use super::options::Base;
-use super::reply::{Shape, answer, loaded, logprob_entry, totals};
+use super::reply::{Shape, answer, loaded, logprobs_of, token_object, totals};
 use super::{fail, rfc3339};
 
 /// `POST /api/chat`.
@@ -151,11 +151,7 @@ impl Shape for ChatShape {
         let tok = self.state.model.tokenizer();
         let mut v = self.last(c.text.trim_start(), &c.outcome);
         if self.logprobs {
-            v["logprobs"] = c
-                .tokens
-                .iter()
-                .filter_map(|t| t.logprob.as_ref().map(|l| logprob_entry(tok, l)))
-                .collect();
+            v["logprobs"] = logprobs_of(tok, &c.tokens);
         }
         v
     }
@@ -164,13 +160,13 @@ impl Shape for ChatShape {
         match ev {
             Event::Token { text, logprob, .. } => {
                 let content = self.piece(&text);
-                let mut v = self.object(content, false);
-                if let Some(l) = &logprob {
-                    v["logprobs"] = json!([logprob_entry(self.state.model.tokenizer(), l)]);
-                } else if content.is_empty() {
-                    return None;
-                }
-                Some(v)
+                let tok = self.state.model.tokenizer();
+                token_object(
+                    self.object(content, false),
+                    tok,
+                    logprob.as_ref(),
+                    content.is_empty(),
+                )
             }
             Event::Text(text) => {
                 let content = self.piece(&text);

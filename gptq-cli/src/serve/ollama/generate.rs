@@ -16,7 +16,7 @@ use super::super::request::token_ids;
 use super::super::stream::Collected;
 use super::super::{AppState, read_json};
 use super::options::Base;
-use super::reply::{Shape, answer, loaded, logprob_entry, totals};
+use super::reply::{Shape, answer, loaded, logprobs_of, token_object, totals};
 use super::{fail, rfc3339};
 
 /// `POST /api/generate`.
@@ -141,11 +141,7 @@ impl Shape for GenerateShape {
         self.context.extend(c.tokens.iter().map(|t| t.id));
         let mut v = self.last(&c.text, &c.outcome);
         if self.logprobs {
-            v["logprobs"] = c
-                .tokens
-                .iter()
-                .filter_map(|t| t.logprob.as_ref().map(|l| logprob_entry(tok, l)))
-                .collect();
+            v["logprobs"] = logprobs_of(tok, &c.tokens);
         }
         v
     }
@@ -154,13 +150,8 @@ impl Shape for GenerateShape {
         match ev {
             Event::Token { id, text, logprob } => {
                 self.context.push(id);
-                let mut v = self.object(&text);
-                if let Some(l) = &logprob {
-                    v["logprobs"] = json!([logprob_entry(self.state.model.tokenizer(), l)]);
-                } else if text.is_empty() {
-                    return None;
-                }
-                Some(v)
+                let tok = self.state.model.tokenizer();
+                token_object(self.object(&text), tok, logprob.as_ref(), text.is_empty())
             }
             Event::Text(text) => Some(self.object(&text)),
             Event::Done(o) => Some(self.last("", &o)),

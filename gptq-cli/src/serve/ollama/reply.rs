@@ -18,7 +18,7 @@ use super::super::AppState;
 use super::super::engine::{Event, GenSpec, Outcome};
 use super::super::error::ApiError;
 use super::super::logprobs::TokenLogprob;
-use super::super::stream::{Collected, collect, merged, submit_all};
+use super::super::stream::{Collected, Tok, collect, merged, submit_all};
 use super::{error_text, rfc3339};
 
 /// Nanoseconds, ollama's unit of duration.
@@ -27,7 +27,7 @@ fn nanos(ms: f64) -> u64 {
 }
 
 /// ollama's log-probability entry of a token.
-pub(super) fn logprob_entry(tok: &Tokenizer, lp: &TokenLogprob) -> Value {
+fn logprob_entry(tok: &Tokenizer, lp: &TokenLogprob) -> Value {
     let entry = |id: u32, l: f32| {
         let b = tok.token_bytes(id).unwrap_or_default();
         json!({"token": String::from_utf8_lossy(b), "logprob": l, "bytes": b})
@@ -35,6 +35,30 @@ pub(super) fn logprob_entry(tok: &Tokenizer, lp: &TokenLogprob) -> Value {
     let mut e = entry(lp.id, lp.logprob);
     e["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
     e
+}
+
+/// The `logprobs` of a whole reply: each generated token's entry.
+pub(super) fn logprobs_of(tok: &Tokenizer, tokens: &[Tok]) -> Value {
+    tokens
+        .iter()
+        .filter_map(|t| t.logprob.as_ref().map(|l| logprob_entry(tok, l)))
+        .collect()
+}
+
+/// A streamed token's object `v`, with the token's `logprobs` entry when
+/// asked; none when it carries neither text (`empty`) nor a log-probability.
+pub(super) fn token_object(
+    mut v: Value,
+    tok: &Tokenizer,
+    logprob: Option<&TokenLogprob>,
+    empty: bool,
+) -> Option<Value> {
+    match logprob {
+        Some(l) => v["logprobs"] = json!([logprob_entry(tok, l)]),
+        None if empty => return None,
+        None => {}
+    }
+    Some(v)
 }
 
 /// The fields of a response's last object: why it ended and what it cost.
