@@ -107,7 +107,6 @@ def test_refusals_raise_the_clients_error(server):
         (lambda: c.generate(model=MODEL, prompt="x", format="json"), 400, "format"),
         (lambda: c.chat(model=MODEL, messages=[{"role": "user", "content": "x"}], tools=[
             {"type": "function", "function": {"name": "f"}}]), 400, "tools"),
-        (lambda: c.generate(model=MODEL, prompt="word " * 300), 400, "context"),
         (lambda: c.pull("gpt2"), 501, "pull"),
         (lambda: c.embed(model=MODEL, input="x"), 501, "embeddings"),
     ]
@@ -118,6 +117,17 @@ def test_refusals_raise_the_clients_error(server):
         assert needle in e.value.error, e.value.error
     # The server is still up.
     assert c.generate(model=MODEL, prompt="x", options={"num_predict": 2}).done
+
+
+def test_a_prompt_longer_than_the_context_is_cut_to_fit(server):
+    # As ollama does: the start (num_keep tokens) and the end are kept, with
+    # room for the answer; no error.
+    c = client(server)
+    r = c.generate(model=MODEL, prompt="word " * 300, options={"num_predict": 4, "temperature": 0})
+    assert r.done and r.eval_count == 4 and r.prompt_eval_count == 256 - 4, r
+    r = c.chat(model=MODEL, messages=[{"role": "user", "content": "word " * 300}],
+               options={"num_ctx": 64, "num_predict": 4})
+    assert r.done and r.prompt_eval_count == 60, r
 
 
 def test_more_clients_than_slots_each_equal_solo(server):

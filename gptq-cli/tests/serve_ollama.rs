@@ -252,13 +252,19 @@ fn listing_showing_and_refusals_speak_ollama() {
         ),
         (
             "/api/generate",
-            generate(json!({"prompt": long})),
+            generate(json!({"prompt": long, "truncate": false})),
             400,
-            "context",
+            "exceeds the context length",
+        ),
+        (
+            "/api/chat",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": long}], "truncate": false}),
+            400,
+            "truncate",
         ),
         (
             "/api/generate",
-            generate(json!({"prompt": "a b c d e f g h", "options": {"num_ctx": 4}})),
+            generate(json!({"options": {"num_ctx": 1}})),
             400,
             "num_ctx",
         ),
@@ -295,4 +301,74 @@ fn listing_showing_and_refusals_speak_ollama() {
     assert!(eventually(10, || server.health()["slots_processing"] == 0));
     let (_, metrics) = server.get("/metrics");
     assert!(metrics.contains("endpoint=\"/api\""), "{metrics}");
+}
+
+#[test]
+fn long_prompts_are_cut_to_fit_as_ollama_cuts_them() {
+    let server = Server::start(&["-np", "1"]);
+    let generate = |extra: Value| {
+        let mut body = json!({"model": MODEL, "stream": false});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, _, r) = ollama(&server, "/api/generate", &body);
+        assert_eq!(status, 200, "{body}: {r:?}");
+        r[0].clone()
+    };
+    let long: String = (0..40).map(|i| format!(" word{i}")).collect();
+    let ids = tokens(&server, &long);
+    assert!(ids.len() > 32);
+    // num_ctx 32, 8 tokens asked: the first num_keep (4) tokens and the
+    // last 20, so that the 8 fit.
+    let opts = json!({"num_ctx": 32, "num_predict": 8, "temperature": 0});
+    let r = generate(json!({"prompt": long, "options": opts}));
+    let mut cut = ids[..4].to_vec();
+    cut.extend(&ids[ids.len() - 20..]);
+    assert_eq!(r["prompt_eval_count"], 24, "{r}");
+    assert_eq!(r["eval_count"], 8, "{r}");
+    let context: Vec<u32> = serde_json::from_value(r["context"].clone()).unwrap();
+    assert_eq!(context[..24], cut[..]);
+    // The answer is the cut prompt's: fed as a context, the same text.
+    let again = generate(json!({"context": cut, "options": opts}));
+    assert_eq!(again["response"], r["response"]);
+    // num_keep 0 and no limit: the last half of the context.
+    let opts = json!({"num_ctx": 32, "num_keep": 0, "num_predict": -1, "temperature": 0});
+    let r = generate(json!({"prompt": long, "options": opts}));
+    assert_eq!(r["prompt_eval_count"], 16, "{r}");
+    let context: Vec<u32> = serde_json::from_value(r["context"].clone()).unwrap();
+    assert_eq!(context[..16], ids[ids.len() - 16..]);
+    // A prompt that fits is not cut (and runs until the context is full).
+    let r = generate(json!({"context": ids[..30], "options": opts}));
+    assert_eq!(
+        (r["prompt_eval_count"].as_u64(), r["eval_count"].as_u64()),
+        (Some(30), Some(2))
+    );
+    // Chat drops the oldest messages first, keeping the system message: the
+    // answer is that of the conversation without them.
+    let chat = |messages: Value| {
+        let body = json!({"model": MODEL, "stream": false, "messages": messages,
+                          "options": {"num_ctx": 48, "num_predict": 4, "temperature": 0}});
+        let (status, _, r) = ollama(&server, "/api/chat", &body);
+        assert_eq!(status, 200, "{body}: {r:?}");
+        r[0].clone()
+    };
+    let m = |role: &str, text: &str| json!({"role": role, "content": text});
+    let old = "an old message that will not fit any more ".repeat(3);
+    let all = chat(json!([
+        m("system", "Be brief."),
+        m("user", &old),
+        m("assistant", &old),
+        m("user", "Hello there"),
+        m("assistant", "Hi"),
+        m("user", "How are you?")
+    ]));
+    let kept = chat(json!([
+        m("system", "Be brief."),
+        m("user", "Hello there"),
+        m("assistant", "Hi"),
+        m("user", "How are you?")
+    ]));
+    assert_eq!(all["message"], kept["message"]);
+    assert_eq!(all["prompt_eval_count"], kept["prompt_eval_count"]);
+    assert!(kept["prompt_eval_count"].as_u64().unwrap() <= 44, "{kept}");
 }

@@ -18,6 +18,7 @@ use super::super::stream::Collected;
 use super::super::{AppState, read_json};
 use super::options::Base;
 use super::reply::{Shape, answer, loaded, logprobs_of, token_object, totals};
+use super::truncate::recent_messages;
 use super::{fail, rfc3339};
 
 /// `POST /api/chat`.
@@ -92,8 +93,15 @@ async fn chat_inner(
             ("message", json!({"role": "assistant", "content": ""})),
         ));
     }
-    let text = chat_template::render(&converted)?;
-    let ids = state.model.tokenizer().encode_with_special(&text);
+    let tok = state.model.tokenizer();
+    let tokens =
+        |m: &[Message]| Ok::<_, ApiError>(tok.encode_with_special(&chat_template::render(m)?));
+    let mut ids = tokens(&converted)?;
+    if !plan.fits(ids.len()) {
+        plan.may_cut(ids.len())?;
+        let kept = recent_messages(&converted, |m| Ok(tokens(m)?.len() <= plan.cut_to()))?;
+        ids = plan.fit(tokens(&kept)?)?;
+    }
     let spec = plan.spec(state, ids, CHAT_STOP)?;
     let shape = ChatShape {
         state: Arc::clone(state),

@@ -92,6 +92,7 @@ async fn generate_inner(
             ("response", json!("")),
         ));
     }
+    let ids = plan.fit(ids)?;
     let spec = plan.spec(state, ids.clone(), &[])?;
     let shape = GenerateShape {
         state: Arc::clone(state),

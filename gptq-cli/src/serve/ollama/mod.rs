@@ -13,6 +13,7 @@
 //!   `options` among them), checked into the engine's job.
 //! - `generate`, `chat`: the two generation endpoints and their objects.
 //! - `reply`: what both send: NDJSON streams, log-probabilities, totals.
+//! - `truncate`: a prompt longer than the context cut as ollama cuts it.
 //! - `models`: the listing and model endpoints (`tags`, `ps`, `show`,
 //!   `version`) and the 501s.
 
@@ -21,6 +22,7 @@ mod generate;
 mod models;
 mod options;
 mod reply;
+mod truncate;
 
 use std::time::SystemTime;
 

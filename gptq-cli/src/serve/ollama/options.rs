@@ -3,7 +3,8 @@
 //!
 //! The `options` ollama accepts are accepted: the sampling ones apply,
 //! `num_ctx` limits the request's context (at most a slot's, as ollama
-//! clamps it to the model's), load-time ones (`num_gpu`, `num_thread`,
+//! clamps it to the model's) and a prompt longer than it is cut to fit
+//! (`num_keep`, `truncate`; see [`super::truncate`]), load-time ones (`num_gpu`, `num_thread`,
 //! `use_mmap`, …) are fixed by the server's flags and ignored, as ollama
 //! ignores them for a loaded model; sampling methods gptq does not have
 //! (`mirostat`, `typical_p`, `tfs_z`) are refused unless neutral, and an
@@ -17,6 +18,7 @@ use super::super::engine::GenSpec;
 use super::super::error::ApiError;
 use super::super::request::{Common, logprobs_asked};
 use super::check_model;
+use super::truncate::{NUM_KEEP, keep_fitting};
 
 /// ollama's `options` (every key its API defines).
 #[derive(Debug, Default, Deserialize)]
@@ -55,9 +57,9 @@ struct Options {
     use_mlock: Option<Value>,
     embedding_only: Option<Value>,
     num_thread: Option<Value>,
-    // Context shifting, which gptq does not do (a prompt that does not fit
-    // is refused), and a switch ollama itself no longer reads.
-    num_keep: Option<Value>,
+    // Tokens a prompt that does not fit keeps from its start (see
+    // `truncate`), and a switch ollama itself no longer reads.
+    num_keep: Option<i64>,
     penalize_newline: Option<Value>,
 }
 
@@ -73,6 +75,9 @@ pub(super) struct Base {
     think: Option<Value>,
     logprobs: Option<bool>,
     top_logprobs: Option<i64>,
+    /// Whether a prompt longer than the context is cut to fit (ollama's
+    /// default) or refused.
+    truncate: Option<bool>,
 }
 
 impl Options {
@@ -125,6 +130,10 @@ pub(super) struct Plan {
     pub(super) n_ctx: usize,
     pub(super) logprobs: Option<usize>,
     pub(super) stream: bool,
+    /// Cut a prompt that does not fit (else refuse it).
+    truncate: bool,
+    /// Tokens a cut prompt keeps from its start.
+    num_keep: i64,
 }
 
 impl Base {
@@ -171,11 +180,57 @@ impl Base {
             n_ctx,
             logprobs,
             stream: self.stream.unwrap_or(true),
+            truncate: self.truncate.unwrap_or(true),
+            num_keep: opts.and_then(|o| o.num_keep).unwrap_or(NUM_KEEP),
         })
     }
 }
 
 impl Plan {
+    /// Whether a prompt of `n` tokens fits the context as it is (with room
+    /// for one more).
+    pub(super) fn fits(&self, n: usize) -> bool {
+        n < self.n_ctx
+    }
+
+    /// The tokens a prompt that does not fit is cut to: room is left for
+    /// the answer, `num_predict` tokens up to half the context, half when
+    /// unlimited (what ollama's context shift frees), at least one.
+    pub(super) fn cut_to(&self) -> usize {
+        let half = (self.n_ctx / 2).max(1);
+        let room = match self.num_predict {
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(half).min(half),
+            _ => half,
+        };
+        self.n_ctx - room
+    }
+
+    /// `ids` as ollama feeds a prompt: as it is if it fits, else cut (see
+    /// [`keep_fitting`]) to [`cut_to`](Self::cut_to) tokens, or refused
+    /// with `"truncate": false`.
+    pub(super) fn fit(&self, ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
+        if self.fits(ids.len()) {
+            return Ok(ids);
+        }
+        self.may_cut(ids.len())?;
+        Ok(keep_fitting(ids, self.cut_to(), self.num_keep))
+    }
+
+    /// The refusal of a prompt of `n` tokens that does not fit, with
+    /// `"truncate": false`.
+    pub(super) fn may_cut(&self, n: usize) -> Result<(), ApiError> {
+        if self.truncate {
+            return Ok(());
+        }
+        Err(ApiError::invalid_param(
+            "truncate",
+            format!(
+                "the input length exceeds the context length: the prompt is {n} tokens and the context {} (with \"truncate\": true it would be cut to fit)",
+                self.n_ctx
+            ),
+        ))
+    }
+
     /// The engine's job for `prompt`. ollama's `num_predict`: -1 (or any
     /// value of 0 or less) runs until the context is full, and a limit past
     /// the context ends there ("length") rather than being refused.
