@@ -4,9 +4,9 @@
 //! The `options` ollama accepts are accepted: the sampling ones apply,
 //! `num_ctx` limits the request's context (at most a slot's, as ollama
 //! clamps it to the model's) and a prompt longer than it is cut to fit
-//! (`num_keep`, `truncate`; see [`super::truncate`]), load-time ones (`num_gpu`, `num_thread`,
-//! `use_mmap`, …) are fixed by the server's flags and ignored, as ollama
-//! ignores them for a loaded model; sampling methods gptq does not have
+//! (`num_keep`, `truncate`; see [`super::truncate`]), load-time ones
+//! (`num_gpu`, `num_thread`, `use_mmap`, …) are fixed by the server's flags
+//! and ignored, as ollama ignores them for a loaded model; sampling methods gptq does not have
 //! (`mirostat`, `typical_p`, `tfs_z`) are refused unless neutral, and an
 //! unknown option is refused.
 

@@ -2,8 +2,8 @@
 //! (`num_ctx`): it answers from the part that fits.
 //!
 //! - `/api/chat` first drops whole messages, oldest first: the last message
-//!   and every system message before the kept ones always stay
-//!   ([`recent_messages`]).
+//!   and every system (or developer) message before the kept ones always
+//!   stay ([`recent_messages`]).
 //! - Then (and for `/api/generate`) the tokens: the first `num_keep`
 //!   (ollama's default 4) stay, and the oldest ones after them go until the
 //!   rest fits ([`keep_fitting`]).
@@ -53,7 +53,10 @@ pub(super) fn recent_messages(
     mut fits: impl FnMut(&[Message]) -> Result<bool, ApiError>,
 ) -> Result<Vec<Message>, ApiError> {
     let from = |i: usize| -> Vec<Message> {
-        let system = messages[..i].iter().filter(|m| m.role == "system");
+        // `developer` messages are system text too (see `chat_template`).
+        let system = messages[..i]
+            .iter()
+            .filter(|m| m.role == "system" || m.role == "developer");
         system.chain(&messages[i..]).cloned().collect()
     };
     let last = messages.len().saturating_sub(1);
@@ -104,22 +107,24 @@ mod tests {
             msg("assistant", "b"),
             msg("user", "c"),
             msg("assistant", "d"),
-            msg("user", "e"),
+            msg("developer", "e"),
+            msg("user", "f"),
         ];
         let text = |v: &[Message]| {
             v.iter()
                 .map(|m| m.content.as_str().unwrap_or_default())
                 .collect::<String>()
         };
-        for budget in 0..8 {
+        for budget in 0..9 {
             let got = recent_messages(&m, |v| Ok(v.len() <= budget)).unwrap();
             // What ollama's scan from the newest message keeps.
             let want = match budget {
-                0..=2 => "se",
-                3 => "sde",
-                4 => "scde",
-                5 => "sbcde",
-                _ => "sabcde",
+                // The developer message is system text: kept too.
+                0..=3 => "sef",
+                4 => "sdef",
+                5 => "scdef",
+                6 => "sbcdef",
+                _ => "sabcdef",
             };
             assert_eq!(text(&got), want, "budget {budget}");
         }
