@@ -112,13 +112,23 @@ where
     }
 }
 
+/// Tables `a` and `b`, or `None` (the test says it skipped) when this CPU
+/// cannot run both.
+#[cfg(target_arch = "x86_64")]
+fn two_tables(a: &str, b: &str) -> Option<(VerifiedTable, VerifiedTable)> {
+    let pair = harness::table(a).zip(harness::table(b));
+    if pair.is_none() {
+        eprintln!("skipped: needs the {a} and {b} tables on this CPU");
+    }
+    pair
+}
+
 /// The AVX2 and AVX-512 strips sum every type but Q2_K, Q3_K and Q6_K
 /// (below) in the same order: the same bits.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn strips_agree_across_paths() {
-    let (Some(x), Some(y)) = (harness::table("avx2"), harness::table("avx512")) else {
-        eprintln!("skipped: needs the avx2 and avx512 tables on this CPU");
+    let Some((x, y)) = two_tables("avx2", "avx512") else {
         return;
     };
     harness::check_same_prefill_bits::<BlockQ4_1>(x, y);
@@ -136,8 +146,7 @@ fn strips_agree_across_paths() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx_vnni_strips_equal_avx512_bits() {
-    let (Some(x), Some(y)) = (harness::table("avxvnni"), harness::table("avx512")) else {
-        eprintln!("skipped: needs the avxvnni and avx512 tables on this CPU");
+    let Some((x, y)) = two_tables("avxvnni", "avx512") else {
         return;
     };
     harness::check_same_prefill_bits::<BlockQ8_0>(x, y);
@@ -156,8 +165,7 @@ fn avx_vnni_strips_equal_avx512_bits() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx_vnni_small_q8_0_products_equal_avx2_bits() {
-    let (Some(x), Some(y)) = (harness::table("avxvnni"), harness::table("avx2")) else {
-        eprintln!("skipped: needs the avxvnni and avx2 tables on this CPU");
+    let Some((x, y)) = two_tables("avxvnni", "avx2") else {
         return;
     };
     harness::check_same_few_token_bits::<BlockQ8_0>(x, y);
