@@ -81,6 +81,99 @@ fn greedy_text_equals_gptq_complete_streamed_or_not() {
     }
 }
 
+/// `--context-shift`: a generation goes on past a full context as
+/// llama-server's does (the first `n_keep` tokens kept, half of the rest
+/// dropped), and each stretch after a shift is exactly what a fresh request
+/// for the shifted context gives (GPT-2's learned positions: the kept tokens
+/// are read again, never moved in the cache). A prompt longer than the
+/// context is cut into llama-server's blocks and answered as its cut form;
+/// the OpenAI endpoint takes a budget past the context too.
+#[test]
+fn context_shift_goes_on_as_a_fresh_request_for_the_shifted_context() {
+    const N_CTX: usize = 32;
+    let server = Server::start(&["-np", "1", "-c", "32", "-b", "8", "--context-shift"]);
+    let tokenize = |text: &str| {
+        let (status, r) = server.post("/tokenize", &json!({ "content": text }));
+        assert_eq!(status, 200, "{r}");
+        ids_of(&r["tokens"])
+    };
+    let greedy = |prompt: &[u32], n: usize, n_keep: usize| {
+        let (status, r) = server.post(
+            "/completion",
+            &json!({"prompt": prompt, "n_predict": n, "temperature": 0, "ignore_eos": true,
+                    "return_tokens": true, "n_keep": n_keep, "n_probs": 3}),
+        );
+        assert_eq!(status, 200, "{r}");
+        r
+    };
+    let p = tokenize(PROMPTS[1]);
+    assert!(p.len() < N_CTX / 2);
+    for n_keep in [4usize, 8] {
+        let r = greedy(&p, 48, n_keep);
+        let g = ids_of(&r["tokens"]);
+        assert_eq!(g.len(), 48, "{r}");
+        assert_eq!(r["truncated"], true);
+        // The server's contexts, replayed: each sampled token is appended,
+        // or, with the context full, shifted in.
+        let mut ctx = p.clone();
+        let mut shifts = Vec::new();
+        for (j, &t) in g.iter().enumerate() {
+            if ctx.len() == N_CTX {
+                let drop = (N_CTX - n_keep) / 2;
+                let mut c = ctx[..n_keep].to_vec();
+                c.extend_from_slice(&ctx[n_keep + drop..]);
+                c.push(t);
+                shifts.push((j + 1, c.clone()));
+                ctx = c;
+            } else {
+                ctx.push(t);
+            }
+        }
+        assert!(shifts.len() >= 2, "{shifts:?}");
+        // Tokens and their log-probabilities (and the alternatives'), bit
+        // for bit: this small model's greedy text cycles, so equal tokens
+        // alone would not tell a wrong shift from the right one.
+        let probs = r["completion_probabilities"].as_array().unwrap();
+        for (at, c) in &shifts[..2] {
+            let n = (N_CTX + 1 - c.len()).min(g.len() - at);
+            let fresh = greedy(c, n, n_keep);
+            assert_eq!(
+                ids_of(&fresh["tokens"]),
+                g[*at..at + n],
+                "n_keep {n_keep}: after {at}"
+            );
+            assert_eq!(
+                fresh["completion_probabilities"].as_array().unwrap()[..],
+                probs[*at..at + n],
+                "n_keep {n_keep}: log-probabilities after the shift at {at}"
+            );
+        }
+    }
+    // A prompt past the context: the first 4 tokens, then the tail without
+    // whole blocks of (32 - 4) / 2.
+    let long = tokenize(&PROMPTS.join(" and then ").repeat(2));
+    assert!(long.len() > N_CTX + 14, "{}", long.len());
+    let erased = (long.len() - 4 - 14) / 14;
+    let mut cut = long[..4].to_vec();
+    cut.extend_from_slice(&long[4 + 14 * erased..]);
+    let r = greedy(&long, 8, 4);
+    assert_eq!(r["truncated"], true);
+    assert_eq!(r["tokens_evaluated"], cut.len());
+    let fresh = greedy(&cut, 8, 4);
+    assert_eq!(ids_of(&r["tokens"]), ids_of(&fresh["tokens"]));
+    assert_eq!(
+        r["completion_probabilities"],
+        fresh["completion_probabilities"]
+    );
+    let (status, r) = server.post(
+        "/v1/completions",
+        &json!({"prompt": PROMPTS[1], "max_tokens": 40, "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 40);
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+}
+
 /// OpenAI's presence and frequency penalties and logit bias (and
 /// llama.cpp's list form of the bias) give what `gptq complete` gives with
 /// the same flags, and a banned token never comes.

@@ -30,6 +30,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use super::error::ApiError;
 use super::logprobs::{TokenLogprob, token_logprob};
 use super::metrics::Metrics;
+use super::request::Shift;
 use super::slots::{SlotView, choose};
 
 /// What a request asks for: the prompt's tokens and how to continue it.
@@ -54,6 +55,10 @@ pub struct GenSpec {
     /// log-probability and this many alternatives ([`Event::Prompt`]). The
     /// whole prompt is then evaluated (no cached prefix).
     pub prompt_logprobs: Option<usize>,
+    /// Shift a full context instead of ending (`--context-shift`).
+    pub shift: Option<Shift>,
+    /// The prompt was cut to fit the context (`--context-shift`).
+    pub truncated: bool,
 }
 
 /// Why generation ended.
@@ -109,6 +114,9 @@ pub struct Outcome {
     pub gen_ms: f64,
     /// The slot that served the request.
     pub slot: usize,
+    /// The prompt was cut or the context shifted (llama-server's
+    /// `truncated`).
+    pub truncated: bool,
 }
 
 /// What the engine sends a request, in order: tokens, then one `Done` or
@@ -332,6 +340,11 @@ struct Running {
     first_token: Option<Instant>,
     /// The prompt's scores so far, when it is scored.
     prompt_lps: Vec<TokenLogprob>,
+    /// The request's prompt tokens (`job.spec.prompt` holds the context to
+    /// read again after a shift).
+    prompt_tokens: usize,
+    /// Context shifts so far.
+    shifts: usize,
 }
 
 struct Worker {
@@ -485,6 +498,8 @@ impl Worker {
                 started: Instant::now(),
                 first_token: None,
                 prompt_lps: Vec::new(),
+                prompt_tokens: job.spec.prompt.len(),
+                shifts: 0,
                 job,
             });
         }
@@ -550,7 +565,7 @@ impl Worker {
                 if n == self.n_batch && from == slot.exact && from.is_multiple_of(self.n_batch) {
                     slot.exact = from + n;
                 }
-                if let Some(top) = run.job.spec.prompt_logprobs {
+                if let Some(top) = run.job.spec.prompt_logprobs.filter(|_| run.shifts == 0) {
                     // Row j's logits predict prompt token from + j + 1.
                     let prompt = &run.job.spec.prompt;
                     let rows = 0..n.min(prompt.len() - 1 - from);
@@ -569,7 +584,7 @@ impl Worker {
                 if run.pending < run.job.spec.prompt.len() {
                     continue;
                 }
-                if run.job.spec.prompt_logprobs.is_some() {
+                if run.job.spec.prompt_logprobs.is_some() && run.shifts == 0 {
                     let lps = std::mem::take(&mut run.prompt_lps);
                     let _ = run.job.events.send(Event::Prompt(lps));
                 }
@@ -631,10 +646,14 @@ impl Worker {
         let _ = run.job.events.send(Event::Token { id, text, logprob });
         if run.generated >= spec.max_tokens {
             finish(slot, i, Finish::Length);
-        } else if slot.session.remaining() == 0 {
-            finish(slot, i, Finish::ContextFull);
-        } else {
+        } else if slot.session.remaining() > 0 {
             run.next = Some(id);
+        } else if let Some(shift) = spec.shift {
+            if let Err(e) = shift_context(slot, i, id, shift, self.n_batch) {
+                abort(slot, "shifting the context", &e);
+            }
+        } else {
+            finish(slot, i, Finish::ContextFull);
         }
     }
 
@@ -685,14 +704,58 @@ fn finish_with(slot: &mut Slot, i: usize, reason: Finish, word: String) {
     let outcome = Outcome {
         finish: reason,
         stopping_word: word,
-        prompt_tokens: run.job.spec.prompt.len(),
+        prompt_tokens: run.prompt_tokens,
         cached_tokens: run.cached,
         completion_tokens: run.generated,
         prompt_ms: (first - run.started).as_secs_f64() * 1e3,
         gen_ms: (now - first).as_secs_f64() * 1e3,
         slot: i,
+        truncated: run.job.spec.truncated || run.shifts > 0 || reason == Finish::ContextFull,
     };
     let _ = run.job.events.send(Event::Done(outcome));
+}
+
+/// Shifts slot `i`'s full context as llama-server does, so that `next` (the
+/// token just sampled and sent) can be evaluated: the first `n_keep` tokens
+/// stay, the `n_discard` after them (half of those by default) go, the rest
+/// move down. GPT-2's positions are learned, not rotated, so the moved
+/// tokens cannot keep their cached keys and values as llama.cpp's cache
+/// shift keeps them: the kept context and `next` are read again as a prompt
+/// (the leading whole chunks the cache holds exactly are reused), which makes
+/// the continuation exactly the one a fresh request for that context gets.
+/// A context with nothing to drop (`n_keep` reaches its end) ends the
+/// request as full.
+fn shift_context(
+    slot: &mut Slot,
+    i: usize,
+    next: u32,
+    shift: Shift,
+    n_batch: usize,
+) -> gptq_core::Result<()> {
+    let tokens = slot.session.tokens();
+    let n_past = tokens.len();
+    let n_keep = shift.n_keep.min(n_past);
+    let n_left = n_past - n_keep;
+    let n_discard = match shift.n_discard {
+        0 => n_left / 2,
+        n => n.min(n_left),
+    };
+    if n_discard == 0 {
+        finish(slot, i, Finish::ContextFull);
+        return Ok(());
+    }
+    let mut context = Vec::with_capacity(n_past - n_discard + 1);
+    context.extend_from_slice(&tokens[..n_keep]);
+    context.extend_from_slice(&tokens[n_keep + n_discard..]);
+    context.push(next);
+    let reuse = slot.exact.min(n_keep - n_keep % n_batch);
+    slot.session.rewind(n_past - reuse)?;
+    slot.exact = reuse;
+    let run = slot.run.as_mut().expect("shifting a running slot");
+    run.job.spec.prompt = context;
+    run.pending = reuse;
+    run.shifts += 1;
+    Ok(())
 }
 
 /// This step's prompt chunks `(slot, from, n)` from the slots still reading

@@ -132,7 +132,7 @@ async fn completion_inner(state: &Arc<AppState>, body: Body) -> Result<Response,
             "tokens_cached": o.cached_tokens,
             "stop_type": o.finish.llama(),
             "stopping_word": o.stopping_word,
-            "truncated": o.finish == super::engine::Finish::ContextFull,
+            "truncated": o.truncated,
             "timings": timings(o),
         });
         if req.return_tokens == Some(true) {
@@ -187,7 +187,7 @@ impl StreamShape for LlamaStream {
                     "tokens_cached": o.cached_tokens,
                     "stop_type": o.finish.llama(),
                     "stopping_word": o.stopping_word,
-                    "truncated": o.finish == super::engine::Finish::ContextFull,
+                    "truncated": o.truncated,
                     "timings": timings(&o),
                 })
                 .to_string(),

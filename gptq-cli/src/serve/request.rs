@@ -68,6 +68,12 @@ pub struct Common {
     pub logit_bias: Option<Value>,
     /// Choices per prompt.
     pub n: Option<i64>,
+    /// llama.cpp: prompt tokens a context shift keeps (-1 = the whole
+    /// prompt); used only with `--context-shift`.
+    pub n_keep: Option<i64>,
+    /// llama.cpp: tokens after the kept ones a context shift drops (0 = half
+    /// of them); used only with `--context-shift`.
+    pub n_discard: Option<i64>,
 }
 
 /// OpenAI's `stream_options`.
@@ -93,6 +99,9 @@ pub struct Defaults {
     pub n_ctx: usize,
     /// Vocabulary size.
     pub n_vocab: usize,
+    /// `--context-shift`: a prompt too long for the context is cut and a
+    /// full context is shifted, as llama-server does, instead of refusing.
+    pub context_shift: bool,
 }
 
 impl Common {
@@ -134,9 +143,24 @@ impl Common {
         logprobs: Option<usize>,
         index: usize,
     ) -> Result<GenSpec, ApiError> {
-        check_prompt(d, &prompt)?;
+        let shift = if d.context_shift {
+            check_ids(d, &prompt)?;
+            Some(self.shift_spec(prompt.len(), d.n_ctx)?)
+        } else {
+            check_prompt(d, &prompt)?;
+            None
+        };
+        let (prompt, truncated) = match shift {
+            Some(sh) if prompt.len() >= d.n_ctx => (cut_prompt(&prompt, sh.n_keep, d.n_ctx), true),
+            _ => (prompt, false),
+        };
         let room = d.n_ctx - prompt.len();
         let max_tokens = match max_tokens {
+            // A shifting context has no end: the budget alone limits (and the
+            // end of text, a stop string, the timeout), as in llama-server.
+            None if shift.is_some() => d.n_predict,
+            Some(n) if n < 0 && shift.is_some() => usize::MAX,
+            Some(n) if n > 0 && shift.is_some() => usize::try_from(n).unwrap_or(usize::MAX),
             None => d.n_predict.min(room),
             Some(n) if n < 0 => room,
             Some(0) => {
@@ -232,13 +256,68 @@ impl Common {
             logprobs,
             cache_prompt: self.cache_prompt.unwrap_or(true),
             prompt_logprobs: None,
+            shift,
+            truncated,
         })
     }
+
+    /// The context shift's sizes for a prompt of `n_prompt` tokens:
+    /// llama-server's `n_keep` (-1 = the whole prompt), at most `n_ctx - 4`,
+    /// and `n_discard` (0 = half of what follows the kept tokens).
+    fn shift_spec(&self, n_prompt: usize, n_ctx: usize) -> Result<Shift, ApiError> {
+        let n_keep = match self.n_keep.unwrap_or(0) {
+            -1 => n_prompt,
+            n if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            n => {
+                return Err(ApiError::invalid_param(
+                    "n_keep",
+                    format!("n_keep must be -1 or more, got {n}"),
+                ));
+            }
+        };
+        let n_discard = match self.n_discard.unwrap_or(0) {
+            n if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            n => {
+                return Err(ApiError::invalid_param(
+                    "n_discard",
+                    format!("n_discard must be 0 or more, got {n}"),
+                ));
+            }
+        };
+        Ok(Shift {
+            n_keep: n_keep.min(n_ctx.saturating_sub(4)),
+            n_discard,
+        })
+    }
+}
+
+/// How a full context is shifted (`--context-shift`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shift {
+    /// Leading tokens always kept.
+    pub n_keep: usize,
+    /// Tokens after them dropped per shift; 0 = half of those.
+    pub n_discard: usize,
+}
+
+/// A prompt of at least `n_ctx` tokens cut as llama-server cuts it (context
+/// shift on): the first `n_keep` tokens, then the rest without as many
+/// leading blocks of half the remaining room as it takes to fit, so that
+/// the result is shorter than the context.
+pub fn cut_prompt(prompt: &[u32], n_keep: usize, n_ctx: usize) -> Vec<u32> {
+    let n_keep = n_keep.min(n_ctx.saturating_sub(4)).min(prompt.len());
+    let block = ((n_ctx - n_keep) / 2).max(1);
+    let over = prompt.len() - n_keep;
+    let erased = over.saturating_sub(block) / block;
+    let mut cut = prompt[..n_keep].to_vec();
+    cut.extend_from_slice(&prompt[n_keep + erased * block..]);
+    cut
 }
 
 /// A prompt's tokens must fit the context with room for one more, and be
 /// ids of the vocabulary.
 pub fn check_prompt(d: &Defaults, prompt: &[u32]) -> Result<(), ApiError> {
+    check_ids(d, prompt)?;
     if prompt.len() >= d.n_ctx {
         return Err(ApiError {
             code: Some("context_length_exceeded"),
@@ -252,13 +331,18 @@ pub fn check_prompt(d: &Defaults, prompt: &[u32]) -> Result<(), ApiError> {
             )
         });
     }
-    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= d.n_vocab) {
-        return Err(ApiError::invalid_param(
+    Ok(())
+}
+
+/// A prompt's tokens must be ids of the vocabulary.
+pub fn check_ids(d: &Defaults, prompt: &[u32]) -> Result<(), ApiError> {
+    match prompt.iter().find(|&&id| id as usize >= d.n_vocab) {
+        Some(&id) => Err(ApiError::invalid_param(
             "prompt",
             format!("token id {id} is outside the vocabulary of {}", d.n_vocab),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `logit_bias`: absent or null (`None`: the server's default), OpenAI's
@@ -476,6 +560,7 @@ mod tests {
             n_predict: usize::MAX,
             n_ctx: 32,
             n_vocab: 100,
+            context_shift: false,
         }
     }
 
@@ -585,6 +670,89 @@ mod tests {
         };
         assert!(
             t.spec(&d, vec![1], None, "max_tokens", &[], None, 0)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_long_prompt_is_cut_in_llama_server_blocks() {
+        let p: Vec<u32> = (0..40).collect();
+        // n_ctx 32, n_keep 4: room 28 in blocks of 14; one block of the 36
+        // after the kept ones goes (llama-server: (40 - 4 - 14) / 14 = 1).
+        let want: Vec<u32> = (0..4).chain(18..40).collect();
+        assert_eq!(cut_prompt(&p, 4, 32), want);
+        // No kept tokens: blocks of 16, one erased of 40 → the last 24.
+        assert_eq!(cut_prompt(&p, 0, 32), (16..40).collect::<Vec<u32>>());
+        // Exactly the context: one block erased, 16 left.
+        let q: Vec<u32> = (0..32).collect();
+        assert_eq!(cut_prompt(&q, 0, 32), (16..32).collect::<Vec<u32>>());
+        // n_keep past n_ctx - 4 is held to it; every cut is shorter than the
+        // context.
+        for n in 32..200 {
+            let p: Vec<u32> = (0..n).collect();
+            for keep in [0, 1, 4, 27, 28, 31, 100] {
+                let c = cut_prompt(&p, keep, 32);
+                assert!(c.len() < 32 && c.len() >= 16, "{n} {keep}: {}", c.len());
+                let k = keep.min(28);
+                assert_eq!(&c[..k], &p[..k]);
+                assert_eq!(c.last(), p.last());
+            }
+        }
+        // A tiny context still leaves room.
+        assert_eq!(cut_prompt(&p, 4, 2).len(), 1);
+    }
+
+    #[test]
+    fn with_context_shift_long_prompts_and_budgets_pass() {
+        let d = Defaults {
+            context_shift: true,
+            ..defaults()
+        };
+        let c: Common = serde_json::from_value(json!({"n_keep": 4})).unwrap();
+        let s = c
+            .spec(&d, (0..40).collect(), Some(100), "n_predict", &[], None, 0)
+            .unwrap();
+        assert!(s.truncated);
+        assert_eq!(s.prompt, cut_prompt(&(0..40).collect::<Vec<u32>>(), 4, 32));
+        assert_eq!(s.max_tokens, 100);
+        assert_eq!(
+            s.shift,
+            Some(Shift {
+                n_keep: 4,
+                n_discard: 0
+            })
+        );
+        let s = c
+            .spec(&d, vec![1; 10], Some(-1), "n_predict", &[], None, 0)
+            .unwrap();
+        assert!(!s.truncated);
+        assert_eq!(s.max_tokens, usize::MAX);
+        // -1 keeps the whole prompt, held to n_ctx - 4.
+        let all: Common = serde_json::from_value(json!({"n_keep": -1, "n_discard": 3})).unwrap();
+        let s = all
+            .spec(&d, vec![1; 10], None, "n_predict", &[], None, 0)
+            .unwrap();
+        assert_eq!(
+            s.shift,
+            Some(Shift {
+                n_keep: 10,
+                n_discard: 3
+            })
+        );
+        for (field, v) in [("n_keep", -2), ("n_discard", -1)] {
+            let bad: Common = serde_json::from_value(json!({ field: v })).unwrap();
+            let e = bad
+                .spec(&d, vec![1; 10], None, "n_predict", &[], None, 0)
+                .unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(field));
+        }
+        // Still refused: no tokens to generate, ids outside the vocabulary.
+        assert!(
+            c.spec(&d, vec![1], Some(0), "n_predict", &[], None, 0)
+                .is_err()
+        );
+        assert!(
+            c.spec(&d, vec![100; 40], None, "n_predict", &[], None, 0)
                 .is_err()
         );
     }

@@ -835,7 +835,7 @@ pub(crate) unsafe fn check_softmax(softmax: unsafe fn(&mut [f32]), seed: u64) {
 pub(crate) fn check_attend(t: VerifiedTable) {
     let mut rng = Rng::new(11);
     for hd in [64usize, 1, 7, 8, 40, 80, 128] {
-        for n in [1usize, 2, 5, 64, 300] {
+        for n in [1usize, 2, 5, 16, 17, 64, 300] {
             let stride = hd * 3;
             let q = rng.uniform(hd);
             let k: Vec<f32> = rng.uniform(n * stride).iter().map(|v| 3.0 * v).collect();

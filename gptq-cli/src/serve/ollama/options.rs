@@ -242,6 +242,9 @@ impl Plan {
     ) -> Result<GenSpec, ApiError> {
         let mut d = state.defaults.clone();
         d.n_ctx = self.n_ctx;
+        // ollama's own cut (see `fit`) and limit apply here, not
+        // llama-server's context shift.
+        d.context_shift = false;
         let room = d.n_ctx.saturating_sub(prompt.len()) as i64;
         let max = self
             .num_predict
