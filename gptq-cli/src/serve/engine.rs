@@ -228,6 +228,7 @@ impl Engine {
             n_batch: config.n_batch,
             cache_prompt: config.cache_prompt,
             score_rows: Vec::new(),
+            last_seq: 0,
         };
         let thread = std::thread::Builder::new()
             .name("gptq-engine".into())
@@ -345,6 +346,12 @@ struct Running {
     prompt_tokens: usize,
     /// Context shifts so far.
     shifts: usize,
+    /// Where the slot's prompt reading ranks (first come first): twice the
+    /// request's arrival number, or after a shift, one past twice the last
+    /// arrival then (a shifted context is read again after the prompts that
+    /// were already waiting and before those that come later, so that a
+    /// long generation's shifts do not keep newer prompts waiting).
+    order: u64,
 }
 
 struct Worker {
@@ -361,6 +368,8 @@ struct Worker {
     /// Logits of the prompt rows being scored (grown once, by the first
     /// request that scores a prompt).
     score_rows: Vec<f32>,
+    /// The latest arrival number taken in.
+    last_seq: u64,
 }
 
 /// How long an idle engine waits for a request before looking at the
@@ -406,15 +415,21 @@ impl Worker {
         let idle = self.waiting.is_empty() && self.slots.iter().all(|s| s.run.is_none());
         if idle {
             match self.rx.recv_timeout(IDLE_POLL) {
-                Ok(job) => self.waiting.push_back(job),
+                Ok(job) => self.take_in(job),
                 Err(RecvTimeoutError::Timeout) => return true,
                 Err(RecvTimeoutError::Disconnected) => return false,
             }
         }
         while let Ok(job) = self.rx.try_recv() {
-            self.waiting.push_back(job);
+            self.take_in(job);
         }
         true
+    }
+
+    /// Queues a request that arrived.
+    fn take_in(&mut self, job: Job) {
+        self.last_seq = self.last_seq.max(job.seq);
+        self.waiting.push_back(job);
     }
 
     /// Drops requests whose client went away, and ends those out of time.
@@ -500,6 +515,7 @@ impl Worker {
                 prompt_lps: Vec::new(),
                 prompt_tokens: job.spec.prompt.len(),
                 shifts: 0,
+                order: 2 * job.seq,
                 job,
             });
         }
@@ -519,7 +535,7 @@ impl Worker {
             .enumerate()
             .filter_map(|(i, s)| s.run.as_ref().map(|r| (i, r)))
             .filter(|(_, r)| r.pending < r.job.spec.prompt.len())
-            .map(|(i, r)| (r.job.seq, i, r.pending, r.job.spec.prompt.len() - r.pending))
+            .map(|(i, r)| (r.order, i, r.pending, r.job.spec.prompt.len() - r.pending))
             .collect();
         let prefill = prompt_chunks(waiting, self.n_batch);
         let mut items: Vec<(&mut Session, &[u32])> = Vec::with_capacity(self.slots.len());
@@ -649,7 +665,7 @@ impl Worker {
         } else if slot.session.remaining() > 0 {
             run.next = Some(id);
         } else if let Some(shift) = spec.shift {
-            if let Err(e) = shift_context(slot, i, id, shift, self.n_batch) {
+            if let Err(e) = shift_context(slot, i, id, shift, self.n_batch, self.last_seq) {
                 abort(slot, "shifting the context", &e);
             }
         } else {
@@ -731,6 +747,7 @@ fn shift_context(
     next: u32,
     shift: Shift,
     n_batch: usize,
+    last_seq: u64,
 ) -> gptq_core::Result<()> {
     let tokens = slot.session.tokens();
     let n_past = tokens.len();
@@ -755,11 +772,12 @@ fn shift_context(
     run.job.spec.prompt = context;
     run.pending = reuse;
     run.shifts += 1;
+    run.order = 2 * last_seq + 1;
     Ok(())
 }
 
 /// This step's prompt chunks `(slot, from, n)` from the slots still reading
-/// their prompts, given as `(seq, slot, from, left)`: first come first, each
+/// their prompts, given as `(order, slot, from, left)`: first come first, each
 /// its next whole chunk of at most `n_batch` tokens, while their sum stays
 /// within `n_batch` (the first always fits). A chunk is never cut to fill
 /// the step: a prompt is read in the chunks it would be read in alone.
