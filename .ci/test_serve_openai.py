@@ -225,6 +225,36 @@ def test_load_more_clients_than_slots_each_equal_solo(server):
         assert text == solo[p], p
 
 
+def test_context_shift_takes_prompts_and_budgets_past_the_context():
+    """With --context-shift, a prompt longer than the context is cut and a
+    budget past it is generated in full (llama-server's behaviour), through
+    the client, streamed or not alike; without it both are refused."""
+    long_prompt = " ".join(PROMPTS) * 3
+    extra = {"ignore_eos": True, "n_keep": 4}
+    s = Server("-np", "1", "-c", "64", "--context-shift")
+    try:
+        c = s.client()
+        r = c.completions.create(model="gptq", prompt=long_prompt, max_tokens=150, temperature=0, extra_body=extra)
+        assert r.usage.completion_tokens == 150
+        assert r.choices[0].finish_reason == "length"
+        assert 0 < r.usage.prompt_tokens < 64
+        pieces = c.completions.create(
+            model="gptq", prompt=long_prompt, max_tokens=150, temperature=0, stream=True, extra_body=extra
+        )
+        assert "".join(ch.choices[0].text for ch in pieces if ch.choices) == r.choices[0].text
+    finally:
+        s.stop()
+    s = Server("-np", "1", "-c", "64")
+    try:
+        c = s.client()
+        for prompt, n in [(long_prompt, 8), (PROMPTS[0], 150)]:
+            with pytest.raises(openai.BadRequestError) as e:
+                c.completions.create(model="gptq", prompt=prompt, max_tokens=n, temperature=0)
+            assert e.value.code == "context_length_exceeded"
+    finally:
+        s.stop()
+
+
 def test_api_key():
     s = Server("-np", "1", "--api-key", "sekret")
     try:

@@ -184,8 +184,7 @@ async fn completions_inner(state: &Arc<AppState>, body: Body) -> Result<Response
     let score_only = echo && req.max_tokens == Some(0);
     for p in &prompts {
         let ids = p.tokens(tok);
-        prompt_tokens += ids.len();
-        let echoed = echo.then(|| Echo::of(tok, &ids));
+        let mut echoed = None;
         for i in 0..n {
             let max = if score_only { Some(1) } else { req.max_tokens };
             let mut spec = req.common.spec(
@@ -202,6 +201,12 @@ async fn completions_inner(state: &Arc<AppState>, body: Body) -> Result<Response
             }
             if echo {
                 spec.prompt_logprobs = logprobs;
+            }
+            if i == 0 {
+                // The prompt as read (cut, with --context-shift, when it
+                // did not fit): what the usage counts and echo returns.
+                prompt_tokens += spec.prompt.len();
+                echoed = echo.then(|| Echo::of(tok, &spec.prompt));
             }
             specs.push(spec);
             echoes.push(echoed.clone());
@@ -434,7 +439,6 @@ async fn chat_inner(state: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
     let text = chat_template::render(messages)?;
     let tok = state.model.tokenizer();
     let ids = tok.encode_with_special(&text);
-    let prompt_tokens = ids.len();
     let specs = (0..n)
         .map(|i| {
             req.common.spec(
@@ -448,6 +452,8 @@ async fn chat_inner(state: &Arc<AppState>, body: Body) -> Result<Response, ApiEr
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The prompt as read (cut, with --context-shift, when it did not fit).
+    let prompt_tokens = specs.first().map_or(ids.len(), |s| s.prompt.len());
     let rxs = submit_all(state, specs)?;
     let (id, created, model) = (
         new_id(state, "chatcmpl"),
