@@ -9,7 +9,10 @@
 //! fit `n_batch` prompt tokens (at least one). It then
 //! samples each slot's next token, streams it to the request's channel, and
 //! frees the slots whose requests finished, went away (their channel
-//! closed: the client disconnected) or ran out of time.
+//! closed: the client disconnected) or ran out of time. With
+//! `--context-shift`, a slot whose context is full is shifted instead of
+//! ending (see [`shift_context`]): it reads its shortened context again,
+//! like a joining prompt, and goes on.
 //!
 //! The engine runs on a thread of the rayon pool (the kernel threads); the
 //! HTTP side only parses, queues and forwards events, on its own tokio
