@@ -327,6 +327,8 @@ pub async fn props(State(state): State<Arc<AppState>>) -> Response {
                 "ignore_eos": false,
                 "stream": false,
                 "n_probs": 0,
+                "n_keep": 0,
+                "n_discard": 0,
                 "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"],
             },
         },
