@@ -303,6 +303,75 @@ fn listing_showing_and_refusals_speak_ollama() {
     assert!(metrics.contains("endpoint=\"/api\""), "{metrics}");
 }
 
+/// With `--context-shift`, ollama's routes cut a long prompt as ollama
+/// does (the first `num_keep` tokens and the end, to the whole context but
+/// one token) and shift a full context while generating (within the
+/// request's `num_ctx`, smaller than a slot here): a limit past the context
+/// is generated in full, and each stretch after a shift is exactly (tokens
+/// and log-probabilities) what a fresh request for the shifted context gives.
+#[test]
+fn with_context_shift_generation_goes_past_num_ctx_as_in_ollama() {
+    const N_CTX: usize = 32;
+    const KEEP: usize = 4;
+    let server = Server::start(&["-np", "1", "-b", "8", "--context-shift"]);
+    let generate = |extra: Value| {
+        let mut body =
+            json!({"model": MODEL, "stream": false, "logprobs": true, "top_logprobs": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, _, r) = ollama(&server, "/api/generate", &body);
+        assert_eq!(status, 200, "{body}: {r:?}");
+        r[0].clone()
+    };
+    let opts = |n: usize| json!({"num_ctx": N_CTX, "num_predict": n, "temperature": 0});
+    let long: String = (0..40).map(|i| format!(" word{i}")).collect();
+    let ids = tokens(&server, &long);
+    assert!(ids.len() > N_CTX);
+    let r = generate(json!({"prompt": long, "options": opts(40)}));
+    let mut cut = ids[..KEEP].to_vec();
+    cut.extend(&ids[ids.len() - (N_CTX - 1 - KEEP)..]);
+    assert_eq!(r["prompt_eval_count"], N_CTX - 1, "{r}");
+    assert_eq!(r["eval_count"], 40, "{r}");
+    assert_eq!(r["done_reason"], "length");
+    let context: Vec<u32> = serde_json::from_value(r["context"].clone()).unwrap();
+    assert_eq!(context[..N_CTX - 1], cut[..]);
+    let g = &context[N_CTX - 1..];
+    let lps = r["logprobs"].as_array().unwrap();
+    assert_eq!((g.len(), lps.len()), (40, 40));
+    // The server's contexts, replayed with ollama's num_keep (4).
+    let mut ctx = cut.clone();
+    let mut shifts = Vec::new();
+    for (j, &t) in g.iter().enumerate() {
+        if ctx.len() == N_CTX {
+            let drop = (N_CTX - KEEP) / 2;
+            let mut c = ctx[..KEEP].to_vec();
+            c.extend_from_slice(&ctx[KEEP + drop..]);
+            c.push(t);
+            shifts.push((j + 1, c.clone()));
+            ctx = c;
+        } else {
+            ctx.push(t);
+        }
+    }
+    assert!(shifts.len() >= 2, "{shifts:?}");
+    for (at, c) in &shifts[..2] {
+        let n = (N_CTX + 1 - c.len()).min(g.len() - at);
+        let fresh = generate(json!({"context": c, "options": opts(n)}));
+        let fresh_ids: Vec<u32> = serde_json::from_value(fresh["context"].clone()).unwrap();
+        assert_eq!(
+            fresh_ids[c.len()..],
+            g[*at..at + n],
+            "after the shift at {at}"
+        );
+        assert_eq!(
+            fresh["logprobs"].as_array().unwrap()[..],
+            lps[*at..at + n],
+            "log-probabilities after the shift at {at}"
+        );
+    }
+}
+
 #[test]
 fn long_prompts_are_cut_to_fit_as_ollama_cuts_them() {
     let server = Server::start(&["-np", "1"]);

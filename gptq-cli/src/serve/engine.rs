@@ -60,6 +60,9 @@ pub struct GenSpec {
     pub prompt_logprobs: Option<usize>,
     /// Shift a full context instead of ending (`--context-shift`).
     pub shift: Option<Shift>,
+    /// The context the request runs in: the slot's, or less (ollama's
+    /// `num_ctx`); full at this many tokens.
+    pub n_ctx: usize,
     /// The prompt was cut to fit the context (`--context-shift`).
     pub truncated: bool,
 }
@@ -665,7 +668,7 @@ impl Worker {
         let _ = run.job.events.send(Event::Token { id, text, logprob });
         if run.generated >= spec.max_tokens {
             finish(slot, i, Finish::Length);
-        } else if slot.session.remaining() > 0 {
+        } else if slot.session.len() < spec.n_ctx.min(slot.session.n_ctx()) {
             run.next = Some(id);
         } else if let Some(shift) = spec.shift {
             if let Err(e) = shift_context(slot, i, id, shift, self.n_batch, self.last_seq) {

@@ -130,13 +130,14 @@ pub struct ServeArgs {
     /// Never reuse a slot's cached prompt prefix.
     #[arg(long = "no-cache-prompt")]
     pub no_cache_prompt: bool,
-    /// llama-server's context shift on the OpenAI and llama-server
-    /// endpoints: a prompt too long for the context is cut (the first
-    /// `n_keep` tokens, then the end) and a full context drops the
-    /// `n_discard` tokens after the first `n_keep` (half by default) and goes
-    /// on, so that a generation is limited only by its token budget. Off,
-    /// such requests are refused (400) and a full context ends the
-    /// generation ("length").
+    /// llama-server's (and ollama's) context shift: a prompt too long for
+    /// the context is cut (the first `n_keep` tokens, then the end) and a
+    /// full context drops the `n_discard` tokens after the first `n_keep`
+    /// (half by default; ollama's routes keep `num_keep`) and goes on, so
+    /// that a generation is limited only by its token budget. Off, such
+    /// requests are refused (400) on the OpenAI and llama-server endpoints
+    /// (ollama's cut leaves room for the answer) and a full context ends
+    /// the generation ("length").
     #[arg(long = "context-shift")]
     pub context_shift: bool,
     /// Default sampling settings for requests that do not give them.

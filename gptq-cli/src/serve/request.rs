@@ -257,6 +257,7 @@ impl Common {
             cache_prompt: self.cache_prompt.unwrap_or(true),
             prompt_logprobs: None,
             shift,
+            n_ctx: d.n_ctx,
             truncated,
         })
     }

@@ -132,8 +132,10 @@ pub(super) struct Plan {
     pub(super) stream: bool,
     /// Cut a prompt that does not fit (else refuse it).
     truncate: bool,
-    /// Tokens a cut prompt keeps from its start.
+    /// Tokens a cut prompt keeps from its start (and a context shift keeps).
     num_keep: i64,
+    /// The server shifts full contexts (`--context-shift`), as ollama does.
+    shift: bool,
 }
 
 impl Base {
@@ -182,6 +184,7 @@ impl Base {
             stream: self.stream.unwrap_or(true),
             truncate: self.truncate.unwrap_or(true),
             num_keep: opts.and_then(|o| o.num_keep).unwrap_or(NUM_KEEP),
+            shift: state.defaults.context_shift,
         })
     }
 }
@@ -193,10 +196,16 @@ impl Plan {
         n < self.n_ctx
     }
 
-    /// The tokens a prompt that does not fit is cut to: room is left for
-    /// the answer, `num_predict` tokens up to half the context, half when
-    /// unlimited (what ollama's context shift frees), at least one.
+    /// The tokens a prompt that does not fit is cut to. With
+    /// `--context-shift`, as ollama cuts it: the whole context but the one
+    /// token gptq needs free to read it (the generation then shifts the
+    /// context). Without, room is left for the answer: `num_predict` tokens
+    /// up to half the context, half when unlimited (what ollama's context
+    /// shift frees), at least one.
     pub(super) fn cut_to(&self) -> usize {
+        if self.shift {
+            return self.n_ctx - 1;
+        }
         let half = (self.n_ctx / 2).max(1);
         let room = match self.num_predict {
             Some(n) if n > 0 => usize::try_from(n).unwrap_or(half).min(half),
@@ -233,7 +242,11 @@ impl Plan {
 
     /// The engine's job for `prompt`. ollama's `num_predict`: -1 (or any
     /// value of 0 or less) runs until the context is full, and a limit past
-    /// the context ends there ("length") rather than being refused.
+    /// the context ends there ("length") rather than being refused. With
+    /// `--context-shift`, as in ollama: a full context is shifted (the first
+    /// `num_keep` tokens kept, half of the rest dropped), so -1 runs until
+    /// the end of text, a stop string or the timeout, -2 until the context
+    /// is full, and a limit is generated in full.
     pub(super) fn spec(
         &self,
         state: &AppState,
@@ -242,14 +255,20 @@ impl Plan {
     ) -> Result<GenSpec, ApiError> {
         let mut d = state.defaults.clone();
         d.n_ctx = self.n_ctx;
-        // ollama's own cut (see `fit`) and limit apply here, not
-        // llama-server's context shift.
-        d.context_shift = false;
+        // ollama's cut (see `fit`) has made the prompt fit: the shift, when
+        // on, only acts while generating, keeping `num_keep` tokens.
+        d.context_shift = self.shift;
         let room = d.n_ctx.saturating_sub(prompt.len()) as i64;
-        let max = self
-            .num_predict
-            .map(|n| if n <= 0 { -1 } else { n.min(room.max(1)) });
-        self.common
+        let max = self.num_predict.map(|n| match n {
+            // ollama's -2: until the context is full.
+            -2 if self.shift => room.max(1),
+            n if n <= 0 => -1,
+            n if self.shift => n,
+            n => n.min(room.max(1)),
+        });
+        let mut common = self.common.clone();
+        common.n_keep = Some(self.num_keep.max(-1));
+        common
             .spec(
                 &d,
                 prompt,

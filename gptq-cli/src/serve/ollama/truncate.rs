@@ -19,7 +19,10 @@
 //! cut leaves that room at once: the answer's `num_predict` tokens, up to
 //! half the context, half when unlimited
 //! ([`Plan::cut_to`](super::options::Plan::cut_to)). With
-//! `"truncate": false` a prompt that does not fit is refused, as in ollama.
+//! `--context-shift` the server shifts contexts (by reading the kept part
+//! again), and the cut is ollama's: to the whole context but one token.
+//! With `"truncate": false` a prompt that does not fit is refused, as in
+//! ollama.
 
 use super::super::chat_template::Message;
 use super::super::error::ApiError;
