@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Server, complete, complete_with, default_model, eventually, ids_of};
+use http::{Server, complete, complete_with, default_model, eventually, ids_of, shifted_contexts};
 use serde_json::{Value, json};
 
 const PROMPTS: [&str; 4] = [
@@ -113,22 +113,7 @@ fn context_shift_goes_on_as_a_fresh_request_for_the_shifted_context() {
         let g = ids_of(&r["tokens"]);
         assert_eq!(g.len(), 48, "{r}");
         assert_eq!(r["truncated"], true);
-        // The server's contexts, replayed: each sampled token is appended,
-        // or, with the context full, shifted in.
-        let mut ctx = p.clone();
-        let mut shifts = Vec::new();
-        for (j, &t) in g.iter().enumerate() {
-            if ctx.len() == N_CTX {
-                let drop = (N_CTX - n_keep) / 2;
-                let mut c = ctx[..n_keep].to_vec();
-                c.extend_from_slice(&ctx[n_keep + drop..]);
-                c.push(t);
-                shifts.push((j + 1, c.clone()));
-                ctx = c;
-            } else {
-                ctx.push(t);
-            }
-        }
+        let shifts = shifted_contexts(&p, &g, N_CTX, n_keep);
         assert!(shifts.len() >= 2, "{shifts:?}");
         // Tokens and their log-probabilities (and the alternatives'), bit
         // for bit: this small model's greedy text cycles, so equal tokens

@@ -5,7 +5,7 @@
 
 mod http;
 
-use http::{Server, complete, eventually};
+use http::{Server, complete, eventually, shifted_contexts};
 use serde_json::{Value, json};
 
 const MODEL: &str = "trained-small-q8_0.gguf";
@@ -26,6 +26,18 @@ fn ollama(server: &Server, path: &str, body: &Value) -> (u16, String, Vec<Value>
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
         .collect();
     (status, head, objects)
+}
+
+/// A whole `/api/generate` answer to `base` with the fields of `extra`
+/// added (status 200 asserted).
+fn generate(server: &Server, base: &Value, extra: Value) -> Value {
+    let mut body = base.clone();
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, _, r) = ollama(server, "/api/generate", &body);
+    assert_eq!(status, 200, "{body}: {r:?}");
+    r[0].clone()
 }
 
 /// The token ids of `text`.
@@ -314,16 +326,8 @@ fn with_context_shift_generation_goes_past_num_ctx_as_in_ollama() {
     const N_CTX: usize = 32;
     const KEEP: usize = 4;
     let server = Server::start(&["-np", "1", "-b", "8", "--context-shift"]);
-    let generate = |extra: Value| {
-        let mut body =
-            json!({"model": MODEL, "stream": false, "logprobs": true, "top_logprobs": 2});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (status, _, r) = ollama(&server, "/api/generate", &body);
-        assert_eq!(status, 200, "{body}: {r:?}");
-        r[0].clone()
-    };
+    let base = json!({"model": MODEL, "stream": false, "logprobs": true, "top_logprobs": 2});
+    let generate = |extra: Value| generate(&server, &base, extra);
     let opts = |n: usize| json!({"num_ctx": N_CTX, "num_predict": n, "temperature": 0});
     let long: String = (0..40).map(|i| format!(" word{i}")).collect();
     let ids = tokens(&server, &long);
@@ -340,20 +344,7 @@ fn with_context_shift_generation_goes_past_num_ctx_as_in_ollama() {
     let lps = r["logprobs"].as_array().unwrap();
     assert_eq!((g.len(), lps.len()), (40, 40));
     // The server's contexts, replayed with ollama's num_keep (4).
-    let mut ctx = cut.clone();
-    let mut shifts = Vec::new();
-    for (j, &t) in g.iter().enumerate() {
-        if ctx.len() == N_CTX {
-            let drop = (N_CTX - KEEP) / 2;
-            let mut c = ctx[..KEEP].to_vec();
-            c.extend_from_slice(&ctx[KEEP + drop..]);
-            c.push(t);
-            shifts.push((j + 1, c.clone()));
-            ctx = c;
-        } else {
-            ctx.push(t);
-        }
-    }
+    let shifts = shifted_contexts(&cut, g, N_CTX, KEEP);
     assert!(shifts.len() >= 2, "{shifts:?}");
     for (at, c) in &shifts[..2] {
         let n = (N_CTX + 1 - c.len()).min(g.len() - at);
@@ -375,15 +366,8 @@ fn with_context_shift_generation_goes_past_num_ctx_as_in_ollama() {
 #[test]
 fn long_prompts_are_cut_to_fit_as_ollama_cuts_them() {
     let server = Server::start(&["-np", "1"]);
-    let generate = |extra: Value| {
-        let mut body = json!({"model": MODEL, "stream": false});
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let (status, _, r) = ollama(&server, "/api/generate", &body);
-        assert_eq!(status, 200, "{body}: {r:?}");
-        r[0].clone()
-    };
+    let base = json!({"model": MODEL, "stream": false});
+    let generate = |extra: Value| generate(&server, &base, extra);
     let long: String = (0..40).map(|i| format!(" word{i}")).collect();
     let ids = tokens(&server, &long);
     assert!(ids.len() > 32);

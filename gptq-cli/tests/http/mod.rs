@@ -239,3 +239,32 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The contexts a shifting server runs through (llama-server's and
+/// ollama's rule, half of what follows the first `n_keep` tokens dropped
+/// when the context is full) while it generates `generated` after
+/// `prompt` in a context of `n_ctx`: for each shift, the index in
+/// `generated` of the first token sampled after it, and the context then
+/// (the kept tokens, the rest, the token that did not fit).
+pub fn shifted_contexts(
+    prompt: &[u32],
+    generated: &[u32],
+    n_ctx: usize,
+    n_keep: usize,
+) -> Vec<(usize, Vec<u32>)> {
+    let mut ctx = prompt.to_vec();
+    let mut shifts = Vec::new();
+    for (j, &t) in generated.iter().enumerate() {
+        if ctx.len() == n_ctx {
+            let drop = (n_ctx - n_keep) / 2;
+            let mut c = ctx[..n_keep].to_vec();
+            c.extend_from_slice(&ctx[n_keep + drop..]);
+            c.push(t);
+            shifts.push((j + 1, c.clone()));
+            ctx = c;
+        } else {
+            ctx.push(t);
+        }
+    }
+    shifts
+}
