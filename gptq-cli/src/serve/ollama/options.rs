@@ -6,9 +6,9 @@
 //! clamps it to the model's) and a prompt longer than it is cut to fit
 //! (`num_keep`, `truncate`; see [`super::truncate`]), load-time ones
 //! (`num_gpu`, `num_thread`, `use_mmap`, …) are fixed by the server's flags
-//! and ignored, as ollama ignores them for a loaded model; sampling methods gptq does not have
-//! (`mirostat`, `typical_p`, `tfs_z`) are refused unless neutral, and an
-//! unknown option is refused.
+//! and ignored, as ollama ignores them for a loaded model; sampling methods
+//! gptq does not have (`mirostat`, `typical_p`, `tfs_z`) are refused unless
+//! neutral, and an unknown option is refused.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -57,8 +57,9 @@ struct Options {
     use_mlock: Option<Value>,
     embedding_only: Option<Value>,
     num_thread: Option<Value>,
-    // Tokens a prompt that does not fit keeps from its start (see
-    // `truncate`), and a switch ollama itself no longer reads.
+    // Tokens a prompt that does not fit (see `truncate`) and a shifted
+    // context (`--context-shift`) keep from their start; then a switch
+    // ollama itself no longer reads.
     num_keep: Option<i64>,
     penalize_newline: Option<Value>,
 }

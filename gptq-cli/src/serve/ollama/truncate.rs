@@ -12,17 +12,15 @@
 //! document sent with the default `num_ctx` is answered from its end).
 //!
 //! A prompt that fits the context with room for one more token is fed as
-//! it is. One that does not is cut further than ollama cuts it: ollama
-//! cuts to the whole context and then, generating, shifts the context
-//! (drops half of what follows the kept start) to make room; gptq does not
-//! shift a context (GPT-2's positions are learned, absolute ones), so the
-//! cut leaves that room at once: the answer's `num_predict` tokens, up to
-//! half the context, half when unlimited
+//! it is. ollama cuts one that does not to the whole context and then,
+//! generating, shifts the context (drops half of what follows the kept
+//! start) to make room. With `--context-shift` gptq does the same (its
+//! shift reads the kept part again: GPT-2's positions are learned), but for
+//! the one token it needs free to read the prompt. Without it gptq does not
+//! shift, so the cut leaves the room at once: the answer's `num_predict`
+//! tokens, up to half the context, half when unlimited
 //! ([`Plan::cut_to`](super::options::Plan::cut_to)). With
-//! `--context-shift` the server shifts contexts (by reading the kept part
-//! again), and the cut is ollama's: to the whole context but one token.
-//! With `"truncate": false` a prompt that does not fit is refused, as in
-//! ollama.
+//! `"truncate": false` a prompt that does not fit is refused, as in ollama.
 
 use super::super::chat_template::Message;
 use super::super::error::ApiError;
