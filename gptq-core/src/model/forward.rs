@@ -101,29 +101,43 @@ impl KvCache {
     }
 
     /// Stores the keys and values of `n` tokens (from their fused q|k|v rows)
-    /// at positions `pos0..pos0 + n` of `layer`.
-    fn store(&mut self, layer: usize, pos0: usize, qkv: &[f32], n: usize) {
+    /// at positions `pos0..pos0 + n` of `layer`: a prompt's heads in
+    /// parallel on `par` (each head's rows are its own run of the cache), a
+    /// few tokens' on this thread.
+    fn store(&mut self, par: Par<'_>, layer: usize, pos0: usize, qkv: &[f32], n: usize) {
         let (d, n_ctx) = (self.d, self.n_ctx);
         let hd = d / self.n_head;
-        for t in 0..n {
-            let row = &qkv[t * 3 * d..(t + 1) * 3 * d];
-            for h in 0..self.n_head {
-                let at = ((layer * self.n_head + h) * n_ctx + pos0 + t) * hd;
-                let dst = at..at + hd;
+        let r = layer * n_ctx * d..(layer + 1) * n_ctx * d;
+        // Head `h`'s key and value of every token, with where they go in the
+        // head's run of the layer.
+        let rows = |h: usize| {
+            (0..n).map(move |t| {
+                let row = &qkv[t * 3 * d..(t + 1) * 3 * d];
                 let (k, v) = (&row[d + h * hd..][..hd], &row[2 * d + h * hd..][..hd]);
-                match &mut self.store {
-                    KvStore::F32 { k: kc, v: vc } => {
-                        kc[dst.clone()].copy_from_slice(k);
-                        vc[dst].copy_from_slice(v);
+                ((pos0 + t) * hd, k, v)
+            })
+        };
+        match &mut self.store {
+            KvStore::F32 { k: kc, v: vc } => {
+                let each = |h: usize, kh: &mut [f32], vh: &mut [f32]| {
+                    for (at, k, v) in rows(h) {
+                        kh[at..at + hd].copy_from_slice(k);
+                        vh[at..at + hd].copy_from_slice(v);
                     }
-                    KvStore::F16 { k: kc, v: vc } => {
-                        for (c, src) in [(kc, k), (vc, v)] {
-                            for (o, &x) in c[dst.clone()].iter_mut().zip(src) {
+                };
+                store_heads(par, n, &mut kc[r.clone()], &mut vc[r], n_ctx * hd, each);
+            }
+            KvStore::F16 { k: kc, v: vc } => {
+                let each = |h: usize, kh: &mut [f16], vh: &mut [f16]| {
+                    for (at, k, v) in rows(h) {
+                        for (c, src) in [(&mut *kh, k), (&mut *vh, v)] {
+                            for (o, &x) in c[at..at + hd].iter_mut().zip(src) {
                                 *o = f16::from_f32(x);
                             }
                         }
                     }
-                }
+                };
+                store_heads(par, n, &mut kc[r.clone()], &mut vc[r], n_ctx * hd, each);
             }
         }
     }
@@ -134,6 +148,31 @@ impl KvCache {
         match &self.store {
             KvStore::F32 { k, v } => Layer::F32(&k[r.clone()], &v[r]),
             KvStore::F16 { k, v } => Layer::F16(&k[r.clone()], &v[r]),
+        }
+    }
+}
+
+/// Tokens from which [`KvCache::store`] shares the heads out in parallel:
+/// below, the copies (a few hundred bytes per head and token) cost less than
+/// handing out a parallel loop.
+const STORE_PAR_MIN_TOKENS: usize = 16;
+
+/// Runs `each(h, keys_h, values_h)` over the heads' runs (`run` long) of one
+/// layer's keys and values: in parallel on `par` from
+/// [`STORE_PAR_MIN_TOKENS`] tokens, else on this thread.
+fn store_heads<T: Send>(
+    par: Par<'_>,
+    n: usize,
+    k: &mut [T],
+    v: &mut [T],
+    run: usize,
+    each: impl Fn(usize, &mut [T], &mut [T]) + Sync,
+) {
+    if n >= STORE_PAR_MIN_TOKENS {
+        par.for_each_chunks2(k, run, v, run, each);
+    } else {
+        for (h, (kh, vh)) in k.chunks_mut(run).zip(v.chunks_mut(run)).enumerate() {
+            each(h, kh, vh);
         }
     }
 }
@@ -330,7 +369,7 @@ pub(crate) fn forward_block(
     observe(Site::AttnQkv, &s.h, d);
     matmul_on(par, k, &w.attn_qkv_w, &s.h, n, &mut s.qkv, &mut s.mm);
     add_bias(k, &mut s.qkv, n, w.attn_qkv_b);
-    kv.store(li, pos0, &s.qkv, n);
+    kv.store(par, li, pos0, &s.qkv, n);
     attention(
         par,
         k,
@@ -523,11 +562,12 @@ fn attention(
                     });
             }
         }
-        for (t, row) in att[..n * d].chunks_exact_mut(d).enumerate() {
+        let heads = &*heads;
+        par.for_each_chunks(&mut att[..n * d], d, |t, row| {
             for (h, o) in row.chunks_exact_mut(hd).enumerate() {
                 o.copy_from_slice(&heads[(h * n + t) * hd..][..hd]);
             }
-        }
+        });
         return;
     }
     let pairs = n * n_head;
@@ -550,5 +590,53 @@ fn attention(
         run(0, att, &mut scores[..n_ctx]);
     } else {
         par.for_each_chunks2(att, hd * per_lane, scores, n_ctx, run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::team::Team;
+
+    /// The keys and values a cache holds, widened to f32.
+    fn contents(kv: &KvCache) -> Vec<f32> {
+        match &kv.store {
+            KvStore::F32 { k, v } => k.iter().chain(v).copied().collect(),
+            KvStore::F16 { k, v } => k.iter().chain(v).map(|x| x.to_f32()).collect(),
+        }
+    }
+
+    /// A prompt's keys and values stored by heads in parallel (on the pool
+    /// and on a team) land exactly where storing them a few tokens at a time
+    /// on one thread puts them, for both cache types and a ragged count at
+    /// an offset.
+    #[test]
+    fn parallel_store_equals_serial_store() {
+        let (n_layer, n_ctx, d, n_head) = (2, 64, 48, 3);
+        let (pos0, n) = (5, 41);
+        let qkv: Vec<f32> = (0..n * 3 * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        for ty in [KvType::F32, KvType::F16] {
+            let serial = {
+                let mut kv = KvCache::new(n_layer, n_ctx, d, n_head, ty).unwrap();
+                for layer in 0..n_layer {
+                    // Chunks below STORE_PAR_MIN_TOKENS: the serial path.
+                    for t0 in (0..n).step_by(7) {
+                        let m = 7.min(n - t0);
+                        kv.store(Par::Pool, layer, pos0 + t0, &qkv[t0 * 3 * d..], m);
+                    }
+                }
+                contents(&kv)
+            };
+            assert!(n >= STORE_PAR_MIN_TOKENS);
+            let mut pool = KvCache::new(n_layer, n_ctx, d, n_head, ty).unwrap();
+            let mut team = KvCache::new(n_layer, n_ctx, d, n_head, ty).unwrap();
+            for layer in 0..n_layer {
+                pool.store(Par::Pool, layer, pos0, &qkv, n);
+                Team::run(|t| team.store(Par::Team(t), layer, pos0, &qkv, n));
+            }
+            assert_eq!(contents(&pool), serial, "{ty:?} on the pool");
+            assert_eq!(contents(&team), serial, "{ty:?} on a team");
+            assert!(serial.iter().any(|&x| x != 0.0));
+        }
     }
 }

@@ -171,7 +171,7 @@ pub(crate) fn forward_batch(
             let (session, tokens) = &mut items[item];
             let (r0, m, pos0) = (rows.first[i], tokens.len(), session.len());
             let kv = &mut session.kv;
-            kv.store(li, pos0, &s.qkv[r0 * 3 * d..], m);
+            kv.store(par, li, pos0, &s.qkv[r0 * 3 * d..], m);
             attention(
                 par,
                 k,
