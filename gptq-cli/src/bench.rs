@@ -193,10 +193,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             if !prompt.is_empty() {
                 session.feed(prompt)?;
             }
+            // The steps run on the pool, as `gptq complete`'s do (see
+            // `on_pool`).
             let t = Instant::now();
-            for &id in gen_tokens {
-                session.step(id)?;
-            }
+            gptq_core::on_pool(|| -> Result<()> {
+                for &id in gen_tokens {
+                    session.step(id)?;
+                }
+                Ok(())
+            })?;
             v.push(gen_tokens.len() as f64 / t.elapsed().as_secs_f64());
         }
         Ok(mean_sd(&v))

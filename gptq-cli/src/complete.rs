@@ -84,63 +84,68 @@ pub fn run(args: &CompleteArgs) -> Result<()> {
         n => n as usize,
     };
 
-    let mut out = std::io::stdout().lock();
-    if args.display_prompt {
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
-    }
-    let mut prompt_phase = Phase::default();
-    let mut eval = Phase::default();
-    let mut sample = Phase::default();
-
-    let t = Instant::now();
-    session.feed(&prompt)?;
-    prompt_phase.time = t.elapsed();
-    prompt_phase.n = prompt.len();
-
-    let mut stream = DecodeStream::new();
-    let mut piece = String::new();
-    let mut generated = Vec::new();
-    let eos = tok.eos();
-    while generated.len() < n_predict {
-        let t = Instant::now();
-        let logits = session.logits().expect("logits after a feed");
-        let id = sampler.sample(logits, session.tokens())?;
-        sample.time += t.elapsed();
-        sample.n += 1;
-        if Some(id) == eos && !args.generation.ignore_eos {
-            break;
-        }
-        generated.push(id);
-        piece.clear();
-        stream.push(tok, id, &mut piece)?;
-        if !piece.is_empty() {
-            out.write_all(piece.as_bytes())?;
+    // The prompt and every decode step run on the pool, where the steps
+    // hand nothing across threads (`gptq_core::on_pool`).
+    let (prompt_phase, eval, sample) = gptq_core::on_pool(|| -> Result<(Phase, Phase, Phase)> {
+        let mut out = std::io::stdout().lock();
+        if args.display_prompt {
+            out.write_all(text.as_bytes())?;
             out.flush()?;
         }
-        if generated.len() == n_predict {
-            break;
-        }
-        if session.remaining() == 0 {
-            eprintln!("\ngptq: context full ({n_ctx} tokens), stopping");
-            break;
-        }
+        let mut prompt_phase = Phase::default();
+        let mut eval = Phase::default();
+        let mut sample = Phase::default();
+
         let t = Instant::now();
-        session.step(id)?;
-        eval.time += t.elapsed();
-        eval.n += 1;
-    }
-    piece.clear();
-    stream.flush(&mut piece);
-    out.write_all(piece.as_bytes())?;
-    if args.print_ids {
-        let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
-        writeln!(out)?;
-        writeln!(out, "{}", ids.join(","))?;
-    } else {
-        writeln!(out)?;
-    }
-    out.flush()?;
+        session.feed(&prompt)?;
+        prompt_phase.time = t.elapsed();
+        prompt_phase.n = prompt.len();
+
+        let mut stream = DecodeStream::new();
+        let mut piece = String::new();
+        let mut generated = Vec::new();
+        let eos = tok.eos();
+        while generated.len() < n_predict {
+            let t = Instant::now();
+            let logits = session.logits().expect("logits after a feed");
+            let id = sampler.sample(logits, session.tokens())?;
+            sample.time += t.elapsed();
+            sample.n += 1;
+            if Some(id) == eos && !args.generation.ignore_eos {
+                break;
+            }
+            generated.push(id);
+            piece.clear();
+            stream.push(tok, id, &mut piece)?;
+            if !piece.is_empty() {
+                out.write_all(piece.as_bytes())?;
+                out.flush()?;
+            }
+            if generated.len() == n_predict {
+                break;
+            }
+            if session.remaining() == 0 {
+                eprintln!("\ngptq: context full ({n_ctx} tokens), stopping");
+                break;
+            }
+            let t = Instant::now();
+            session.step(id)?;
+            eval.time += t.elapsed();
+            eval.n += 1;
+        }
+        piece.clear();
+        stream.flush(&mut piece);
+        out.write_all(piece.as_bytes())?;
+        if args.print_ids {
+            let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
+            writeln!(out)?;
+            writeln!(out, "{}", ids.join(","))?;
+        } else {
+            writeln!(out)?;
+        }
+        out.flush()?;
+        Ok((prompt_phase, eval, sample))
+    })?;
     eprintln!();
     print_summary(loaded.load_time, prompt_phase, eval, sample, t0.elapsed());
     Ok(())

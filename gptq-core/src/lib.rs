@@ -88,5 +88,5 @@ pub use generate::{FinishReason, Generate, GenerateOptions};
 pub use model::{HParams, KvType, Model};
 pub use quant::{KernelPath, Kernels};
 pub use sample::{Sampler, SamplerParams};
-pub use session::{Session, SessionParams};
+pub use session::{Session, SessionParams, on_pool};
 pub use tokenizer::{DecodeStream, Tokenizer};
