@@ -6,8 +6,10 @@
 //! a 200 is whole JSON or server-sent events whose items are JSON (or
 //! `[DONE]`).
 //!
-//! Input: byte 0 picks the method and endpoint, byte 1 the API key and the
-//! content type; the rest is the body (the seeds are valid requests of every
+//! Input: byte 0 picks the method and endpoint, byte 1 the API key, the
+//! content type and the server (bit 3: the one started with
+//! `--context-shift`, whose generations may run past the context); the rest
+//! is the body (the seeds are valid requests of every
 //! endpoint; `dict/json.dict` and `dict/serve.dict` give the field names).
 
 #![no_main]
@@ -59,8 +61,9 @@ const ROUTES: &[(&str, &str)] = &[
 const KEY: &str = "fuzz-key";
 
 struct App {
-    _server: Server,
-    router: axum::Router,
+    _servers: [Server; 2],
+    /// The plain server's router, then the `--context-shift` one's.
+    routers: [axum::Router; 2],
     runtime: tokio::runtime::Runtime,
 }
 
@@ -70,7 +73,8 @@ struct App {
 fn app() -> &'static App {
     static APP: OnceLock<App> = OnceLock::new();
     APP.get_or_init(|| {
-        gptq_fuzz::single_threaded();
+        // One pool thread per server: each engine's loop holds one.
+        gptq_fuzz::pool_threads(2);
         let dir = std::env::temp_dir().join(format!("gptq-fuzz-serve-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("tiny.gguf");
@@ -84,31 +88,39 @@ fn app() -> &'static App {
             ln_eps: 1e-5,
         };
         write_synthetic(&path, &SyntheticSpec::new(hparams, GgmlType::Q8_0)).expect("tiny model");
-        let flags = Flags::try_parse_from([
-            "serve",
-            "-m",
-            path.to_str().expect("utf-8 temp path"),
-            "--parallel",
-            "2",
-            "-t",
-            "1",
-            "--api-key",
-            KEY,
-            "--timeout",
-            "20",
-            "--max-body",
-            "65536",
-        ])
-        .expect("flags");
-        let server = Server::start(&flags.serve).expect("server");
-        let router = server.router();
+        let model = path.to_str().expect("utf-8 temp path");
+        let start = |extra: &[&str]| {
+            let mut argv = vec![
+                "serve",
+                "-m",
+                model,
+                "--parallel",
+                "2",
+                "-t",
+                "1",
+                "--api-key",
+                KEY,
+                "--max-body",
+                "65536",
+            ];
+            argv.extend_from_slice(extra);
+            let flags = Flags::try_parse_from(argv).expect("flags");
+            Server::start(&flags.serve).expect("server")
+        };
+        // With --context-shift a request may ask for tokens without end; the
+        // short timeout bounds it well inside libFuzzer's hang limit.
+        let servers = [
+            start(&["--timeout", "20"]),
+            start(&["--timeout", "2", "--context-shift"]),
+        ];
+        let routers = [servers[0].router(), servers[1].router()];
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         App {
-            _server: server,
-            router,
+            _servers: servers,
+            routers,
             runtime,
         }
     })
@@ -126,7 +138,10 @@ fn check_error(status: StatusCode, path: &str, body: &[u8]) {
         assert!(err.is_string(), "{status}: no ollama error in {v}");
         return;
     }
-    assert!(err["message"].is_string(), "{status}: no error.message in {v}");
+    assert!(
+        err["message"].is_string(),
+        "{status}: no error.message in {v}"
+    );
     assert!(err["type"].is_string(), "{status}: no error.type in {v}");
 }
 
@@ -183,7 +198,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let body = data[2..].to_vec();
     let req = req.body(Body::from(body)).expect("request");
-    let router = app.router.clone();
+    let router = app.routers[usize::from(data[1] & 8 != 0)].clone();
     app.runtime.block_on(async move {
         let resp = tokio::time::timeout(Duration::from_secs(60), router.oneshot(req))
             .await

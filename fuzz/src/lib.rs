@@ -15,10 +15,16 @@ use std::sync::Once;
 /// Runs rayon (the model's thread pool) on one thread, so a fuzz run keeps to
 /// one core and a crash does not depend on thread scheduling.
 pub fn single_threaded() {
+    pool_threads(1);
+}
+
+/// Runs rayon on `n` threads (the first call decides): the serving target's
+/// two servers each hold one for their engine's loop.
+pub fn pool_threads(n: usize) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
+            .num_threads(n)
             .build_global();
     });
 }

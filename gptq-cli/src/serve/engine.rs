@@ -238,9 +238,10 @@ impl Engine {
         };
         let thread = std::thread::Builder::new()
             .name("gptq-engine".into())
-            // The loop runs inside the pool, as the CLI's decoding does: a
-            // step's team then needs no cross-thread hand-off to start.
-            .spawn(move || rayon::scope(|_| worker.run()))
+            // The loop runs inside the pool, as `gptq complete`'s decoding
+            // does: a step's team then needs no cross-thread hand-off to
+            // start. It holds one of the pool's threads meanwhile.
+            .spawn(move || gptq_core::on_pool(|| worker.run()))
             .context("cannot start the engine thread")?;
         Ok(Engine {
             tx: Mutex::new(Some(tx)),

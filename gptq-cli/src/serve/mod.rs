@@ -219,7 +219,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Checks the flags, loads the model and starts the engine thread.
+    /// Checks the flags, loads the model and starts the engine thread. The
+    /// engine's loop runs on a thread of the rayon pool for as long as the
+    /// server lives (see `gptq_core::on_pool`): a second server in the same
+    /// process needs a pool of at least two threads to run at all.
     pub fn start(args: &ServeArgs) -> Result<Server> {
         if args.parallel == 0 {
             bail!("-np must be at least 1");
