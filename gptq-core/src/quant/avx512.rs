@@ -632,6 +632,35 @@ fn exp16(x: __m512) -> __m512 {
     _mm512_mul_ps(e, _mm512_castsi512_ps(pow))
 }
 
+/// GPT-2's GELU in place, sixteen lanes at a time (the last `len mod 16`
+/// through masks): [`avx2::gelu`](super::avx2::gelu)'s steps at twice the
+/// width, so each value gets the same bits on either path. The MLP's GELU
+/// over a 512-token prompt was 4 % of an AVX-512 prefill at eight lanes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(in crate::quant) fn gelu(x: &mut [f32]) {
+    let full = x.len() - x.len() % 16;
+    let (body, tail) = x.split_at_mut(full);
+    for c in body.chunks_exact_mut(16) {
+        store16(c, gelu16(load16(c)));
+    }
+    if !tail.is_empty() {
+        store_part(tail, gelu16(load_part(tail, 0.0)));
+    }
+}
+
+/// `u · sigmoid(2z)` with `z = √(2/π)·(u + 0.044715·u³)` in sixteen lanes:
+/// [`avx2::gelu`](super::avx2::gelu)'s eight-lane steps, in the same order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn gelu16(u: __m512) -> __m512 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u3 = _mm512_mul_ps(_mm512_mul_ps(u, u), u);
+    let inner = _mm512_fmadd_ps(_mm512_set1_ps(0.044_715), u3, u);
+    let m2z = _mm512_mul_ps(inner, _mm512_set1_ps(-2.0 * SQRT_2_OVER_PI));
+    let den = _mm512_add_ps(_mm512_set1_ps(1.0), exp16(m2z));
+    _mm512_div_ps(u, den)
+}
+
 /// The first `n` floats of `x` (`n` < 16) in the low lanes, `fill` above.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]

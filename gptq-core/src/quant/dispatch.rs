@@ -406,6 +406,7 @@ mod x86 {
         gemv_iq4_nl: avx512::gemm_iq4_nl,
         gemm_f32: avx512::gemm_f32,
         gemm_f16: avx512::gemm_f16,
+        gelu: avx512::gelu,
         exp_sum: avx512::exp_sum,
         max_logit: avx512::max_logit,
         ..AVX2

@@ -194,6 +194,51 @@ fn softmax_matches_scalar() {
     }
 }
 
+/// The sixteen-lane GELU gives every value the eight-lane one's bits: every
+/// length up to 40 (each tail), values across and past the exponential's
+/// clamps, infinities and NaN.
+#[test]
+fn gelu_is_the_avx2_gelu_per_value() {
+    if base().is_none() {
+        eprintln!("skipped: this CPU has no AVX-512 table");
+        return;
+    }
+    let mut rng = Rng::new(41);
+    let special = [
+        0.0,
+        -0.0,
+        1e-40,
+        -1e-40,
+        20.0,
+        -20.0,
+        1e30,
+        -1e30,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    for len in 0..=40 {
+        for round in 0..20 {
+            let xs: Vec<f32> = (0..len)
+                .map(|i| match round {
+                    0 => special[i % special.len()],
+                    r => rng.f() * 2.0 * r as f32,
+                })
+                .collect();
+            let (mut wide, mut narrow) = (xs.clone(), xs.clone());
+            // SAFETY: `base()` found the CPU has the AVX-512 table's features
+            // (AVX2 and FMA among them).
+            unsafe {
+                gelu(&mut wide);
+                super::super::avx2::gelu(&mut narrow);
+            }
+            for (i, (w, n)) in wide.iter().zip(&narrow).enumerate() {
+                assert_eq!(w.to_bits(), n.to_bits(), "gelu({}) at {i} of {len}", xs[i]);
+            }
+        }
+    }
+}
+
 /// `exp16` is `exp8` lane for lane, bit for bit, over its whole range and
 /// past both clamps.
 #[test]
