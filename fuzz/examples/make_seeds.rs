@@ -211,46 +211,14 @@ fn sampler() {
 /// `ROUTES`), byte 1 = 0 sends the right API key and a JSON content type.
 fn serve() {
     let requests: &[(u8, &str, &str)] = &[
-        (
-            0,
-            "completion",
-            r#"{"prompt": "The old house", "max_tokens": 8, "temperature": 0}"#,
-        ),
-        (
-            0,
-            "completion-stream",
-            r#"{"prompt": ["a", "bc"], "max_tokens": 4, "stream": true, "stream_options": {"include_usage": true}, "logprobs": 2, "stop": ["x", "\n"], "seed": 3, "n": 2}"#,
-        ),
-        (
-            0,
-            "completion-ids",
-            r#"{"prompt": [[1, 2, 3], [299]], "max_tokens": 3, "top_p": 0.5, "top_k": 4, "min_p": 0.1, "repeat_penalty": 1.1, "ignore_eos": true}"#,
-        ),
-        (
-            1,
-            "chat",
-            r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}], "max_tokens": 6}"#,
-        ),
-        (
-            1,
-            "chat-stream",
-            r#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "stream": true, "logprobs": true, "top_logprobs": 3, "max_completion_tokens": 4}"#,
-        ),
-        (
-            2,
-            "llama-completion",
-            r#"{"prompt": "Once", "n_predict": 5, "n_probs": 2, "stream": true, "return_tokens": true, "cache_prompt": true}"#,
-        ),
-        (
-            3,
-            "tokenize",
-            r#"{"content": "Hello <|endoftext|> world", "add_special": true, "with_pieces": true}"#,
-        ),
-        (
-            4,
-            "detokenize",
-            r#"{"tokens": [72, 101, 108, 108, 111, 299]}"#,
-        ),
+        (0, "completion", r#"{"prompt": "The old house", "max_tokens": 8, "temperature": 0}"#),
+        (0, "completion-stream", r#"{"prompt": ["a", "bc"], "max_tokens": 4, "stream": true, "stream_options": {"include_usage": true}, "logprobs": 2, "stop": ["x", "\n"], "seed": 3, "n": 2}"#),
+        (0, "completion-ids", r#"{"prompt": [[1, 2, 3], [299]], "max_tokens": 3, "top_p": 0.5, "top_k": 4, "min_p": 0.1, "repeat_penalty": 1.1, "ignore_eos": true}"#),
+        (1, "chat", r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}], "max_tokens": 6}"#),
+        (1, "chat-stream", r#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "stream": true, "logprobs": true, "top_logprobs": 3, "max_completion_tokens": 4}"#),
+        (2, "llama-completion", r#"{"prompt": "Once", "n_predict": 5, "n_probs": 2, "stream": true, "return_tokens": true, "cache_prompt": true}"#),
+        (3, "tokenize", r#"{"content": "Hello <|endoftext|> world", "add_special": true, "with_pieces": true}"#),
+        (4, "detokenize", r#"{"tokens": [72, 101, 108, 108, 111, 299]}"#),
         (5, "models", ""),
         (6, "health", ""),
         (7, "metrics", ""),
@@ -275,7 +243,6 @@ fn serve() {
         bytes.extend_from_slice(body.as_bytes());
         write("serve_request", name, &bytes);
     }
-}
 
 fn main() {
     serve();

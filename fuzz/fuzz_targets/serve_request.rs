@@ -9,8 +9,8 @@
 //! Input: byte 0 picks the method and endpoint, byte 1 the API key, the
 //! content type and the server (bit 3: the one started with
 //! `--context-shift`, whose generations may run past the context); the rest
-//! is the body (the seeds are valid requests of every
-//! endpoint; `dict/json.dict` and `dict/serve.dict` give the field names).
+//! is the body (the seeds are valid requests of every endpoint;
+//! `dict/json.dict` and `dict/serve.dict` give the field names).
 
 #![no_main]
 
@@ -67,9 +67,11 @@ struct App {
     runtime: tokio::runtime::Runtime,
 }
 
-/// One server for the whole run: a tiny model (a byte-level vocabulary, so
-/// any text tokenizes) with a 64-token context over two slots, so that no
-/// request can generate for long.
+/// Two servers for the whole run, both over a tiny model (a byte-level
+/// vocabulary, so any text tokenizes) with a 64-token context over two
+/// slots: the plain one refuses what does not fit, so that no request can
+/// generate for long; the `--context-shift` one goes on past the context,
+/// bounded by its 2-second `--timeout`.
 fn app() -> &'static App {
     static APP: OnceLock<App> = OnceLock::new();
     APP.get_or_init(|| {
