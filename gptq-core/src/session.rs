@@ -372,8 +372,8 @@ impl Session {
 ///
 /// A [`Session::feed`] or [`Session::step`] called from outside the pool
 /// hands its work to a pool thread and waits to be woken when it is done:
-/// two cross-thread wake-ups per call, 10–20 µs together on the machines
-/// measured, which a decode step of a small model feels. Called inside the
+/// two cross-thread wake-ups per call, 25–35 µs together on the Intel
+/// machine measured (TSC), which a decode step of a small model feels. Called inside the
 /// pool, the steps run where they are called. Measured with `gptq bench -p
 /// 0 -n 128 -r 3 --no-membw`, 124M shape, 2 threads, Intel Xeon (Sapphire
 /// Rapids class), outside and inside alternated three times: Q4_K_M mix
