@@ -107,7 +107,7 @@ impl KvCache {
     fn store(&mut self, par: Par<'_>, layer: usize, pos0: usize, qkv: &[f32], n: usize) {
         let (d, n_ctx) = (self.d, self.n_ctx);
         let hd = d / self.n_head;
-        let r = layer * n_ctx * d..(layer + 1) * n_ctx * d;
+        let r = self.layer_range(layer);
         // Head `h`'s key and value of every token, with where they go in the
         // head's run of the layer.
         let rows = |h: usize| {
@@ -142,9 +142,15 @@ impl KvCache {
         }
     }
 
+    /// Where `layer`'s keys (and, in their own buffer, values) lie.
+    fn layer_range(&self, layer: usize) -> std::ops::Range<usize> {
+        let size = self.n_ctx * self.d;
+        layer * size..(layer + 1) * size
+    }
+
     /// The keys and values of `layer`.
     fn layer(&self, layer: usize) -> Layer<'_> {
-        let r = layer * self.n_ctx * self.d..(layer + 1) * self.n_ctx * self.d;
+        let r = self.layer_range(layer);
         match &self.store {
             KvStore::F32 { k, v } => Layer::F32(&k[r.clone()], &v[r]),
             KvStore::F16 { k, v } => Layer::F16(&k[r.clone()], &v[r]),
