@@ -29,22 +29,36 @@ pub fn stream_read(buf: &[u64]) -> u64 {
         .reduce(|| 0, u64::wrapping_add)
 }
 
-/// The best of `reps` timed [`stream_read`]s of a fresh buffer of `bytes`
-/// (choose it far larger than the caches), in GB/s (10⁹ bytes per second).
-pub fn stream_read_gbps(bytes: usize, reps: usize) -> f64 {
-    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
-    let mut best = 0.0f64;
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        std::hint::black_box(stream_read(&buf));
-        best = best.max((buf.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+/// A buffer for timed streaming reads, filled once (so that its pages are
+/// touched before any read is timed) and read as often as asked.
+pub struct StreamBuf(Vec<u64>);
+
+impl StreamBuf {
+    /// A buffer of `bytes` (rounded down to whole `u64`s); choose it far
+    /// larger than the caches to measure the memory bound.
+    pub fn new(bytes: usize) -> Self {
+        StreamBuf((0..bytes / 8).map(|i| i as u64).collect())
     }
-    best
+
+    /// One timed [`stream_read`] of the buffer, in GB/s (10⁹ bytes per
+    /// second).
+    pub fn read_gbps(&self) -> f64 {
+        let t = Instant::now();
+        std::hint::black_box(stream_read(&self.0));
+        (self.0.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_reads_at_a_positive_finite_rate() {
+        let buf = StreamBuf::new(1 << 20);
+        let gbps = buf.read_gbps();
+        assert!(gbps.is_finite() && gbps > 0.0, "{gbps}");
+    }
 
     #[test]
     fn sums_every_element() {
