@@ -21,6 +21,10 @@ note "toolchain: $(rustc +nightly --version), $(cargo +nightly fuzz --version)"
 cd fuzz
 cargo +nightly fuzz build
 note "fuzz targets built"
+# The seed generator is no fuzz target, so the build above skips it: checked
+# here, or a broken generator goes unnoticed until the seeds need remaking.
+cargo +nightly check -q --example make_seeds
+note "seed generator (examples/make_seeds.rs) checked"
 targets=$(cargo +nightly fuzz list)
 failed=()
 run_pair() {

@@ -243,6 +243,7 @@ fn serve() {
         bytes.extend_from_slice(body.as_bytes());
         write("serve_request", name, &bytes);
     }
+}
 
 fn main() {
     serve();
