@@ -220,27 +220,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (m, sd) = mean_sd(&v);
         results.push((format!("pp{n}"), n, m, sd));
     }
-    // Two references for decode: a buffer beyond the caches (the memory
-    // bound), and one the size of the weights, which decode re-reads every
-    // token: where the last-level cache holds much of that, decode can beat
-    // the first. Each is read once right after every timed tg repetition, so
-    // that decode and its bound are measured alternately at the same moment
+    // Two references for decode: a read beyond the caches (the memory bound),
+    // and a re-read of the weights' size, which decode re-reads every token:
+    // where the last-level cache holds much of that, decode can beat the
+    // first. Both are leading parts of one buffer (no more memory than the
+    // larger), read right after every timed tg repetition (the second once
+    // untimed first, as decode's previous token read its weights), so that
+    // decode and its bound are measured alternately at the same moment
     // of a shared machine: 355M Q4_K_M, `-n 64 -r 5`, four runs of each
     // alternated on a shared Intel host, read once after all repetitions
     // (best of five) 72-91 %, paired (median ratio) 81-87 %.
-    let refs = (!args.no_membw && !tgs.is_empty()).then(|| {
-        (
-            StreamBuf::new((args.membw_mib as usize) << 20),
-            StreamBuf::new(bytes_per_token as usize),
-        )
-    });
+    let (big_bytes, weight_bytes) = ((args.membw_mib as usize) << 20, bytes_per_token as usize);
+    let refs =
+        (!args.no_membw && !tgs.is_empty()).then(|| StreamBuf::new(big_bytes.max(weight_bytes)));
     // Generation from an empty context (tg), then after an untimed prompt
     // (--gp): each repetition starts from a reset session; with `refs`, each
-    // is followed by the two timed streaming reads.
-    type Refs = (StreamBuf, StreamBuf);
+    // is followed by the two streaming reads.
     let mut generation = |prompt: &[u32],
                           gen_tokens: &[u32],
-                          refs: Option<&Refs>|
+                          refs: Option<&StreamBuf>|
      -> Result<((f64, f64), Vec<Paired>)> {
         let mut v = Vec::with_capacity(args.repetitions);
         let mut paired = Vec::new();
@@ -260,11 +258,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             })?;
             let tps = gen_tokens.len() as f64 / t.elapsed().as_secs_f64();
             v.push(tps);
-            if let Some((big, weights)) = refs {
+            if let Some(buf) = refs {
+                let big = buf.read_gbps(big_bytes);
+                buf.read_gbps(weight_bytes);
                 paired.push(Paired {
                     decode: tps * bytes_per_token / 1e9,
-                    big: big.read_gbps(),
-                    weights: weights.read_gbps(),
+                    big,
+                    weights: buf.read_gbps(weight_bytes),
                 });
             }
         }

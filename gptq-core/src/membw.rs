@@ -30,7 +30,9 @@ pub fn stream_read(buf: &[u64]) -> u64 {
 }
 
 /// A buffer for timed streaming reads, filled once (so that its pages are
-/// touched before any read is timed) and read as often as asked.
+/// touched before any read is timed) and read, whole or a leading part of
+/// it, as often as asked: one buffer serves references of several sizes
+/// without holding each at once.
 pub struct StreamBuf(Vec<u64>);
 
 impl StreamBuf {
@@ -40,12 +42,13 @@ impl StreamBuf {
         StreamBuf((0..bytes / 8).map(|i| i as u64).collect())
     }
 
-    /// One timed [`stream_read`] of the buffer, in GB/s (10⁹ bytes per
-    /// second).
-    pub fn read_gbps(&self) -> f64 {
+    /// One timed [`stream_read`] of the buffer's first `bytes` (at most all
+    /// of it), in GB/s (10⁹ bytes per second).
+    pub fn read_gbps(&self, bytes: usize) -> f64 {
+        let part = &self.0[..(bytes / 8).min(self.0.len())];
         let t = Instant::now();
-        std::hint::black_box(stream_read(&self.0));
-        (self.0.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
+        std::hint::black_box(stream_read(part));
+        (part.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
     }
 }
 
@@ -56,8 +59,10 @@ mod tests {
     #[test]
     fn a_buffer_reads_at_a_positive_finite_rate() {
         let buf = StreamBuf::new(1 << 20);
-        let gbps = buf.read_gbps();
-        assert!(gbps.is_finite() && gbps > 0.0, "{gbps}");
+        for bytes in [1 << 20, 4096, 1 << 30] {
+            let gbps = buf.read_gbps(bytes);
+            assert!(gbps.is_finite() && gbps > 0.0, "{bytes}: {gbps}");
+        }
     }
 
     #[test]
