@@ -231,6 +231,41 @@ fn bench_runs_each_listed_size() {
     assert_one_error_line(&out, &["--json", "once per value"]);
 }
 
+/// Decode against the streaming reads: each tg test's line gives the median
+/// of the repetitions' own ratios and their range, and `--json` the medians.
+#[test]
+fn bench_pairs_decode_with_the_streaming_reads() {
+    let out = run(&["bench", "-p", "0", "-n", "2", "-r", "3", "--membw-mib", "4"]);
+    let (stdout, tests) = bench_tests(&out);
+    assert_eq!(tests, ["tg2"], "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("streaming read on"))
+        .unwrap_or_else(|| panic!("no streaming-read line: {stdout}"));
+    for part in [
+        "of 4 MiB, read after each timed repetition",
+        "median of the repetitions' ratios",
+        "of the weights'",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
+    // Two tg tokens, then `extra`, as JSON.
+    let json = |extra: &[&str]| run_json(&[&["bench", "-p", "0", "-n", "2"], extra].concat());
+    let v = json(&["-r", "2", "--membw-mib", "4", "--json"]);
+    for key in [
+        "membw_gbps",
+        "membw_weights_gbps",
+        "tg_membw_pct",
+        "tg_membw_weights_pct",
+    ] {
+        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} in {v}"));
+        assert!(x.is_finite() && x > 0.0, "{key}: {x}");
+    }
+    // Without the reads: no line, no keys.
+    let v = json(&["-r", "1", "--no-membw", "--json"]);
+    assert!(v.get("tg_membw_pct").is_none(), "{v}");
+}
+
 /// `--gp PP,TG` (ik_llama.cpp's `-gp`): generation timed after an untimed
 /// prompt, one row per pair; a pair that is not two positive counts, one
 /// past the context and one with `--json` are refused.
