@@ -283,11 +283,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let (pp_results, tg_results) = results.split_at(pps.len());
     let repacked_mib = gptq_core::quant::repacked_bytes() as f64 / 1048576.0;
-    // Per tg test, decode against each reference (see `against`).
+    // Per tg test (in `tg_results`' order), decode against each reference
+    // (see `against`); none without the reads.
     let membw: Vec<_> = tg_paired
         .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| (against(p, |x| x.big), against(p, |x| x.weights)))
+        .map(|p| (!p.is_empty()).then(|| (against(p, |x| x.big), against(p, |x| x.weights))))
         .collect();
     let file_mib = std::fs::metadata(model.path()).map_or(0.0, |m| m.len() as f64 / 1048576.0);
     let name = model.name().unwrap_or("gpt2").to_string();
@@ -313,7 +313,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "tg_gbps": tg_m * bytes_per_token / 1e9,
             "weight_bytes_per_token": bytes_per_token,
         });
-        if let Some(&(big, weights)) = membw.first() {
+        if let Some(&Some((big, weights))) = membw.first() {
             v["membw_gbps"] = big.0.into();
             v["membw_weights_gbps"] = weights.0.into();
             v["tg_membw_pct"] = big.1.into();
@@ -361,7 +361,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "{what} weight bandwidth: {tg_gbps:.2} GB/s ({:.1} MB of weights per token)",
             bytes_per_token / 1e6
         )?;
-        if let Some(&((bw, pct, lo, hi), (bw_w, pct_w, lo_w, hi_w))) = membw.get(i) {
+        if let Some(&Some(((bw, pct, lo, hi), (bw_w, pct_w, lo_w, hi_w)))) = membw.get(i) {
             writeln!(
                 out,
                 "streaming read on {threads} threads of {} MiB, read after each timed repetition: \
