@@ -217,6 +217,23 @@ fn sum_lanes(p: [__m512i; QPG]) -> __m512i {
     pair(pair(p[0], p[1]), pair(p[2], p[3]))
 }
 
+/// One token's exact dots of a group's first `n_quads` quads `u` (those
+/// past a row have none) with its activations `a` in [`Layout::Quads`],
+/// offset by its `c`, one lane per block: two `vpdpbusd` per quad, then
+/// [`sum_lanes`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+fn quad_dots(u: &[Unpacked; QPG], a: &Group, n_quads: usize) -> __m512i {
+    let mut dots = [_mm512_setzero_si512(); QPG];
+    for (p, (dot, u)) in dots.iter_mut().zip(u).enumerate() {
+        if p < n_quads {
+            let lo = _mm512_dpbusd_epi32(*dot, u.lo, a.q[2 * p]);
+            *dot = _mm512_dpbusd_epi32(lo, u.hi, a.q[2 * p + 1]);
+        }
+    }
+    _mm512_add_epi32(sum_lanes(dots), a.c)
+}
+
 /// `acc` plus one group's sixteen blocks: the exact integer dots `dot` (one
 /// lane per block) times the activation scales `da`, then, fused, the weight
 /// scales `dw`. Both walks end each group here, so their bits agree.
@@ -350,14 +367,7 @@ macro_rules! gemv {
                     let u = quads!(w_row, g * GB, QPG, $unpack, $full, $hints);
                     // Quads past the row (in its last group) have no dots.
                     let n_quads = (nb - g * GB).div_ceil(QB);
-                    let mut dots = [_mm512_setzero_si512(); QPG];
-                    for (p, (dot, u)) in dots.iter_mut().zip(&u).enumerate() {
-                        if p < n_quads {
-                            let lo = _mm512_dpbusd_epi32(*dot, u.lo, a.q[2 * p]);
-                            *dot = _mm512_dpbusd_epi32(lo, u.hi, a.q[2 * p + 1]);
-                        }
-                    }
-                    let dot = _mm512_add_epi32(sum_lanes(dots), a.c);
+                    let dot = quad_dots(&u, a, n_quads);
                     let m = if g + 1 == ng {
                         last_lanes(nb)
                     } else {
@@ -391,12 +401,7 @@ macro_rules! gemv {
                     let [b0, b1] = quads!(wb, first, 2, $unpack, $full, $hints);
                     let u = [a0, a1, b0, b1];
                     let a = &groups[groups.len() - 1];
-                    let mut dots = [_mm512_setzero_si512(); QPG];
-                    for (p, (dot, u)) in dots.iter_mut().zip(&u).enumerate() {
-                        let lo = _mm512_dpbusd_epi32(*dot, u.lo, a.q[2 * p]);
-                        *dot = _mm512_dpbusd_epi32(lo, u.hi, a.q[2 * p + 1]);
-                    }
-                    let dot = _mm512_add_epi32(sum_lanes(dots), a.c);
+                    let dot = quad_dots(&u, a, QPG);
                     let (x, y) = pair_step(dot, a.d, $scales(&u), (acc[0], acc[1]), wa.len());
                     acc = [x, y];
                 }
