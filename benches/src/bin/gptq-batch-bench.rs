@@ -103,6 +103,14 @@ fn run(args: &Args) -> gptq_core::Result<()> {
     Ok(())
 }
 
+/// A count of 1 or more.
+fn number(s: String) -> Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or(format!("{s:?} is not a count of 1 or more"))
+}
+
 /// The command line, or what is wrong with it.
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut prompt, mut kv_type, mut rest) = (16, KvType::F32, Vec::new());
@@ -110,11 +118,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         match a.as_str() {
             "--prompt" => {
                 let v = args.next().ok_or("--prompt needs a token count")?;
-                prompt = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or(format!("--prompt: {v:?} is not a token count of 1 or more"))?;
+                prompt = number(v).map_err(|e| format!("--prompt: {e}"))?;
             }
             "--cache-type" => {
                 kv_type = match args.next().as_deref() {
@@ -129,12 +133,6 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     let mut rest = rest.into_iter();
     let path = rest.next().ok_or("no model file")?;
-    let number = |s: String| {
-        s.parse::<usize>()
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or(format!("{s:?} is not a count of 1 or more"))
-    };
     let steps = rest.next().map(number).transpose()?.unwrap_or(64);
     let mut counts = rest.map(number).collect::<Result<Vec<_>, _>>()?;
     if counts.is_empty() {

@@ -304,13 +304,13 @@ fn token_dot(r: &[__m512i; 8], a: &Group) -> __m512i {
     _mm512_add_epi32(lo, hi)
 }
 
-/// `$n` quads of row `$w_row` from block `$first`, unpacked by `$unpack`
-/// from the bytes `$full` loads (quads past the row zero, a partial one
-/// padded with zeros: they meet zero activations or masked lanes). A macro
-/// rather than a function: as a function returning the quads it was not
-/// inlined, and they went through memory (a third slower).
+/// `$n` quads of row `$w_row` from block `$first`, unpacked (quads past
+/// the row zero, a partial one padded with zeros: they meet zero
+/// activations or masked lanes). A macro rather than a function: as a
+/// function returning the quads it was not inlined, and they went through
+/// memory (a third slower).
 macro_rules! quads {
-    ($w_row:expr, $first:expr, $n:expr, $unpack:ident, $full:ident, $hints:expr) => {{
+    ($w_row:expr, $first:expr, $n:expr) => {{
         let (w_row, first): (&[_], usize) = ($w_row, $first);
         let zero = _mm512_setzero_si512();
         let mut u = [Unpacked {
@@ -325,253 +325,236 @@ macro_rules! quads {
         for (p, u) in u.iter_mut().enumerate() {
             let quad = &w_row[(first + p * QB).min(end)..(first + (p + 1) * QB).min(end)];
             if quad.len() == QB {
-                for &b in $hints {
+                // Two hints per quad's 136 bytes (blocks 0 and 2).
+                for b in [0, 2] {
                     prefetch::stream(&quad[b]);
                 }
-                *u = $unpack($full(quad));
+                *u = unpack_q8(full_q8(quad));
             } else if !quad.is_empty() {
                 // SAFETY: the quad's bytes are readable; a partial quad is
                 // at most three blocks, under 192 bytes.
-                *u = $unpack(unsafe { load_partial(quad.as_ptr().cast(), size_of_val(quad)) });
+                *u = unpack_q8(unsafe { load_partial(quad.as_ptr().cast(), size_of_val(quad)) });
             }
         }
         u
     }};
 }
 
-/// Generates a decode product: `$unpack` turns one quad's loaded bytes into
-/// [`Unpacked`] weights, `$full` loads a whole quad's bytes.
-macro_rules! gemv {
-    ($name:ident, $blk:ty, $off:expr, $unpack:ident, $full:ident, $scales:ident, $hints:expr) => {
-        /// `y = w · x` for each of `a.n_tok` tokens as a decode product: every
-        /// output row walks its weight blocks sixteen at a time, unpacks each
-        /// group once and accumulates it into every token's sum (up to [`TG`]
-        /// tokens in registers per pass over the row, which stays in L1 for
-        /// the next group of tokens). Each token's result is bitwise the one
-        /// it gets alone.
-        #[target_feature(
-            enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-        )]
-        pub(in crate::quant) fn $name(w: &[$blk], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
-            /// One token's sum of one row from its groups in
-            /// [`Layout::Quads`], before the lanes are added; the last
-            /// group too unless `pair_tail`, when [`rows_one`] takes it.
-            #[inline]
-            #[target_feature(
-                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-            )]
-            fn row_one(w_row: &[$blk], groups: &[Group], pair_tail: bool) -> __m512 {
-                let mut acc = _mm512_setzero_ps();
-                let (nb, ng) = (w_row.len(), groups.len());
-                for (g, a) in groups[..ng - usize::from(pair_tail)].iter().enumerate() {
-                    let u = quads!(w_row, g * GB, QPG, $unpack, $full, $hints);
-                    // Quads past the row (in its last group) have no dots.
-                    let n_quads = (nb - g * GB).div_ceil(QB);
-                    let dot = quad_dots(&u, a, n_quads);
-                    let m = if g + 1 == ng {
-                        last_lanes(nb)
-                    } else {
-                        ALL_LANES
-                    };
-                    acc = float_step(dot, a.d, $scales(&u), acc, m);
-                }
-                acc
-            }
-
-            /// One token's sums of row `wa` and, if there is one, row `wb`,
-            /// whose last groups (of at most eight blocks) the two share as
-            /// [`rows`] does (the activations' last group holds its blocks
-            /// twice). One call of [`row_one`] in a loop over the rows: with
-            /// one call site it is inlined, and its constants stay in
-            /// registers (called once per row, it reloaded them: a tenth of
-            /// Q4_0's decode).
-            #[inline]
-            #[target_feature(
-                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-            )]
-            fn rows_one(wa: &[$blk], wb: Option<&[$blk]>, groups: &[Group]) -> [f32; 2] {
-                let pair = wb.is_some();
-                let mut acc = [_mm512_setzero_ps(); 2];
-                for (acc, w) in acc.iter_mut().zip([Some(wa), wb].into_iter().flatten()) {
-                    *acc = row_one(w, groups, pair);
-                }
-                if let Some(wb) = wb {
-                    let first = (groups.len() - 1) * GB;
-                    let [a0, a1] = quads!(wa, first, 2, $unpack, $full, $hints);
-                    let [b0, b1] = quads!(wb, first, 2, $unpack, $full, $hints);
-                    let u = [a0, a1, b0, b1];
-                    let a = &groups[groups.len() - 1];
-                    let dot = quad_dots(&u, a, QPG);
-                    let (x, y) = pair_step(dot, a.d, $scales(&u), (acc[0], acc[1]), wa.len());
-                    acc = [x, y];
-                }
-                acc.map(|v| _mm512_reduce_add_ps(v))
-            }
-
-            /// `T` tokens' sums of one row, from their groups in
-            /// [`Layout::Transposed`] (`ng` per token, token-major); the
-            /// last group too unless `pair_tail`, when [`rows`] takes it.
-            #[inline]
-            #[target_feature(
-                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-            )]
-            fn row<const T: usize>(
-                w_row: &[$blk],
-                groups: &[Group],
-                ng: usize,
-                pair_tail: bool,
-            ) -> [__m512; T] {
-                let mut acc = [_mm512_setzero_ps(); T];
-                let mask = last_lanes(w_row.len());
-                for g in 0..ng - usize::from(pair_tail) {
-                    let u = quads!(w_row, g * GB, QPG, $unpack, $full, $hints);
-                    let (r, dw) = (transpose(&u), $scales(&u));
-                    let m = if g + 1 == ng { mask } else { ALL_LANES };
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let a = &groups[j * ng + g];
-                        *acc = float_step(token_dot(&r, a), a.d, dw, *acc, m);
-                    }
-                }
-                acc
-            }
-
-            /// `T` tokens' sums of row `wa` and, if there is one, row `wb`,
-            /// whose last groups hold at most eight blocks: those two share
-            /// one group, `wa`'s in lanes `0..8`, `wb`'s in `8..16` (the
-            /// activations' last group holds its blocks twice), so that a
-            /// row of 24 blocks costs one and a half groups rather than two.
-            /// Lane for lane the same products as apart (see [`pair_step`]).
-            /// One call of [`row`], in a loop over the rows (see
-            /// [`rows_one`]).
-            #[inline]
-            #[target_feature(
-                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-            )]
-            fn rows<const T: usize>(
-                wa: &[$blk],
-                wb: Option<&[$blk]>,
-                groups: &[Group],
-                ng: usize,
-            ) -> [[f32; T]; 2] {
-                let pair = wb.is_some();
-                let mut acc = [[_mm512_setzero_ps(); T]; 2];
-                for (acc, w) in acc.iter_mut().zip([Some(wa), wb].into_iter().flatten()) {
-                    *acc = row::<T>(w, groups, ng, pair);
-                }
-                if let Some(wb) = wb {
-                    let first = (ng - 1) * GB;
-                    let [a0, a1] = quads!(wa, first, 2, $unpack, $full, $hints);
-                    let [b0, b1] = quads!(wb, first, 2, $unpack, $full, $hints);
-                    let u = [a0, a1, b0, b1];
-                    let (r, dw) = (transpose(&u), $scales(&u));
-                    let [acc_a, acc_b] = &mut acc;
-                    for (j, (acc_a, acc_b)) in acc_a.iter_mut().zip(acc_b).enumerate() {
-                        let a = &groups[j * ng + ng - 1];
-                        (*acc_a, *acc_b) =
-                            pair_step(token_dot(&r, a), a.d, dw, (*acc_a, *acc_b), wa.len());
-                    }
-                }
-                acc.map(|acc| acc.map(|v| _mm512_reduce_add_ps(v)))
-            }
-
-            /// One token's sums of every row, as its own function (see the
-            /// AVX2 decode product's `one`: inlined among the multi-token
-            /// loops, the one-token loop streamed slower).
-            #[inline(never)]
-            #[target_feature(
-                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-            )]
-            fn one(w: &[$blk], groups: &[Group], nb: usize, out: &mut OutTile<'_>, t: usize) {
-                let mut r = 0;
-                while r < out.rows() {
-                    let pair = short_tail(nb) && r + 1 < out.rows();
-                    let wb = pair.then(|| &w[(r + 1) * nb..(r + 2) * nb]);
-                    let y = rows_one(&w[r * nb..(r + 1) * nb], wb, groups);
-                    for (i, &y) in y.iter().take(1 + usize::from(pair)).enumerate() {
-                        out.set(t, r + i, y);
-                    }
-                    r += 1 + usize::from(pair);
-                }
-            }
-
-            /// Tokens `t0..t0 + T` (groups `gs`) of rows `r` and, with
-            /// `pair`, `r + 1`.
-            #[inline]
-            #[target_feature(
-                enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c"
-            )]
-            fn tokens<const T: usize>(
-                w: &[$blk],
-                gs: &[Group],
-                (nb, ng): (usize, usize),
-                out: &mut OutTile<'_>,
-                (t0, r): (usize, usize),
-                pair: bool,
-            ) {
-                let wb = pair.then(|| &w[(r + 1) * nb..(r + 2) * nb]);
-                let y = rows::<T>(&w[r * nb..(r + 1) * nb], wb, gs, ng);
-                for (i, y) in y.iter().take(1 + usize::from(pair)).enumerate() {
-                    put(out, t0, r + i, y);
-                }
-            }
-
-            let (nb, n_tok) = (a.nb, a.n_tok);
-            assert!(w.len() >= out.rows() * nb, "gemv: weights too short");
-            let ng = nb.div_ceil(GB);
-            let layout = if n_tok == 1 {
-                Layout::Quads
-            } else {
-                Layout::Transposed
-            };
-            // Tokens whose groups fit the stack together (at least one).
-            let per_pass = (STACK_GROUPS / ng).max(1);
-            let mut t0 = 0;
-            while t0 < n_tok {
-                let n = per_pass.min(n_tok - t0);
-                with_prepared::<_, _, STACK_GROUPS>(
-                    n * ng,
-                    &GROUPS,
-                    |i| group(a, $off, layout, t0 + i / ng, i % ng),
-                    |groups| {
-                        if layout == Layout::Quads {
-                            return one(w, groups, nb, out, t0);
-                        }
-                        let mut r = 0;
-                        while r < out.rows() {
-                            let pair = short_tail(nb) && r + 1 < out.rows();
-                            let mut s = 0;
-                            while s < n {
-                                let m = (n - s).min(TG);
-                                let gs = &groups[s * ng..(s + m) * ng];
-                                let at = (t0 + s, r);
-                                match m {
-                                    1 => tokens::<1>(w, gs, (nb, ng), out, at, pair),
-                                    2 => tokens::<2>(w, gs, (nb, ng), out, at, pair),
-                                    3 => tokens::<3>(w, gs, (nb, ng), out, at, pair),
-                                    4 => tokens::<4>(w, gs, (nb, ng), out, at, pair),
-                                    5 => tokens::<5>(w, gs, (nb, ng), out, at, pair),
-                                    6 => tokens::<6>(w, gs, (nb, ng), out, at, pair),
-                                    7 => tokens::<7>(w, gs, (nb, ng), out, at, pair),
-                                    _ => tokens::<TG>(w, gs, (nb, ng), out, at, pair),
-                                }
-                                s += m;
-                            }
-                            r += 1 + usize::from(pair);
-                        }
-                    },
-                );
-                t0 += n;
-            }
-        }
-    };
+/// The last groups of rows `wa` and `wb` (`ng` groups each), at most eight
+/// blocks each: `wa`'s two quads, then `wb`'s, one group for the two.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+fn shared_tail(wa: &[BlockQ8_0], wb: &[BlockQ8_0], ng: usize) -> [Unpacked; QPG] {
+    let first = (ng - 1) * GB;
+    let [a0, a1] = quads!(wa, first, 2);
+    let [b0, b1] = quads!(wb, first, 2);
+    [a0, a1, b0, b1]
 }
 
-gemv!(
-    gemv_q8_0,
-    BlockQ8_0,
-    128,
-    unpack_q8,
-    full_q8,
-    scales_q8,
-    &[0, 2]
-);
+/// The rows of a product of `rows` rows of `nb` blocks in the order the
+/// walks take them: each row's index and whether the next row goes with it
+/// (see [`short_tail`]).
+fn row_pairs(rows: usize, nb: usize) -> impl Iterator<Item = (usize, bool)> {
+    let mut r = 0;
+    std::iter::from_fn(move || {
+        (r < rows).then(|| {
+            let (at, pair) = (r, short_tail(nb) && r + 1 < rows);
+            r += 1 + usize::from(pair);
+            (at, pair)
+        })
+    })
+}
+
+/// `y = w · x` for each of `a.n_tok` tokens as a decode product: every
+/// output row walks its weight blocks sixteen at a time, unpacks each
+/// group once and accumulates it into every token's sum (up to [`TG`]
+/// tokens in registers per pass over the row, which stays in L1 for
+/// the next group of tokens). Each token's result is bitwise the one
+/// it gets alone.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+pub(in crate::quant) fn gemv_q8_0(w: &[BlockQ8_0], a: &QuantActs<'_>, out: &mut OutTile<'_>) {
+    /// One token's sum of one row from its groups in
+    /// [`Layout::Quads`], before the lanes are added; the last
+    /// group too unless `pair_tail`, when [`rows_one`] takes it.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+    fn row_one(w_row: &[BlockQ8_0], groups: &[Group], pair_tail: bool) -> __m512 {
+        let mut acc = _mm512_setzero_ps();
+        let (nb, ng) = (w_row.len(), groups.len());
+        for (g, a) in groups[..ng - usize::from(pair_tail)].iter().enumerate() {
+            let u = quads!(w_row, g * GB, QPG);
+            // Quads past the row (in its last group) have no dots.
+            let n_quads = (nb - g * GB).div_ceil(QB);
+            let dot = quad_dots(&u, a, n_quads);
+            let m = if g + 1 == ng {
+                last_lanes(nb)
+            } else {
+                ALL_LANES
+            };
+            acc = float_step(dot, a.d, scales_q8(&u), acc, m);
+        }
+        acc
+    }
+
+    /// One token's sums of row `wa` and, if there is one, row `wb`,
+    /// whose last groups (of at most eight blocks) the two share as
+    /// [`rows`] does (the activations' last group holds its blocks
+    /// twice). One call of [`row_one`] in a loop over the rows: with
+    /// one call site it is inlined, and its constants stay in
+    /// registers (called once per row, it reloaded them: a tenth of
+    /// Q4_0's decode).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+    fn rows_one(wa: &[BlockQ8_0], wb: Option<&[BlockQ8_0]>, groups: &[Group]) -> [f32; 2] {
+        let pair = wb.is_some();
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for (acc, w) in acc.iter_mut().zip([Some(wa), wb].into_iter().flatten()) {
+            *acc = row_one(w, groups, pair);
+        }
+        if let Some(wb) = wb {
+            let u = shared_tail(wa, wb, groups.len());
+            let a = &groups[groups.len() - 1];
+            let dot = quad_dots(&u, a, QPG);
+            let (x, y) = pair_step(dot, a.d, scales_q8(&u), (acc[0], acc[1]), wa.len());
+            acc = [x, y];
+        }
+        acc.map(|v| _mm512_reduce_add_ps(v))
+    }
+
+    /// `T` tokens' sums of one row, from their groups in
+    /// [`Layout::Transposed`] (`ng` per token, token-major); the
+    /// last group too unless `pair_tail`, when [`rows`] takes it.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+    fn row<const T: usize>(
+        w_row: &[BlockQ8_0],
+        groups: &[Group],
+        ng: usize,
+        pair_tail: bool,
+    ) -> [__m512; T] {
+        let mut acc = [_mm512_setzero_ps(); T];
+        let mask = last_lanes(w_row.len());
+        for g in 0..ng - usize::from(pair_tail) {
+            let u = quads!(w_row, g * GB, QPG);
+            let (r, dw) = (transpose(&u), scales_q8(&u));
+            let m = if g + 1 == ng { mask } else { ALL_LANES };
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let a = &groups[j * ng + g];
+                *acc = float_step(token_dot(&r, a), a.d, dw, *acc, m);
+            }
+        }
+        acc
+    }
+
+    /// `T` tokens' sums of row `wa` and, if there is one, row `wb`,
+    /// whose last groups hold at most eight blocks: those two share
+    /// one group, `wa`'s in lanes `0..8`, `wb`'s in `8..16` (the
+    /// activations' last group holds its blocks twice), so that a
+    /// row of 24 blocks costs one and a half groups rather than two.
+    /// Lane for lane the same products as apart (see [`pair_step`]).
+    /// One call of [`row`], in a loop over the rows (see
+    /// [`rows_one`]).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+    fn rows<const T: usize>(
+        wa: &[BlockQ8_0],
+        wb: Option<&[BlockQ8_0]>,
+        groups: &[Group],
+        ng: usize,
+    ) -> [[f32; T]; 2] {
+        let pair = wb.is_some();
+        let mut acc = [[_mm512_setzero_ps(); T]; 2];
+        for (acc, w) in acc.iter_mut().zip([Some(wa), wb].into_iter().flatten()) {
+            *acc = row::<T>(w, groups, ng, pair);
+        }
+        if let Some(wb) = wb {
+            let u = shared_tail(wa, wb, ng);
+            let (r, dw) = (transpose(&u), scales_q8(&u));
+            let [acc_a, acc_b] = &mut acc;
+            for (j, (acc_a, acc_b)) in acc_a.iter_mut().zip(acc_b).enumerate() {
+                let a = &groups[j * ng + ng - 1];
+                (*acc_a, *acc_b) = pair_step(token_dot(&r, a), a.d, dw, (*acc_a, *acc_b), wa.len());
+            }
+        }
+        acc.map(|acc| acc.map(|v| _mm512_reduce_add_ps(v)))
+    }
+
+    /// One token's sums of every row, as its own function (see the
+    /// AVX2 decode product's `one`: inlined among the multi-token
+    /// loops, the one-token loop streamed slower).
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+    fn one(w: &[BlockQ8_0], groups: &[Group], nb: usize, out: &mut OutTile<'_>, t: usize) {
+        for (r, pair) in row_pairs(out.rows(), nb) {
+            let wb = pair.then(|| &w[(r + 1) * nb..(r + 2) * nb]);
+            let y = rows_one(&w[r * nb..(r + 1) * nb], wb, groups);
+            for (i, &y) in y.iter().take(1 + usize::from(pair)).enumerate() {
+                out.set(t, r + i, y);
+            }
+        }
+    }
+
+    /// Tokens `t0..t0 + T` (groups `gs`) of rows `r` and, with
+    /// `pair`, `r + 1`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,gfni,avx2,fma,f16c")]
+    fn tokens<const T: usize>(
+        w: &[BlockQ8_0],
+        gs: &[Group],
+        (nb, ng): (usize, usize),
+        out: &mut OutTile<'_>,
+        (t0, r): (usize, usize),
+        pair: bool,
+    ) {
+        let wb = pair.then(|| &w[(r + 1) * nb..(r + 2) * nb]);
+        let y = rows::<T>(&w[r * nb..(r + 1) * nb], wb, gs, ng);
+        for (i, y) in y.iter().take(1 + usize::from(pair)).enumerate() {
+            put(out, t0, r + i, y);
+        }
+    }
+
+    let (nb, n_tok) = (a.nb, a.n_tok);
+    assert!(w.len() >= out.rows() * nb, "gemv: weights too short");
+    let ng = nb.div_ceil(GB);
+    let layout = if n_tok == 1 {
+        Layout::Quads
+    } else {
+        Layout::Transposed
+    };
+    // Tokens whose groups fit the stack together (at least one).
+    let per_pass = (STACK_GROUPS / ng).max(1);
+    let mut t0 = 0;
+    while t0 < n_tok {
+        let n = per_pass.min(n_tok - t0);
+        with_prepared::<_, _, STACK_GROUPS>(
+            n * ng,
+            &GROUPS,
+            |i| group(a, 128, layout, t0 + i / ng, i % ng),
+            |groups| {
+                if layout == Layout::Quads {
+                    return one(w, groups, nb, out, t0);
+                }
+                for (r, pair) in row_pairs(out.rows(), nb) {
+                    let mut s = 0;
+                    while s < n {
+                        let m = (n - s).min(TG);
+                        let gs = &groups[s * ng..(s + m) * ng];
+                        let at = (t0 + s, r);
+                        match m {
+                            1 => tokens::<1>(w, gs, (nb, ng), out, at, pair),
+                            2 => tokens::<2>(w, gs, (nb, ng), out, at, pair),
+                            3 => tokens::<3>(w, gs, (nb, ng), out, at, pair),
+                            4 => tokens::<4>(w, gs, (nb, ng), out, at, pair),
+                            5 => tokens::<5>(w, gs, (nb, ng), out, at, pair),
+                            6 => tokens::<6>(w, gs, (nb, ng), out, at, pair),
+                            7 => tokens::<7>(w, gs, (nb, ng), out, at, pair),
+                            _ => tokens::<TG>(w, gs, (nb, ng), out, at, pair),
+                        }
+                        s += m;
+                    }
+                }
+            },
+        );
+        t0 += n;
+    }
+}
